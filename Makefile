@@ -1,0 +1,32 @@
+# The two commands a newcomer runs: `make run` and `make test`. Both bootstrap .venv.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: run test lint bench openapi clean
+
+$(STAMP): setup.cfg pyproject.toml constraints.txt
+	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Cronbeat needs Python 3.11+"'
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[test]'
+	touch $(STAMP)
+
+## Start web, worker and beat (embedded PostgreSQL and Redis unless DATABASE_URL/REDIS_URL are set).
+run: $(STAMP)
+	$(PY) -m app.devrun
+
+## Run the whole test suite against real PostgreSQL and Redis.
+test: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(PY) -m pytest
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+bench: $(STAMP)
+	$(PY) -m bench.dispatch
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""Cronbeat: scheduled triggers stored in PostgreSQL, fired exactly once through Celery."""

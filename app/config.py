@@ -1,0 +1,146 @@
+"""Settings, read once from the environment into a frozen object.
+
+Nothing else in Cronbeat reads the environment: processes build one :class:`Settings` at
+start and pass it down. A bad value fails at start with the variable's name.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+from app.errors import ConfigError
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int, maximum: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number, got {raw!r}") from None
+    if not minimum <= value <= maximum:
+        raise ConfigError(f"{name} must be between {minimum} and {maximum}, got {value}")
+    return value
+
+
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name)
+    if raw is None:
+        return default
+    value = raw.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise ConfigError(f"{name} must be true or false, got {raw!r}")
+
+
+def _secret(env: Mapping[str, str], name: str) -> str | None:
+    # The value is never echoed back, not even in the error.
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return None
+    if len(raw) < 16:
+        raise ConfigError(f"{name} must be at least 16 characters long")
+    return raw
+
+
+def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:
+    raw = env.get(name, default).strip().lower() or default
+    if raw not in choices:
+        raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {raw!r}")
+    return raw
+
+
+def normalize_database_url(url: str) -> str:
+    """Return ``url`` with the psycopg2 driver named, as SQLAlchemy wants it.
+
+    Raises:
+        ConfigError: the URL is not a PostgreSQL URL.
+    """
+    for prefix in ("postgresql+psycopg2://", "postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg2://" + url[len(prefix) :]
+    raise ConfigError("DATABASE_URL must be a postgresql:// URL")
+
+
+def broker_url_for(redis_url: str) -> str:
+    """Return the kombu broker URL for a redis-py URL (a unix socket is spelled differently)."""
+    if redis_url.startswith("unix://"):
+        path, _, query = redis_url[len("unix://") :].partition("?")
+        db = "0"
+        for part in query.split("&"):
+            key, _, value = part.partition("=")
+            if key == "db" and value:
+                db = value
+        return f"redis+socket://{path}?virtual_host={db}"
+    return redis_url
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """Everything a Cronbeat process is configured with."""
+
+    database_url: str
+    redis_url: str
+    tick_seconds: int = 60
+    deployment_id: str | None = None
+    deploy_token: str | None = dataclasses.field(default=None, repr=False)
+    admin_token: str | None = dataclasses.field(default=None, repr=False)
+    data_dir: Path = Path(".cronbeat")
+    # Webhooks to loopback, private and link-local addresses are refused unless this is
+    # on: a multi-tenant sender must not let tenants probe the operator's network.
+    allow_private_targets: bool = False
+    dispatch_batch_size: int = 5000
+    # A pending invocation whose message was published this long ago and never started
+    # is published again (the broker lost it, e.g. Redis restarted without persistence).
+    republish_after_s: int = 300
+    log_format: str = "text"
+    log_level: str = "INFO"
+
+    @property
+    def broker_url(self) -> str:
+        return broker_url_for(self.redis_url)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Read the settings from ``env`` (default: the process environment).
+
+        Raises:
+            ConfigError: a variable is missing or malformed; the message names it.
+        """
+        env = os.environ if env is None else env
+        database_url = env.get("DATABASE_URL", "").strip()
+        if not database_url:
+            raise ConfigError("DATABASE_URL is not set (make run sets it for the embedded server)")
+        redis_url = env.get("REDIS_URL", "").strip()
+        if not redis_url:
+            raise ConfigError("REDIS_URL is not set (make run sets it for the embedded server)")
+        if not redis_url.startswith(("redis://", "rediss://", "unix://")):
+            raise ConfigError("REDIS_URL must be a redis://, rediss:// or unix:// URL")
+        deployment_id = env.get("CRONBEAT_DEPLOYMENT_ID", "").strip() or None
+        if deployment_id is not None and len(deployment_id) > 100:
+            raise ConfigError("CRONBEAT_DEPLOYMENT_ID must be at most 100 characters")
+        return cls(
+            database_url=normalize_database_url(database_url),
+            redis_url=redis_url,
+            tick_seconds=_int(env, "CRONBEAT_TICK_SECONDS", 60, 1, 3600),
+            deployment_id=deployment_id,
+            deploy_token=_secret(env, "CRONBEAT_DEPLOY_TOKEN"),
+            admin_token=_secret(env, "CRONBEAT_ADMIN_TOKEN"),
+            data_dir=Path(env.get("CRONBEAT_DATA_DIR", ".cronbeat") or ".cronbeat"),
+            allow_private_targets=_bool(env, "CRONBEAT_ALLOW_PRIVATE_TARGETS", False),
+            dispatch_batch_size=_int(env, "CRONBEAT_DISPATCH_BATCH_SIZE", 5000, 1, 100_000),
+            republish_after_s=_int(env, "CRONBEAT_REPUBLISH_AFTER_S", 300, 5, 86_400),
+            log_format=_choice(env, "CRONBEAT_LOG_FORMAT", "text", ("text", "json")),
+            log_level=_choice(
+                env, "CRONBEAT_LOG_LEVEL", "info", ("debug", "info", "warning", "error")
+            ).upper(),
+        )

@@ -1,0 +1,60 @@
+"""Engine and session factory. Creating them opens no connection; the first query does."""
+
+from __future__ import annotations
+
+from sqlalchemy import Engine, NullPool, create_engine, text
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.config import Settings
+
+
+def make_engine(settings: Settings, *, pool_size: int = 5) -> Engine:
+    """Return an engine for the settings' database.
+
+    Every session works in READ COMMITTED (PostgreSQL's default), which the claim
+    statements in :mod:`app.claims` are written for.
+    """
+    return create_engine(
+        settings.database_url,
+        pool_size=pool_size,
+        max_overflow=5,
+        pool_pre_ping=True,
+        future=True,
+    )
+
+
+def make_session_factory(engine: Engine) -> sessionmaker[Session]:
+    """Return the session factory; callers open one ``with factory.begin()`` per unit of work."""
+    return sessionmaker(engine, expire_on_commit=False)
+
+
+def _quoted(engine: Engine, name: str) -> str:
+    # Identifiers cannot be bound parameters; the dialect's preparer quotes them safely.
+    return engine.dialect.identifier_preparer.quote(name)
+
+
+def create_database(admin_url: str, name: str, *, template: str | None = None) -> None:
+    """Create database ``name`` (from ``template`` if given) unless it exists."""
+    engine = create_engine(admin_url, isolation_level="AUTOCOMMIT", poolclass=NullPool)
+    try:
+        with engine.connect() as conn:
+            found = conn.execute(
+                text("SELECT 1 FROM pg_database WHERE datname = :name"), {"name": name}
+            ).first()
+            if found is None:
+                statement = f"CREATE DATABASE {_quoted(engine, name)}"
+                if template is not None:
+                    statement += f" TEMPLATE {_quoted(engine, template)}"
+                conn.execute(text(statement))
+    finally:
+        engine.dispose()
+
+
+def drop_database(admin_url: str, name: str) -> None:
+    """Drop database ``name`` if it exists, closing its other connections first."""
+    engine = create_engine(admin_url, isolation_level="AUTOCOMMIT", poolclass=NullPool)
+    try:
+        with engine.connect() as conn:
+            conn.execute(text(f"DROP DATABASE IF EXISTS {_quoted(engine, name)} WITH (FORCE)"))
+    finally:
+        engine.dispose()

@@ -1,0 +1,43 @@
+"""The one error hierarchy of Cronbeat.
+
+Every error the domain raises derives from :class:`CronbeatError`. The split between
+:class:`TransientError` (trying again later may succeed) and :class:`PermanentError`
+(trying again cannot help) drives retries in tasks and the HTTP status in the API.
+"""
+
+from __future__ import annotations
+
+
+class CronbeatError(Exception):
+    """Cronbeat failed."""
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message or (self.__doc__ or "").strip())
+
+    @property
+    def message(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+class TransientError(CronbeatError):
+    """A temporary failure; the same operation may succeed later."""
+
+
+class PermanentError(CronbeatError):
+    """A failure that retrying cannot fix."""
+
+
+class ConfigError(PermanentError):
+    """The configuration is invalid."""
+
+
+class InvalidSchedule(PermanentError, ValueError):
+    """The schedule is invalid."""
+
+
+class NotFound(PermanentError):
+    """The resource does not exist."""
+
+
+class Conflict(PermanentError):
+    """The change conflicts with the current state."""

@@ -1,0 +1,252 @@
+"""SQLAlchemy models: the schema, with the invariants the database itself enforces."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    Enum,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB, UUID
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from app.enums import InvocationStatus, MisfirePolicy, OverlapPolicy, TargetKind
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+Timestamp = DateTime(timezone=True)
+
+
+def _enum(cls: type, name: str) -> Enum:
+    # VARCHAR + a named CHECK rather than a PostgreSQL ENUM type: adding a member later is
+    # a constraint swap, not an ALTER TYPE that cannot run inside a transaction.
+    return Enum(
+        cls,
+        name=name,
+        native_enum=False,
+        create_constraint=True,
+        length=16,
+        values_callable=lambda members: [m.value for m in members],
+        validate_strings=True,
+    )
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class Trigger(Base):
+    """A schedule (cron in a zone, or one run_at) and the target each occurrence delivers to."""
+
+    __tablename__ = "triggers"
+
+    id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), primary_key=True, server_default=text("gen_random_uuid()")
+    )
+    tenant_id: Mapped[str] = mapped_column(String(64))
+    project_id: Mapped[str] = mapped_column(String(64))
+    name: Mapped[str] = mapped_column(String(200))
+    description: Mapped[str] = mapped_column(Text, server_default="")
+    enabled: Mapped[bool] = mapped_column(Boolean, server_default=text("true"))
+
+    cron_expression: Mapped[str | None] = mapped_column(String(200))
+    timezone: Mapped[str] = mapped_column(String(64), server_default="UTC")
+    run_at: Mapped[dt.datetime | None] = mapped_column(Timestamp)
+    # The next occurrence to fire; NULL when disabled or finished. Advanced by the
+    # dispatcher from the occurrence's scheduled time, never from the wall clock.
+    next_run_at: Mapped[dt.datetime | None] = mapped_column(Timestamp)
+    last_scheduled_for: Mapped[dt.datetime | None] = mapped_column(Timestamp)
+
+    target_kind: Mapped[TargetKind] = mapped_column(_enum(TargetKind, "target_kind"))
+    webhook_url: Mapped[str | None] = mapped_column(String(2048))
+    webhook_method: Mapped[str] = mapped_column(String(8), server_default="POST")
+    webhook_headers: Mapped[dict[str, str]] = mapped_column(
+        JSONB, server_default=text("'{}'::jsonb")
+    )
+    signing_secret: Mapped[str | None] = mapped_column(String(200))
+    task_name: Mapped[str | None] = mapped_column(String(200))
+    task_queue: Mapped[str | None] = mapped_column(String(200))
+
+    payload: Mapped[Any] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
+    message_template: Mapped[str | None] = mapped_column(Text)
+
+    max_attempts: Mapped[int] = mapped_column(Integer, server_default="3")
+    backoff_base_s: Mapped[int] = mapped_column(Integer, server_default="2")
+    backoff_cap_s: Mapped[int] = mapped_column(Integer, server_default="300")
+    timeout_s: Mapped[int] = mapped_column(Integer, server_default="30")
+    misfire_policy: Mapped[MisfirePolicy] = mapped_column(
+        _enum(MisfirePolicy, "misfire_policy"), server_default=MisfirePolicy.RUN_ONCE.value
+    )
+    misfire_grace_s: Mapped[int] = mapped_column(Integer, server_default="300")
+    overlap_policy: Mapped[OverlapPolicy] = mapped_column(
+        _enum(OverlapPolicy, "overlap_policy"), server_default=OverlapPolicy.ALLOW.value
+    )
+    ref: Mapped[str | None] = mapped_column(String(200), index=True)
+    # Bumped by every update; the API's ETag, checked by If-Match.
+    version: Mapped[int] = mapped_column(Integer, server_default="1")
+    created_at: Mapped[dt.datetime] = mapped_column(Timestamp, server_default=func.now())
+    updated_at: Mapped[dt.datetime] = mapped_column(Timestamp, server_default=func.now())
+
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "project_id", "name"),
+        CheckConstraint(
+            "(cron_expression IS NULL) <> (run_at IS NULL)", name="exactly_one_schedule"
+        ),
+        CheckConstraint(
+            "(target_kind = 'webhook' AND webhook_url IS NOT NULL)"
+            " OR (target_kind = 'task' AND task_name IS NOT NULL)",
+            name="target_complete",
+        ),
+        # An enabled trigger always knows its next occurrence; the due index relies on it.
+        CheckConstraint("NOT enabled OR next_run_at IS NOT NULL", name="enabled_has_next_run"),
+        CheckConstraint("max_attempts BETWEEN 1 AND 100", name="max_attempts_range"),
+        CheckConstraint("backoff_base_s >= 0 AND backoff_cap_s >= backoff_base_s",
+                        name="backoff_range"),
+        CheckConstraint("timeout_s BETWEEN 1 AND 3600", name="timeout_range"),
+        CheckConstraint("misfire_grace_s >= 0", name="misfire_grace_nonnegative"),
+        # Serves the dispatcher's only hot query:
+        #   SELECT ... FROM triggers WHERE enabled AND next_run_at IS NOT NULL
+        #     AND next_run_at <= now() ORDER BY next_run_at LIMIT n FOR UPDATE SKIP LOCKED
+        # Idle and finished triggers are not in it, so a tick reads only the due rows.
+        Index(
+            "ix_triggers_due",
+            "next_run_at",
+            postgresql_where=text("enabled AND next_run_at IS NOT NULL"),
+        ),
+    )
+
+
+class Invocation(Base):
+    """One occurrence of a trigger (or a manual run), and the outbox row of its message."""
+
+    __tablename__ = "invocations"
+
+    id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), primary_key=True, server_default=text("gen_random_uuid()")
+    )
+    # SET NULL, not CASCADE: the history of a deleted trigger stays readable, and a
+    # message still in flight finds its trigger gone and records the run cancelled.
+    trigger_id: Mapped[uuid.UUID | None] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("triggers.id", ondelete="SET NULL")
+    )
+    tenant_id: Mapped[str] = mapped_column(String(64))
+    project_id: Mapped[str] = mapped_column(String(64))
+    scheduled_for: Mapped[dt.datetime] = mapped_column(Timestamp)
+    status: Mapped[InvocationStatus] = mapped_column(
+        _enum(InvocationStatus, "invocation_status"),
+        server_default=InvocationStatus.PENDING.value,
+    )
+    manual: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
+    attempt: Mapped[int] = mapped_column(Integer, server_default="0")
+    # When the message for the current attempt was published (the outbox's "sent" mark);
+    # NULL means committed but not yet published.
+    enqueued_at: Mapped[dt.datetime | None] = mapped_column(Timestamp)
+    # A retry waits until then; the sweep publishes it again when it is due.
+    run_after: Mapped[dt.datetime | None] = mapped_column(Timestamp)
+    started_at: Mapped[dt.datetime | None] = mapped_column(Timestamp)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(Timestamp)
+    # The running attempt owns the invocation until then; afterwards the sweep takes it
+    # back (the worker died) and a new attempt may claim it.
+    lease_expires_at: Mapped[dt.datetime | None] = mapped_column(Timestamp)
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
+    last_error: Mapped[str | None] = mapped_column(Text)
+    response_status: Mapped[int | None] = mapped_column(Integer)
+    response_excerpt: Mapped[str | None] = mapped_column(Text)
+    deployment_id: Mapped[str | None] = mapped_column(String(100))
+    created_at: Mapped[dt.datetime] = mapped_column(Timestamp, server_default=func.now())
+
+    __table_args__ = (
+        # The idempotency key: one invocation per occurrence, whatever races. Its index
+        # also serves "history of one trigger, newest first".
+        UniqueConstraint("trigger_id", "scheduled_for"),
+        CheckConstraint("attempt >= 0", name="attempt_nonnegative"),
+        # Project-wide history and tenant-scoped lookups.
+        Index("ix_invocations_tenant_id_project_id_created_at",
+              "tenant_id", "project_id", "created_at"),
+        # The sweep's "pending too long" query:
+        #   WHERE status = 'pending' AND (enqueued_at IS NULL OR enqueued_at < :stale)
+        Index(
+            "ix_invocations_pending",
+            "enqueued_at",
+            postgresql_where=text("status = 'pending'"),
+        ),
+        # The sweep's "running too long" query: WHERE status = 'running' AND
+        # lease_expires_at < now().
+        Index(
+            "ix_invocations_running",
+            "lease_expires_at",
+            postgresql_where=text("status = 'running'"),
+        ),
+    )
+
+
+class InvocationAttempt(Base):
+    """One delivery attempt of an invocation: who ran it, on which deployment, and how."""
+
+    __tablename__ = "invocation_attempts"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    invocation_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("invocations.id", ondelete="CASCADE")
+    )
+    number: Mapped[int] = mapped_column(Integer)
+    deployment_id: Mapped[str | None] = mapped_column(String(100))
+    started_at: Mapped[dt.datetime] = mapped_column(Timestamp)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(Timestamp)
+    # succeeded, failed (permanent), error (transient), abandoned (lease ran out).
+    outcome: Mapped[str | None] = mapped_column(String(16))
+    response_status: Mapped[int | None] = mapped_column(Integer)
+    error: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (UniqueConstraint("invocation_id", "number"),)
+
+
+class SchedulerState(Base):
+    """The single row that says which deployment's scheduler is the active one."""
+
+    __tablename__ = "scheduler_state"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, server_default="1")
+    generation: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    active_deployment_id: Mapped[str | None] = mapped_column(String(100))
+    updated_at: Mapped[dt.datetime] = mapped_column(Timestamp, server_default=func.now())
+
+    __table_args__ = (CheckConstraint("id = 1", name="single_row"),)
+
+
+class ApiKey(Base):
+    """A tenant's API key. Only a SHA-256 digest of the key is stored, never the key."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), primary_key=True, server_default=text("gen_random_uuid()")
+    )
+    tenant_id: Mapped[str] = mapped_column(String(64))
+    name: Mapped[str] = mapped_column(String(200))
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[dt.datetime] = mapped_column(Timestamp, server_default=func.now())
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(Timestamp)
+
+    __table_args__ = (UniqueConstraint("tenant_id", "name"),)

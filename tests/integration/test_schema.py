@@ -1,0 +1,115 @@
+"""The database itself enforces the invariants, and the due query reads only its index."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+
+import pytest
+from sqlalchemy import Engine, insert, text
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.models import Invocation, Trigger
+
+UTC = dt.UTC
+T0 = dt.datetime(2026, 3, 7, 5, 0, tzinfo=UTC)
+
+
+def _trigger(**overrides: object) -> dict[str, object]:
+    values: dict[str, object] = {
+        "tenant_id": "t1",
+        "project_id": "p1",
+        "name": f"trigger-{uuid.uuid4().hex[:8]}",
+        "cron_expression": "*/5 * * * *",
+        "next_run_at": T0,
+        "target_kind": "webhook",
+        "webhook_url": "https://example.com/hook",
+    }
+    values.update(overrides)
+    return values
+
+
+@pytest.mark.parametrize(
+    ("overrides", "constraint"),
+    [
+        ({"run_at": T0}, "ck_triggers_exactly_one_schedule"),
+        ({"cron_expression": None}, "ck_triggers_exactly_one_schedule"),
+        ({"webhook_url": None}, "ck_triggers_target_complete"),
+        ({"target_kind": "task"}, "ck_triggers_target_complete"),
+        ({"next_run_at": None}, "ck_triggers_enabled_has_next_run"),
+        ({"max_attempts": 0}, "ck_triggers_max_attempts_range"),
+        ({"timeout_s": 0}, "ck_triggers_timeout_range"),
+        ({"backoff_base_s": 10, "backoff_cap_s": 5}, "ck_triggers_backoff_range"),
+    ],
+)
+def test_a_trigger_breaking_an_invariant_is_refused_by_the_database(
+    db: sessionmaker[Session], overrides: dict[str, object], constraint: str
+) -> None:
+    with pytest.raises(IntegrityError, match=constraint), db.begin() as session:
+        session.execute(insert(Trigger).values(**_trigger(**overrides)))
+
+
+def test_a_name_is_unique_within_a_tenant_and_project_only(db: sessionmaker[Session]) -> None:
+    with db.begin() as session:
+        session.execute(insert(Trigger).values(**_trigger(name="nightly")))
+        session.execute(insert(Trigger).values(**_trigger(name="nightly", project_id="p2")))
+        session.execute(insert(Trigger).values(**_trigger(name="nightly", tenant_id="t2")))
+    with pytest.raises(IntegrityError, match="uq_triggers_tenant_id_project_id_name"), \
+            db.begin() as session:
+        session.execute(insert(Trigger).values(**_trigger(name="nightly")))
+
+
+def test_one_occurrence_can_have_only_one_invocation(db: sessionmaker[Session]) -> None:
+    with db.begin() as session:
+        trigger_id = session.execute(
+            insert(Trigger).values(**_trigger()).returning(Trigger.id)
+        ).scalar_one()
+    row = {"trigger_id": trigger_id, "tenant_id": "t1", "project_id": "p1", "scheduled_for": T0}
+    with db.begin() as session:
+        session.execute(insert(Invocation).values(**row))
+    with pytest.raises(IntegrityError, match="uq_invocations_trigger_id_scheduled_for"), \
+            db.begin() as session:
+        session.execute(insert(Invocation).values(**row))
+
+
+def test_the_due_query_is_served_by_the_partial_index(db: sessionmaker[Session],
+                                                      engine: Engine) -> None:
+    # Enough idle rows that a sequential scan would be the planner's choice if the
+    # partial index did not serve the query.
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO triggers (tenant_id, project_id, name, cron_expression,"
+                " next_run_at, enabled, target_kind, webhook_url)"
+                " SELECT 't1', 'p1', 'idle-' || g, '0 0 1 1 *', NULL, false, 'webhook',"
+                " 'https://example.com' FROM generate_series(1, 20000) AS g"
+            )
+        )
+        conn.execute(
+            text(
+                "INSERT INTO triggers (tenant_id, project_id, name, cron_expression,"
+                " next_run_at, target_kind, webhook_url)"
+                " SELECT 't1', 'p1', 'future-' || g, '0 0 1 1 *',"
+                " now() + interval '1 day' * g, 'webhook', 'https://example.com'"
+                " FROM generate_series(1, 2000) AS g"
+            )
+        )
+        conn.execute(text("ANALYZE triggers"))
+        plan = conn.execute(
+            text(
+                "EXPLAIN (FORMAT JSON) SELECT id FROM triggers"
+                " WHERE enabled AND next_run_at IS NOT NULL AND next_run_at <= now()"
+                " ORDER BY next_run_at LIMIT 500 FOR UPDATE SKIP LOCKED"
+            )
+        ).scalar_one()
+    nodes = []
+    stack = [plan[0]["Plan"]]
+    while stack:
+        node = stack.pop()
+        nodes.append(node)
+        stack.extend(node.get("Plans", []))
+    scans = [n for n in nodes if "Scan" in n["Node Type"]]
+    assert [(n["Node Type"], n.get("Index Name")) for n in scans] == [
+        ("Index Scan", "ix_triggers_due")
+    ]
