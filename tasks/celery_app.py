@@ -1,0 +1,60 @@
+"""The Celery application. Configured from :class:`Settings` by the process entry point."""
+
+from __future__ import annotations
+
+from celery import Celery
+from celery.schedules import crontab
+from kombu import Exchange, Queue
+
+from app.config import Settings
+
+DISPATCH_TASK = "cronbeat.dispatch_due_triggers"
+RUN_TASK = "cronbeat.run_trigger"
+# Ticks and runs travel on separate queues, so a tick is never stuck behind a burst of
+# ten thousand runs.
+DISPATCH_QUEUE = "cronbeat.dispatch"
+RUN_QUEUE = "cronbeat.runs"
+
+celery_app = Celery("cronbeat", include=["tasks.dispatch", "tasks.run"])
+
+
+def configure(app: Celery, settings: Settings) -> Celery:
+    """Apply ``settings`` to ``app``; returns ``app``. Opens no connection."""
+    tick = crontab(minute="*") if settings.tick_seconds == 60 else float(settings.tick_seconds)
+    exchange = Exchange("cronbeat", type="direct")
+    app.conf.update(
+        broker_url=settings.broker_url,
+        broker_connection_retry_on_startup=True,
+        result_backend=None,
+        task_ignore_result=True,
+        task_serializer="json",
+        accept_content=["json"],
+        enable_utc=True,
+        timezone="UTC",
+        # A run message is acknowledged only after the attempt finished, so a killed
+        # worker's message comes back; the invocation's lease decides who may run it.
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_queues=(
+            Queue(DISPATCH_QUEUE, exchange, routing_key=DISPATCH_QUEUE),
+            Queue(RUN_QUEUE, exchange, routing_key=RUN_QUEUE),
+        ),
+        task_default_queue=RUN_QUEUE,
+        task_default_exchange="cronbeat",
+        task_routes={
+            DISPATCH_TASK: {"queue": DISPATCH_QUEUE, "routing_key": DISPATCH_QUEUE},
+            RUN_TASK: {"queue": RUN_QUEUE, "routing_key": RUN_QUEUE},
+        },
+        beat_schedule={
+            "dispatch-due-triggers": {
+                "task": DISPATCH_TASK,
+                "schedule": tick,
+                # A tick nobody picked up within one interval is superseded by the next.
+                "options": {"expires": float(settings.tick_seconds)},
+            }
+        },
+        beat_schedule_filename=str(settings.data_dir / "celerybeat-schedule"),
+        worker_hijack_root_logger=False,
+    )
+    return app
