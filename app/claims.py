@@ -1,0 +1,262 @@
+"""The dispatcher's concurrency-critical statements: one function per operation.
+
+Every function takes the caller's ``Session`` and never commits. Each statement is
+set-based over the whole batch (one round trip, not one per row). Several dispatchers
+(several beats, a manual tick beside beat) may run these at the same time; the comment
+beside each says why that is safe.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import (
+    Boolean,
+    DateTime,
+    Row,
+    String,
+    and_,
+    bindparam,
+    case,
+    column,
+    func,
+    literal,
+    select,
+    update,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, UUID
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.orm import Session
+
+from app.enums import InvocationStatus
+from app.models import Invocation, InvocationAttempt, Trigger
+
+_TS = DateTime(timezone=True)
+_UUIDS = ARRAY(UUID(as_uuid=True))
+MISSED_REASON = "missed: the scheduler saw it later than the trigger's misfire grace"
+
+
+def claim_due_triggers(session: Session, now: dt.datetime, limit: int) -> Sequence[Row[Any]]:
+    """Lock and return up to ``limit`` enabled triggers due at ``now``, oldest first."""
+    # FOR UPDATE SKIP LOCKED: a second dispatcher skips the rows this one holds instead
+    # of waiting, and finds them advanced (no longer due) once this one commits; under
+    # READ COMMITTED a row it reads after that commit is re-checked against the WHERE.
+    # The WHERE matches ix_triggers_due's predicate, so only due rows are read.
+    statement = (
+        select(
+            Trigger.id,
+            Trigger.tenant_id,
+            Trigger.project_id,
+            Trigger.cron_expression,
+            Trigger.timezone,
+            Trigger.run_at,
+            Trigger.next_run_at,
+            Trigger.misfire_policy,
+            Trigger.misfire_grace_s,
+        )
+        .where(Trigger.enabled, Trigger.next_run_at.is_not(None), Trigger.next_run_at <= now)
+        .order_by(Trigger.next_run_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    return session.execute(statement).all()
+
+
+def insert_invocations(
+    session: Session,
+    *,
+    trigger_ids: Sequence[uuid.UUID],
+    tenant_ids: Sequence[str],
+    project_ids: Sequence[str],
+    scheduled_fors: Sequence[dt.datetime],
+    statuses: Sequence[str],
+    now: dt.datetime,
+) -> list[tuple[uuid.UUID, str]]:
+    """Insert one invocation per occurrence; return (id, status) of the rows inserted."""
+    # ON CONFLICT DO NOTHING on UNIQUE (trigger_id, scheduled_for): should any path ever
+    # record an occurrence twice (a dispatcher racing a trigger edit, a replayed batch),
+    # the database keeps the first and the second inserts nothing, so it is never
+    # published twice. Missed rows are final at birth.
+    source = func.unnest(
+        bindparam("trigger_ids", list(trigger_ids), type_=_UUIDS),
+        bindparam("tenant_ids", list(tenant_ids), type_=ARRAY(String)),
+        bindparam("project_ids", list(project_ids), type_=ARRAY(String)),
+        bindparam("scheduled_fors", list(scheduled_fors), type_=ARRAY(_TS)),
+        bindparam("statuses", list(statuses), type_=ARRAY(String)),
+    ).table_valued(
+        column("trigger_id", UUID(as_uuid=True)),
+        column("tenant_id", String),
+        column("project_id", String),
+        column("scheduled_for", _TS),
+        column("status", String),
+    ).render_derived(name="occurrence")
+    missed = source.c.status == InvocationStatus.MISSED.value
+    rows = select(
+        source.c.trigger_id,
+        source.c.tenant_id,
+        source.c.project_id,
+        source.c.scheduled_for,
+        source.c.status,
+        literal(now, _TS),
+        case((missed, literal(now, _TS)), else_=None),
+        case((missed, literal(MISSED_REASON)), else_=None),
+    )
+    statement = (
+        pg_insert(Invocation)
+        .from_select(
+            [
+                Invocation.trigger_id,
+                Invocation.tenant_id,
+                Invocation.project_id,
+                Invocation.scheduled_for,
+                Invocation.status,
+                Invocation.created_at,
+                Invocation.finished_at,
+                Invocation.last_error,
+            ],
+            rows,
+        )
+        .on_conflict_do_nothing(constraint="uq_invocations_trigger_id_scheduled_for")
+        .returning(Invocation.id, Invocation.status)
+    )
+    return [(row.id, row.status) for row in session.execute(statement)]
+
+
+def advance_triggers(
+    session: Session,
+    *,
+    trigger_ids: Sequence[uuid.UUID],
+    next_run_ats: Sequence[dt.datetime | None],
+    last_scheduled_fors: Sequence[dt.datetime | None],
+    enableds: Sequence[bool],
+) -> None:
+    """Set each claimed trigger's next occurrence (NULL and disabled when finished)."""
+    # The rows are locked by claim_due_triggers in this transaction, so no other
+    # dispatcher can advance them in between; an API edit waits for the lock.
+    source = func.unnest(
+        bindparam("adv_ids", list(trigger_ids), type_=_UUIDS),
+        bindparam("adv_next", list(next_run_ats), type_=ARRAY(_TS)),
+        bindparam("adv_last", list(last_scheduled_fors), type_=ARRAY(_TS)),
+        bindparam("adv_enabled", list(enableds), type_=ARRAY(Boolean)),
+    ).table_valued(
+        column("id", UUID(as_uuid=True)),
+        column("next_run_at", _TS),
+        column("last_scheduled_for", _TS),
+        column("enabled", Boolean),
+    ).render_derived(name="advance")
+    statement = (
+        update(Trigger)
+        .where(Trigger.id == source.c.id)
+        .values(
+            next_run_at=source.c.next_run_at,
+            last_scheduled_for=func.coalesce(
+                source.c.last_scheduled_for, Trigger.last_scheduled_for
+            ),
+            enabled=source.c.enabled,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    session.execute(statement)
+
+
+def mark_published(session: Session, invocation_ids: Sequence[uuid.UUID], now: dt.datetime) -> int:
+    """Record that the messages of these invocations are in the broker; returns the count."""
+    # Only rows still pending: a fast worker may already have claimed one, and its
+    # enqueued_at then stays as it was (NULL means "not published" only while pending).
+    statement = (
+        update(Invocation)
+        .where(
+            Invocation.id == func.any(bindparam("pub_ids", list(invocation_ids), type_=_UUIDS)),
+            Invocation.status == InvocationStatus.PENDING,
+        )
+        .values(enqueued_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    return session.execute(statement).rowcount
+
+
+def take_stale_pending(
+    session: Session, now: dt.datetime, stale_before: dt.datetime, limit: int
+) -> list[uuid.UUID]:
+    """Re-mark as published now, and return, pending invocations whose message is lost."""
+    # A pending row whose message went out (or should have: committed but never
+    # published) before ``stale_before`` and never started has lost its message: a
+    # dispatcher crashed between commit and publish, or Redis restarted empty. Setting
+    # enqueued_at in the same statement that picks the rows is the claim: SKIP LOCKED
+    # keeps two sweepers off the same rows, and once this commits the rows no longer
+    # look stale, so each lost message is published again by one sweeper only.
+    last_sent = func.greatest(
+        func.coalesce(Invocation.enqueued_at, Invocation.created_at), Invocation.run_after
+    )
+    stale = (
+        select(Invocation.id)
+        .where(Invocation.status == InvocationStatus.PENDING, last_sent < stale_before)
+        .order_by(last_sent)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+        .scalar_subquery()
+    )
+    statement = (
+        update(Invocation)
+        .where(Invocation.id.in_(stale))
+        .values(enqueued_at=now)
+        .returning(Invocation.id)
+        .execution_options(synchronize_session=False)
+    )
+    return list(session.execute(statement).scalars())
+
+
+def take_expired_leases(session: Session, now: dt.datetime, limit: int) -> list[uuid.UUID]:
+    """Return running invocations whose lease ran out to pending; return their ids."""
+    # The worker that held the lease died (or hangs past its timeout). The conditional
+    # WHERE status = 'running' AND lease_expires_at < now makes the take-back happen
+    # once; the late worker's own finish is conditional on (running, its attempt), so
+    # it cannot overwrite what the next attempt does. Invocations that used their last
+    # attempt are failed instead of retried.
+    expired = (
+        select(Invocation.id)
+        .where(Invocation.status == InvocationStatus.RUNNING, Invocation.lease_expires_at < now)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+        .scalar_subquery()
+    )
+    out_of_attempts = (
+        select(literal(True))
+        .where(
+            and_(Trigger.id == Invocation.trigger_id, Invocation.attempt >= Trigger.max_attempts)
+        )
+        .exists()
+    )
+    statement = (
+        update(Invocation)
+        .where(Invocation.id.in_(expired))
+        .values(
+            status=case(
+                (out_of_attempts, InvocationStatus.FAILED.value),
+                else_=InvocationStatus.PENDING.value,
+            ),
+            lease_expires_at=None,
+            run_after=None,
+            enqueued_at=now,
+            finished_at=case((out_of_attempts, literal(now, _TS)), else_=None),
+            last_error="worker lost: the lease expired before the attempt finished",
+        )
+        .returning(Invocation.id, Invocation.status)
+        .execution_options(synchronize_session=False)
+    )
+    rows = session.execute(statement).all()
+    taken = [row.id for row in rows]
+    if taken:
+        session.execute(
+            update(InvocationAttempt)
+            .where(
+                InvocationAttempt.invocation_id.in_(taken),
+                InvocationAttempt.outcome.is_(None),
+            )
+            .values(outcome="abandoned", finished_at=now, error="lease expired")
+            .execution_options(synchronize_session=False)
+        )
+    return [row.id for row in rows if row.status == InvocationStatus.PENDING]

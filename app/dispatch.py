@@ -1,0 +1,204 @@
+"""One dispatcher tick: claim due triggers, record invocations, advance, publish, sweep.
+
+The tick reads the clock once (the database's ``now()``) and uses that instant for every
+batch, so the set of due work is fixed and the loop ends. Each batch is one transaction;
+messages are published only after it commits (the invocation row is the outbox), and
+the sweep re-publishes what was committed but never delivered.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import logging
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from app import claims
+from app.enums import InvocationStatus, MisfirePolicy
+from app.occurrences import plan_trigger
+
+log = logging.getLogger(__name__)
+
+#: Publishes one run_trigger message per invocation id; returns how many it published.
+Publish = Callable[[Sequence[uuid.UUID]], int]
+
+#: A safety net, not a tuning knob: a tick whose loop claims this many batches has a bug
+#: (the due set is fixed by the tick's ``now``), and stopping beats spinning forever.
+MAX_BATCHES_PER_TICK = 10_000
+
+
+@dataclasses.dataclass
+class TickReport:
+    """What one tick did; the CLI prints it as JSON and the task returns it."""
+
+    now: dt.datetime | None = None
+    claimed: int = 0  # triggers claimed (locked and advanced)
+    created: int = 0  # pending invocations recorded
+    missed: int = 0  # occurrences recorded missed
+    published: int = 0  # messages published for new invocations
+    republished: int = 0  # pending invocations whose lost message was published again
+    leases_expired: int = 0  # running invocations taken back after their lease ran out
+    batches: int = 0
+    duration_ms: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        values = dataclasses.asdict(self)
+        values["now"] = self.now.isoformat() if self.now else None
+        return values
+
+
+@dataclasses.dataclass(frozen=True)
+class DispatchOptions:
+    batch_size: int = 5000
+    republish_after_s: int = 300
+
+
+def dispatch_tick(
+    sessions: sessionmaker[Session],
+    publish: Publish,
+    options: DispatchOptions,
+    *,
+    now: dt.datetime | None = None,
+) -> TickReport:
+    """Run one tick until nothing due at ``now`` is left; then sweep.
+
+    Args:
+        now: the tick's instant; by default the database's ``now()``, read once.
+
+    Returns:
+        What the tick did.
+
+    Raises:
+        TransientError: publishing failed. What was committed stays committed, and
+            the sweep of a later tick publishes it.
+    """
+    started = time.perf_counter()
+    report = TickReport()
+    if now is None:
+        with sessions.begin() as session:
+            now = session.execute(select(func.now())).scalar_one()
+    report.now = now
+    try:
+        for _ in range(MAX_BATCHES_PER_TICK):
+            new_ids = _dispatch_batch(sessions, now, options.batch_size, report)
+            if new_ids is None:
+                break
+            _publish(sessions, publish, new_ids, now)
+            report.published += len(new_ids)
+        else:
+            log.error("tick stopped after %d batches", MAX_BATCHES_PER_TICK,
+                      extra={"action": "dispatch.runaway"})
+        _sweep(sessions, publish, now, options, report)
+    finally:
+        report.duration_ms = round((time.perf_counter() - started) * 1000, 3)
+        log.info("tick done", extra={"action": "dispatch.tick", **report.as_dict()})
+    return report
+
+
+def _dispatch_batch(
+    sessions: sessionmaker[Session], now: dt.datetime, limit: int, report: TickReport
+) -> list[uuid.UUID] | None:
+    """Claim, record and advance one batch in one transaction; None when nothing is due.
+
+    Returns:
+        The ids of the pending invocations it recorded, to publish after the commit.
+    """
+    # Atomic because the claim, the invocation rows and the advanced next_run_at must
+    # all land or none: a crash after the commit leaves rows whose messages the sweep
+    # publishes; a crash before it leaves the triggers due for the next tick.
+    with sessions.begin() as session:
+        rows = claims.claim_due_triggers(session, now, limit)
+        if not rows:
+            return None
+        trigger_ids: list[uuid.UUID] = []
+        tenant_ids: list[str] = []
+        project_ids: list[str] = []
+        scheduled_fors: list[dt.datetime] = []
+        statuses: list[str] = []
+        next_run_ats: list[dt.datetime | None] = []
+        last_scheduled: list[dt.datetime | None] = []
+        for row in rows:
+            plan = plan_trigger(
+                cron_expression=row.cron_expression,
+                timezone=row.timezone,
+                stored_next_run_at=row.next_run_at,
+                policy=MisfirePolicy(row.misfire_policy),
+                grace_s=row.misfire_grace_s,
+                now=now,
+            )
+            for occurrence in plan.occurrences:
+                trigger_ids.append(row.id)
+                tenant_ids.append(row.tenant_id)
+                project_ids.append(row.project_id)
+                scheduled_fors.append(occurrence.scheduled_for)
+                statuses.append(occurrence.status.value)
+            next_run_ats.append(plan.next_run_at)
+            last_scheduled.append(
+                plan.occurrences[-1].scheduled_for if plan.occurrences else None
+            )
+        inserted = claims.insert_invocations(
+            session,
+            trigger_ids=trigger_ids,
+            tenant_ids=tenant_ids,
+            project_ids=project_ids,
+            scheduled_fors=scheduled_fors,
+            statuses=statuses,
+            now=now,
+        )
+        claims.advance_triggers(
+            session,
+            trigger_ids=[row.id for row in rows],
+            next_run_ats=next_run_ats,
+            last_scheduled_fors=last_scheduled,
+            enableds=[next_at is not None for next_at in next_run_ats],
+        )
+    report.batches += 1
+    report.claimed += len(rows)
+    new_ids = [inv_id for inv_id, status in inserted if status == InvocationStatus.PENDING]
+    report.created += len(new_ids)
+    report.missed += len(inserted) - len(new_ids)
+    return new_ids
+
+
+def _publish(
+    sessions: sessionmaker[Session],
+    publish: Publish,
+    invocation_ids: Sequence[uuid.UUID],
+    now: dt.datetime,
+) -> None:
+    if not invocation_ids:
+        return
+    publish(invocation_ids)
+    with sessions.begin() as session:
+        claims.mark_published(session, invocation_ids, now)
+
+
+def _sweep(
+    sessions: sessionmaker[Session],
+    publish: Publish,
+    now: dt.datetime,
+    options: DispatchOptions,
+    report: TickReport,
+) -> None:
+    stale_before = now - dt.timedelta(seconds=options.republish_after_s)
+    # Atomic so that the rows this sweeper marks are exactly the rows it publishes; if
+    # it dies after the commit, the marks age and a later sweep publishes them again.
+    with sessions.begin() as session:
+        lost = claims.take_stale_pending(session, now, stale_before, options.batch_size)
+        expired = claims.take_expired_leases(session, now, options.batch_size)
+    again = lost + expired
+    if again:
+        publish(again)
+        log.warning(
+            "published lost messages again",
+            extra={"action": "dispatch.sweep", "republished": len(lost),
+                   "leases_expired": len(expired)},
+        )
+    report.republished += len(lost)
+    report.leases_expired += len(expired)

@@ -1,0 +1,39 @@
+"""Glue between the dispatcher core and this process's Celery app and database."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+from kombu.exceptions import OperationalError as KombuOperationalError
+from redis.exceptions import RedisError
+
+from app.dispatch import DispatchOptions, dispatch_tick
+from app.errors import TransientError
+from tasks.celery_app import celery_app
+from tasks.publisher import publish_runs
+from tasks.runtime import get_runtime
+
+
+class BrokerUnavailable(TransientError):
+    """The broker refused or dropped the connection while publishing."""
+
+
+def publish(invocation_ids: Sequence[uuid.UUID]) -> int:
+    """Publish run_trigger messages; broker failures become :class:`BrokerUnavailable`."""
+    try:
+        return publish_runs(celery_app, invocation_ids)
+    except (KombuOperationalError, RedisError, OSError) as exc:
+        raise BrokerUnavailable() from exc
+
+
+def run_tick(now: dt.datetime | None = None) -> dict[str, Any]:
+    """Run one dispatcher tick in this process; returns its report as a dict."""
+    runtime = get_runtime()
+    options = DispatchOptions(
+        batch_size=runtime.settings.dispatch_batch_size,
+        republish_after_s=runtime.settings.republish_after_s,
+    )
+    return dispatch_tick(runtime.sessions, publish, options, now=now).as_dict()
