@@ -43,7 +43,7 @@ def queued_ids(client: redis.Redis) -> list[str]:
     for raw in client.lrange(RUN_QUEUE, 0, -1):
         envelope = json.loads(raw)
         assert envelope["headers"]["task"] == "cronbeat.run_trigger"
-        args, kwargs, _ = json.loads(base64.b64decode(envelope["body"]))
+        args, _kwargs, _embed = json.loads(base64.b64decode(envelope["body"]))
         assert envelope["headers"]["id"] == args[0]
         ids.append(args[0])
     return ids
@@ -114,7 +114,9 @@ def test_a_one_time_trigger_fires_once_and_is_finished(
     assert len(queued_ids(broker)) == 1
 
 
-def test_a_trigger_not_yet_due_is_left_alone(db: sessionmaker[Session], broker: redis.Redis) -> None:
+def test_a_trigger_not_yet_due_is_left_alone(
+    db: sessionmaker[Session], broker: redis.Redis
+) -> None:
     later = dt.datetime(2026, 6, 1, 12, 1, tzinfo=UTC)
     trigger_id = add_trigger(db, cron_expression="* * * * *", next_run_at=later)
     report = dispatch_tick(db, publish, OPTIONS, now=NOW)
