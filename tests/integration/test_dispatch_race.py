@@ -1,0 +1,82 @@
+"""Several dispatcher processes at once never create or publish an occurrence twice."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections import Counter
+from collections.abc import Iterator
+
+import pytest
+import redis
+from sqlalchemy import create_engine, func, select, text
+
+from app.models import Invocation
+from tests.conftest import ROOT, Services
+from tests.integration.test_dispatch import queued_ids
+
+TRIGGERS = 5000
+DISPATCHERS = 3
+
+TICK = (
+    "import json, tasks.worker; from tasks.ticks import run_tick; print(json.dumps(run_tick()))"
+)
+
+
+@pytest.fixture
+def race_database(test_services: Services) -> Iterator[str]:
+    # A database of its own: the race must see only its own 5,000 triggers.
+    yield test_services.url(test_services.new_database())
+
+
+@pytest.mark.slow
+def test_three_dispatchers_racing_over_5000_due_triggers_record_and_publish_each_once(
+    race_database: str, test_services: Services
+) -> None:
+    engine = create_engine(race_database)
+    client = redis.Redis.from_url(test_services.redis_url)
+    client.delete("cronbeat.runs")
+    try:
+        with engine.begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO triggers (tenant_id, project_id, name, cron_expression,"
+                    " next_run_at, target_kind, webhook_url)"
+                    " SELECT 't1', 'p1', 'race-' || g, '* * * * *',"
+                    " date_trunc('minute', now()), 'webhook', 'https://example.com'"
+                    " FROM generate_series(1, :n) AS g"
+                ),
+                {"n": TRIGGERS},
+            )
+        env = dict(os.environ, DATABASE_URL=race_database, CRONBEAT_DISPATCH_BATCH_SIZE="100")
+        processes = [
+            subprocess.Popen([sys.executable, "-c", TICK], cwd=ROOT, env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for _ in range(DISPATCHERS)
+        ]
+        reports = []
+        for process in processes:
+            out, err = process.communicate(timeout=120)
+            assert process.returncode == 0, err
+            reports.append(json.loads(out.strip().splitlines()[-1]))
+
+        with engine.connect() as conn:
+            total = conn.execute(select(func.count()).select_from(Invocation)).scalar_one()
+            distinct = conn.execute(
+                select(func.count(func.distinct(Invocation.trigger_id)))
+            ).scalar_one()
+            unpublished = conn.execute(
+                select(func.count()).where(Invocation.enqueued_at.is_(None))
+            ).scalar_one()
+        assert (total, distinct, unpublished) == (TRIGGERS, TRIGGERS, 0)
+        assert sum(r["created"] for r in reports) == TRIGGERS
+        assert sum(r["claimed"] for r in reports) == TRIGGERS
+        published = Counter(queued_ids(client))
+        assert len(published) == TRIGGERS
+        assert set(published.values()) == {1}
+    finally:
+        client.delete("cronbeat.runs")
+        client.close()
+        engine.dispose()
