@@ -1,0 +1,183 @@
+"""Declarative sync: make a project's triggers exactly the given set, in one transaction.
+
+Triggers are matched by name: a new name is created, a known one is updated when its
+definition differs (and left alone, version and all, when it does not), and every
+trigger the set does not name is deleted. ``next_run_at`` follows the same rule as a
+single save (:func:`app.triggers.next_run_after_save`), computed once per distinct
+(expression, zone) and written set-based: one INSERT, one UPDATE ... FROM (VALUES ...),
+one DELETE, whatever the size of the set.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import hashlib
+import uuid
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from sqlalchemy import cast, column, delete, func, insert, select, update, values
+from sqlalchemy.dialects.postgresql import UUID
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from app.enums import TargetKind
+from app.models import Trigger
+from app.triggers import (
+    DELETED_REASON,
+    DISABLED_REASON,
+    EDITABLE,
+    InvalidTrigger,
+    NameTaken,
+    cancel_pending,
+    complete_definition,
+    new_signing_secret,
+    next_run_after_save,
+)
+
+#: The largest set one sync accepts (the API enforces it on input too).
+MAX_SYNC_TRIGGERS = 1000
+# The columns an update rewrites: the whole definition, plus what saving derives.
+_UPDATED = (*EDITABLE, "next_run_at", "version", "updated_at")
+
+
+@dataclasses.dataclass(frozen=True)
+class SyncResult:
+    """What a sync changed (or, in a dry run, would change), by trigger name."""
+
+    created: list[str]
+    updated: list[str]
+    deleted: list[str]
+    unchanged: list[str]
+    #: The secrets generated for webhooks that had none, to show once (empty in a dry run).
+    signing_secrets: dict[str, str]
+
+
+def _project_lock_key(tenant_id: str, project_id: str) -> int:
+    digest = hashlib.sha256(f"cronbeat.sync:{tenant_id}/{project_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
+def sync_triggers(
+    session: Session,
+    tenant_id: str,
+    project_id: str,
+    desired: Sequence[Mapping[str, Any]],
+    *,
+    now: dt.datetime,
+    dry_run: bool = False,
+) -> SyncResult:
+    """Make the project's triggers the ``desired`` definitions (see the module doc).
+
+    A definition without ``signing_secret`` keeps the stored secret of its webhook; a new
+    webhook without one gets a fresh secret. ``dry_run`` checks and diffs everything but
+    writes nothing.
+
+    Returns:
+        The names created, updated, deleted and left unchanged.
+
+    Raises:
+        InvalidTrigger: a definition is invalid, or two share a name (field ``triggers``);
+            nothing is written then.
+        NameTaken: a concurrent create took a new name first.
+    """
+    if len(desired) > MAX_SYNC_TRIGGERS:
+        raise InvalidTrigger("triggers", f"at most {MAX_SYNC_TRIGGERS} triggers per sync")
+    names = [definition["name"] for definition in desired]
+    duplicates = sorted({name for name in names if names.count(name) > 1})
+    if duplicates:
+        raise InvalidTrigger("triggers", f"duplicate names: {', '.join(duplicates)}")
+    if not dry_run:
+        # Two syncs of one project run one after the other, so the second diffs against
+        # what the first wrote instead of both inserting the same new names.
+        session.execute(select(func.pg_advisory_xact_lock(_project_lock_key(tenant_id,
+                                                                            project_id))))
+    existing_query = select(Trigger).where(
+        Trigger.tenant_id == tenant_id, Trigger.project_id == project_id
+    )
+    if not dry_run:
+        existing_query = existing_query.with_for_update()
+    existing = {t.name: t for t in session.execute(existing_query).scalars()}
+
+    cache: dict[tuple[str, str], dt.datetime] = {}
+    created: list[dict[str, Any]] = []
+    updated: list[dict[str, Any]] = []
+    unchanged: list[str] = []
+    newly_disabled: list[uuid.UUID] = []
+    secrets: dict[str, str] = {}
+    for position, definition in enumerate(desired):
+        try:
+            row = complete_definition(definition)
+            old = existing.get(row["name"])
+            if row["target_kind"] is TargetKind.WEBHOOK and "signing_secret" not in definition:
+                kept = old.signing_secret if old is not None else None
+                if kept is None and not dry_run:
+                    kept = secrets[row["name"]] = new_signing_secret()
+                row["signing_secret"] = kept
+            if old is not None and all(getattr(old, c) == row[c] for c in EDITABLE):
+                unchanged.append(row["name"])
+                continue
+            row["next_run_at"] = next_run_after_save(old, row, now, cache)
+        except InvalidTrigger as exc:
+            raise InvalidTrigger(f"triggers.{position}.{exc.field}", exc.message) from None
+        row["updated_at"] = now
+        if old is None:
+            created.append({**row, "tenant_id": tenant_id, "project_id": project_id,
+                            "version": 1, "created_at": now})
+        else:
+            if old.enabled and not row["enabled"]:
+                newly_disabled.append(old.id)
+            updated.append({**row, "id": old.id, "version": old.version + 1})
+    wanted = set(names)
+    gone = [t for name, t in existing.items() if name not in wanted]
+    result = SyncResult(
+        created=sorted(row["name"] for row in created),
+        updated=sorted(row["name"] for row in updated),
+        deleted=sorted(t.name for t in gone),
+        unchanged=sorted(unchanged),
+        signing_secrets={} if dry_run else secrets,
+    )
+    if dry_run:
+        return result
+
+    cancel_pending(session, tenant_id, [t.id for t in gone], now=now, reason=DELETED_REASON)
+    cancel_pending(session, tenant_id, newly_disabled, now=now, reason=DISABLED_REASON)
+    if gone:
+        session.execute(
+            delete(Trigger)
+            .where(Trigger.tenant_id == tenant_id, Trigger.id.in_([t.id for t in gone]))
+            .execution_options(synchronize_session=False)
+        )
+    if updated:
+        _update_rows(session, updated)
+    if created:
+        _insert_rows(session, created)
+    # The ORM objects loaded above are stale now; nobody should read them from this session.
+    session.expire_all()
+    return result
+
+
+def _update_rows(session: Session, rows: list[dict[str, Any]]) -> None:
+    table = Trigger.__table__
+    # Literal VALUES rows arrive untyped (text); each column is cast back to its type.
+    source = values(
+        *[column(name, table.c[name].type) for name in ("id", *_UPDATED)], name="v"
+    ).data([tuple(row[name] for name in ("id", *_UPDATED)) for row in rows])
+    session.execute(
+        update(table)
+        .where(table.c.id == cast(source.c.id, UUID(as_uuid=True)))
+        .values({name: cast(source.c[name], table.c[name].type) for name in _UPDATED})
+    )
+
+
+def _insert_rows(session: Session, rows: list[dict[str, Any]]) -> None:
+    # Batched into multi-row INSERTs by SQLAlchemy. The advisory lock keeps other syncs
+    # away, but a single create may still take a new name first.
+    try:
+        with session.begin_nested():
+            session.execute(insert(Trigger.__table__), rows)
+    except IntegrityError as exc:
+        if "uq_triggers_tenant_id_project_id_name" in str(exc.orig):
+            raise NameTaken("a trigger of one of the new names was created meanwhile") from None
+        raise

@@ -1,0 +1,390 @@
+"""Editing triggers: the verbs the API and the CLI call (issue #3).
+
+Every function takes the caller's ``Session`` and never commits: a request opens one
+transaction and everything it changes lands together or not at all. Every statement
+filters by tenant and project, so one tenant can never read or touch another's rows; a
+trigger of another tenant is simply "not found".
+
+``next_run_at`` is decided here when a trigger is saved (see :func:`next_run_after_save`):
+saving never fires a run by itself, and re-enabling never fires a burst of the
+occurrences missed while the trigger was off, because the next one is counted from now.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import secrets
+import uuid
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from app import scheduling
+from app.enums import InvocationStatus, MisfirePolicy, OverlapPolicy, TargetKind
+from app.errors import Conflict, InvalidSchedule, NotFound, PermanentError
+from app.models import Invocation, Trigger
+
+# What a trigger gets for every column its definition leaves out. Kept here rather than
+# read back from the server defaults so that a declarative sync can tell "unchanged"
+# from "changed" without a round trip.
+DEFAULTS: dict[str, Any] = {
+    "description": "",
+    "enabled": True,
+    "cron_expression": None,
+    "timezone": "UTC",
+    "run_at": None,
+    "target_kind": TargetKind.WEBHOOK,
+    "webhook_url": None,
+    "webhook_method": "POST",
+    "webhook_headers": {},
+    "signing_secret": None,
+    "task_name": None,
+    "task_queue": None,
+    "payload": {},
+    "message_template": None,
+    "max_attempts": 3,
+    "backoff_base_s": 2,
+    "backoff_cap_s": 300,
+    "timeout_s": 30,
+    "misfire_policy": MisfirePolicy.RUN_ONCE,
+    "misfire_grace_s": 300,
+    "overlap_policy": OverlapPolicy.ALLOW,
+    "ref": None,
+}
+#: The columns a definition may set.
+EDITABLE = ("name", *DEFAULTS)
+SCHEDULE_COLUMNS = ("cron_expression", "timezone", "run_at")
+TARGET_COLUMNS = (
+    "target_kind", "webhook_url", "webhook_method", "webhook_headers", "signing_secret",
+    "task_name", "task_queue",
+)
+_NAME_CONSTRAINT = "uq_triggers_tenant_id_project_id_name"
+DISABLED_REASON = "trigger disabled"
+DELETED_REASON = "trigger deleted"
+
+
+class InvalidTrigger(PermanentError, ValueError):
+    """The trigger definition is invalid."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        #: The definition's field the message is about, as the API names it.
+        self.field = field
+
+
+class NameTaken(Conflict):
+    """A trigger of that name already exists in the project."""
+
+
+class StaleVersion(Conflict):
+    """The trigger changed since the version the caller read."""
+
+
+def new_signing_secret() -> str:
+    """Return a fresh Standard Webhooks secret: ``whsec_`` + base64 of 24 random bytes."""
+    return "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode("ascii")
+
+
+def complete_definition(values: Mapping[str, Any]) -> dict[str, Any]:
+    """Fill a definition's missing columns with their defaults and check it as a whole.
+
+    Returns:
+        Every column of :data:`EDITABLE`; the target columns of the other kind cleared.
+
+    Raises:
+        InvalidTrigger: no schedule or two, a naive ``run_at``, a bad zone or expression,
+            or an incomplete target.
+    """
+    unknown = set(values) - set(EDITABLE)
+    assert not unknown, f"not trigger columns: {sorted(unknown)}"
+    row = {**DEFAULTS, **values}
+    if (row["cron_expression"] is None) == (row["run_at"] is None):
+        raise InvalidTrigger("cron_expression", "give exactly one of cron_expression or run_at")
+    try:
+        scheduling.validate_timezone(row["timezone"])
+    except InvalidSchedule as exc:
+        raise InvalidTrigger("timezone", exc.message) from None
+    if row["cron_expression"] is not None:
+        try:
+            scheduling.validate_schedule(row["cron_expression"], row["timezone"])
+        except InvalidSchedule as exc:
+            raise InvalidTrigger("cron_expression", exc.message) from None
+    elif row["run_at"].tzinfo is None:
+        raise InvalidTrigger("run_at", "must carry a UTC offset")
+    else:
+        row["run_at"] = row["run_at"].astimezone(dt.UTC)
+    row["target_kind"] = TargetKind(row["target_kind"])
+    if row["target_kind"] is TargetKind.WEBHOOK:
+        if not row["webhook_url"]:
+            raise InvalidTrigger("target", "a webhook target needs a url")
+        row.update(task_name=None, task_queue=None)
+    else:
+        if not row["task_name"]:
+            raise InvalidTrigger("target", "a task target needs a task_name")
+        row.update(webhook_url=None, webhook_method="POST", webhook_headers={},
+                   signing_secret=None)
+    return row
+
+
+def next_run_after_save(
+    old: Trigger | None,
+    new: Mapping[str, Any],
+    now: dt.datetime,
+    cache: dict[tuple[str, str], dt.datetime] | None = None,
+) -> dt.datetime | None:
+    """Decide ``next_run_at`` for a trigger being saved as ``new`` (``old``: as stored).
+
+    Disabled: NULL. Created, re-enabled or rescheduled: the first occurrence after
+    ``now`` (one-time: ``run_at``, which must then lie ahead). Otherwise unchanged, so an
+    edit of the description neither skips nor repeats an occurrence.
+
+    ``cache`` maps (expression, zone) to a computed time, for callers saving many.
+
+    Raises:
+        InvalidTrigger: ``run_at`` is not in the future, or the expression never fires
+            in its zone.
+    """
+    if not new["enabled"]:
+        return None
+    if (
+        old is not None
+        and old.enabled
+        and old.next_run_at is not None
+        and all(getattr(old, column) == new[column] for column in SCHEDULE_COLUMNS)
+    ):
+        return old.next_run_at
+    if new["cron_expression"] is None:
+        if new["run_at"] <= now:
+            raise InvalidTrigger("run_at", "must be in the future")
+        return new["run_at"]
+    key = (new["cron_expression"], new["timezone"])
+    if cache is not None and key in cache:
+        return cache[key]
+    try:
+        found = scheduling.next_run_at(key[0], key[1], now)
+    except InvalidSchedule as exc:
+        raise InvalidTrigger("cron_expression", exc.message) from None
+    if cache is not None:
+        cache[key] = found
+    return found
+
+
+def _flush_named(session: Session, trigger: Trigger) -> None:
+    # A savepoint, so a duplicate name becomes NameTaken and the caller's transaction
+    # stays usable. The unique constraint, not a prior SELECT, decides: two requests
+    # creating the same name at once cannot both pass it.
+    try:
+        with session.begin_nested():
+            session.add(trigger)
+            session.flush()
+    except IntegrityError as exc:
+        if _NAME_CONSTRAINT in str(exc.orig):
+            raise NameTaken(f"a trigger named {trigger.name!r} already exists") from None
+        raise
+
+
+def cancel_pending(
+    session: Session, tenant_id: str, trigger_ids: Iterable[uuid.UUID], *,
+    now: dt.datetime, reason: str,
+) -> int:
+    """Cancel the pending invocations of these triggers; returns how many.
+
+    Conditional on ``status = 'pending'``: a worker that claimed one first (pending ->
+    running) wins and that run goes on; one this statement cancelled is never started,
+    because the worker's claim is conditional on pending as well.
+    """
+    ids = list(trigger_ids)
+    if not ids:
+        return 0
+    return session.execute(
+        update(Invocation)
+        .where(
+            Invocation.tenant_id == tenant_id,
+            Invocation.trigger_id.in_(ids),
+            Invocation.status == InvocationStatus.PENDING,
+        )
+        .values(status=InvocationStatus.CANCELLED, finished_at=now, last_error=reason)
+        .execution_options(synchronize_session=False)
+    ).rowcount
+
+
+def get_trigger(
+    session: Session, tenant_id: str, project_id: str, trigger_id: uuid.UUID, *,
+    for_update: bool = False,
+) -> Trigger:
+    """Return the project's trigger ``trigger_id``.
+
+    Raises:
+        NotFound: no such trigger in this tenant's project.
+    """
+    statement = select(Trigger).where(
+        Trigger.id == trigger_id, Trigger.tenant_id == tenant_id, Trigger.project_id == project_id
+    )
+    if for_update:
+        statement = statement.with_for_update()
+    trigger = session.execute(statement).scalar_one_or_none()
+    if trigger is None:
+        raise NotFound("trigger not found")
+    return trigger
+
+
+def list_triggers(
+    session: Session, tenant_id: str, project_id: str, *, limit: int,
+    enabled: bool | None = None, ref: str | None = None, name_prefix: str | None = None,
+    after_id: uuid.UUID | None = None,
+) -> list[Trigger]:
+    """Return up to ``limit`` of the project's triggers ordered by id, after ``after_id``."""
+    statement = select(Trigger).where(
+        Trigger.tenant_id == tenant_id, Trigger.project_id == project_id
+    )
+    if enabled is not None:
+        statement = statement.where(Trigger.enabled.is_(enabled))
+    if ref is not None:
+        statement = statement.where(Trigger.ref == ref)
+    if name_prefix:
+        statement = statement.where(Trigger.name.startswith(name_prefix, autoescape=True))
+    if after_id is not None:
+        statement = statement.where(Trigger.id > after_id)
+    return list(session.execute(statement.order_by(Trigger.id).limit(limit)).scalars())
+
+
+def create_trigger(
+    session: Session, tenant_id: str, project_id: str, values: Mapping[str, Any], *,
+    now: dt.datetime,
+) -> Trigger:
+    """Create a trigger; a webhook without a signing secret gets a fresh one.
+
+    Returns:
+        The new trigger, flushed (its ``signing_secret`` is the one to show, once).
+
+    Raises:
+        InvalidTrigger: the definition is invalid (see :func:`complete_definition`).
+        NameTaken: the project has a trigger of that name.
+    """
+    row = complete_definition(values)
+    if row["target_kind"] is TargetKind.WEBHOOK and row["signing_secret"] is None:
+        row["signing_secret"] = new_signing_secret()
+    trigger = Trigger(
+        tenant_id=tenant_id, project_id=project_id, **row,
+        next_run_at=next_run_after_save(None, row, now),
+        version=1, created_at=now, updated_at=now,
+    )
+    _flush_named(session, trigger)
+    return trigger
+
+
+def update_trigger(
+    session: Session, tenant_id: str, project_id: str, trigger_id: uuid.UUID,
+    changes: Mapping[str, Any], *, now: dt.datetime, expected_version: int | None = None,
+) -> tuple[Trigger, str | None]:
+    """Apply a partial update, bump ``version`` and ``updated_at``.
+
+    Giving ``cron_expression`` clears ``run_at`` and the other way round; giving
+    ``target_kind`` replaces the whole target (a webhook keeps its secret unless a new one
+    is given). Disabling cancels the trigger's pending invocations.
+
+    Returns:
+        The trigger, and the signing secret generated for it if the target became a
+        webhook without one (to show once), else None.
+
+    Raises:
+        NotFound: no such trigger in this tenant's project.
+        StaleVersion: ``expected_version`` is given and is not the stored version.
+        InvalidTrigger, NameTaken: as :func:`create_trigger`.
+    """
+    # The row lock makes the version check and the write one atomic step: two writers
+    # holding the same ETag cannot both pass it.
+    trigger = get_trigger(session, tenant_id, project_id, trigger_id, for_update=True)
+    if expected_version is not None and trigger.version != expected_version:
+        raise StaleVersion(f"the trigger is at version {trigger.version}")
+    merged = {column: getattr(trigger, column) for column in EDITABLE}
+    if "target_kind" in changes:
+        old_secret = trigger.signing_secret if trigger.target_kind is TargetKind.WEBHOOK else None
+        merged.update({column: DEFAULTS[column] for column in TARGET_COLUMNS})
+        merged["signing_secret"] = old_secret
+    merged.update(changes)
+    if changes.get("cron_expression") is not None and "run_at" not in changes:
+        merged["run_at"] = None
+    if changes.get("run_at") is not None and "cron_expression" not in changes:
+        merged["cron_expression"] = None
+    new = complete_definition(merged)
+    generated = None
+    if new["target_kind"] is TargetKind.WEBHOOK and new["signing_secret"] is None:
+        generated = new["signing_secret"] = new_signing_secret()
+    next_run_at = next_run_after_save(trigger, new, now)
+    if trigger.enabled and not new["enabled"]:
+        cancel_pending(session, tenant_id, [trigger.id], now=now, reason=DISABLED_REASON)
+    for column, value in new.items():
+        setattr(trigger, column, value)
+    trigger.next_run_at = next_run_at
+    trigger.version += 1
+    trigger.updated_at = now
+    _flush_named(session, trigger)
+    return trigger, generated
+
+
+def delete_trigger(
+    session: Session, tenant_id: str, project_id: str, trigger_id: uuid.UUID, *,
+    now: dt.datetime, expected_version: int | None = None,
+) -> None:
+    """Delete a trigger after cancelling its pending invocations (its history stays).
+
+    Raises:
+        NotFound: no such trigger in this tenant's project.
+        StaleVersion: ``expected_version`` is given and is not the stored version.
+    """
+    trigger = get_trigger(session, tenant_id, project_id, trigger_id, for_update=True)
+    if expected_version is not None and trigger.version != expected_version:
+        raise StaleVersion(f"the trigger is at version {trigger.version}")
+    cancel_pending(session, tenant_id, [trigger.id], now=now, reason=DELETED_REASON)
+    session.delete(trigger)
+    session.flush()
+
+
+def delete_triggers_by_ref(
+    session: Session, tenant_id: str, project_id: str, ref: str, *, now: dt.datetime
+) -> int:
+    """Delete every trigger of the project carrying ``ref``; returns how many."""
+    ids = list(session.execute(
+        select(Trigger.id)
+        .where(Trigger.tenant_id == tenant_id, Trigger.project_id == project_id,
+               Trigger.ref == ref)
+        .with_for_update()
+    ).scalars())
+    cancel_pending(session, tenant_id, ids, now=now, reason=DELETED_REASON)
+    if ids:
+        session.execute(
+            delete(Trigger).where(Trigger.tenant_id == tenant_id, Trigger.id.in_(ids))
+            .execution_options(synchronize_session=False)
+        )
+    return len(ids)
+
+
+def run_now(
+    session: Session, tenant_id: str, project_id: str, trigger_id: uuid.UUID, *,
+    now: dt.datetime,
+) -> Invocation:
+    """Record a manual run of the trigger, scheduled for ``now``; the schedule is untouched.
+
+    The caller publishes its message after the commit; until then (or if publishing
+    fails) the row has ``enqueued_at`` NULL and the dispatcher's sweep publishes it.
+
+    Returns:
+        The new pending invocation, flushed.
+
+    Raises:
+        NotFound: no such trigger in this tenant's project.
+    """
+    trigger = get_trigger(session, tenant_id, project_id, trigger_id)
+    invocation = Invocation(
+        trigger_id=trigger.id, tenant_id=tenant_id, project_id=project_id,
+        scheduled_for=now, status=InvocationStatus.PENDING, manual=True, attempt=0,
+        created_at=now,
+    )
+    session.add(invocation)
+    session.flush()
+    return invocation
