@@ -1,0 +1,280 @@
+"""Delivering one attempt: a signed webhook over HTTP, or a message to a Celery task.
+
+Nothing here touches the database; the runner calls these outside any transaction. A
+delivery that reached the target returns a :class:`DeliveryResult` saying whether it
+succeeded, may be retried, or failed for good; one that could not reach it raises
+:class:`~app.errors.TargetUnavailable` (transient) or a :class:`~app.errors.PermanentError`
+such as :class:`~app.errors.TargetRefused`.
+"""
+
+from __future__ import annotations
+
+import binascii
+import dataclasses
+import datetime as dt
+import enum
+import json
+import socket
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+from urllib.parse import urlsplit
+
+import requests
+from requests.adapters import HTTPAdapter
+from standardwebhooks.webhooks import EmptyWebhookSecretError, Webhook
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+
+from app.backoff import retry_after_s
+from app.errors import PermanentError, TargetRefused, TargetUnavailable
+from app.netguard import check_host, refusal
+
+USER_AGENT = "Cronbeat/0.1"
+EXCERPT_CHARS = 1024
+# UTF-8 spends at most 4 bytes on a character; more than this is never needed for the
+# excerpt, and a huge response body is not downloaded.
+_EXCERPT_BYTES = 4 * EXCERPT_CHARS
+# Connecting takes at most this (or the trigger's timeout_s if smaller), so the lease's
+# grace bounds it; waiting for the response is what timeout_s is for.
+CONNECT_TIMEOUT_S = 10.0
+# A task target without a queue goes to Celery's default queue name, where a user's
+# plain `celery worker` listens. Not our task_default_queue: that is cronbeat.runs, and
+# our workers would receive a task they do not know.
+DEFAULT_TASK_QUEUE = "celery"
+# Ours, whatever the trigger's headers say: framing and the signature must be right.
+_RESERVED_HEADERS = frozenset({
+    "content-type", "content-length", "transfer-encoding", "host", "connection",
+    "user-agent", "webhook-id", "webhook-timestamp", "webhook-signature",
+})
+
+SendTask = Callable[[str, Any, str], None]
+
+
+class Verdict(enum.StrEnum):
+    """How an attempt that reached the target ended; the values are attempt outcomes."""
+
+    #: The target accepted it (2xx, or the task message is in the broker).
+    SUCCEEDED = "succeeded"
+    #: Worth another attempt: 5xx, 408, 429.
+    TRANSIENT = "error"
+    #: Retrying cannot help: other 4xx, a redirect we do not follow.
+    PERMANENT = "failed"
+
+
+@dataclasses.dataclass(frozen=True)
+class DeliveryResult:
+    """The target's answer to one attempt."""
+
+    verdict: Verdict
+    response_status: int | None = None
+    response_excerpt: str | None = None
+    error: str | None = None
+    # The target's Retry-After, in seconds from the attempt's start, if it sent one.
+    retry_after_s: float | None = None
+
+
+def classify_status(status: int) -> Verdict:
+    """Return what an HTTP status means for the attempt (redirects are not followed)."""
+    if 200 <= status < 300:
+        return Verdict.SUCCEEDED
+    if status in (408, 429) or status >= 500:
+        return Verdict.TRANSIENT
+    return Verdict.PERMANENT
+
+
+def encode_body(body: Mapping[str, Any]) -> str:
+    """Return the JSON text sent (and signed) for ``body``, compact and UTF-8 friendly."""
+    return json.dumps(body, separators=(",", ":"), ensure_ascii=False)
+
+
+def build_headers(
+    custom: Mapping[str, Any] | None,
+    *,
+    invocation_id: str,
+    body: str,
+    signing_secret: str | None,
+    now: dt.datetime,
+) -> dict[str, str]:
+    """Return the request headers: the trigger's own, ours, and the signature if any.
+
+    The signature follows the Standard Webhooks spec: ``webhook-id`` is the invocation id
+    (stable across attempts, so receivers can deduplicate), ``webhook-timestamp`` is
+    ``now`` in Unix seconds.
+
+    Raises:
+        PermanentError: the signing secret is not a valid ``whsec_<base64>`` secret.
+    """
+    headers = {
+        str(name): str(value)
+        for name, value in (custom or {}).items()
+        if str(name).lower() not in _RESERVED_HEADERS
+    }
+    headers["Content-Type"] = "application/json"
+    headers["User-Agent"] = USER_AGENT
+    if signing_secret:
+        try:
+            signer = Webhook(signing_secret)
+        except (binascii.Error, ValueError, EmptyWebhookSecretError):
+            # The secret itself stays out of the message.
+            raise PermanentError("the signing secret is not a valid whsec_ secret") from None
+        headers["webhook-id"] = invocation_id
+        headers["webhook-timestamp"] = str(int(now.timestamp()))
+        headers["webhook-signature"] = signer.sign(invocation_id, now, body)
+    return headers
+
+
+def _refuse_peer(sock: socket.socket) -> None:
+    peer = str(sock.getpeername()[0])
+    reason = refusal(peer)
+    if reason is not None:
+        sock.close()
+        raise TargetRefused(f"refused to deliver to {reason} address {peer}")
+
+
+class _GuardedHTTPConnection(HTTPConnection):
+    # Checking the address of the socket actually connected closes the DNS-rebinding gap
+    # between check_host's lookup and urllib3's own. _new_conn is urllib3's (private)
+    # hook for "open the TCP socket"; check_host still runs first in case it changes.
+    def _new_conn(self) -> socket.socket:
+        sock = super()._new_conn()
+        _refuse_peer(sock)
+        return sock
+
+
+class _GuardedHTTPSConnection(HTTPSConnection):
+    def _new_conn(self) -> socket.socket:
+        sock = super()._new_conn()
+        _refuse_peer(sock)
+        return sock
+
+
+class _GuardedHTTPPool(HTTPConnectionPool):
+    ConnectionCls = _GuardedHTTPConnection
+
+
+class _GuardedHTTPSPool(HTTPSConnectionPool):
+    ConnectionCls = _GuardedHTTPSConnection
+
+
+class _GuardedAdapter(HTTPAdapter):
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = {
+            "http": _GuardedHTTPPool,
+            "https": _GuardedHTTPSPool,
+        }
+
+
+def _http_session(allow_private: bool) -> requests.Session:
+    session = requests.Session()
+    # No proxy from the environment: the guard must judge the target, not a proxy.
+    session.trust_env = False
+    if not allow_private:
+        adapter = _GuardedAdapter(max_retries=0)
+        session.mount("http://", adapter)
+        session.mount("https://", adapter)
+    return session
+
+
+def _read_excerpt(response: requests.Response, deadline: float) -> str:
+    # Stop at the excerpt's size or the deadline, whichever first: a body trickling in a
+    # byte per read-timeout must not hold the attempt past its lease.
+    data = b""
+    try:
+        for chunk in response.iter_content(chunk_size=1024):
+            data += chunk
+            if len(data) >= _EXCERPT_BYTES or time.monotonic() > deadline:
+                break
+    except requests.RequestException:
+        pass  # the status already decided the attempt; keep what arrived
+    text = data.decode(response.encoding or "utf-8", errors="replace")
+    return text[:EXCERPT_CHARS]
+
+
+def _describe(exc: requests.RequestException) -> str:
+    # urllib3 wraps the real cause in MaxRetryError, whose text repeats the URL path,
+    # which may hold a token (Slack-style hook URLs). Name the cause instead.
+    inner = exc.args[0] if exc.args else exc
+    cause = getattr(inner, "reason", None) or inner
+    return f"{type(cause).__name__}: {cause}"
+
+
+def send_webhook(
+    *,
+    method: str,
+    url: str,
+    headers: Mapping[str, str],
+    body: str,
+    timeout_s: float,
+    allow_private: bool,
+    now: dt.datetime,
+) -> DeliveryResult:
+    """Send one webhook request; never follow a redirect.
+
+    ``now`` is the attempt's start, the reference for an HTTP-date ``Retry-After``.
+
+    Returns:
+        The classified response, its status and the first characters of its body.
+
+    Raises:
+        TargetRefused: the URL is not http(s), or a host address is not allowed.
+        TargetUnavailable: DNS, connecting, or waiting for the response failed.
+        PermanentError: the request cannot be built (a malformed URL or header).
+    """
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https"):
+        raise TargetRefused(f"the webhook URL must be http or https, not {parts.scheme!r}")
+    if not allow_private:
+        check_host(parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80))
+    deadline = time.monotonic() + timeout_s
+    with _http_session(allow_private) as session:
+        try:
+            response = session.request(
+                method.upper(),
+                url,
+                data=body.encode("utf-8"),
+                headers=dict(headers),
+                timeout=(min(CONNECT_TIMEOUT_S, timeout_s), timeout_s),
+                allow_redirects=False,
+                stream=True,
+            )
+        except requests.Timeout as exc:
+            raise TargetUnavailable(f"timed out after {timeout_s:g} s: {_describe(exc)}") from exc
+        except requests.ConnectionError as exc:
+            raise TargetUnavailable(f"connection failed: {_describe(exc)}") from exc
+        except (requests.exceptions.InvalidURL, requests.exceptions.InvalidHeader,
+                requests.exceptions.InvalidSchema, requests.exceptions.MissingSchema) as exc:
+            raise PermanentError(f"invalid webhook request: {_describe(exc)}") from exc
+        with response:
+            status = response.status_code
+            excerpt = _read_excerpt(response, deadline)
+            verdict = classify_status(status)
+            error = None
+            if verdict is not Verdict.SUCCEEDED:
+                error = f"HTTP {status}"
+                if 300 <= status < 400:
+                    error += " (redirects are not followed)"
+            return DeliveryResult(
+                verdict=verdict,
+                response_status=status,
+                response_excerpt=excerpt,
+                error=error,
+                retry_after_s=retry_after_s(response.headers.get("Retry-After"), now),
+            )
+
+
+def send_task_message(
+    send_task: SendTask, *, name: str, queue: str | None, body: Mapping[str, Any]
+) -> DeliveryResult:
+    """Publish ``body`` as the single argument of Celery task ``name`` on ``queue``.
+
+    Returns:
+        SUCCEEDED once the broker has the message (what the task then does is the
+        user's worker's business).
+
+    Raises:
+        TargetUnavailable: the broker is unreachable (``send_task`` raises it).
+    """
+    send_task(name, dict(body), queue or DEFAULT_TASK_QUEUE)
+    return DeliveryResult(verdict=Verdict.SUCCEEDED)

@@ -1,0 +1,271 @@
+"""The run's concurrency-critical statements: one function per operation.
+
+Each function takes the caller's ``Session`` and never commits. The clock is the
+database's ``now()``, which PostgreSQL fixes at the start of the transaction: every
+statement of one unit of work sees the same instant, and all workers share one clock.
+
+Who else writes an invocation while a run holds it: duplicate ``run_trigger`` messages
+(the broker redelivers, the sweep re-publishes), the dispatcher's sweep taking back an
+expired lease (:func:`app.claims.take_expired_leases`), and the API requesting a cancel.
+The comment beside each conditional write says why it is safe against them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import uuid
+
+from sqlalchemy import (
+    ColumnElement,
+    Interval,
+    and_,
+    case,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.orm import Session
+
+from app.enums import InvocationStatus
+from app.models import Invocation, InvocationAttempt
+
+# The lease is the trigger's timeout_s plus this. It covers what the delivery timeout
+# does not: DNS, the connect timeout, reading the response excerpt, the finishing
+# transaction. Too short and a slow but healthy attempt is taken back and run twice;
+# too long and a dead worker's invocation waits that much longer for its retry.
+LEASE_GRACE_S = 60
+
+_RUNNING = InvocationStatus.RUNNING
+_PENDING = InvocationStatus.PENDING
+
+
+def _seconds(value: float) -> ColumnElement[dt.timedelta]:
+    return literal(dt.timedelta(seconds=value), Interval())
+
+
+def _due() -> ColumnElement[bool]:
+    return or_(Invocation.run_after.is_(None), Invocation.run_after <= func.now())
+
+
+@dataclasses.dataclass(frozen=True)
+class Claim:
+    """A claimed attempt: its number and the instant (the transaction's now()) it began."""
+
+    attempt: int
+    started_at: dt.datetime
+
+
+def lock_trigger_runs(session: Session, trigger_id: uuid.UUID) -> None:
+    """Serialize, until commit, the start of runs of one trigger (overlap policy skip)."""
+    # Without it two runs of one trigger can each check "is an earlier one running?"
+    # before either's claim commits, and both run. A transaction-scoped advisory lock,
+    # not FOR UPDATE on the trigger row: the dispatcher claims trigger rows with SKIP
+    # LOCKED and would skip a trigger whose run is merely starting. Only the first 64
+    # bits of the id are the key; a collision only serializes two unrelated starts.
+    key = int.from_bytes(trigger_id.bytes[:8], "big", signed=True)
+    session.execute(select(func.pg_advisory_xact_lock(key)))
+
+
+def earlier_run_in_progress(
+    session: Session, trigger_id: uuid.UUID, scheduled_for: dt.datetime
+) -> bool:
+    """Return whether an earlier occurrence of the trigger is running now."""
+    # Read after lock_trigger_runs: under READ COMMITTED this statement sees every run
+    # whose claim committed before the lock was granted. A running row whose lease
+    # expired still counts: until the sweep takes it back, it may still be delivering.
+    statement = select(
+        select(Invocation.id)
+        .where(
+            Invocation.trigger_id == trigger_id,
+            Invocation.scheduled_for < scheduled_for,
+            Invocation.status == _RUNNING,
+        )
+        .exists()
+    )
+    return bool(session.scalar(statement))
+
+
+def claim_attempt(
+    session: Session, invocation_id: uuid.UUID, *, lease_s: float, deployment_id: str | None
+) -> Claim | None:
+    """Move a due, pending invocation to running as a new attempt; None if not claimable."""
+    # The conditional WHERE is the claim: two messages for one invocation both run this
+    # UPDATE; the second waits for the first's row lock, then re-evaluates the WHERE
+    # against the committed row (READ COMMITTED), finds it running, and updates nothing.
+    # A row the sweep took back is pending again and claimable by exactly one message.
+    statement = (
+        update(Invocation)
+        .where(
+            Invocation.id == invocation_id,
+            Invocation.status == _PENDING,
+            _due(),
+            Invocation.cancel_requested.is_(False),
+        )
+        .values(
+            status=_RUNNING,
+            attempt=Invocation.attempt + 1,
+            lease_expires_at=func.now() + _seconds(lease_s),
+            started_at=func.now(),
+            deployment_id=deployment_id,
+        )
+        .returning(Invocation.attempt, func.now())
+        .execution_options(synchronize_session=False)
+    )
+    row = session.execute(statement).first()
+    return None if row is None else Claim(attempt=row[0], started_at=row[1])
+
+
+def record_attempt_started(
+    session: Session, invocation_id: uuid.UUID, number: int, deployment_id: str | None
+) -> None:
+    """Insert the attempt row of a claim (same transaction as the claim)."""
+    # No race: only the one claim that moved the row to running got this number, and
+    # UNIQUE (invocation_id, number) would refuse a second one.
+    session.execute(
+        insert(InvocationAttempt).values(
+            invocation_id=invocation_id,
+            number=number,
+            deployment_id=deployment_id,
+            started_at=func.now(),
+        )
+    )
+
+
+def close_without_running(
+    session: Session, invocation_id: uuid.UUID, status: InvocationStatus, reason: str
+) -> bool:
+    """Finish a pending invocation as cancelled or skipped; True if this call did it."""
+    assert status in (InvocationStatus.CANCELLED, InvocationStatus.SKIPPED)
+    # Conditional like the claim: of two messages deciding the same thing, one closes
+    # it; if another message claimed it first, it runs and this one changes nothing. A
+    # requested cancel closes it even before run_after.
+    statement = (
+        update(Invocation)
+        .where(
+            Invocation.id == invocation_id,
+            Invocation.status == _PENDING,
+            or_(_due(), Invocation.cancel_requested.is_(True)),
+        )
+        .values(status=status, finished_at=func.now(), lease_expires_at=None, last_error=reason)
+        .execution_options(synchronize_session=False)
+    )
+    return session.execute(statement).rowcount == 1
+
+
+def finish_attempt(
+    session: Session,
+    invocation_id: uuid.UUID,
+    attempt: int,
+    *,
+    status: InvocationStatus,
+    error: str | None,
+    response_status: int | None,
+    response_excerpt: str | None,
+) -> bool:
+    """Record the final status of the invocation if ``attempt`` still holds it."""
+    assert status.is_final
+    # Only while the row is running *with this attempt*: if the lease ran out, the sweep
+    # took the row back and another attempt may be running (or done) now. This late
+    # attempt must not overwrite its outcome, so it records only its own attempt row.
+    statement = (
+        update(Invocation)
+        .where(
+            Invocation.id == invocation_id,
+            Invocation.status == _RUNNING,
+            Invocation.attempt == attempt,
+        )
+        .values(
+            status=status,
+            finished_at=func.now(),
+            lease_expires_at=None,
+            last_error=error,
+            response_status=response_status,
+            response_excerpt=response_excerpt,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    return session.execute(statement).rowcount == 1
+
+
+def release_for_retry(
+    session: Session,
+    invocation_id: uuid.UUID,
+    attempt: int,
+    *,
+    delay_s: float,
+    error: str,
+    response_status: int | None,
+    response_excerpt: str | None,
+) -> InvocationStatus | None:
+    """Return the invocation to pending until now + ``delay_s`` if ``attempt`` holds it.
+
+    A cancel requested during the attempt wins: the invocation is cancelled instead.
+
+    Returns:
+        PENDING (publish the retry), CANCELLED, or None if the attempt lost its lease.
+    """
+    # Same condition as finish_attempt, for the same reason. The row is the durable
+    # retry: the message published after commit may be lost, and the sweep publishes
+    # a pending row again once run_after is long past. enqueued_at is set now because
+    # that publish follows this commit directly.
+    cancel = Invocation.cancel_requested.is_(True)
+    statement = (
+        update(Invocation)
+        .where(
+            Invocation.id == invocation_id,
+            Invocation.status == _RUNNING,
+            Invocation.attempt == attempt,
+        )
+        .values(
+            status=case(
+                (cancel, InvocationStatus.CANCELLED.value), else_=_PENDING.value
+            ),
+            run_after=case((cancel, None), else_=func.now() + _seconds(delay_s)),
+            finished_at=case((cancel, func.now()), else_=None),
+            enqueued_at=case((cancel, Invocation.enqueued_at), else_=func.now()),
+            lease_expires_at=None,
+            last_error=case((cancel, "cancelled: cancel requested during a retry"),
+                            else_=error),
+            response_status=response_status,
+            response_excerpt=response_excerpt,
+        )
+        .returning(Invocation.status)
+        .execution_options(synchronize_session=False)
+    )
+    status = session.scalar(statement)
+    return None if status is None else InvocationStatus(status)
+
+
+def record_attempt_finished(
+    session: Session,
+    invocation_id: uuid.UUID,
+    number: int,
+    *,
+    outcome: str,
+    response_status: int | None,
+    error: str | None,
+) -> None:
+    """Record how attempt ``number`` ended, whether or not it still held the lease."""
+    # Unconditional on purpose: the attempt row is this attempt's own history. If the
+    # sweep marked it abandoned meanwhile, what really happened is more useful (a late
+    # success explains a second delivery), and the error says the lease was lost.
+    session.execute(
+        update(InvocationAttempt)
+        .where(
+            and_(
+                InvocationAttempt.invocation_id == invocation_id,
+                InvocationAttempt.number == number,
+            )
+        )
+        .values(
+            outcome=outcome,
+            response_status=response_status,
+            error=error,
+            finished_at=func.now(),
+        )
+        .execution_options(synchronize_session=False)
+    )

@@ -1,0 +1,303 @@
+"""Running one invocation: claim it, deliver it, record the outcome.
+
+:func:`run_invocation` is the whole core of the ``run_trigger`` task, and is safe to call
+any number of times for one invocation: a duplicate message, a late one, or one for an
+invocation already finished changes nothing. One call is three units of work:
+
+1. *Start* (one transaction): read the invocation and its trigger, then either close it
+   without running (trigger deleted or disabled, cancel requested, an earlier run still
+   going under overlap ``skip``) or claim it as a new attempt with a lease and insert the
+   attempt's row. Both are conditional writes in :mod:`app.leases`.
+2. *Deliver* (no transaction): render the message template and send the webhook or the
+   task message. Slow network I/O never holds a database connection or lock.
+3. *Finish* (one transaction): record the attempt and, if it still holds the lease,
+   the invocation's final state, or return it to pending for a retry.
+
+Nothing here imports Celery: a retry is returned to the caller (``retry_in_s``), which
+publishes it after commit, and task targets are sent through the injected ``send_task``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import logging
+import random
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from app import leases
+from app.backoff import next_retry_delay_s
+from app.config import Settings
+from app.delivery import (
+    DeliveryResult,
+    SendTask,
+    Verdict,
+    build_headers,
+    encode_body,
+    send_task_message,
+    send_webhook,
+)
+from app.enums import InvocationStatus, OverlapPolicy, TargetKind
+from app.errors import PermanentError, TransientError
+from app.models import Invocation, Trigger
+from app.templating import render_message
+
+log = logging.getLogger(__name__)
+
+SendWebhook = Callable[..., DeliveryResult]
+
+
+@dataclasses.dataclass(frozen=True)
+class RunOutcome:
+    """What one call did: the status it left the invocation in, and whether to retry."""
+
+    #: None when the call changed nothing (duplicate, early, or finished elsewhere).
+    status: InvocationStatus | None
+    attempt: int | None = None
+    #: Publish run_trigger again after this many seconds (the row is pending until then).
+    retry_in_s: float | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class _Run:
+    """A claimed attempt and everything its delivery needs, read in the start transaction."""
+
+    invocation_id: uuid.UUID
+    attempt: int
+    started_at: dt.datetime
+    scheduled_for: dt.datetime
+    trigger: Trigger
+    log_ids: dict[str, Any]
+
+
+def _iso_utc(value: dt.datetime) -> str:
+    return value.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
+
+
+def _log_ids(invocation: Invocation) -> dict[str, Any]:
+    return {
+        "tenant_id": invocation.tenant_id,
+        "project_id": invocation.project_id,
+        "trigger_id": str(invocation.trigger_id) if invocation.trigger_id else None,
+        "invocation_id": str(invocation.id),
+        "scheduled_for": _iso_utc(invocation.scheduled_for),
+    }
+
+
+def _not_runnable_reason(
+    session: Session, invocation: Invocation, trigger: Trigger | None
+) -> tuple[InvocationStatus, str] | None:
+    if invocation.cancel_requested:
+        return InvocationStatus.CANCELLED, "cancelled: cancel requested"
+    if trigger is None:
+        return InvocationStatus.CANCELLED, "cancelled: the trigger was deleted"
+    if not trigger.enabled:
+        return InvocationStatus.CANCELLED, "cancelled: the trigger is disabled"
+    if trigger.overlap_policy is OverlapPolicy.SKIP:
+        leases.lock_trigger_runs(session, trigger.id)
+        if leases.earlier_run_in_progress(session, trigger.id, invocation.scheduled_for):
+            return InvocationStatus.SKIPPED, "skipped: an earlier run of the trigger is running"
+    return None
+
+
+def _start(
+    session: Session, settings: Settings, invocation_id: uuid.UUID
+) -> _Run | RunOutcome:
+    row = session.execute(
+        select(Invocation, Trigger, func.now())
+        .outerjoin(Trigger, Trigger.id == Invocation.trigger_id)
+        .where(Invocation.id == invocation_id)
+    ).first()
+    if row is None:
+        log.warning("run: no such invocation", extra={"action": "run.unknown",
+                                                       "invocation_id": str(invocation_id)})
+        return RunOutcome(status=None)
+    invocation, trigger, now = row
+    ids = _log_ids(invocation)
+    if invocation.status is not InvocationStatus.PENDING:
+        # A duplicate or late message: another message ran (or is running) it.
+        log.info("run: not pending, nothing to do",
+                 extra={"action": "run.duplicate", "status": invocation.status.value, **ids})
+        return RunOutcome(status=None)
+    if (
+        invocation.run_after is not None
+        and invocation.run_after > now
+        and not invocation.cancel_requested
+    ):
+        # Early: this worker's clock ran ahead of the database's when it honoured the
+        # countdown. Publishing again for the remainder beats waiting for the sweep.
+        return RunOutcome(status=None, retry_in_s=(invocation.run_after - now).total_seconds())
+    closing = _not_runnable_reason(session, invocation, trigger)
+    if closing is not None:
+        status, reason = closing
+        if not leases.close_without_running(session, invocation_id, status, reason):
+            return RunOutcome(status=None)
+        log.info("run: closed without running",
+                 extra={"action": f"run.{status.value}", "reason": reason, **ids})
+        return RunOutcome(status=status, attempt=invocation.attempt)
+    assert trigger is not None
+    claim = leases.claim_attempt(
+        session,
+        invocation_id,
+        lease_s=trigger.timeout_s + leases.LEASE_GRACE_S,
+        deployment_id=settings.deployment_id,
+    )
+    if claim is None:
+        return RunOutcome(status=None)
+    leases.record_attempt_started(session, invocation_id, claim.attempt, settings.deployment_id)
+    ids["attempt"] = claim.attempt
+    log.info("run: attempt claimed", extra={"action": "run.claimed",
+                                            "deployment_id": settings.deployment_id, **ids})
+    return _Run(
+        invocation_id=invocation_id,
+        attempt=claim.attempt,
+        started_at=claim.started_at,
+        scheduled_for=invocation.scheduled_for,
+        trigger=trigger,
+        log_ids=ids,
+    )
+
+
+def _deliver(
+    run: _Run, settings: Settings, send_task: SendTask, send_webhook_: SendWebhook
+) -> DeliveryResult:
+    trigger = run.trigger
+    occurrence = {
+        "trigger": {"id": str(trigger.id), "name": trigger.name},
+        "invocation": str(run.invocation_id),
+        "scheduled_for": _iso_utc(run.scheduled_for),
+        "attempt": run.attempt,
+        "payload": trigger.payload,
+    }
+    message = None
+    if trigger.message_template is not None:
+        message = render_message(trigger.message_template, occurrence)
+    body = {**occurrence, "message": message}
+    if trigger.target_kind is TargetKind.TASK:
+        assert trigger.task_name is not None, "ck_triggers_target_complete"
+        return send_task_message(
+            send_task, name=trigger.task_name, queue=trigger.task_queue, body=body
+        )
+    assert trigger.webhook_url is not None, "ck_triggers_target_complete"
+    text = encode_body(body)
+    headers = build_headers(
+        trigger.webhook_headers,
+        invocation_id=str(run.invocation_id),
+        body=text,
+        signing_secret=trigger.signing_secret,
+        now=run.started_at,
+    )
+    return send_webhook_(
+        method=trigger.webhook_method or "POST",
+        url=trigger.webhook_url,
+        headers=headers,
+        body=text,
+        timeout_s=float(trigger.timeout_s),
+        allow_private=settings.allow_private_targets,
+        now=run.started_at,
+    )
+
+
+def _finish(
+    session: Session, run: _Run, result: DeliveryResult, rand: Callable[[], float]
+) -> RunOutcome:
+    trigger = run.trigger
+    error = result.error
+    retry_delay_s = None
+    status = InvocationStatus.SUCCEEDED
+    if result.verdict is Verdict.PERMANENT:
+        status = InvocationStatus.FAILED
+    elif result.verdict is Verdict.TRANSIENT:
+        if run.attempt < trigger.max_attempts:
+            retry_delay_s = next_retry_delay_s(
+                run.attempt,
+                float(trigger.backoff_base_s),
+                float(trigger.backoff_cap_s),
+                rand,
+                result.retry_after_s,
+            )
+        else:
+            status = InvocationStatus.FAILED
+            error = f"gave up after {run.attempt} attempts: {error}"
+    if retry_delay_s is None:
+        held = leases.finish_attempt(
+            session, run.invocation_id, run.attempt, status=status, error=error,
+            response_status=result.response_status, response_excerpt=result.response_excerpt,
+        )
+        outcome = RunOutcome(status=status if held else None, attempt=run.attempt)
+    else:
+        left = leases.release_for_retry(
+            session, run.invocation_id, run.attempt, delay_s=retry_delay_s,
+            error=error or "transient failure",
+            response_status=result.response_status, response_excerpt=result.response_excerpt,
+        )
+        held = left is not None
+        retry = retry_delay_s if left is InvocationStatus.PENDING else None
+        outcome = RunOutcome(status=left, attempt=run.attempt, retry_in_s=retry)
+    attempt_error = result.error
+    if not held:
+        attempt_error = "; ".join(
+            part for part in (attempt_error, "finished after its lease was taken back") if part
+        )
+    leases.record_attempt_finished(
+        session, run.invocation_id, run.attempt, outcome=result.verdict.value,
+        response_status=result.response_status, error=attempt_error,
+    )
+    log.info(
+        "run: attempt finished",
+        extra={
+            "action": "run.finished" if held else "run.finished_without_lease",
+            "outcome": result.verdict.value,
+            "status": outcome.status.value if outcome.status else None,
+            "response_status": result.response_status,
+            "retry_in_s": outcome.retry_in_s,
+            **run.log_ids,
+        },
+    )
+    return outcome
+
+
+def run_invocation(
+    sessions: sessionmaker[Session],
+    settings: Settings,
+    invocation_id: uuid.UUID | str,
+    *,
+    send_task: SendTask,
+    send_webhook_: SendWebhook = send_webhook,
+    rand: Callable[[], float] = random.random,
+) -> RunOutcome:
+    """Run one attempt of an invocation, if it is due and nobody else runs it.
+
+    Safe to call again for the same id at any time. Commits its own transactions (it is
+    a unit of work's edge, called by the task); delivery happens between them.
+
+    Returns:
+        What the call did. If ``retry_in_s`` is set, the caller publishes run_trigger
+        again with that countdown after this returns (the row is already committed
+        pending with ``run_after``, so a lost publish is repaired by the sweep).
+
+    Raises:
+        ValueError: ``invocation_id`` is not a UUID.
+        sqlalchemy errors: the database failed; nothing was half-written (each unit of
+            work is one transaction) and a claimed attempt is recovered by the sweep
+            when its lease runs out.
+    """
+    invocation_id = uuid.UUID(str(invocation_id))
+    with sessions.begin() as session:
+        started = _start(session, settings, invocation_id)
+    if isinstance(started, RunOutcome):
+        return started
+    try:
+        result = _deliver(started, settings, send_task, send_webhook_)
+    except TransientError as exc:
+        result = DeliveryResult(verdict=Verdict.TRANSIENT, error=exc.message)
+    except PermanentError as exc:
+        # A template error, a refused target, a bad signing secret: no retry can help.
+        result = DeliveryResult(verdict=Verdict.PERMANENT, error=exc.message)
+    with sessions.begin() as session:
+        return _finish(session, started, result, rand)

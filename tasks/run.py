@@ -1,0 +1,53 @@
+"""The run_trigger task: one invocation id in, one core call, a retry published after commit."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from kombu.exceptions import OperationalError as BrokerError
+from redis.exceptions import RedisError
+
+from app.errors import TargetUnavailable
+from app.runner import run_invocation
+from tasks.celery_app import RUN_TASK, celery_app
+from tasks.publisher import publish_runs
+from tasks.runtime import get_runtime
+
+log = logging.getLogger(__name__)
+
+
+def _send_task(name: str, body: Any, queue: str) -> None:
+    """Publish a user task message; a broker failure is transient (the attempt retries).
+
+    Raises:
+        TargetUnavailable: the broker did not take the message.
+    """
+    try:
+        celery_app.send_task(name, args=[body], queue=queue)
+    except (BrokerError, RedisError, OSError) as exc:
+        raise TargetUnavailable(f"broker unavailable: {type(exc).__name__}: {exc}") from exc
+
+
+@celery_app.task(name=RUN_TASK, acks_late=True, ignore_result=True)
+def run_trigger(invocation_id: str) -> None:
+    """Run one attempt of invocation ``invocation_id``; safe to receive any number of times.
+
+    Raises:
+        kombu / redis errors: publishing the retry failed. The invocation is already
+        committed pending with its run_after, so the dispatcher's sweep publishes it.
+    """
+    runtime = get_runtime()
+    try:
+        outcome = run_invocation(
+            runtime.sessions, runtime.settings, invocation_id, send_task=_send_task
+        )
+    except ValueError:
+        log.warning("run_trigger: not an invocation id",
+                    extra={"action": "run.bad_id", "invocation_id": invocation_id})
+        return
+    if outcome.retry_in_s is not None:
+        # After run_invocation's commit, never before: a worker that picked the retry up
+        # at once must find the row pending.
+        countdown_s = outcome.retry_in_s if outcome.retry_in_s > 0 else None
+        publish_runs(celery_app, [invocation_id], countdown_s=countdown_s)
