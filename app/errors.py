@@ -41,3 +41,15 @@ class NotFound(PermanentError):
 
 class Conflict(PermanentError):
     """The change conflicts with the current state."""
+
+
+class InvalidTemplate(PermanentError):
+    """The message template could not be rendered."""
+
+
+class TargetRefused(PermanentError):
+    """The delivery target is not allowed."""
+
+
+class TargetUnavailable(TransientError):
+    """The delivery target could not be reached; a later attempt may succeed."""
