@@ -1,0 +1,221 @@
+"""The cron dialect: syntax, rejections and calendar rules, all evaluated in UTC."""
+
+from __future__ import annotations
+
+import calendar
+from datetime import UTC, date, datetime
+
+import pytest
+
+from app import cron
+from app.errors import InvalidSchedule, PermanentError
+from app.scheduling import next_run_times, validate_schedule
+
+
+def utc(*fields: int) -> datetime:
+    return datetime(*fields, tzinfo=UTC)
+
+
+def days(*dates: tuple[int, int, int]) -> list[datetime]:
+    return [utc(*value) for value in dates]
+
+
+# Each row: expression, after, the next fire times (all in UTC, where wall = instant).
+CALENDAR_CASES = [
+    ("*/15 * * * *", utc(2026, 1, 1, 0, 7), [utc(2026, 1, 1, 0, 15), utc(2026, 1, 1, 0, 30)]),
+    ("1-30/10 * * * *", utc(2026, 1, 1), [utc(2026, 1, 1, 0, 1), utc(2026, 1, 1, 0, 11),
+                                          utc(2026, 1, 1, 0, 21), utc(2026, 1, 1, 1, 1)]),
+    ("5/15 * * * *", utc(2026, 1, 1), [utc(2026, 1, 1, 0, 5), utc(2026, 1, 1, 0, 20),
+                                       utc(2026, 1, 1, 0, 35), utc(2026, 1, 1, 0, 50)]),
+    ("0 */8 * * *", utc(2026, 1, 1, 1), [utc(2026, 1, 1, 8), utc(2026, 1, 1, 16), utc(2026, 1, 2)]),
+    ("0 0 31 * *", utc(2026, 1, 31), days((2026, 3, 31), (2026, 5, 31), (2026, 7, 31),
+                                          (2026, 8, 31))),
+    ("0 0 L * *", utc(2026, 1, 1), days((2026, 1, 31), (2026, 2, 28), (2026, 3, 31),
+                                        (2026, 4, 30))),
+    ("0 0 L 2 *", utc(2027, 3, 1), days((2028, 2, 29), (2029, 2, 28))),
+    ("0 0 29 2 *", utc(2026, 1, 1), days((2028, 2, 29), (2032, 2, 29))),
+    ("0 0 15W * *", utc(2026, 1, 1), days((2026, 1, 15), (2026, 2, 16), (2026, 3, 16),
+                                          (2026, 4, 15))),
+    ("0 0 15W 8 *", utc(2026, 1, 1), days((2026, 8, 14))),  # Saturday 15th -> Friday
+    ("0 0 1W 8 *", utc(2026, 1, 1), days((2026, 8, 3))),  # Saturday 1st -> Monday 3rd
+    ("0 0 31W 5 *", utc(2026, 1, 1), days((2026, 5, 29))),  # Sunday 31st -> Friday 29th
+    ("0 0 LW * *", utc(2026, 1, 1), days((2026, 1, 30), (2026, 2, 27), (2026, 3, 31),
+                                         (2026, 4, 30), (2026, 5, 29))),
+    ("0 0 * * 5#3", utc(2026, 1, 1), days((2026, 1, 16), (2026, 2, 20), (2026, 3, 20))),
+    ("0 0 * * FRI#3", utc(2026, 1, 1), days((2026, 1, 16), (2026, 2, 20), (2026, 3, 20))),
+    ("0 0 * * 5L", utc(2026, 1, 1), days((2026, 1, 30), (2026, 2, 27), (2026, 3, 27))),
+    ("0 0 * 2 1#5", utc(2026, 1, 1), days((2044, 2, 29), (2072, 2, 29), (2112, 2, 29))),
+    ("0 9 * * MON-FRI", utc(2026, 1, 2, 10), [utc(2026, 1, 5, 9), utc(2026, 1, 6, 9)]),
+    ("0 0 1 JAN *", utc(2026, 6, 1), days((2027, 1, 1), (2028, 1, 1))),
+    ("0 0 1 jan-feb *", utc(2026, 1, 1), days((2026, 2, 1), (2027, 1, 1))),
+    ("0 0 * * 7", utc(2026, 1, 1), days((2026, 1, 4), (2026, 1, 11))),
+    ("0 0 * * sun", utc(2026, 1, 1), days((2026, 1, 4), (2026, 1, 11))),
+    ("0 0 * * 5-7", utc(2026, 1, 1), days((2026, 1, 2), (2026, 1, 3), (2026, 1, 4),
+                                          (2026, 1, 9))),
+    ("@yearly", utc(2026, 1, 1), days((2027, 1, 1))),
+    ("@annually", utc(2026, 1, 1), days((2027, 1, 1))),
+    ("@monthly", utc(2026, 1, 1), days((2026, 2, 1))),
+    ("@weekly", utc(2026, 1, 1), days((2026, 1, 4))),
+    ("@daily", utc(2026, 1, 1), days((2026, 1, 2))),
+    ("@midnight", utc(2026, 1, 1), days((2026, 1, 2))),
+    ("@hourly", utc(2026, 1, 1), [utc(2026, 1, 1, 1)]),
+    ("  0   12 *  *\t* ", utc(2026, 1, 1), [utc(2026, 1, 1, 12)]),
+]
+
+
+@pytest.mark.parametrize(("expression", "after", "expected"), CALENDAR_CASES,
+                         ids=[case[0].strip() for case in CALENDAR_CASES])
+def test_calendar_rules_give_these_fire_times(
+    expression: str, after: datetime, expected: list[datetime]
+) -> None:
+    assert next_run_times(expression, "UTC", after, len(expected)) == expected
+
+
+# The day rule. 2026-03-13 is a Friday, 2026-04-13 a Monday; Mondays of January 2026:
+# 5, 12, 19, 26; first Sundays of 2026: Jan 4, Feb 1, Mar 1.
+DAY_RULE_CASES = [
+    # Both day fields restricted: a day matching either one fires (OR).
+    ("0 0 13 * 5", utc(2026, 3, 1), days((2026, 3, 6), (2026, 3, 13), (2026, 3, 20),
+                                         (2026, 3, 27), (2026, 4, 3), (2026, 4, 10),
+                                         (2026, 4, 13))),
+    ("0 0 1-7 * 0", utc(2026, 1, 1), days((2026, 1, 2), (2026, 1, 3), (2026, 1, 4),
+                                          (2026, 1, 5), (2026, 1, 6), (2026, 1, 7),
+                                          (2026, 1, 11))),
+    ("0 0 30 2 1", utc(2026, 1, 1), days((2026, 2, 2), (2026, 2, 9))),
+    # Either field starts with "*": both must match (AND), even though "*/2" and "*/7"
+    # restrict the days. This is cronie's DOM_STAR/DOW_STAR behaviour.
+    ("0 0 */2 * 1", utc(2026, 1, 1), days((2026, 1, 5), (2026, 1, 19), (2026, 2, 9),
+                                          (2026, 2, 23))),
+    ("0 0 1-7 * */7", utc(2026, 1, 1), days((2026, 1, 4), (2026, 2, 1), (2026, 3, 1))),
+    # Plain "*" on one side: only the other side restricts.
+    ("0 0 13 * *", utc(2026, 3, 1), days((2026, 3, 13), (2026, 4, 13))),
+    ("0 0 * * 5", utc(2026, 3, 1), days((2026, 3, 6), (2026, 3, 13))),
+]
+
+
+@pytest.mark.parametrize(("expression", "after", "expected"), DAY_RULE_CASES,
+                         ids=[case[0] for case in DAY_RULE_CASES])
+def test_the_day_fields_combine_by_cronies_rule(
+    expression: str, after: datetime, expected: list[datetime]
+) -> None:
+    assert next_run_times(expression, "UTC", after, len(expected)) == expected
+
+
+@pytest.mark.parametrize(("first", "second"), [
+    ("0 9 * * MON-FRI", "0 9 * * 1-5"),
+    ("0 9 * * mon-fri", "0 9 * * 1-5"),
+    ("0 0 * * 7", "0 0 * * 0"),
+    ("0 0 * * SUN", "0 0 * * 0"),
+    ("0 0 1 JAN,jul *", "0 0 1 1,7 *"),
+    ("0 0 * * 0-7", "0 0 * * *"),
+    ("@daily", "0 0 * * *"),
+    ("@weekly", "0 0 * * 0"),
+    ("5/15 * * * *", "5-59/15 * * * *"),
+    ("0 0 * * 2-2", "0 0 * * 2"),
+    ("0 0 1-1 * *", "0 0 1 * *"),
+    ("0 0 * * */7", "0 0 * * 0"),
+])
+def test_equivalent_spellings_fire_at_the_same_times(first: str, second: str) -> None:
+    after = utc(2026, 1, 1)
+    assert next_run_times(first, "UTC", after, 20) == next_run_times(second, "UTC", after, 20)
+
+
+REJECTIONS = [
+    ("", "expected 5 fields, got 0"),
+    ("* * * *", "expected 5 fields, got 4"),
+    ("0 * * * * *", "expected 5 fields, got 6"),
+    ("0 0 12 * * ? 2026", "expected 5 fields, got 7"),
+    ("@reboot", "unsupported macro: @reboot"),
+    ("@fortnightly", "unknown macro: @fortnightly"),
+    ("@daily 5", "unknown macro: @daily 5"),
+    ("61 * * * *", "bad minute field: 61"),
+    ("0,61 * * * *", "bad minute field: 61"),
+    ("-1 * * * *", "bad minute field: -1"),
+    ("*/0 * * * *", "bad minute field: */0"),
+    ("*/ * * * *", "bad minute field: */"),
+    ("1-2-3 * * * *", "bad minute field: 1-2-3"),
+    ("1,,2 * * * *", "bad minute field: 1,,2"),
+    ("? * * * *", "bad minute field: ?"),
+    ("L * * * *", "bad minute field: L"),
+    ("\u0661 * * * *", "bad minute field: \u0661"),  # ARABIC-INDIC DIGIT ONE
+    ("0 24 * * *", "bad hour field: 24"),
+    ("0 5-1 * * *", "bad hour field: 5-1"),
+    ("0 0 0 * *", "bad day-of-month field: 0"),
+    ("0 0 32 * *", "bad day-of-month field: 32"),
+    ("0 0 32W * *", "bad day-of-month field: 32W"),
+    ("0 0 W * *", "bad day-of-month field: W"),
+    ("0 0 1-5W * *", "bad day-of-month field: 1-5W"),
+    ("0 0 * 0 *", "bad month field: 0"),
+    ("0 0 * 13 *", "bad month field: 13"),
+    ("0 0 * FOO *", "bad month field: FOO"),
+    ("0 0 * * 8", "bad day-of-week field: 8"),
+    ("0 0 * * FRI-MON", "bad day-of-week field: FRI-MON"),
+    ("0 0 * * 5#6", "bad day-of-week field: 5#6"),
+    ("0 0 * * 5#0", "bad day-of-week field: 5#0"),
+    ("0 0 * * L", "bad day-of-week field: L"),
+    ("0 0 30 2 *", "never fires: 0 0 30 2 *"),
+    ("0 0 31 4 *", "never fires: 0 0 31 4 *"),
+    ("0 0 31 2,4,6,9,11 *", "never fires: 0 0 31 2,4,6,9,11 *"),
+    ("0 0 30W 2 *", "never fires: 0 0 30W 2 *"),
+    ("0 0 30 2 */7", "never fires: 0 0 30 2 */7"),
+    ("0 " * 200, "expression too long (max 256 characters)"),
+]
+
+
+@pytest.mark.parametrize(("expression", "message"), REJECTIONS,
+                         ids=[row[1] for row in REJECTIONS])
+def test_invalid_expressions_are_rejected_with_a_message_naming_the_problem(
+    expression: str, message: str
+) -> None:
+    with pytest.raises(InvalidSchedule) as raised:
+        validate_schedule(expression, "UTC")
+    assert raised.value.message == message
+
+
+def test_invalid_schedule_is_a_permanent_value_error() -> None:
+    with pytest.raises(ValueError) as raised:
+        cron.parse("0 0 30 2 *")
+    assert isinstance(raised.value, PermanentError)
+
+
+def test_a_non_string_expression_is_invalid() -> None:
+    with pytest.raises(InvalidSchedule, match="cron expression must be a string"):
+        validate_schedule(None, "UTC")  # type: ignore[arg-type]
+
+
+def test_every_month_shape_occurs_in_the_gregorian_cycle() -> None:
+    # can_fire() trusts that each (month, length) pair starts on every weekday somewhere
+    # in the 400-year cycle; check that premise by brute force.
+    shapes = {
+        (month, calendar.monthrange(year, month)[1], date(year, month, 1).weekday())
+        for year in range(2000, 2400)
+        for month in range(1, 13)
+    }
+    expected = {
+        (month, length, weekday)
+        for month, lengths in cron._MONTH_LENGTHS.items()
+        for length in lengths
+        for weekday in range(7)
+    }
+    assert shapes == expected
+
+
+@pytest.mark.parametrize(("expression", "fires"), [
+    ("0 0 30 2 *", False),
+    ("0 0 31 4 *", False),
+    ("0 0 31W 6 *", False),
+    ("0 0 30 2 */7", False),
+    ("0 0 29 2 *", True),
+    ("0 0 * 2 1#5", True),
+    ("0 0 30 2 1", True),
+    ("0 0 LW 2 *", True),
+    ("0 0 */30 2 1", True),
+    ("0 0 */2 * 1#5", True),
+])
+def test_the_never_fires_check_agrees_with_a_search_of_the_whole_400_year_cycle(
+    expression: str, fires: bool
+) -> None:
+    # The calendar repeats every 400 years, so this search is exhaustive.
+    spec = cron._compile(expression)
+    assert cron.can_fire(spec) is fires
+    assert (cron.next_match(spec, datetime(2000, 1, 1), 2399) is not None) is fires
