@@ -1,0 +1,71 @@
+"""Integration fixtures: a real Celery worker subprocess and a real webhook receiver.
+
+* ``celery_worker``: the worker of one test module (started on first use, stopped when
+  the module ends, so it never consumes messages another module's tests inspect in
+  Redis). A test may ``kill()`` or ``restart(**env)`` it; the next test using it gets
+  it back running with the default environment.
+* ``start_worker(**env)``: a factory for extra workers of one test, stopped afterwards.
+  They consume the same queues as ``celery_worker`` if that one runs too.
+* ``celery_client``: the test process's Celery app, configured from ``settings``, to
+  publish messages (``tasks.publisher.publish_runs``) onto the worker's broker.
+* ``receiver``: a webhook receiver on 127.0.0.1 for one test.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from celery import Celery
+
+from app.config import Settings
+from tasks.celery_app import celery_app, configure
+from tests.support.receiver import Receiver, running_receiver
+from tests.support.worker import WorkerProcess
+
+
+@pytest.fixture(scope="module")
+def _module_worker(
+    test_services: object, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[WorkerProcess]:
+    worker = WorkerProcess(tmp_path_factory.mktemp("worker"))
+    try:
+        yield worker
+    finally:
+        worker.stop()
+
+
+@pytest.fixture
+def celery_worker(_module_worker: WorkerProcess) -> WorkerProcess:
+    if not _module_worker.is_default:
+        _module_worker.restart()
+    return _module_worker
+
+
+@pytest.fixture
+def start_worker(
+    test_services: object, tmp_path: Path
+) -> Iterator[Callable[..., WorkerProcess]]:
+    started: list[WorkerProcess] = []
+
+    def start(**env: str) -> WorkerProcess:
+        worker = WorkerProcess(tmp_path / f"workers-{len(started)}")
+        worker.log_dir.mkdir()
+        started.append(worker)
+        worker.start(**env)
+        return worker
+
+    yield start
+    for worker in started:
+        worker.stop()
+
+
+@pytest.fixture(scope="session")
+def celery_client(settings: Settings) -> Celery:
+    return configure(celery_app, settings)
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    yield from running_receiver()
