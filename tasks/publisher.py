@@ -1,9 +1,12 @@
 """Publishing run_trigger messages in bulk, after the invocations were committed.
 
-``apply_async`` in a loop costs ~0.4 ms a message (routing, signature objects, a pool
-checkout per call). A tick may publish tens of thousands, so the batch path builds each
-Celery protocol-2 message with ``amqp.as_task_v2`` and sends them all over one kombu
-producer. They are ordinary ``run_trigger`` tasks any Celery worker consumes.
+``apply_async`` in a loop costs ~0.4 ms a message: one Redis round trip and a fresh
+client object per message, plus building the Celery message from scratch. A tick may
+publish tens of thousands, so the batch path builds one Celery protocol-2 message with
+``amqp.as_task_v2`` as a template, varies only what differs per invocation (task id,
+argument, correlation id), and sends them over one kombu producer inside
+``Producer.batch()``, which pipelines the LPUSHes to Redis (kombu 5.7+). The messages
+are ordinary ``run_trigger`` tasks that any Celery worker consumes.
 """
 
 from __future__ import annotations
@@ -15,6 +18,10 @@ from celery import Celery
 
 from tasks.celery_app import RUN_QUEUE, RUN_TASK
 
+#: Redis commands buffered per pipeline flush: large enough to amortise the round trip,
+#: small enough that one flush stays a few hundred kilobytes.
+PIPELINE_SIZE = 1000
+
 
 def publish_runs(
     app: Celery, invocation_ids: Iterable[uuid.UUID | str], *, countdown_s: float | None = None
@@ -25,20 +32,32 @@ def publish_runs(
     invocation. Returns the number of messages published.
 
     Raises:
-        kombu / redis errors: the broker is unreachable. Nothing is marked published then,
-        and the sweep publishes the invocations again later.
+        kombu / redis errors: the broker is unreachable. Messages not yet flushed are
+        dropped, nothing is marked published, and the sweep publishes them later.
     """
     amqp = app.amqp
-    queue = amqp.queues[RUN_QUEUE]
+    template_id = str(uuid.uuid4())
+    headers, properties, _, _ = amqp.as_task_v2(
+        template_id, RUN_TASK, args=(template_id,), kwargs={}, countdown=countdown_s
+    )
+    serializer = app.conf.task_serializer
     count = 0
-    with app.producer_or_acquire() as producer:
+    with app.producer_or_acquire() as producer, producer.batch(max_size=PIPELINE_SIZE):
         for invocation_id in invocation_ids:
             text_id = str(invocation_id)
-            message = amqp.as_task_v2(
-                text_id, RUN_TASK, args=(text_id,), kwargs={}, countdown=countdown_s
-            )
-            amqp.send_task_message(
-                producer, RUN_TASK, message, queue=queue, retry=False, declare=[]
+            producer.publish(
+                ((text_id,), {}, {"callbacks": None, "errbacks": None, "chain": None,
+                                  "chord": None}),
+                # The anonymous exchange with the queue name as routing key, as Celery
+                # itself publishes to a direct exchange: no binding lookup per message.
+                exchange="",
+                routing_key=RUN_QUEUE,
+                serializer=serializer,
+                headers={**headers, "id": text_id, "argsrepr": repr((text_id,))},
+                delivery_mode=2,
+                retry=False,
+                declare=[],
+                **{**properties, "correlation_id": text_id},
             )
             count += 1
     return count
