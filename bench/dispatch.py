@@ -21,7 +21,7 @@ import uuid
 import redis
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import create_engine, text
+from sqlalchemy import text
 
 from app.config import Settings
 from app.db import create_database, drop_database, make_engine, make_session_factory
@@ -32,7 +32,7 @@ from tasks.publisher import publish_runs
 DB_NAME = "cronbeat_bench"
 
 
-def seed(engine, total: int) -> None:  # noqa: ANN001
+def seed(engine, total: int) -> None:
     with engine.begin() as conn:
         conn.execute(text("TRUNCATE invocation_attempts, invocations, triggers CASCADE"))
         # Enabled cron triggers, due at some whole minute within the next 30 days: all of
@@ -52,7 +52,7 @@ def seed(engine, total: int) -> None:  # noqa: ANN001
         conn.execute(text("VACUUM ANALYZE triggers"))
 
 
-def make_due(engine, count: int) -> None:  # noqa: ANN001
+def make_due(engine, count: int) -> None:
     with engine.begin() as conn:
         conn.execute(text("DELETE FROM invocations"))
         conn.execute(
@@ -102,7 +102,7 @@ def main() -> None:
         seed(engine, args.total)
         print(f"seeded {args.total:,} triggers in {time.perf_counter() - started:.1f} s")
 
-        def publish(ids):  # noqa: ANN001, ANN202
+        def publish(ids):
             return publish_runs(celery_app, ids)
 
         for due in args.due:
