@@ -13,6 +13,7 @@ import datetime as dt
 import json
 import os
 import re
+import threading
 import time
 import uuid
 from typing import Any
@@ -20,10 +21,11 @@ from typing import Any
 import pytest
 import redis
 from celery import Celery
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import delete, func, insert, select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 from standardwebhooks.webhooks import Webhook
 
+from app import delivery, leases
 from app.claims import take_expired_leases
 from app.config import Settings
 from app.delivery import DeliveryResult, Verdict
@@ -472,3 +474,54 @@ def test_an_attempt_that_lost_its_lease_records_only_its_attempt_row(
     [attempt] = attempts(db, invocation_id)
     assert attempt[:3] == (1, "succeeded", 200)
     assert re.fullmatch("finished after its lease was taken back", attempt[3])
+
+
+def test_a_claim_racing_a_committed_claim_claims_nothing(db, settings: Settings) -> None:
+    invocation_id = add_invocation(db, add_trigger(db))
+    outcomes: list[RunOutcome] = []
+
+    def never_delivered(**_: Any) -> DeliveryResult:
+        raise AssertionError("the losing claim delivered")
+
+    def second_message() -> None:
+        outcomes.append(run_invocation(db, settings, invocation_id, send_task=no_task,
+                                       send_webhook_=never_delivered))
+
+    with db.begin() as first:
+        assert leases.claim_attempt(first, invocation_id, lease_s=60, deployment_id="a")
+        # The second message reads the row as pending (the first claim is not committed
+        # yet) and blocks on the row lock in its own claim, the tightest interleaving.
+        racer = threading.Thread(target=second_message)
+        racer.start()
+        deadline = time.monotonic() + DEADLINE_S
+        with db() as observer:
+            while not observer.scalar(text(
+                "SELECT count(*) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+            )):
+                assert time.monotonic() < deadline, "the second claim never blocked"
+                time.sleep(0.02)
+                observer.rollback()  # a fresh snapshot of pg_stat_activity
+    racer.join(DEADLINE_S)
+
+    assert outcomes == [RunOutcome(status=None)]
+    invocation = load(db, invocation_id)
+    assert (invocation.status, invocation.attempt) == (InvocationStatus.RUNNING, 1)
+
+
+def test_a_name_that_rebinds_to_loopback_is_refused_at_connect(
+    db, settings: Settings, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # DNS rebinding: the name looked public when checked, and resolves to 127.0.0.1 when
+    # urllib3 connects. The socket's peer address is checked too.
+    monkeypatch.setattr(delivery, "check_host", lambda host, port: [])
+    strict = dataclasses.replace(settings, allow_private_targets=False)
+    invocation_id = add_invocation(db, add_trigger(db, receiver))
+
+    outcome = run_invocation(db, strict, invocation_id, send_task=no_task)
+
+    assert outcome == RunOutcome(status=InvocationStatus.FAILED, attempt=1)
+    assert load(db, invocation_id).last_error == (
+        "refused to deliver to loopback address 127.0.0.1"
+    )
+    assert receiver.count == 0
