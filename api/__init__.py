@@ -1,0 +1,82 @@
+"""The HTTP API: a Flask app factory with flask-smorest blueprints under /api/v1."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery
+from flask import Flask, request
+from webargs.flaskparser import abort
+
+from api import admin, errors, health, invocations, schedules, triggers
+from api.schemas.fields import PROJECT_ID_PATTERN, one_of_to_openapi
+from api.state import ApiState
+from app.config import Settings
+from app.db import make_engine, make_session_factory
+from tasks.celery_app import configure
+
+# Big enough for a sync of 1,000 triggers with modest payloads; each payload is bounded
+# to 64 KiB by the schema.
+MAX_BODY_BYTES = 16 * 1024 * 1024
+PROJECT_ID_PARAMETER = {
+    "in": "path", "name": "project_id", "required": True,
+    "schema": {"type": "string", "pattern": PROJECT_ID_PATTERN},
+}
+SPEC_OPTIONS: dict[str, Any] = {
+    "info": {"description": "Cronbeat: scheduled triggers stored in PostgreSQL, fired"
+             " exactly once through Celery. Authenticate with `Authorization: Bearer <key>`."},
+    "security": [{"apiKey": []}],
+    "components": {
+        "securitySchemes": {
+            "apiKey": {"type": "http", "scheme": "bearer",
+                       "description": "A tenant's API key (cb_...)."},
+            "adminToken": {"type": "http", "scheme": "bearer",
+                           "description": "The operator's CRONBEAT_ADMIN_TOKEN."},
+        }
+    },
+}
+
+
+def _require_json_body() -> None:
+    # A body the JSON parser would silently ignore (form data, text) is refused as such,
+    # instead of being read as "no fields given".
+    has_body = bool(request.content_length) or "chunked" in request.headers.get(
+        "Transfer-Encoding", "").lower()
+    if has_body and not request.is_json:
+        abort(415, message="Send the body as application/json.")
+
+
+def create_app(settings: Settings | None = None) -> Flask:
+    """Build the API app. Opens no connection: the first request does.
+
+    Raises:
+        ConfigError: ``settings`` is None and the environment is incomplete.
+    """
+    settings = settings or Settings.from_env()
+    app = Flask(__name__)
+    app.config.update(
+        API_TITLE="Cronbeat",
+        API_VERSION="v1",
+        OPENAPI_VERSION="3.0.3",
+        OPENAPI_URL_PREFIX="/api/v1",
+        OPENAPI_JSON_PATH="openapi.json",
+        OPENAPI_SWAGGER_UI_PATH="/docs",
+        OPENAPI_SWAGGER_UI_URL="https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/",
+        API_SPEC_OPTIONS=SPEC_OPTIONS,
+        MAX_CONTENT_LENGTH=MAX_BODY_BYTES,
+    )
+    engine = make_engine(settings)
+    celery = configure(Celery("cronbeat-api", set_as_current=False), settings)
+    app.extensions["cronbeat"] = ApiState(
+        settings=settings, engine=engine, sessions=make_session_factory(engine), celery=celery
+    )
+    api = errors.Api(app)
+    api.ma_plugin.converter.add_attribute_function(one_of_to_openapi)
+    errors.init_app(app)
+    app.before_request(_require_json_body)
+    api.register_blueprint(health.blp)
+    api.register_blueprint(triggers.blp, parameters=[PROJECT_ID_PARAMETER])
+    api.register_blueprint(invocations.blp, parameters=[PROJECT_ID_PARAMETER])
+    api.register_blueprint(schedules.blp)
+    api.register_blueprint(admin.blp)
+    return app

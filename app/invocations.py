@@ -11,6 +11,7 @@ import uuid
 from collections.abc import Iterable
 
 from sqlalchemy import select, tuple_, update
+from sqlalchemy.dialects.postgresql import distinct_on
 from sqlalchemy.orm import Session
 
 from app.enums import InvocationStatus
@@ -32,7 +33,7 @@ def last_invocations(
     rows = session.execute(
         select(Invocation)
         .where(Invocation.tenant_id == tenant_id, Invocation.trigger_id.in_(ids))
-        .distinct(Invocation.trigger_id)
+        .ext(distinct_on(Invocation.trigger_id))
         .order_by(Invocation.trigger_id, Invocation.scheduled_for.desc())
     ).scalars()
     return {row.trigger_id: row for row in rows if row.trigger_id is not None}

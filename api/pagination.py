@@ -1,0 +1,65 @@
+"""Opaque cursors and ``next`` links for keyset pagination."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as dt
+import json
+import uuid
+from typing import Any
+
+from flask import request, url_for
+from webargs.flaskparser import abort
+
+_BAD = "not a cursor from a next link"
+
+
+def encode_cursor(*parts: str) -> str:
+    """Return an opaque cursor for the key of the last row of a page."""
+    raw = json.dumps(list(parts), separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode(cursor: str, size: int) -> list[str]:
+    try:
+        parts = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    except (ValueError, binascii.Error):
+        parts = None
+    if not (isinstance(parts, list) and len(parts) == size
+            and all(isinstance(part, str) for part in parts)):
+        abort(422, message="The request is invalid.", messages={"query": {"cursor": [_BAD]}})
+    return parts
+
+
+def decode_id_cursor(cursor: str | None) -> uuid.UUID | None:
+    """Return the id a trigger cursor points after (422 naming ``cursor`` if malformed)."""
+    if cursor is None:
+        return None
+    (text,) = _decode(cursor, 1)
+    try:
+        return uuid.UUID(text)
+    except ValueError:
+        abort(422, message="The request is invalid.", messages={"query": {"cursor": [_BAD]}})
+
+
+def decode_time_cursor(cursor: str | None) -> tuple[dt.datetime, uuid.UUID] | None:
+    """Return the (scheduled_for, id) an invocation cursor points before."""
+    if cursor is None:
+        return None
+    when, ident = _decode(cursor, 2)
+    try:
+        moment = dt.datetime.fromisoformat(when)
+        if moment.tzinfo is None:
+            raise ValueError(when)
+        return moment, uuid.UUID(ident)
+    except ValueError:
+        abort(422, message="The request is invalid.", messages={"query": {"cursor": [_BAD]}})
+
+
+def next_link(cursor: str | None, **_: Any) -> str | None:
+    """Return this request's URL with ``cursor`` replaced, or None on the last page."""
+    if cursor is None:
+        return None
+    args = {key: value for key, value in request.args.items() if key != "cursor"}
+    return url_for(request.endpoint, **(request.view_args or {}), **args, cursor=cursor)

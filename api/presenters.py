@@ -1,0 +1,109 @@
+"""Turn rows into the dicts the output schemas dump."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from cron_descriptor import ExpressionDescriptor, Options
+
+from app import cron, scheduling
+from app.enums import TargetKind
+from app.models import Invocation, InvocationAttempt, Trigger
+
+
+def describe_cron(cron_expression: str) -> str:
+    """Describe an expression in English ("At 02:30 AM"); the expression if it cannot."""
+    expression = " ".join(cron_expression.split())
+    expression = cron.MACROS.get(expression.lower(), expression)
+    options = Options()
+    options.use_24hour_time_format = False
+    options.verbose = False
+    try:
+        return ExpressionDescriptor(expression, options).get_description()
+    except Exception:  # a description is a nicety; never fail a request for it
+        return expression
+
+
+def describe_schedule(trigger: Trigger) -> str:
+    """Describe a trigger's schedule in words."""
+    if trigger.cron_expression is not None:
+        return describe_cron(trigger.cron_expression)
+    local = trigger.run_at.astimezone(scheduling.validate_timezone(trigger.timezone))
+    return f"Once, at {local.isoformat()}"
+
+
+def trigger_view(
+    trigger: Trigger, last: Invocation | None, *, signing_secret: str | None = None
+) -> dict[str, Any]:
+    """Return a trigger as the API shows it (the secret only when given, to show once)."""
+    if trigger.target_kind is TargetKind.WEBHOOK:
+        target: dict[str, Any] = {
+            "kind": "webhook", "url": trigger.webhook_url, "method": trigger.webhook_method,
+            "headers": trigger.webhook_headers or {},
+            "has_signing_secret": trigger.signing_secret is not None,
+        }
+    else:
+        target = {"kind": "task", "task_name": trigger.task_name, "queue": trigger.task_queue}
+    view = {
+        column: getattr(trigger, column)
+        for column in (
+            "id", "project_id", "name", "description", "enabled", "cron_expression",
+            "timezone", "run_at", "next_run_at", "payload", "message_template",
+            "max_attempts", "backoff_base_s", "backoff_cap_s", "timeout_s",
+            "misfire_policy", "misfire_grace_s", "overlap_policy", "ref", "version",
+            "created_at", "updated_at",
+        )
+    }
+    view["target"] = target
+    view["schedule_description"] = describe_schedule(trigger)
+    view["last_invocation"] = None if last is None else {
+        "id": last.id, "status": last.status, "scheduled_for": last.scheduled_for,
+        "finished_at": last.finished_at, "manual": last.manual,
+    }
+    view["signing_secret"] = signing_secret
+    return view
+
+
+def preview_view(trigger: Trigger, now: dt.datetime, count: int) -> dict[str, Any]:
+    """Return the trigger's next ``count`` fire times (none left for a past one-time)."""
+    zone = scheduling.validate_timezone(trigger.timezone)
+    if trigger.cron_expression is not None:
+        times = scheduling.next_run_times(trigger.cron_expression, trigger.timezone, now, count)
+    else:
+        times = [trigger.run_at] if trigger.run_at > now else []
+    return {
+        "cron_expression": trigger.cron_expression,
+        "run_at": trigger.run_at,
+        "timezone": trigger.timezone,
+        "description": describe_schedule(trigger),
+        "next_run_times": [
+            {"utc": moment.astimezone(dt.UTC).isoformat(),
+             "local": moment.astimezone(zone).isoformat()}
+            for moment in times
+        ],
+    }
+
+
+_INVOCATION_COLUMNS = (
+    "id", "trigger_id", "project_id", "scheduled_for", "status", "manual", "attempt",
+    "cancel_requested", "enqueued_at", "run_after", "started_at", "finished_at",
+    "last_error", "response_status", "created_at",
+)
+
+
+def invocation_view(
+    invocation: Invocation, attempts: list[InvocationAttempt] | None = None
+) -> dict[str, Any]:
+    """Return an invocation as the API shows it; with ``attempts``, the detailed view."""
+    view = {column: getattr(invocation, column) for column in _INVOCATION_COLUMNS}
+    if attempts is not None:
+        view["response_excerpt"] = invocation.response_excerpt
+        view["deployment_id"] = invocation.deployment_id
+        view["attempts"] = [
+            {column: getattr(attempt, column) for column in (
+                "number", "deployment_id", "started_at", "finished_at", "outcome",
+                "response_status", "error")}
+            for attempt in attempts
+        ]
+    return view

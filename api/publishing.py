@@ -1,0 +1,44 @@
+"""Publishing run messages after a request's transaction committed."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import uuid
+from collections.abc import Sequence
+
+from api.state import state, utcnow
+from app import claims
+from tasks.publisher import publish_runs
+
+log = logging.getLogger(__name__)
+
+
+def publish_after_commit(invocation_ids: Sequence[uuid.UUID]) -> dt.datetime | None:
+    """Publish ``run_trigger`` for committed invocations, then mark them published.
+
+    A broker or database failure here must not fail the request: the invocations are
+    committed, and the dispatcher's sweep publishes every pending row whose
+    ``enqueued_at`` is still NULL (or stale). So errors are logged, not raised.
+
+    Returns:
+        When they were marked published, or None if publishing failed.
+    """
+    current = state()
+    try:
+        publish_runs(current.celery, invocation_ids)
+    except Exception as exc:  # kombu and redis raise many kinds; all mean "later"
+        log.warning("publish failed; the sweep will publish", extra={
+            "action": "api.publish_failed", "error": type(exc).__name__,
+            "invocation_ids": [str(i) for i in invocation_ids]})
+        return None
+    now = utcnow()
+    try:
+        with current.sessions.begin() as session:
+            claims.mark_published(session, invocation_ids, now)
+    except Exception as exc:  # the message is out; a duplicate later is harmless
+        log.warning("marking published failed", extra={
+            "action": "api.mark_published_failed", "error": type(exc).__name__,
+            "invocation_ids": [str(i) for i in invocation_ids]})
+        return None
+    return now

@@ -1,0 +1,1 @@
+"""Marshmallow schemas of the HTTP API: input (``triggers``), output (``views``), the rest."""

@@ -1,0 +1,252 @@
+"""What a client sends to create, change or sync triggers.
+
+The schemas check each field and the rules that span fields, and turn the nested
+``target`` into the trigger's columns. Whether ``run_at`` lies ahead and what
+``next_run_at`` becomes are decided by :mod:`app.triggers`, which knows the request's
+``now`` and the stored trigger.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as dt
+import re
+from typing import Any
+
+import marshmallow as ma
+from marshmallow import ValidationError, fields, post_load, validate, validates_schema
+
+from api.schemas.fields import (
+    MAX_TEMPLATE_BYTES,
+    NAME_PATTERN,
+    JsonValue,
+    OneOfSchemas,
+    Str,
+    check_cron,
+    check_timezone,
+    utf8_max,
+)
+from app import scheduling
+from app.enums import MisfirePolicy, OverlapPolicy
+from app.sync import MAX_SYNC_TRIGGERS
+
+METHODS = ("POST", "PUT", "PATCH", "GET", "DELETE")
+MAX_HEADERS = 50
+MAX_HEADER_VALUE_BYTES = 1024
+# The sender sets these itself: framing and hop-by-hop headers, and the Standard
+# Webhooks signature headers a receiver verifies.
+RESERVED_HEADERS = frozenset({
+    "host", "content-length", "transfer-encoding", "connection", "keep-alive", "upgrade",
+    "te", "trailer", "proxy-authorization", "proxy-connection",
+    "webhook-id", "webhook-timestamp", "webhook-signature",
+})
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,256}")
+_SECRET = re.compile(r"whsec_([A-Za-z0-9+/]+={0,2})")
+_TASK_NAME = r"^[A-Za-z_][A-Za-z0-9_.:-]{0,199}$"
+# Our own tasks and Celery's built-ins live under these names and queues; a tenant's
+# task target must not be able to send them.
+_RESERVED_TASK_PREFIXES = ("cronbeat.", "celery.")
+_TEXT_LINE = r"^[^\x00-\x1f\x7f]{1,200}$"
+
+
+def _check_header_value(value: str) -> None:
+    if any(char in value for char in "\r\n\x00"):
+        raise ValidationError("must not contain CR, LF or NUL")
+    utf8_max(MAX_HEADER_VALUE_BYTES)(value)
+
+
+def _check_headers(headers: dict[str, str]) -> None:
+    if len(headers) > MAX_HEADERS:
+        raise ValidationError(f"at most {MAX_HEADERS} headers")
+    reserved = sorted(name for name in headers if name.lower() in RESERVED_HEADERS)
+    if reserved:
+        raise ValidationError(f"set by Cronbeat, not allowed: {', '.join(reserved)}")
+
+
+def _check_header_name(name: str) -> None:
+    if not _TOKEN.fullmatch(name):
+        raise ValidationError("must be an HTTP header name")
+
+
+def _check_secret(value: str) -> None:
+    match = _SECRET.fullmatch(value)
+    try:
+        raw = base64.b64decode(match.group(1), validate=True) if match else b""
+    except binascii.Error:
+        raw = b""
+    if not 24 <= len(raw) <= 64:
+        raise ValidationError("must be whsec_ followed by base64 of 24 to 64 bytes")
+
+
+def _check_task_name(value: str) -> None:
+    if value.lower().startswith(_RESERVED_TASK_PREFIXES):
+        raise ValidationError("names starting with cronbeat. or celery. are reserved")
+
+
+class WebhookTargetSchema(ma.Schema):
+    """POST (or ``method``) a signed JSON body to ``url``."""
+
+    kind = Str(required=True, validate=validate.OneOf(["webhook"]))
+    url = fields.Url(
+        required=True, schemes={"http", "https"}, require_tld=False,
+        validate=validate.Length(max=2048),
+    )
+    method = Str(load_default="POST", validate=validate.OneOf(METHODS))
+    headers = fields.Dict(
+        keys=Str(validate=_check_header_name), values=Str(validate=_check_header_value),
+        load_default=dict, validate=_check_headers,
+        metadata={"description": f"At most {MAX_HEADERS}; values at most 1 KiB."},
+    )
+    signing_secret = Str(
+        validate=_check_secret,
+        metadata={"description": "whsec_ + base64; generated when left out, shown once."},
+    )
+
+
+class TaskTargetSchema(ma.Schema):
+    """``send_task`` a Celery task of your own code, on the same broker."""
+
+    kind = Str(required=True, validate=validate.OneOf(["task"]))
+    task_name = Str(required=True, validate=[validate.Regexp(_TASK_NAME), _check_task_name])
+    queue = Str(
+        allow_none=True, load_default=None,
+        validate=[validate.Regexp(_TASK_NAME), _check_task_name],
+    )
+
+
+TARGETS = {"webhook": WebhookTargetSchema, "task": TaskTargetSchema}
+
+
+def target_columns(target: dict[str, Any]) -> dict[str, Any]:
+    """Map a loaded target onto the trigger's columns."""
+    if target["kind"] == "webhook":
+        columns = {
+            "target_kind": "webhook",
+            "webhook_url": target["url"],
+            "webhook_method": target["method"],
+            "webhook_headers": target["headers"],
+            "task_name": None,
+            "task_queue": None,
+        }
+        if "signing_secret" in target:
+            columns["signing_secret"] = target["signing_secret"]
+        return columns
+    return {"target_kind": "task", "task_name": target["task_name"],
+            "task_queue": target["queue"]}
+
+
+class TriggerFieldsSchema(ma.Schema):
+    """The fields of a trigger definition, all optional (the base of create and patch)."""
+
+    name = Str(validate=validate.Regexp(NAME_PATTERN),
+               metadata={"description": "1-200 of A-Z a-z 0-9 . _ -; unique in the project."})
+    description = Str(validate=validate.Length(max=2000))
+    enabled = fields.Boolean()
+    cron_expression = Str(
+        validate=[validate.Length(min=1, max=200), check_cron],
+        metadata={"description": "Five fields or a macro; exactly one of this or run_at."},
+    )
+    timezone = Str(validate=[validate.Length(min=1, max=64), check_timezone],
+                   metadata={"description": "IANA zone the expression is read in (UTC)."})
+    run_at = fields.DateTime(
+        metadata={"description": "One-time trigger: an ISO 8601 instant in the future, with"
+                  " a UTC offset (or local to the given timezone)."},
+    )
+    target = OneOfSchemas(TARGETS)
+    payload = JsonValue(metadata={"description": "Any JSON, at most 64 KiB."})
+    message_template = Str(allow_none=True, validate=utf8_max(MAX_TEMPLATE_BYTES))
+    max_attempts = fields.Integer(strict=True, validate=validate.Range(1, 100))
+    backoff_base_s = fields.Integer(strict=True, validate=validate.Range(0, 86_400))
+    backoff_cap_s = fields.Integer(strict=True, validate=validate.Range(0, 86_400))
+    timeout_s = fields.Integer(strict=True, validate=validate.Range(1, 3600))
+    misfire_policy = fields.Enum(MisfirePolicy, by_value=True)
+    misfire_grace_s = fields.Integer(strict=True, validate=validate.Range(0, 7 * 86_400))
+    overlap_policy = fields.Enum(OverlapPolicy, by_value=True)
+    ref = Str(allow_none=True, validate=validate.Regexp(_TEXT_LINE),
+              metadata={"description": "A free label (a deploy, a repo); filter and bulk-delete"
+                        " by it."})
+
+    @validates_schema
+    def _one_schedule_and_ordered_backoff(self, data: dict[str, Any], **_: Any) -> None:
+        if "cron_expression" in data and "run_at" in data:
+            message = "give exactly one of cron_expression or run_at"
+            raise ValidationError({"cron_expression": [message], "run_at": [message]})
+        if data.get("backoff_cap_s", 86_400) < data.get("backoff_base_s", 0):
+            raise ValidationError({"backoff_cap_s": ["must be at least backoff_base_s"]})
+
+    @validates_schema
+    def _run_at_has_a_zone(self, data: dict[str, Any], **_: Any) -> None:
+        run_at = data.get("run_at")
+        if run_at is None:
+            return
+        if run_at.tzinfo is None:
+            if "timezone" not in data:
+                raise ValidationError(
+                    {"run_at": ["needs a UTC offset, or a timezone to read it in"]})
+            run_at = run_at.replace(tzinfo=scheduling.validate_timezone(data["timezone"]))
+        try:
+            run_at.astimezone(dt.UTC)
+        except OverflowError:
+            raise ValidationError({"run_at": ["out of range"]}) from None
+
+    @post_load
+    def _to_columns(self, data: dict[str, Any], **_: Any) -> dict[str, Any]:
+        run_at = data.get("run_at")
+        if run_at is not None:
+            if run_at.tzinfo is None:
+                run_at = run_at.replace(tzinfo=scheduling.validate_timezone(data["timezone"]))
+            data["run_at"] = run_at.astimezone(dt.UTC)
+        target = data.pop("target", None)
+        if target is not None:
+            data.update(target_columns(target))
+        return data
+
+
+class TriggerCreateSchema(TriggerFieldsSchema):
+    """A whole trigger definition: a name, one schedule and a target."""
+
+    name = Str(required=True, validate=validate.Regexp(NAME_PATTERN),
+               metadata={"description": "1-200 of A-Z a-z 0-9 . _ -; unique in the project."})
+    target = OneOfSchemas(TARGETS, required=True)
+
+    @validates_schema
+    def _has_a_schedule(self, data: dict[str, Any], **_: Any) -> None:
+        if "cron_expression" not in data and "run_at" not in data:
+            message = "give exactly one of cron_expression or run_at"
+            raise ValidationError({"cron_expression": [message], "run_at": [message]})
+
+
+class TriggerPatchSchema(TriggerFieldsSchema):
+    """A partial update: only the fields given change. ``target`` is replaced as a whole."""
+
+
+class TriggerSyncSchema(ma.Schema):
+    """The project's complete set of triggers."""
+
+    triggers = fields.List(
+        fields.Nested(TriggerCreateSchema), required=True,
+        validate=validate.Length(max=MAX_SYNC_TRIGGERS),
+    )
+
+
+class SyncQuerySchema(ma.Schema):
+    dry_run = fields.Boolean(load_default=False,
+                             metadata={"description": "Report the changes, write nothing."})
+
+
+class TriggerListQuerySchema(ma.Schema):
+    enabled = fields.Boolean()
+    ref = Str(validate=validate.Regexp(_TEXT_LINE))
+    name_prefix = Str(validate=validate.Length(min=1, max=200))
+    cursor = Str(validate=validate.Length(max=200),
+                 metadata={"description": "The `next` link's cursor."})
+    limit = fields.Integer(load_default=50, validate=validate.Range(1, 200))
+
+
+class RefQuerySchema(ma.Schema):
+    ref = Str(required=True, validate=validate.Regexp(_TEXT_LINE))
+
+
+class PreviewQuerySchema(ma.Schema):
+    count = fields.Integer(load_default=10, validate=validate.Range(1, 100))

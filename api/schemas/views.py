@@ -1,0 +1,165 @@
+"""What the API answers: triggers, invocations, pages, previews and sync reports.
+
+Output fields that may be null say so (``allow_none``), so the OpenAPI document marks them
+nullable and a client generated from it accepts every answer.
+"""
+
+from __future__ import annotations
+
+import marshmallow as ma
+from marshmallow import fields, validate
+
+from api.schemas.fields import OneOfSchemas, Str
+from app.enums import InvocationStatus, MisfirePolicy, OverlapPolicy
+
+_NULL = {"allow_none": True}
+
+
+class WebhookTargetOutSchema(ma.Schema):
+    kind = fields.String(validate=validate.OneOf(["webhook"]), required=True)
+    url = fields.String(required=True)
+    method = fields.String(required=True)
+    headers = fields.Dict(keys=fields.String(), values=fields.String(), required=True)
+    has_signing_secret = fields.Boolean(
+        required=True,
+        metadata={"description": "The secret itself is shown once, when it is created."},
+    )
+
+
+class TaskTargetOutSchema(ma.Schema):
+    kind = fields.String(validate=validate.OneOf(["task"]), required=True)
+    task_name = fields.String(required=True)
+    queue = fields.String(required=True, **_NULL)
+
+
+class LastInvocationSchema(ma.Schema):
+    id = fields.UUID(required=True)
+    status = fields.Enum(InvocationStatus, by_value=True, required=True)
+    scheduled_for = fields.DateTime(required=True)
+    finished_at = fields.DateTime(required=True, **_NULL)
+    manual = fields.Boolean(required=True)
+
+
+class TriggerSchema(ma.Schema):
+    id = fields.UUID(required=True)
+    project_id = fields.String(required=True)
+    name = fields.String(required=True)
+    description = fields.String(required=True)
+    enabled = fields.Boolean(required=True)
+    cron_expression = fields.String(required=True, **_NULL)
+    timezone = fields.String(required=True)
+    run_at = fields.DateTime(required=True, **_NULL)
+    next_run_at = fields.DateTime(
+        required=True, **_NULL,
+        metadata={"description": "The next occurrence; null when disabled or finished."},
+    )
+    schedule_description = fields.String(
+        required=True, metadata={"description": 'In words, such as "At 02:30 AM".'}
+    )
+    target = OneOfSchemas(
+        {"webhook": WebhookTargetOutSchema, "task": TaskTargetOutSchema}, required=True
+    )
+    payload = fields.Raw(required=True, **_NULL)
+    message_template = fields.String(required=True, **_NULL)
+    max_attempts = fields.Integer(required=True)
+    backoff_base_s = fields.Integer(required=True)
+    backoff_cap_s = fields.Integer(required=True)
+    timeout_s = fields.Integer(required=True)
+    misfire_policy = fields.Enum(MisfirePolicy, by_value=True, required=True)
+    misfire_grace_s = fields.Integer(required=True)
+    overlap_policy = fields.Enum(OverlapPolicy, by_value=True, required=True)
+    ref = fields.String(required=True, **_NULL)
+    version = fields.Integer(required=True, metadata={"description": "Also the ETag."})
+    created_at = fields.DateTime(required=True)
+    updated_at = fields.DateTime(required=True)
+    last_invocation = fields.Nested(LastInvocationSchema, required=True, **_NULL)
+
+
+class SavedTriggerSchema(TriggerSchema):
+    signing_secret = fields.String(
+        required=True, **_NULL,
+        metadata={"description": "The webhook's signing secret, shown only in this answer"
+                  " (on creation, or when a change generated a new one)."},
+    )
+
+
+class TriggerPageSchema(ma.Schema):
+    items = fields.List(fields.Nested(TriggerSchema), required=True)
+    next = fields.String(required=True, **_NULL,
+                         metadata={"description": "The next page's URL; null on the last."})
+
+
+class SyncResultSchema(ma.Schema):
+    dry_run = fields.Boolean(required=True)
+    created = fields.List(fields.String(), required=True)
+    updated = fields.List(fields.String(), required=True)
+    deleted = fields.List(fields.String(), required=True)
+    unchanged = fields.List(fields.String(), required=True)
+    signing_secrets = fields.Dict(
+        keys=fields.String(), values=fields.String(), required=True,
+        metadata={"description": "Secrets generated for new webhooks, by name; shown once."},
+    )
+
+
+class DeletedCountSchema(ma.Schema):
+    deleted = fields.Integer(required=True)
+
+
+class FireTimeSchema(ma.Schema):
+    utc = fields.String(required=True)
+    local = fields.String(required=True)
+
+
+class PreviewSchema(ma.Schema):
+    cron_expression = fields.String(required=True, **_NULL)
+    run_at = fields.DateTime(required=True, **_NULL)
+    timezone = fields.String(required=True)
+    description = fields.String(required=True)
+    next_run_times = fields.List(fields.Nested(FireTimeSchema), required=True)
+
+
+class InvocationSchema(ma.Schema):
+    id = fields.UUID(required=True)
+    trigger_id = fields.UUID(required=True, **_NULL,
+                             metadata={"description": "Null once the trigger is deleted."})
+    project_id = fields.String(required=True)
+    scheduled_for = fields.DateTime(required=True)
+    status = fields.Enum(InvocationStatus, by_value=True, required=True)
+    manual = fields.Boolean(required=True)
+    attempt = fields.Integer(required=True)
+    cancel_requested = fields.Boolean(required=True)
+    enqueued_at = fields.DateTime(required=True, **_NULL)
+    run_after = fields.DateTime(required=True, **_NULL)
+    started_at = fields.DateTime(required=True, **_NULL)
+    finished_at = fields.DateTime(required=True, **_NULL)
+    last_error = fields.String(required=True, **_NULL)
+    response_status = fields.Integer(required=True, **_NULL)
+    created_at = fields.DateTime(required=True)
+
+
+class AttemptSchema(ma.Schema):
+    number = fields.Integer(required=True)
+    deployment_id = fields.String(required=True, **_NULL)
+    started_at = fields.DateTime(required=True)
+    finished_at = fields.DateTime(required=True, **_NULL)
+    outcome = fields.String(required=True, **_NULL)
+    response_status = fields.Integer(required=True, **_NULL)
+    error = fields.String(required=True, **_NULL)
+
+
+class InvocationDetailSchema(InvocationSchema):
+    response_excerpt = fields.String(required=True, **_NULL)
+    deployment_id = fields.String(required=True, **_NULL)
+    attempts = fields.List(fields.Nested(AttemptSchema), required=True)
+
+
+class InvocationPageSchema(ma.Schema):
+    items = fields.List(fields.Nested(InvocationSchema), required=True)
+    next = fields.String(required=True, **_NULL)
+
+
+class InvocationListQuerySchema(ma.Schema):
+    status = fields.Enum(InvocationStatus, by_value=True)
+    cursor = Str(validate=validate.Length(max=200),
+                 metadata={"description": "The `next` link's cursor."})
+    limit = fields.Integer(load_default=50, validate=validate.Range(1, 200))
