@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 
 from app.enums import MisfirePolicy
 from app.misfire import MAX_CATCH_UP_RUNS, MAX_OCCURRENCES_PER_CLAIM, Occurrence, decide
 from app.scheduling import next_run_at
 
 _ONE_SECOND = dt.timedelta(seconds=1)
+
+# next_run_at is pure, and triggers that share a schedule are due at the same instant
+# (thousands of "0 * * * *" triggers at the top of the hour), so one computation serves
+# them all within a batch.
+_next_run_at = functools.lru_cache(maxsize=65_536)(next_run_at)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,10 +57,10 @@ def plan_trigger(
         return TriggerPlan(occurrences, None)
     due: list[dt.datetime] = []
     wanted = limit + MAX_CATCH_UP_RUNS
-    occurrence = next_run_at(cron_expression, timezone, stored_next_run_at - _ONE_SECOND)
+    occurrence = _next_run_at(cron_expression, timezone, stored_next_run_at - _ONE_SECOND)
     while occurrence <= now and len(due) < wanted:
         due.append(occurrence)
-        occurrence = next_run_at(cron_expression, timezone, occurrence)
+        occurrence = _next_run_at(cron_expression, timezone, occurrence)
     exhausted = occurrence > now
     decided = decide(
         due, exhausted=exhausted, now=now, policy=policy, grace_s=grace_s, limit=limit
