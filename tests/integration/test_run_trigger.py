@@ -525,3 +525,47 @@ def test_a_name_that_rebinds_to_loopback_is_refused_at_connect(
         "refused to deliver to loopback address 127.0.0.1"
     )
     assert receiver.count == 0
+
+
+def test_overlap_skip_sees_an_earlier_claim_that_commits_while_it_waits(
+    db, settings: Settings
+) -> None:
+    trigger_id = add_trigger(db, overlap_policy="skip")
+    earlier = add_invocation(db, trigger_id, T0)
+    later = add_invocation(db, trigger_id, T0 + dt.timedelta(minutes=5))
+    outcomes: list[RunOutcome] = []
+
+    def run_later() -> None:
+        outcomes.append(run_invocation(db, settings, later, send_task=no_task))
+
+    with db.begin() as first:
+        leases.lock_trigger_runs(first, trigger_id)
+        assert leases.claim_attempt(first, earlier, lease_s=60, deployment_id="a")
+        # The later run starts while the earlier claim is uncommitted: without the
+        # trigger's lock it would see the earlier one pending, not running, and run.
+        racer = threading.Thread(target=run_later)
+        racer.start()
+        deadline = time.monotonic() + DEADLINE_S
+        with db() as observer:
+            while not observer.scalar(text(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                " AND wait_event_type = 'Lock' AND wait_event = 'advisory'"
+            )):
+                assert time.monotonic() < deadline, "the later run never waited"
+                time.sleep(0.02)
+                observer.rollback()
+    racer.join(DEADLINE_S)
+
+    assert outcomes == [RunOutcome(status=InvocationStatus.SKIPPED, attempt=0)]
+
+
+def test_the_signature_verifies_when_the_clock_arrives_in_another_zone() -> None:
+    # psycopg2 hands back now() in the session's zone; the signature must not care.
+    secret = new_secret()
+    body = '{"x":1}'
+    now = dt.datetime.now(dt.timezone(dt.timedelta(hours=-7)))
+    headers = delivery.build_headers(
+        {}, invocation_id="inv-1", body=body, signing_secret=secret, now=now
+    )
+    assert headers["webhook-timestamp"] == str(int(now.timestamp()))
+    assert Webhook(secret).verify(body, headers) == {"x": 1}
