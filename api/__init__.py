@@ -18,6 +18,7 @@ from tasks.celery_app import configure
 # Big enough for a sync of 1,000 triggers with modest payloads; each payload is bounded
 # to 64 KiB by the schema.
 MAX_BODY_BYTES = 16 * 1024 * 1024
+PUBLISH_TIMEOUT_S = 2
 PROJECT_ID_PARAMETER = {
     "in": "path", "name": "project_id", "required": True,
     "schema": {"type": "string", "pattern": PROJECT_ID_PATTERN},
@@ -67,6 +68,12 @@ def create_app(settings: Settings | None = None) -> Flask:
     )
     engine = make_engine(settings)
     celery = configure(Celery("cronbeat-api", set_as_current=False), settings)
+    # This app only publishes, from inside a request: an unreachable broker must fail
+    # within a couple of seconds (the sweep publishes later), not retry for long.
+    celery.conf.broker_transport_options = {
+        "max_retries": 1, "interval_start": 0, "interval_step": 0.5,
+        "socket_connect_timeout": PUBLISH_TIMEOUT_S, "socket_timeout": PUBLISH_TIMEOUT_S,
+    }
     app.extensions["cronbeat"] = ApiState(
         settings=settings, engine=engine, sessions=make_session_factory(engine), celery=celery
     )

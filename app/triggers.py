@@ -97,7 +97,7 @@ def complete_definition(values: Mapping[str, Any]) -> dict[str, Any]:
 
     Raises:
         InvalidTrigger: no schedule or two, a naive ``run_at``, a bad zone or expression,
-            or an incomplete target.
+            a backoff cap below its base, or an incomplete target.
     """
     unknown = set(values) - set(EDITABLE)
     assert not unknown, f"not trigger columns: {sorted(unknown)}"
@@ -117,6 +117,8 @@ def complete_definition(values: Mapping[str, Any]) -> dict[str, Any]:
         raise InvalidTrigger("run_at", "must carry a UTC offset")
     else:
         row["run_at"] = row["run_at"].astimezone(dt.UTC)
+    if row["backoff_cap_s"] < row["backoff_base_s"]:
+        raise InvalidTrigger("backoff_cap_s", "must be at least backoff_base_s")
     row["target_kind"] = TargetKind(row["target_kind"])
     if row["target_kind"] is TargetKind.WEBHOOK:
         if not row["webhook_url"]:
