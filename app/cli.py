@@ -1,0 +1,150 @@
+"""The ``cronbeat`` command line.
+
+Commands come in groups (``cronbeat api-key create``, ``cronbeat openapi``). Adding one is
+adding a function decorated with :func:`command_group` that registers its parser on the
+``commands`` sub-parsers and sets ``handler`` — nothing else changes::
+
+    @command_group
+    def _dispatch_commands(commands: Commands) -> None:
+        parser = commands.add_parser("dispatch", help="run the dispatcher")
+        parser.add_argument("--once", action="store_true", help="one tick, then exit")
+        parser.set_defaults(handler=_dispatch)
+
+    def _dispatch(args: argparse.Namespace) -> int:
+        ...  # return the exit status
+
+Exit status: 0 done, 1 the operation failed (the message says why), 2 bad usage or
+configuration; nothing is written in the last two cases. Settings are read from the
+environment only by the handlers that need them. Secrets are never printed, except a
+new API key, once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from sqlalchemy.exc import DBAPIError
+
+from app.config import Settings
+from app.errors import ConfigError, CronbeatError
+
+Commands = Any  # argparse's sub-parsers action (its class is private)
+Handler = Callable[[argparse.Namespace], int]
+
+_GROUPS: list[Callable[[Commands], None]] = []
+
+
+def command_group(register: Callable[[Commands], None]) -> Callable[[Commands], None]:
+    """Register a function that adds a command (or a group of them) to the parser."""
+    _GROUPS.append(register)
+    return register
+
+
+def _pattern(name: str, pattern: Any, what: str) -> Callable[[str], str]:
+    def check(value: str) -> str:
+        if not pattern.fullmatch(value):
+            raise argparse.ArgumentTypeError(f"{name} must be {what}")
+        return value
+
+    return check
+
+
+def _sessions(settings: Settings) -> Any:
+    from app.db import make_engine, make_session_factory
+
+    return make_session_factory(make_engine(settings, pool_size=1))
+
+
+@command_group
+def _api_key_commands(commands: Commands) -> None:
+    from app.apikeys import KEY_NAME_PATTERN, TENANT_PATTERN
+
+    group = commands.add_parser("api-key", help="create and revoke tenants' API keys")
+    actions = group.add_subparsers(dest="action", required=True, metavar="ACTION")
+    tenant = _pattern("--tenant", TENANT_PATTERN, "1-64 of A-Z a-z 0-9 . _ -")
+    name = _pattern("--name", KEY_NAME_PATTERN, "1-200 of A-Z a-z 0-9 . _ -")
+    for action, handler, help_text in (
+        ("create", _api_key_create, "create a key and print it (shown only this once)"),
+        ("revoke", _api_key_revoke, "revoke the tenant's key of that name"),
+    ):
+        parser = actions.add_parser(action, help=help_text)
+        parser.add_argument("--tenant", required=True, type=tenant, help="tenant id")
+        parser.add_argument("--name", required=True, type=name, help="the key's name")
+        parser.set_defaults(handler=handler)
+
+
+def _api_key_create(args: argparse.Namespace) -> int:
+    from app import apikeys
+
+    settings = Settings.from_env()
+    with _sessions(settings).begin() as session:
+        created = apikeys.create_api_key(session, args.tenant, args.name)
+        key_id = created.api_key.id
+    # The key on stdout alone, so `KEY=$(cronbeat api-key create ...)` works; the rest
+    # goes to stderr.
+    print(created.key)
+    print(f"created API key {args.name!r} ({key_id}) for tenant {args.tenant!r};"
+          " store it now, it is not shown again", file=sys.stderr)
+    return 0
+
+
+def _api_key_revoke(args: argparse.Namespace) -> int:
+    from app import apikeys
+
+    settings = Settings.from_env()
+    with _sessions(settings).begin() as session:
+        apikeys.revoke_api_key(session, args.tenant, args.name, now=dt.datetime.now(dt.UTC))
+    print(f"revoked API key {args.name!r} of tenant {args.tenant!r}", file=sys.stderr)
+    return 0
+
+
+@command_group
+def _openapi_commands(commands: Commands) -> None:
+    parser = commands.add_parser(
+        "openapi", help="print the API's OpenAPI document (cronbeat openapi > openapi.json)"
+    )
+    parser.set_defaults(handler=_openapi)
+
+
+def _openapi(args: argparse.Namespace) -> int:
+    from api.openapi import spec_text
+
+    sys.stdout.write(spec_text())
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the parser with every registered command group."""
+    parser = argparse.ArgumentParser(
+        prog="cronbeat", description="Cronbeat: scheduled triggers, fired exactly once."
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for register in _GROUPS:
+        register(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status (argparse exits 2 on bad usage)."""
+    args = build_parser().parse_args(argv)
+    handler: Handler = args.handler
+    try:
+        return handler(args)
+    except ConfigError as exc:
+        print(f"cronbeat: {exc.message}", file=sys.stderr)
+        return 2
+    except CronbeatError as exc:
+        print(f"cronbeat: {exc.message}", file=sys.stderr)
+        return 1
+    except DBAPIError as exc:
+        # The driver's message may quote the URL or parameters; the class is enough.
+        print(f"cronbeat: the database failed ({type(exc.orig).__name__})", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
