@@ -201,14 +201,10 @@ def release_for_retry(
     response_status: int | None,
     response_excerpt: str | None,
 ) -> InvocationStatus | None:
-    """Return the invocation to pending until now + ``delay_s`` if ``attempt`` holds it.
-
-    A cancel requested during the attempt wins: the invocation is cancelled instead.
-
-    Returns:
-        PENDING (publish the retry), CANCELLED, or None if the attempt lost its lease.
-    """
-    # Same condition as finish_attempt, for the same reason. The row is the durable
+    """Put the invocation back to pending for a retry; its new status, None if lease lost."""
+    # Returns PENDING (the caller publishes the retry) or CANCELLED (a cancel requested
+    # during the attempt wins over the retry). Same condition as finish_attempt, for the
+    # same reason. The row is the durable
     # retry: the message published after commit may be lost, and the sweep publishes
     # a pending row again once run_after is long past. enqueued_at is set now because
     # that publish follows this commit directly.

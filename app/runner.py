@@ -89,14 +89,23 @@ def _log_ids(invocation: Invocation) -> dict[str, Any]:
     }
 
 
+def _fired_one_time(trigger: Trigger, invocation: Invocation) -> bool:
+    # The dispatcher finishes a one-time trigger (enabled = false) in the transaction
+    # that records its occurrence: that is "done", not "disabled by a user", and its
+    # occurrence must still run.
+    return trigger.run_at is not None and trigger.last_scheduled_for == invocation.scheduled_for
+
+
 def _not_runnable_reason(
     session: Session, invocation: Invocation, trigger: Trigger | None
 ) -> tuple[InvocationStatus, str] | None:
+    # For overlap skip this takes the trigger's run lock (until commit) before looking
+    # for an earlier running invocation; see leases.lock_trigger_runs.
     if invocation.cancel_requested:
         return InvocationStatus.CANCELLED, "cancelled: cancel requested"
     if trigger is None:
         return InvocationStatus.CANCELLED, "cancelled: the trigger was deleted"
-    if not trigger.enabled:
+    if not trigger.enabled and not invocation.manual and not _fired_one_time(trigger, invocation):
         return InvocationStatus.CANCELLED, "cancelled: the trigger is disabled"
     if trigger.overlap_policy is OverlapPolicy.SKIP:
         leases.lock_trigger_runs(session, trigger.id)

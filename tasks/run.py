@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import uuid
 from typing import Any
 
 from kombu.exceptions import OperationalError as BrokerError
@@ -37,15 +38,15 @@ def run_trigger(invocation_id: str) -> None:
         kombu / redis errors: publishing the retry failed. The invocation is already
         committed pending with its run_after, so the dispatcher's sweep publishes it.
     """
-    runtime = get_runtime()
     try:
-        outcome = run_invocation(
-            runtime.sessions, runtime.settings, invocation_id, send_task=_send_task
-        )
+        parsed_id = uuid.UUID(invocation_id)
     except ValueError:
+        # Nothing can ever run it; failing the task would only log the same thing louder.
         log.warning("run_trigger: not an invocation id",
                     extra={"action": "run.bad_id", "invocation_id": invocation_id})
         return
+    runtime = get_runtime()
+    outcome = run_invocation(runtime.sessions, runtime.settings, parsed_id, send_task=_send_task)
     if outcome.retry_in_s is not None:
         # After run_invocation's commit, never before: a worker that picked the retry up
         # at once must find the row pending.
