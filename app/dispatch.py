@@ -113,7 +113,7 @@ def dispatch_tick(
         _sweep(sessions, publish, now, options, report)
     finally:
         report.duration_ms = round((time.perf_counter() - started) * 1000, 3)
-        log.info("tick done", extra={"action": "dispatch.tick", **report.as_dict()})
+        log.info("tick done", extra={"action": "dispatch.tick", "tick": report.as_dict()})
     return report
 
 
@@ -207,8 +207,8 @@ def _sweep(
         publish(again)
         log.warning(
             "published lost messages again",
-            extra={"action": "dispatch.sweep", "republished": len(lost),
-                   "leases_expired": len(expired)},
+            extra={"action": "dispatch.sweep",
+                   "sweep": {"republished": len(lost), "leases_expired": len(expired)}},
         )
     report.republished += len(lost)
     report.leases_expired += len(expired)
