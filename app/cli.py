@@ -117,6 +117,48 @@ def _openapi(args: argparse.Namespace) -> int:
     return 0
 
 
+@command_group
+def _dispatch_commands(commands: Commands) -> None:
+    parser = commands.add_parser(
+        "dispatch", help="run dispatcher ticks in this process (beside or instead of beat)"
+    )
+    parser.add_argument(
+        "--once", action="store_true", help="run one tick, print what it did as JSON, exit"
+    )
+    parser.set_defaults(handler=_dispatch)
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    import json
+    import signal
+    import time
+
+    # Importing the worker module configures the Celery app from the environment.
+    import tasks.worker  # noqa: F401
+    from tasks.runtime import get_runtime
+    from tasks.ticks import run_tick
+
+    if args.once:
+        print(json.dumps(run_tick()))
+        return 0
+    stopping = False
+
+    def stop(signum: int, frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    tick_s = get_runtime().settings.tick_seconds
+    while not stopping:
+        print(json.dumps(run_tick()), flush=True)
+        # Sleep to the next tick boundary (the minute, by default), as beat would.
+        deadline = time.time() // tick_s * tick_s + tick_s
+        while not stopping and time.time() < deadline:
+            time.sleep(min(0.5, max(0.0, deadline - time.time())))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Return the parser with every registered command group."""
     parser = argparse.ArgumentParser(

@@ -20,9 +20,8 @@ from tests.integration.test_dispatch import queued_ids
 TRIGGERS = 5000
 DISPATCHERS = 3
 
-TICK = (
-    "import json, tasks.worker; from tasks.ticks import run_tick; print(json.dumps(run_tick()))"
-)
+# The real CLI, one process per dispatcher.
+TICK = [sys.executable, "-m", "app.cli", "dispatch", "--once"]
 
 
 @pytest.fixture
@@ -52,7 +51,7 @@ def test_three_dispatchers_racing_over_5000_due_triggers_record_and_publish_each
             )
         env = dict(os.environ, DATABASE_URL=race_database, CRONBEAT_DISPATCH_BATCH_SIZE="100")
         processes = [
-            subprocess.Popen([sys.executable, "-c", TICK], cwd=ROOT, env=env,
+            subprocess.Popen(TICK, cwd=ROOT, env=env,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
             for _ in range(DISPATCHERS)
         ]
