@@ -36,7 +36,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session
 
 from app.enums import InvocationStatus
-from app.models import Invocation, InvocationAttempt, Trigger
+from app.models import DispatcherHeartbeat, Invocation, InvocationAttempt, Trigger
 
 _TS = DateTime(timezone=True)
 _UUIDS = ARRAY(UUID(as_uuid=True))
@@ -289,3 +289,26 @@ def take_expired_leases(session: Session, now: dt.datetime, limit: int) -> list[
             .execution_options(synchronize_session=False)
         )
     return [row.id for row in rows if row.status == InvocationStatus.PENDING]
+
+
+def record_tick(
+    session: Session,
+    *,
+    started_at: dt.datetime,
+    duration_ms: float,
+    deployment_id: str | None,
+    report: dict[str, Any],
+) -> None:
+    """Record the tick that just ended as the dispatcher's heartbeat."""
+    # Last writer wins; ticks that overlap (several beats) record whichever ended last,
+    # which is what "when did a tick last run" means.
+    session.connection().execute(
+        update(DispatcherHeartbeat)
+        .where(DispatcherHeartbeat.id == 1)
+        .values(
+            last_tick_at=started_at,
+            last_tick_duration_ms=duration_ms,
+            last_tick_deployment_id=deployment_id,
+            last_tick_report=report,
+        )
+    )

@@ -159,6 +159,39 @@ def _dispatch(args: argparse.Namespace) -> int:
     return 0
 
 
+@command_group
+def _deploy_commands(commands: Commands) -> None:
+    group = commands.add_parser("deploy", help="deployments: which code's scheduler runs")
+    actions = group.add_subparsers(dest="action", required=True, metavar="ACTION")
+    parser = actions.add_parser(
+        "activate",
+        help="make DEPLOYMENT_ID the only active scheduler (idempotent) and kick a tick",
+    )
+    from tasks.deploying import DEPLOYMENT_ID_PATTERN
+
+    parser.add_argument(
+        "deployment_id",
+        metavar="DEPLOYMENT_ID",
+        type=_pattern("DEPLOYMENT_ID", DEPLOYMENT_ID_PATTERN, "1-100 of A-Z a-z 0-9 . _ : + -"),
+        help="e.g. the git SHA",
+    )
+    parser.set_defaults(handler=_deploy_activate)
+
+
+def _deploy_activate(args: argparse.Namespace) -> int:
+    import json
+
+    import tasks.worker  # noqa: F401 - configures the Celery app from the environment
+    from tasks.celery_app import celery_app
+    from tasks.deploying import activate_deployment
+    from tasks.runtime import get_runtime
+
+    activation = activate_deployment(get_runtime().sessions, celery_app, args.deployment_id)
+    print(json.dumps({"deployment_id": activation.deployment_id,
+                      "generation": activation.generation, "changed": activation.changed}))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Return the parser with every registered command group."""
     parser = argparse.ArgumentParser(

@@ -20,7 +20,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from app import claims
+from app import claims, deploy
 from app.enums import InvocationStatus, MisfirePolicy
 from app.occurrences import plan_trigger
 
@@ -58,6 +58,8 @@ class TickReport:
 class DispatchOptions:
     batch_size: int = 5000
     republish_after_s: int = 300
+    #: This process's CRONBEAT_DEPLOYMENT_ID; claims commit only while it is the active one.
+    deployment_id: str | None = None
 
 
 def dispatch_tick(
@@ -92,7 +94,7 @@ def dispatch_tick(
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="publish") as publisher:
             futures = []
             for _ in range(MAX_BATCHES_PER_TICK):
-                new_ids = _dispatch_batch(sessions, now, options.batch_size, report)
+                new_ids = _dispatch_batch(sessions, now, options, report)
                 if new_ids is None:
                     break
                 if new_ids:
@@ -114,11 +116,20 @@ def dispatch_tick(
     finally:
         report.duration_ms = round((time.perf_counter() - started) * 1000, 3)
         log.info("tick done", extra={"action": "dispatch.tick", "tick": report.as_dict()})
+    with sessions.begin() as session:
+        claims.record_tick(
+            session,
+            started_at=now,
+            duration_ms=report.duration_ms,
+            deployment_id=options.deployment_id,
+            report=report.as_dict(),
+        )
     return report
 
 
 def _dispatch_batch(
-    sessions: sessionmaker[Session], now: dt.datetime, limit: int, report: TickReport
+    sessions: sessionmaker[Session], now: dt.datetime, options: DispatchOptions,
+    report: TickReport,
 ) -> list[uuid.UUID] | None:
     """Claim, record and advance one batch in one transaction; None when nothing is due.
 
@@ -129,7 +140,10 @@ def _dispatch_batch(
     # all land or none: a crash after the commit leaves rows whose messages the sweep
     # publishes; a crash before it leaves the triggers due for the next tick.
     with sessions.begin() as session:
-        rows = claims.claim_due_triggers(session, now, limit)
+        # The fence: share-locks the scheduler state until this commit, so an activation
+        # of another deployment either waits for this batch or stops it here.
+        deploy.fence(session, options.deployment_id)
+        rows = claims.claim_due_triggers(session, now, options.batch_size)
         if not rows:
             return None
         trigger_ids: list[uuid.UUID] = []
@@ -200,6 +214,7 @@ def _sweep(
     # Atomic so that the rows this sweeper marks are exactly the rows it publishes; if
     # it dies after the commit, the marks age and a later sweep publishes them again.
     with sessions.begin() as session:
+        deploy.fence(session, options.deployment_id)
         lost = claims.take_stale_pending(session, now, stale_before, options.batch_size)
         expired = claims.take_expired_leases(session, now, options.batch_size)
     again = lost + expired

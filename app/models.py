@@ -12,6 +12,7 @@ from sqlalchemy import (
     CheckConstraint,
     DateTime,
     Enum,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -231,6 +232,20 @@ class SchedulerState(Base):
     generation: Mapped[int] = mapped_column(BigInteger, server_default="0")
     active_deployment_id: Mapped[str | None] = mapped_column(String(100))
     updated_at: Mapped[dt.datetime] = mapped_column(Timestamp, server_default=func.now())
+
+    __table_args__ = (CheckConstraint("id = 1", name="single_row"),)
+
+
+class DispatcherHeartbeat(Base):
+    """The last dispatcher tick, whoever ran it: what /metrics reports as the tick's age."""
+
+    __tablename__ = "dispatcher_heartbeat"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, server_default="1")
+    last_tick_at: Mapped[dt.datetime | None] = mapped_column(Timestamp)
+    last_tick_duration_ms: Mapped[float | None] = mapped_column(Float)
+    last_tick_deployment_id: Mapped[str | None] = mapped_column(String(100))
+    last_tick_report: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
 
     __table_args__ = (CheckConstraint("id = 1", name="single_row"),)
 

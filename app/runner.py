@@ -7,7 +7,8 @@ invocation already finished changes nothing. One call is three units of work:
 1. *Start* (one transaction): read the invocation and its trigger, then either close it
    without running (trigger deleted or disabled, cancel requested, an earlier run still
    going under overlap ``skip``) or claim it as a new attempt with a lease and insert the
-   attempt's row. Both are conditional writes in :mod:`app.leases`.
+   attempt's row. Both are conditional writes in :mod:`app.leases`, behind the deploy
+   fence of :mod:`app.deploy` (only the active deployment's workers start attempts).
 2. *Deliver* (no transaction): render the message template and send the webhook or the
    task message. Slow network I/O never holds a database connection or lock.
 3. *Finish* (one transaction): record the attempt and, if it still holds the lease,
@@ -30,7 +31,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from app import leases
+from app import deploy, leases
 from app.backoff import next_retry_delay_s
 from app.config import Settings
 from app.delivery import (
@@ -117,6 +118,10 @@ def _not_runnable_reason(
 def _start(
     session: Session, settings: Settings, invocation_id: uuid.UUID
 ) -> _Run | RunOutcome:
+    # The deploy fence first: it share-locks the scheduler state until this transaction
+    # commits, so an activation of another deployment waits for this claim, and no
+    # attempt of a superseded deployment can start after the activation returned.
+    deploy.fence(session, settings.deployment_id)
     row = session.execute(
         select(Invocation, Trigger, func.now())
         .outerjoin(Trigger, Trigger.id == Invocation.trigger_id)
@@ -291,6 +296,8 @@ def run_invocation(
         pending with ``run_after``, so a lost publish is repaired by the sweep).
 
     Raises:
+        Superseded: this process's deployment is no longer the active one; nothing was
+            written, and the caller hands the message back to current workers.
         ValueError: ``invocation_id`` is not a UUID.
         sqlalchemy errors: the database failed; nothing was half-written (each unit of
             work is one transaction) and a claimed attempt is recovered by the sweep

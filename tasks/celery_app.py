@@ -55,6 +55,8 @@ def configure(app: Celery, settings: Settings) -> Celery:
             }
         },
         beat_schedule_filename=str(settings.data_dir / "celerybeat-schedule"),
+        # Exits once another deployment is activated (tasks/beat.py).
+        beat_scheduler="tasks.beat:FencedScheduler",
         worker_hijack_root_logger=False,
     )
     return app

@@ -6,12 +6,15 @@ import logging
 import uuid
 from typing import Any
 
+from celery import Task
 from kombu.exceptions import OperationalError as BrokerError
 from redis.exceptions import RedisError
 
+from app.deploy import Superseded
 from app.errors import TargetUnavailable
 from app.runner import run_invocation
 from tasks.celery_app import RUN_TASK, celery_app
+from tasks.fencing import stop_consuming
 from tasks.publisher import publish_runs
 from tasks.runtime import get_runtime
 
@@ -30,8 +33,8 @@ def _send_task(name: str, body: Any, queue: str) -> None:
         raise TargetUnavailable(f"broker unavailable: {type(exc).__name__}: {exc}") from exc
 
 
-@celery_app.task(name=RUN_TASK, acks_late=True, ignore_result=True)
-def run_trigger(invocation_id: str) -> None:
+@celery_app.task(name=RUN_TASK, acks_late=True, ignore_result=True, bind=True)
+def run_trigger(self: Task, invocation_id: str) -> None:
     """Run one attempt of invocation ``invocation_id``; safe to receive any number of times.
 
     Raises:
@@ -46,7 +49,16 @@ def run_trigger(invocation_id: str) -> None:
                     extra={"action": "run.bad_id", "invocation_id": invocation_id})
         return
     runtime = get_runtime()
-    outcome = run_invocation(runtime.sessions, runtime.settings, parsed_id, send_task=_send_task)
+    try:
+        outcome = run_invocation(
+            runtime.sessions, runtime.settings, parsed_id, send_task=_send_task
+        )
+    except Superseded as exc:
+        # Nothing was written: hand the message back for the active deployment's
+        # workers, and stop taking more.
+        publish_runs(celery_app, [invocation_id])
+        stop_consuming(self, exc)
+        return
     if outcome.retry_in_s is not None:
         # After run_invocation's commit, never before: a worker that picked the retry up
         # at once must find the row pending.

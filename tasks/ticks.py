@@ -35,5 +35,6 @@ def run_tick(now: dt.datetime | None = None) -> dict[str, Any]:
     options = DispatchOptions(
         batch_size=runtime.settings.dispatch_batch_size,
         republish_after_s=runtime.settings.republish_after_s,
+        deployment_id=runtime.settings.deployment_id,
     )
     return dispatch_tick(runtime.sessions, publish, options, now=now).as_dict()

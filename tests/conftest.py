@@ -119,4 +119,10 @@ def db(engine: Engine, session_factory: sessionmaker[Session]) -> sessionmaker[S
         conn.execute(
             text("UPDATE scheduler_state SET generation = 0, active_deployment_id = NULL")
         )
+        conn.execute(
+            text(
+                "UPDATE dispatcher_heartbeat SET last_tick_at = NULL, last_tick_duration_ms ="
+                " NULL, last_tick_deployment_id = NULL, last_tick_report = NULL"
+            )
+        )
     return session_factory
