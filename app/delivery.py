@@ -112,17 +112,18 @@ def build_headers(
     }
     headers["Content-Type"] = "application/json"
     headers["User-Agent"] = USER_AGENT
+    # sign() replaces the tzinfo with UTC instead of converting; a database session in
+    # another zone hands us e.g. +01:00, which would sign the wrong instant.
+    now_utc = now.astimezone(dt.UTC)
+    # Sent signed or not: receivers deduplicate on webhook-id.
+    headers["webhook-id"] = invocation_id
+    headers["webhook-timestamp"] = str(int(now_utc.timestamp()))
     if signing_secret:
         try:
             signer = Webhook(signing_secret)
         except (binascii.Error, ValueError, EmptyWebhookSecretError):
             # The secret itself stays out of the message.
             raise PermanentError("the signing secret is not a valid whsec_ secret") from None
-        # sign() replaces the tzinfo with UTC instead of converting; a database session
-        # in another zone hands us e.g. +01:00, which would sign the wrong instant.
-        now_utc = now.astimezone(dt.UTC)
-        headers["webhook-id"] = invocation_id
-        headers["webhook-timestamp"] = str(int(now_utc.timestamp()))
         headers["webhook-signature"] = signer.sign(invocation_id, now_utc, body)
     return headers
 
