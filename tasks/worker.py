@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from celery.signals import worker_process_init
+from celery.signals import setup_logging, worker_process_init
 
+from app.logs import configure_logging
 from tasks.celery_app import celery_app, configure
 from tasks.runtime import get_runtime
 
@@ -16,3 +17,10 @@ app = configure(celery_app, get_runtime().settings)
 def _fresh_connections_after_fork(**_: Any) -> None:
     # A prefork child must not share the parent's pooled connections.
     get_runtime().engine.dispose(close=False)
+
+
+@setup_logging.connect
+def _cronbeat_logging(**_: Any) -> None:
+    # Connecting here stops Celery from installing its own handlers: worker and beat
+    # log through ours (text or JSON lines, CRONBEAT_LOG_FORMAT) like web does.
+    configure_logging(get_runtime().settings)

@@ -1,0 +1,47 @@
+"""Log lines: JSON lines carry the action, the ids and the deployment on every line."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from app.logs import JsonFormatter, TextFormatter
+
+
+def _record(**extra: object) -> logging.LogRecord:
+    logger = logging.getLogger("cronbeat.test")
+    return logger.makeRecord("cronbeat.test", logging.INFO, __file__, 1, "run: attempt %s",
+                             ("claimed",), None, extra=extra)
+
+
+def test_a_json_line_carries_action_ids_and_the_process_deployment() -> None:
+    record = _record(action="run.claimed", tenant_id="t1", project_id="p1",
+                     trigger_id="tr", invocation_id="inv", scheduled_for="2026-06-01T12:00:00Z",
+                     attempt=2)
+    line = json.loads(JsonFormatter("v2").format(record))
+    assert {k: line[k] for k in ("level", "logger", "message", "action", "deployment_id",
+                                 "tenant_id", "project_id", "trigger_id", "invocation_id",
+                                 "scheduled_for", "attempt")} == {
+        "level": "info", "logger": "cronbeat.test", "message": "run: attempt claimed",
+        "action": "run.claimed", "deployment_id": "v2", "tenant_id": "t1",
+        "project_id": "p1", "trigger_id": "tr", "invocation_id": "inv",
+        "scheduled_for": "2026-06-01T12:00:00Z", "attempt": 2,
+    }
+
+
+def test_a_json_line_names_an_exception_by_type_only() -> None:
+    try:
+        raise ValueError("password=hunter2 in a driver message")
+    except ValueError:
+        import sys
+
+        record = logging.getLogger("x").makeRecord("x", logging.ERROR, __file__, 1, "failed",
+                                                   (), sys.exc_info())
+    text = JsonFormatter(None).format(record)
+    assert json.loads(text)["error"] == "ValueError"
+    assert "hunter2" not in text
+
+
+def test_a_text_line_appends_the_extras() -> None:
+    text = TextFormatter().format(_record(action="dispatch.tick", claimed=3))
+    assert text.endswith("cronbeat.test: run: attempt claimed [action=dispatch.tick claimed=3]")
