@@ -13,10 +13,11 @@ occurrences missed while the trigger was off, because the next one is counted fr
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime as dt
 import secrets
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from sqlalchemy import delete, select, update
@@ -175,17 +176,20 @@ def next_run_after_save(
     return found
 
 
-def _flush_named(session: Session, trigger: Trigger) -> None:
-    # A savepoint, so a duplicate name becomes NameTaken and the caller's transaction
-    # stays usable. The unique constraint, not a prior SELECT, decides: two requests
-    # creating the same name at once cannot both pass it.
+@contextlib.contextmanager
+def _unique_name(session: Session, name: str) -> Iterator[None]:
+    # Changes made inside the block are flushed inside a savepoint, so a duplicate name
+    # becomes NameTaken and the caller's transaction stays usable. (Opening the savepoint
+    # flushes what was pending before it: the changes must be made inside.) The unique
+    # constraint, not a prior SELECT, decides: two requests taking one name at once
+    # cannot both pass it.
     try:
         with session.begin_nested():
-            session.add(trigger)
+            yield
             session.flush()
     except IntegrityError as exc:
         if _NAME_CONSTRAINT in str(exc.orig):
-            raise NameTaken(f"a trigger named {trigger.name!r} already exists") from None
+            raise NameTaken(f"a trigger named {name!r} already exists") from None
         raise
 
 
@@ -275,7 +279,8 @@ def create_trigger(
         next_run_at=next_run_after_save(None, row, now),
         version=1, created_at=now, updated_at=now,
     )
-    _flush_named(session, trigger)
+    with _unique_name(session, row["name"]):
+        session.add(trigger)
     return trigger
 
 
@@ -320,12 +325,12 @@ def update_trigger(
     next_run_at = next_run_after_save(trigger, new, now)
     if trigger.enabled and not new["enabled"]:
         cancel_pending(session, tenant_id, [trigger.id], now=now, reason=DISABLED_REASON)
-    for column, value in new.items():
-        setattr(trigger, column, value)
-    trigger.next_run_at = next_run_at
-    trigger.version += 1
-    trigger.updated_at = now
-    _flush_named(session, trigger)
+    with _unique_name(session, new["name"]):
+        for column, value in new.items():
+            setattr(trigger, column, value)
+        trigger.next_run_at = next_run_at
+        trigger.version += 1
+        trigger.updated_at = now
     return trigger, generated
 
 

@@ -91,7 +91,7 @@ class OneOfSchemas(fields.Field):
         self.choices = dict(choices)
 
     def _schema(self, kind: Any) -> ma.Schema:
-        if kind not in self.choices:
+        if not isinstance(kind, str) or kind not in self.choices:
             raise ValidationError({"kind": [f"must be one of: {', '.join(self.choices)}"]})
         return self.choices[kind]()
 

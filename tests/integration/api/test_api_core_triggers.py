@@ -236,3 +236,17 @@ def test_run_now_records_one_manual_pending_invocation(db: sessionmaker[Session]
         assert stored.status is InvocationStatus.PENDING and stored.enqueued_at is None
         assert session.get(Trigger, trigger.id).next_run_at == trigger.next_run_at
     assert isinstance(invocation.id, uuid.UUID)
+
+
+def test_renaming_onto_a_taken_name_is_name_taken_and_changes_nothing(
+    db: sessionmaker[Session],
+):
+    with db.begin() as session:
+        triggers.create_trigger(session, "t1", "p1", _nightly(name="a"), now=NOW)
+        second = triggers.create_trigger(session, "t1", "p1", _nightly(name="b"), now=NOW)
+    with db.begin() as session:
+        with pytest.raises(triggers.NameTaken):
+            triggers.update_trigger(session, "t1", "p1", second.id, {"name": "a"}, now=NOW)
+        assert triggers.get_trigger(session, "t1", "p1", second.id).version == 1
+    with db.begin() as session:
+        assert session.get(Trigger, second.id).name == "b"

@@ -153,3 +153,10 @@ def test_preview_lists_the_next_fire_times_in_utc_and_local(api: Caller):
     assert len(api.get(f"/triggers/{created['id']}/preview").json["next_run_times"]) == 10
     assert_error(api.get(f"/triggers/{created['id']}/preview?count=101"), 422, "count")
     assert_error(api.get(f"/triggers/{created['id']}/preview?count=0"), 422, "count")
+
+
+def test_renaming_onto_a_taken_name_is_a_409_naming_name(api: Caller):
+    api.create(name="a")
+    second = api.create(name="b")
+    assert_error(api.patch(f"/triggers/{second['id']}", json={"name": "a"}), 409, "name")
+    assert api.get(f"/triggers/{second['id']}").json["name"] == "b"
