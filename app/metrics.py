@@ -1,0 +1,140 @@
+"""The operator's numbers, computed from the database (right however many processes run).
+
+:func:`collect` reads one snapshot in one read-only transaction; :func:`render` turns it
+into the Prometheus text format. Every query is served by an index: the due backlog by
+``ix_triggers_due``, the last hour's invocations by the BRIN index on ``created_at``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+from sqlalchemy import extract, func, select
+from sqlalchemy.dialects.postgresql import array
+from sqlalchemy.orm import Session
+
+from app.enums import InvocationStatus
+from app.models import DispatcherHeartbeat, Invocation, SchedulerState, Trigger
+
+#: The window of the "last hour" metrics, in seconds.
+WINDOW_S = 3600
+QUANTILES = (0.5, 0.9, 0.99)
+
+
+@dataclasses.dataclass(frozen=True)
+class Snapshot:
+    now: dt.datetime
+    due_backlog: int
+    oldest_due_lateness_s: float
+    invocations_by_status: dict[str, int]
+    lateness_quantiles_s: dict[float, float | None]
+    last_tick_at: dt.datetime | None
+    last_tick_duration_ms: float | None
+    active_deployment_id: str | None
+    generation: int
+
+
+def collect(session: Session) -> Snapshot:
+    """Read every metric at one instant (the transaction's now())."""
+    now = session.execute(select(func.now())).scalar_one()
+    due = session.execute(
+        select(func.count(), func.min(Trigger.next_run_at)).where(
+            Trigger.enabled, Trigger.next_run_at.is_not(None), Trigger.next_run_at <= now
+        )
+    ).one()
+    since = now - dt.timedelta(seconds=WINDOW_S)
+    by_status = {status.value: 0 for status in InvocationStatus}
+    for status, count in session.execute(
+        select(Invocation.status, func.count())
+        .where(Invocation.created_at > since)
+        .group_by(Invocation.status)
+    ):
+        by_status[status.value] = count
+    lateness = extract("epoch", Invocation.started_at - Invocation.scheduled_for)
+    quantiles = session.execute(
+        select(
+            func.percentile_cont(array(QUANTILES)).within_group(lateness)
+        ).where(
+            Invocation.created_at > since,
+            Invocation.started_at.is_not(None),
+            Invocation.manual.is_(False),
+        )
+    ).scalar_one()
+    heartbeat = session.execute(
+        select(DispatcherHeartbeat.last_tick_at, DispatcherHeartbeat.last_tick_duration_ms)
+    ).one()
+    state = session.execute(
+        select(SchedulerState.active_deployment_id, SchedulerState.generation)
+    ).one()
+    return Snapshot(
+        now=now,
+        due_backlog=due[0],
+        oldest_due_lateness_s=(now - due[1]).total_seconds() if due[1] is not None else 0.0,
+        invocations_by_status=by_status,
+        lateness_quantiles_s=dict(zip(QUANTILES, quantiles or [None] * len(QUANTILES),
+                                      strict=True)),
+        last_tick_at=heartbeat.last_tick_at,
+        last_tick_duration_ms=heartbeat.last_tick_duration_ms,
+        active_deployment_id=state.active_deployment_id,
+        generation=state.generation,
+    )
+
+
+class _SnapshotCollector(Collector):
+    def __init__(self, snapshot: Snapshot) -> None:
+        self.snapshot = snapshot
+
+    def collect(self):
+        s = self.snapshot
+        yield GaugeMetricFamily(
+            "cronbeat_due_backlog", "Enabled triggers due now and not yet dispatched.",
+            value=s.due_backlog)
+        yield GaugeMetricFamily(
+            "cronbeat_oldest_due_lateness_seconds",
+            "How late the oldest due trigger is (0 when nothing is due).",
+            value=s.oldest_due_lateness_s)
+        by_status = GaugeMetricFamily(
+            "cronbeat_invocations_last_hour",
+            "Invocations recorded in the last hour, by current status.", labels=["status"])
+        for status, count in sorted(s.invocations_by_status.items()):
+            by_status.add_metric([status], count)
+        yield by_status
+        lateness = GaugeMetricFamily(
+            "cronbeat_start_lateness_seconds",
+            "Scheduled time to attempt start, quantiles over the last hour's scheduled runs.",
+            labels=["quantile"])
+        for quantile, value in s.lateness_quantiles_s.items():
+            if value is not None:
+                lateness.add_metric([str(quantile)], value)
+        yield lateness
+        if s.last_tick_at is not None:
+            yield GaugeMetricFamily(
+                "cronbeat_last_tick_timestamp_seconds", "When the last dispatcher tick ran.",
+                value=s.last_tick_at.timestamp())
+            yield GaugeMetricFamily(
+                "cronbeat_last_tick_age_seconds", "Seconds since the last dispatcher tick.",
+                value=(s.now - s.last_tick_at).total_seconds())
+        if s.last_tick_duration_ms is not None:
+            yield GaugeMetricFamily(
+                "cronbeat_last_tick_duration_seconds", "How long the last tick took.",
+                value=s.last_tick_duration_ms / 1000)
+        yield GaugeMetricFamily(
+            "cronbeat_scheduler_generation", "Deploy activations so far.", value=s.generation)
+        active = GaugeMetricFamily(
+            "cronbeat_active_deployment_info",
+            "The active deployment (absent until one is activated).",
+            labels=["deployment_id"])
+        if s.active_deployment_id is not None:
+            active.add_metric([s.active_deployment_id], 1)
+        yield active
+
+
+def render(snapshot: Snapshot) -> bytes:
+    """Return ``snapshot`` in the Prometheus text exposition format."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_SnapshotCollector(snapshot))
+    return generate_latest(registry)
