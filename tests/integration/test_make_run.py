@@ -1,0 +1,304 @@
+"""``make run`` end to end, and the Procfile / docker-compose.yml agreement.
+
+The smoke test runs the real launcher (``python -m app.devrun``) with DATABASE_URL and
+REDIS_URL removed, so it starts the embedded PostgreSQL and Redis in a temporary data
+folder, then gunicorn, a Celery worker and beat through honcho. It interrupts it as a
+terminal's Ctrl-C would (SIGINT to the whole process group), checks nothing of that folder
+keeps running, and starts it again on the same folder to see the data kept.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import os
+import re
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+import yaml
+from honcho.environ import parse_procfile
+from sqlalchemy import create_engine, text
+
+ROOT = Path(__file__).resolve().parents[2]
+
+START_TIMEOUT_S = 90.0
+STOP_TIMEOUT_S = 30.0
+
+
+class DevRun:
+    """A running ``python -m app.devrun``; a thread collects its output lines."""
+
+    def __init__(self, data_dir: Path, port: int, extra_env: dict[str, str] | None = None):
+        env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
+        env.update(CRONBEAT_DATA_DIR=str(data_dir), PORT=str(port), PYTHONUNBUFFERED="1")
+        env.update(extra_env or {})
+        self.env = env
+        self.port = port
+        self.lines: list[str] = []
+        self._changed = threading.Condition()
+        # Its own process group, as a shell gives a foreground job: SIGINT to the group is
+        # what Ctrl-C sends.
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "app.devrun"],
+            cwd=ROOT,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            process_group=0,
+        )
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            with self._changed:
+                self.lines.append(line.rstrip("\n"))
+                self._changed.notify_all()
+
+    def wait_for(self, pattern: str, deadline: float) -> str:
+        """Return the first output line matching ``pattern``; fail at ``deadline``."""
+        regex = re.compile(pattern)
+        seen = 0
+        with self._changed:
+            while True:
+                for line in self.lines[seen:]:
+                    if regex.search(line):
+                        return line
+                seen = len(self.lines)
+                if self.process.poll() is not None and seen == len(self.lines):
+                    pytest.fail(f"devrun exited ({self.process.returncode}):\n{self.output()}")
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    pytest.fail(f"no line matching {pattern!r}:\n{self.output()}")
+                self._changed.wait(min(remaining, 0.5))
+
+    def interrupt(self) -> int:
+        """Ctrl-C: SIGINT to the process group; returns the exit status."""
+        os.killpg(self.process.pid, signal.SIGINT)
+        try:
+            return self.process.wait(timeout=STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            pytest.fail(
+                f"devrun still running {STOP_TIMEOUT_S:.0f} s after SIGINT:\n{self.output()}"
+            )
+
+    def output(self, last: int = 80) -> str:
+        return "\n".join(self.lines[-last:])
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def healthz_status(port: int) -> int | None:
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(f"http://127.0.0.1:{port}/healthz", timeout=2) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        return exc.code
+    except OSError:
+        return None
+
+
+def processes_of(data_dir: Path) -> list[psutil.Process]:
+    """Processes whose command line or environment names ``data_dir`` (servers, beat, ...)."""
+    needle = str(data_dir)
+    found = []
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        if proc.pid == os.getpid():
+            continue
+        try:
+            mentions = needle in " ".join(proc.info["cmdline"] or ()) or (
+                proc.environ().get("CRONBEAT_DATA_DIR") == needle
+            )
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
+        if mentions:
+            found.append(proc)
+    return found
+
+
+def database_url(data_dir: Path) -> str:
+    # The embedded server's socket directory is line 5 of postmaster.pid.
+    socket_dir = (data_dir / "pg" / "postmaster.pid").read_text().splitlines()[4].strip()
+    return f"postgresql+psycopg2://postgres@/cronbeat?host={socket_dir}"
+
+
+@contextlib.contextmanager
+def running(data_dir: Path, port: int) -> Iterator[DevRun]:
+    """Start devrun; whatever happens, leave nothing of ``data_dir`` running."""
+    run = DevRun(data_dir, port)
+    try:
+        yield run
+    finally:
+        if run.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(run.process.pid, signal.SIGINT)
+            try:
+                run.process.wait(timeout=STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                run.process.kill()
+        for proc in processes_of(data_dir):
+            with contextlib.suppress(psutil.NoSuchProcess):
+                proc.kill()
+
+
+def wait_until_up(run: DevRun) -> None:
+    deadline = time.monotonic() + START_TIMEOUT_S
+    run.wait_for(rf"API listening on http://127\.0\.0\.1:{run.port}\b", deadline)
+    assert healthz_status(run.port) == 200
+    run.wait_for(r"^\S+ worker\.1 +\| .*ready\.", deadline)
+    run.wait_for(r"^\S+ beat\.1 +\| .*beat: Starting", deadline)
+
+
+def assert_stopped_cleanly(run: DevRun, data_dir: Path) -> None:
+    assert run.interrupt() == 0, run.output()
+    assert healthz_status(run.port) is None
+    leftovers = [(p.pid, p.info["cmdline"]) for p in processes_of(data_dir)]
+    assert leftovers == [], run.output()
+    assert not (data_dir / "pg" / "postmaster.pid").exists(), "PostgreSQL still running"
+
+
+_api_missing = [
+    name for name in ("api.wsgi", "tasks.run") if importlib.util.find_spec(name) is None
+]
+
+
+@pytest.fixture
+def data_dir() -> Iterator[Path]:
+    """A data folder outside pytest's basetemp.
+
+    Run as root, pgserver runs PostgreSQL as the user ``pgserver`` and opens the folder's
+    parents to it; a concurrent pytest session resets /tmp/pytest-of-root to 0700 and would
+    lock that user out mid-test.
+    """
+    parent = Path(tempfile.mkdtemp(prefix="cronbeat-make-run-")).resolve()
+    yield parent / "data"
+    shutil.rmtree(parent, ignore_errors=True)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(bool(_api_missing), reason=f"not written yet: {_api_missing}")
+def test_make_run_starts_everything_stops_on_ctrl_c_and_keeps_data(data_dir: Path) -> None:
+    port = free_port()
+
+    with running(data_dir, port) as first:
+        wait_until_up(first)
+        second_on_same_folder = subprocess.run(
+            [sys.executable, "-m", "app.devrun"],
+            cwd=ROOT,
+            env={**first.env, "PORT": str(free_port())},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert second_on_same_folder.returncode == 1
+        assert "another `make run` is using" in second_on_same_folder.stderr
+        engine = create_engine(database_url(data_dir))
+        try:
+            with engine.begin() as conn:
+                conn.execute(
+                    text(
+                        "INSERT INTO triggers (tenant_id, project_id, name, enabled, run_at,"
+                        " target_kind, webhook_url) VALUES ('devrun', 'test', 'kept',"
+                        " false, '2100-01-01T00:00:00Z', 'webhook', 'http://127.0.0.1:9/')"
+                    )
+                )
+        finally:
+            engine.dispose()
+        assert_stopped_cleanly(first, data_dir)
+        assert "stopping Redis" in first.output()
+
+    with running(data_dir, port) as second:
+        wait_until_up(second)
+        engine = create_engine(database_url(data_dir))
+        try:
+            with engine.connect() as conn:
+                names = conn.execute(
+                    text("SELECT name FROM triggers WHERE tenant_id = 'devrun'")
+                ).scalars()
+                assert list(names) == ["kept"]
+        finally:
+            engine.dispose()
+        assert_stopped_cleanly(second, data_dir)
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("PORT", "eighty"), ("PORT", "70000"), ("CRONBEAT_TICK_SECONDS", "0"),
+     ("REDIS_URL", "http://redis"), ("CRONBEAT_FLOWER", "maybe")],
+)  # fmt: skip
+def test_make_run_refuses_a_bad_variable_by_name_before_starting(
+    tmp_path: Path, name: str, value: str
+) -> None:
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
+    env.update(CRONBEAT_DATA_DIR=str(tmp_path / "data"), **{name: value})
+    result = subprocess.run(
+        [sys.executable, "-m", "app.devrun"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert name in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "data").exists(), "nothing may start before validation"
+
+
+def procfile_commands() -> dict[str, str]:
+    return dict(parse_procfile((ROOT / "Procfile").read_text()).processes)
+
+
+def test_every_procfile_process_runs_the_same_line_in_docker_compose() -> None:
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    services = compose["services"]
+    for name, line in procfile_commands().items():
+        assert name in services, f"Procfile process {name!r} has no compose service"
+        shell, flag, script = services[name]["command"]
+        # $$ is compose's escape for a literal $, left for the container's shell.
+        assert (shell, flag, script.replace("$$", "$")) == ("sh", "-c", f"exec {line}")
+        assert "healthcheck" in services[name], f"compose service {name!r} has no healthcheck"
+
+
+def test_docker_compose_runs_migrations_before_the_processes_that_need_them() -> None:
+    services = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
+    assert services["migrate"]["command"] == ["alembic", "upgrade", "head"]
+    for name in procfile_commands():
+        depends_on = services[name]["depends_on"]
+        assert depends_on["migrate"] == {"condition": "service_completed_successfully"}
+        assert depends_on["postgres"] == {"condition": "service_healthy"}
+        assert depends_on["redis"] == {"condition": "service_healthy"}
+
+
+def test_make_run_starts_web_worker_and_beat_and_flower_only_on_request() -> None:
+    from app.devrun import PROCESSES, plan_from_env
+
+    assert set(PROCESSES) <= set(procfile_commands())
+    assert plan_from_env({}).processes == ("web", "worker", "beat")
+    assert plan_from_env({"CRONBEAT_FLOWER": "1"}).processes[-1] == "flower"
+    # The worker must consume both queues the Celery app routes to.
+    assert "-Q cronbeat.dispatch,cronbeat.runs" in procfile_commands()["worker"]
+    assert shlex.split(procfile_commands()["web"])[-1] == "api.wsgi:app"
