@@ -3,5 +3,9 @@
 from __future__ import annotations
 
 from api import create_app
+from app.config import Settings
+from app.logs import configure_logging
 
-app = create_app()
+settings = Settings.from_env()
+configure_logging(settings)
+app = create_app(settings)
