@@ -10,7 +10,7 @@ $(STAMP): setup.cfg pyproject.toml constraints.txt
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Cronbeat needs Python 3.11+"'
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -c constraints.txt -e '.[test]'
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[test,embedded]'
 	touch $(STAMP)
 
 ## Start web, worker and beat (embedded PostgreSQL and Redis unless DATABASE_URL/REDIS_URL are set).

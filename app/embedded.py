@@ -103,7 +103,9 @@ def start_redis(data_dir: Path, *, persistent: bool = True) -> EmbeddedRedis:
         "--save", "",
         "--logfile", str(data_dir.resolve() / "redis.log"),
     ]
-    process = subprocess.Popen(args, stdin=subprocess.DEVNULL)
+    # Its own session: a Ctrl-C in the terminal must not stop Redis before the worker
+    # has acknowledged its last message; whoever started it stops it.
+    process = subprocess.Popen(args, stdin=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + _REDIS_START_TIMEOUT_S
     while time.monotonic() < deadline:
         if process.poll() is not None:
