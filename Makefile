@@ -25,6 +25,10 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
+## Regenerate openapi.json from the code (a test fails when it drifts).
+openapi: $(STAMP)
+	$(VENV)/bin/cronbeat openapi > openapi.json
+
 bench: $(STAMP)
 	$(PY) -m bench.dispatch
 

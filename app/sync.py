@@ -150,7 +150,7 @@ def sync_triggers(
             .execution_options(synchronize_session=False)
         )
     if updated:
-        _update_rows(session, updated)
+        _update_rows(session, tenant_id, project_id, updated)
     if created:
         _insert_rows(session, created)
     # The ORM objects loaded above are stale now; nobody should read them from this session.
@@ -158,7 +158,9 @@ def sync_triggers(
     return result
 
 
-def _update_rows(session: Session, rows: list[dict[str, Any]]) -> None:
+def _update_rows(
+    session: Session, tenant_id: str, project_id: str, rows: list[dict[str, Any]]
+) -> None:
     table = Trigger.__table__
     # Literal VALUES rows arrive untyped (text); each column is cast back to its type.
     source = values(
@@ -166,7 +168,11 @@ def _update_rows(session: Session, rows: list[dict[str, Any]]) -> None:
     ).data([tuple(row[name] for name in ("id", *_UPDATED)) for row in rows])
     session.execute(
         update(table)
-        .where(table.c.id == cast(source.c.id, UUID(as_uuid=True)))
+        .where(
+            table.c.id == cast(source.c.id, UUID(as_uuid=True)),
+            table.c.tenant_id == tenant_id,
+            table.c.project_id == project_id,
+        )
         .values({name: cast(source.c[name], table.c[name].type) for name in _UPDATED})
     )
 
