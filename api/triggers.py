@@ -7,6 +7,7 @@ published only after that transaction committed.
 from __future__ import annotations
 
 import logging
+import re
 import uuid
 from typing import Any
 
@@ -56,6 +57,9 @@ IF_MATCH = {
 }
 
 
+_STRONG_ETAG = re.compile(r'"([0-9]{1,9})"')
+
+
 def _etag(trigger: Trigger) -> dict[str, str]:
     return {"ETag": f'"{trigger.version}"'}
 
@@ -68,9 +72,9 @@ def expected_version() -> int | None:
     raw = request.headers.get("If-Match")
     if raw is None or raw.strip() == "*":
         return None
-    tag = raw.strip()
-    if len(tag) > 2 and tag[0] == tag[-1] == '"' and tag[1:-1].isdigit() and len(tag) < 12:
-        return int(tag[1:-1])
+    match = _STRONG_ETAG.fullmatch(raw.strip())
+    if match:
+        return int(match.group(1))
     return -1
 
 
