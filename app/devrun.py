@@ -30,6 +30,7 @@ import contextlib
 import dataclasses
 import logging
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -307,7 +308,23 @@ def _start_everything(
     log.info("starting %s from %s", ", ".join(plan.processes), PROCFILE.name)
     honcho = _start_honcho(plan, env)
     running.callback(_stop_honcho, honcho, plan.processes)
+    _write_env_file(plan.data_dir / "env", env, running)
     return honcho
+
+
+def _write_env_file(path: Path, env: Mapping[str, str], running: contextlib.ExitStack) -> None:
+    """Write the servers' URLs for a second terminal: ``source .cronbeat/env``.
+
+    So ``cronbeat`` commands (API keys, deploy activate) reach the servers this run
+    started. Removed again when the run stops.
+    """
+    lines = [
+        f"export {name}={shlex.quote(env[name])}"
+        for name in ("DATABASE_URL", "REDIS_URL", "CRONBEAT_ALLOW_PRIVATE_TARGETS")
+        if env.get(name)
+    ]
+    path.write_text("\n".join(lines) + "\n")
+    running.callback(path.unlink, missing_ok=True)
 
 
 def _wait(
