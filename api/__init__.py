@@ -8,7 +8,7 @@ from celery import Celery
 from flask import Flask, request
 from webargs.flaskparser import abort
 
-from api import admin, errors, health, invocations, schedules, triggers
+from api import admin, deploy, errors, health, invocations, metrics, schedules, triggers
 from api.schemas.fields import PROJECT_ID_PATTERN, one_of_to_openapi
 from api.state import ApiState
 from app.config import Settings
@@ -33,6 +33,8 @@ SPEC_OPTIONS: dict[str, Any] = {
                        "description": "A tenant's API key (cb_...)."},
             "adminToken": {"type": "http", "scheme": "bearer",
                            "description": "The operator's CRONBEAT_ADMIN_TOKEN."},
+            "deployToken": {"type": "http", "scheme": "bearer",
+                            "description": "CI's CRONBEAT_DEPLOY_TOKEN."},
         }
     },
 }
@@ -86,4 +88,6 @@ def create_app(settings: Settings | None = None) -> Flask:
     api.register_blueprint(invocations.blp, parameters=[PROJECT_ID_PARAMETER])
     api.register_blueprint(schedules.blp)
     api.register_blueprint(admin.blp)
+    api.register_blueprint(deploy.blp)
+    api.register_blueprint(metrics.blp)
     return app
