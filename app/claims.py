@@ -20,6 +20,7 @@ from sqlalchemy import (
     ColumnElement,
     DateTime,
     Row,
+    Select,
     Text,
     and_,
     bindparam,
@@ -207,6 +208,22 @@ def mark_published(session: Session, invocation_ids: Sequence[uuid.UUID], now: d
     return session.connection().execute(statement).rowcount
 
 
+def stale_pending_query(stale_before: dt.datetime, limit: int) -> Select[tuple[uuid.UUID]]:
+    """Select (and lock, skipping locked) pending invocations last sent before a cutoff."""
+    # The expression is ix_invocations_pending_last_sent's, so this is a range scan
+    # over the stale rows only.
+    last_sent = func.greatest(
+        func.coalesce(Invocation.enqueued_at, Invocation.created_at), Invocation.run_after
+    )
+    return (
+        select(Invocation.id)
+        .where(Invocation.status == InvocationStatus.PENDING, last_sent < stale_before)
+        .order_by(last_sent)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+
+
 def take_stale_pending(
     session: Session, now: dt.datetime, stale_before: dt.datetime, limit: int
 ) -> list[uuid.UUID]:
@@ -217,17 +234,7 @@ def take_stale_pending(
     # enqueued_at in the same statement that picks the rows is the claim: SKIP LOCKED
     # keeps two sweepers off the same rows, and once this commits the rows no longer
     # look stale, so each lost message is published again by one sweeper only.
-    last_sent = func.greatest(
-        func.coalesce(Invocation.enqueued_at, Invocation.created_at), Invocation.run_after
-    )
-    stale = (
-        select(Invocation.id)
-        .where(Invocation.status == InvocationStatus.PENDING, last_sent < stale_before)
-        .order_by(last_sent)
-        .limit(limit)
-        .with_for_update(skip_locked=True)
-        .scalar_subquery()
-    )
+    stale = stale_pending_query(stale_before, limit).scalar_subquery()
     statement = (
         update(Invocation)
         .where(Invocation.id.in_(stale))

@@ -182,18 +182,17 @@ class Invocation(Base):
         # also serves "history of one trigger, newest first".
         UniqueConstraint("trigger_id", "scheduled_for"),
         CheckConstraint("attempt >= 0", name="attempt_nonnegative"),
-        # Project-wide history and tenant-scoped lookups.
-        Index("ix_invocations_tenant_id_project_id_created_at",
-              "tenant_id", "project_id", "created_at"),
         # The last hour's invocations for /metrics (WHERE created_at > now() - 1 hour).
         # BRIN: rows arrive in created_at order, so a few bytes per block range serve
         # the range scan without slowing the dispatcher's inserts like a B-tree would.
         Index("ix_invocations_created_at", "created_at", postgresql_using="brin"),
-        # The sweep's "pending too long" query:
-        #   WHERE status = 'pending' AND (enqueued_at IS NULL OR enqueued_at < :stale)
+        # The sweep's "message lost" query, an index range scan over only the stale rows:
+        #   WHERE status = 'pending'
+        #     AND GREATEST(COALESCE(enqueued_at, created_at), run_after) < :stale
         Index(
-            "ix_invocations_pending",
-            "enqueued_at",
+            "ix_invocations_pending_last_sent",
+            func.greatest(func.coalesce(text("enqueued_at"), text("created_at")),
+                          text("run_after")),
             postgresql_where=text("status = 'pending'"),
         ),
         # The sweep's "running too long" query: WHERE status = 'running' AND

@@ -113,3 +113,40 @@ def test_the_due_query_is_served_by_the_partial_index(db: sessionmaker[Session],
     assert [(n["Node Type"], n.get("Index Name")) for n in scans] == [
         ("Index Scan", "ix_triggers_due")
     ]
+
+
+def _scans(plan: dict) -> list[tuple[str, str | None]]:
+    nodes, stack = [], [plan[0]["Plan"]]
+    while stack:
+        node = stack.pop()
+        nodes.append(node)
+        stack.extend(node.get("Plans", []))
+    return [(n["Node Type"], n.get("Index Name")) for n in nodes if "Scan" in n["Node Type"]]
+
+
+def test_the_sweeps_lost_message_query_is_a_range_scan_of_its_expression_index(
+    db: sessionmaker[Session], engine: Engine
+) -> None:
+    from sqlalchemy.dialects import postgresql
+
+    from app.claims import stale_pending_query
+
+    with engine.begin() as conn:
+        conn.execute(text(
+            "INSERT INTO triggers (id, tenant_id, project_id, name, cron_expression,"
+            " next_run_at, target_kind, webhook_url) VALUES ('00000000-0000-0000-0000-"
+            "000000000001', 't1', 'p1', 'x', '* * * * *', now(), 'webhook', 'https://e.com')"
+        ))
+        # Many finished and fresh pending rows, a few stale ones.
+        conn.execute(text(
+            "INSERT INTO invocations (trigger_id, tenant_id, project_id, scheduled_for,"
+            " status, enqueued_at) SELECT '00000000-0000-0000-0000-000000000001', 't1', 'p1',"
+            " now() - g * interval '1 second', CASE WHEN g % 10 = 0 THEN 'pending'"
+            " ELSE 'succeeded' END, now() - (g % 7) * interval '1 second'"
+            " FROM generate_series(1, 20000) AS g"
+        ))
+        conn.execute(text("ANALYZE invocations"))
+        query = stale_pending_query(T0, 100).compile(
+            dialect=postgresql.dialect(), compile_kwargs={"literal_binds": True})
+        plan = conn.execute(text(f"EXPLAIN (FORMAT JSON) {query}")).scalar_one()
+    assert _scans(plan) == [("Index Scan", "ix_invocations_pending_last_sent")]
