@@ -48,9 +48,15 @@ class TickReport:
     batches: int = 0
     duration_ms: float = 0.0
 
+    @property
+    def swept(self) -> int:
+        """Invocations the sweep put back on the broker (lost messages, expired leases)."""
+        return self.republished + self.leases_expired
+
     def as_dict(self) -> dict[str, Any]:
         values = dataclasses.asdict(self)
         values["now"] = self.now.isoformat() if self.now else None
+        values["swept"] = self.swept
         return values
 
 
