@@ -10,17 +10,23 @@ import datetime as dt
 import json
 import time
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
+import redis
 from celery import Celery
-from sqlalchemy import func, insert, select
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.orm import Session, sessionmaker
 from standardwebhooks.webhooks import Webhook
 
+from app.config import Settings
+from app.dispatch import DispatchOptions, dispatch_tick
 from app.enums import InvocationStatus
+from app.errors import TransientError
 from app.models import Invocation, InvocationAttempt, Trigger
-from tasks.celery_app import DISPATCH_QUEUE, DISPATCH_TASK
+from tasks.celery_app import DISPATCH_QUEUE, DISPATCH_TASK, RUN_QUEUE
+from tasks.publisher import publish_runs
 from tests.support.receiver import Receiver
 from tests.support.worker import WorkerProcess
 
@@ -116,3 +122,70 @@ def test_a_one_time_and_a_cron_trigger_fire_through_beats_task_and_are_verified(
         [(once_id, run_at), (cron_id, minute)]
         + ([(cron_id, minute + dt.timedelta(minutes=1))] if len(scheduled) == 3 else [])
     )
+
+
+def _due_now(db: sessionmaker[Session], receiver: Receiver) -> uuid.UUID:
+    now = _db_now(db)
+    return _add(db, tenant_id="t1", project_id="p1", name=f"once-{uuid.uuid4().hex[:6]}",
+                run_at=now, next_run_at=now, target_kind="webhook", webhook_url=receiver.url(),
+                timeout_s=5)
+
+
+def _age_invocations(db: sessionmaker[Session], seconds: int) -> None:
+    shift = dt.timedelta(seconds=seconds)
+    with db.begin() as session:
+        session.execute(update(Invocation).values(
+            created_at=Invocation.created_at - shift,
+            enqueued_at=Invocation.enqueued_at - shift))
+
+
+OPTIONS = DispatchOptions(batch_size=100, republish_after_s=5, deployment_id="test-worker")
+
+
+def test_a_dispatcher_killed_between_commit_and_publish_loses_nothing_and_delivers_once(
+    db: sessionmaker[Session], celery_worker: WorkerProcess, celery_client: Celery,
+    receiver: Receiver,
+) -> None:
+    _due_now(db, receiver)
+
+    def die_before_publishing(ids: Sequence[uuid.UUID]) -> int:
+        raise TransientError("fault hook: the process dies after commit, before publish")
+
+    with pytest.raises(TransientError):
+        dispatch_tick(db, die_before_publishing, OPTIONS)
+    time.sleep(1)
+    assert receiver.count == 0
+    _age_invocations(db, OPTIONS.republish_after_s + 1)
+    report = dispatch_tick(db, lambda ids: publish_runs(celery_client, ids), OPTIONS)
+    assert report.republished == 1
+    receiver.wait_for(1)
+    (row,) = _wait_final(db, 1)
+    assert (row.status, row.attempt) == (InvocationStatus.SUCCEEDED, 1)
+    again = dispatch_tick(db, lambda ids: publish_runs(celery_client, ids), OPTIONS)
+    time.sleep(1)
+    assert (again.republished, receiver.count) == (0, 1)
+
+
+def test_a_broker_that_lost_its_queue_is_refilled_by_the_sweep_and_delivers_once(
+    db: sessionmaker[Session], celery_worker: WorkerProcess, celery_client: Celery,
+    receiver: Receiver, settings: Settings,
+) -> None:
+    celery_worker.stop()  # nobody consumes while the queue is wiped
+    _due_now(db, receiver)
+    first = dispatch_tick(db, lambda ids: publish_runs(celery_client, ids), OPTIONS)
+    assert first.published == 1
+    broker = redis.Redis.from_url(settings.redis_url)
+    try:
+        assert broker.llen(RUN_QUEUE) == 1
+        broker.delete(RUN_QUEUE)  # Redis restarted without persistence
+        _age_invocations(db, OPTIONS.republish_after_s + 1)
+        report = dispatch_tick(db, lambda ids: publish_runs(celery_client, ids), OPTIONS)
+        assert (report.republished, broker.llen(RUN_QUEUE)) == (1, 1)
+    finally:
+        broker.close()
+    celery_worker.start()
+    receiver.wait_for(1)
+    (row,) = _wait_final(db, 1)
+    assert (row.status, row.attempt) == (InvocationStatus.SUCCEEDED, 1)
+    time.sleep(1)
+    assert receiver.count == 1
