@@ -10,7 +10,7 @@ keeps running, and starts it again on the same folder to see the data kept.
 from __future__ import annotations
 
 import contextlib
-import importlib.util
+import json
 import os
 import re
 import shlex
@@ -32,6 +32,8 @@ import pytest
 import yaml
 from honcho.environ import parse_procfile
 from sqlalchemy import create_engine, text
+
+from tests.support.receiver import Receiver
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -144,9 +146,11 @@ def database_url(data_dir: Path) -> str:
 
 
 @contextlib.contextmanager
-def running(data_dir: Path, port: int) -> Iterator[DevRun]:
+def running(
+    data_dir: Path, port: int, extra_env: dict[str, str] | None = None
+) -> Iterator[DevRun]:
     """Start devrun; whatever happens, leave nothing of ``data_dir`` running."""
-    run = DevRun(data_dir, port)
+    run = DevRun(data_dir, port, extra_env)
     try:
         yield run
     finally:
@@ -178,9 +182,34 @@ def assert_stopped_cleanly(run: DevRun, data_dir: Path) -> None:
     assert not (data_dir / "pg" / "postmaster.pid").exists(), "PostgreSQL still running"
 
 
-_api_missing = [
-    name for name in ("api.wsgi", "tasks.run") if importlib.util.find_spec(name) is None
-]
+def cli_env(data_dir: Path) -> dict[str, str]:
+    """The environment a second terminal gets from ``source .cronbeat/env``."""
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
+    for line in (data_dir / "env").read_text().splitlines():
+        name, _, value = line.removeprefix("export ").partition("=")
+        env[name] = shlex.split(value)[0]
+    return env
+
+
+def fire_one_trigger_through_the_api(run: DevRun, data_dir: Path, receiver: Receiver) -> None:
+    """Key from the CLI, a one-time trigger over HTTP, fired by beat's tick to ``receiver``."""
+    key = subprocess.run(
+        [sys.executable, "-m", "app.cli", "api-key", "create", "--tenant", "smoke",
+         "--name", "make-run"],
+        cwd=ROOT, env=cli_env(data_dir), capture_output=True, text=True, timeout=60,
+        check=True,
+    ).stdout.strip()
+    run_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 3))
+    body = json.dumps({"name": "smoke", "run_at": run_at,
+                       "target": {"kind": "webhook", "url": receiver.url()}}).encode()
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{run.port}/api/v1/projects/smoke/triggers", data=body,
+        headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert response.status == 201
+    (delivery,) = receiver.wait_for(1, timeout_s=60)
+    assert json.loads(delivery.body)["trigger"]["name"] == "smoke"
 
 
 @pytest.fixture
@@ -197,12 +226,15 @@ def data_dir() -> Iterator[Path]:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(bool(_api_missing), reason=f"not written yet: {_api_missing}")
-def test_make_run_starts_everything_stops_on_ctrl_c_and_keeps_data(data_dir: Path) -> None:
+def test_make_run_starts_everything_fires_a_trigger_stops_on_ctrl_c_and_keeps_data(
+    data_dir: Path, receiver: Receiver
+) -> None:
     port = free_port()
 
-    with running(data_dir, port) as first:
+    # Beat ticks every 2 s here, so the trigger fires within the test's patience.
+    with running(data_dir, port, {"CRONBEAT_TICK_SECONDS": "2"}) as first:
         wait_until_up(first)
+        fire_one_trigger_through_the_api(first, data_dir, receiver)
         second_on_same_folder = subprocess.run(
             [sys.executable, "-m", "app.devrun"],
             cwd=ROOT,
