@@ -86,3 +86,41 @@ def test_head_schema_has_the_named_invariants(empty_database: str) -> None:
         )
     finally:
         engine.dispose()
+
+
+def test_upgrading_from_the_first_revision_keeps_triggers_due_exactly_as_they_were(
+    empty_database: str,
+) -> None:
+    # The pattern every migration that touches scheduling columns must pass: rows written
+    # under the old schema keep their schedule, and every enabled trigger still has a
+    # next_run_at afterwards (a new scheduling column must be backfilled, not left NULL).
+    config = alembic_config(empty_database)
+    command.upgrade(config, "0001")
+    due = dt.datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
+    engine = create_engine(empty_database)
+    try:
+        with engine.begin() as conn:
+            conn.execute(text(
+                "INSERT INTO triggers (tenant_id, project_id, name, cron_expression, timezone,"
+                " next_run_at, target_kind, webhook_url) VALUES ('t1', 'p1', 'nightly',"
+                " '30 2 * * *', 'Europe/Berlin', :due, 'webhook', 'https://example.com')"
+            ), {"due": due})
+            conn.execute(text(
+                "INSERT INTO invocations (trigger_id, tenant_id, project_id, scheduled_for,"
+                " status) SELECT id, 't1', 'p1', :due, 'pending' FROM triggers"
+            ), {"due": due})
+        command.upgrade(config, "head")
+        with engine.connect() as conn:
+            rows = conn.execute(text(
+                "SELECT name, cron_expression, timezone, next_run_at, enabled FROM triggers"
+            )).all()
+            pending = conn.execute(text(
+                "SELECT scheduled_for, status FROM invocations")).all()
+            unscheduled = conn.execute(text(
+                "SELECT count(*) FROM triggers WHERE enabled AND next_run_at IS NULL"
+            )).scalar_one()
+    finally:
+        engine.dispose()
+    assert [tuple(r) for r in rows] == [("nightly", "30 2 * * *", "Europe/Berlin", due, True)]
+    assert [tuple(r) for r in pending] == [(due, "pending")]
+    assert unscheduled == 0
