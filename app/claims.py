@@ -35,6 +35,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY, UUID
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.selectable import TableValuedAlias
 
 from app.enums import InvocationStatus
 from app.models import DispatcherHeartbeat, Invocation, InvocationAttempt, Trigger
@@ -55,6 +56,16 @@ def _pg_array(name: str, values: Iterable[object], element_type: Any) -> ColumnE
     return cast(
         bindparam(name, "{" + ",".join(_array_element(v) for v in values) + "}", type_=Text),
         ARRAY(element_type),
+    )
+
+
+def _unnest(alias: str, *columns: tuple[str, Any, Sequence[object]]) -> TableValuedAlias:
+    """``unnest(a1, a2, ...) AS alias(c1, c2, ...)``: one row per index of parallel arrays."""
+    return (
+        func.unnest(*(_pg_array(f"{alias}_{name}", values, type_)
+                      for name, type_, values in columns))
+        .table_valued(*(column(name, type_) for name, type_, _ in columns))
+        .render_derived(name=alias)
     )
 
 
@@ -110,15 +121,12 @@ def insert_invocations(
     # record an occurrence twice (a dispatcher racing a trigger edit, a replayed batch),
     # the database keeps the first and the second inserts nothing, so it is never
     # published twice. Missed rows are final at birth.
-    source = func.unnest(
-        _pg_array("occ_trigger_ids", trigger_ids, UUID(as_uuid=True)),
-        _pg_array("occ_scheduled_fors", scheduled_fors, _TS),
-        _pg_array("occ_misseds", misseds, Boolean),
-    ).table_valued(
-        column("trigger_id", UUID(as_uuid=True)),
-        column("scheduled_for", _TS),
-        column("missed", Boolean),
-    ).render_derived(name="occurrence")
+    source = _unnest(
+        "occurrence",
+        ("trigger_id", UUID(as_uuid=True), trigger_ids),
+        ("scheduled_for", _TS, scheduled_fors),
+        ("missed", Boolean, misseds),
+    )
     triggers = Trigger.__table__
     missed = source.c.missed
     rows = select(
@@ -166,17 +174,13 @@ def advance_triggers(
     """Set each claimed trigger's next occurrence (NULL and disabled when finished)."""
     # The rows are locked by claim_due_triggers in this transaction, so no other
     # dispatcher can advance them in between; an API edit waits for the lock.
-    source = func.unnest(
-        _pg_array("adv_ids", trigger_ids, UUID(as_uuid=True)),
-        _pg_array("adv_next", next_run_ats, _TS),
-        _pg_array("adv_last", last_scheduled_fors, _TS),
-        _pg_array("adv_enabled", enableds, Boolean),
-    ).table_valued(
-        column("id", UUID(as_uuid=True)),
-        column("next_run_at", _TS),
-        column("last_scheduled_for", _TS),
-        column("enabled", Boolean),
-    ).render_derived(name="advance")
+    source = _unnest(
+        "advance",
+        ("id", UUID(as_uuid=True), trigger_ids),
+        ("next_run_at", _TS, next_run_ats),
+        ("last_scheduled_for", _TS, last_scheduled_fors),
+        ("enabled", Boolean, enableds),
+    )
     statement = (
         update(Trigger)
         .where(Trigger.id == source.c.id)
