@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -59,6 +60,21 @@ def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str,
     return raw
 
 
+_QUEUE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_.:-]{0,99}")
+# Our own queues, and the keys kombu's Redis transport keeps beside the queues: a tenant's
+# task sent to one of these would corrupt the broker for everyone.
+_RESERVED_QUEUES = ("cronbeat.", "unacked", "_kombu", "celeryev", "celery.pidbox")
+
+
+def _task_queues(env: Mapping[str, str]) -> frozenset[str]:
+    raw = env.get("CRONBEAT_TASK_QUEUES", "celery")
+    names = frozenset(part.strip() for part in raw.split(",") if part.strip())
+    for name in names:
+        if not _QUEUE_NAME.fullmatch(name) or name.startswith(_RESERVED_QUEUES):
+            raise ConfigError(f"CRONBEAT_TASK_QUEUES has a name that is not allowed: {name!r}")
+    return names
+
+
 def normalize_database_url(url: str) -> str:
     """Return ``url`` with the psycopg2 driver named, as SQLAlchemy wants it.
 
@@ -104,6 +120,10 @@ class Settings:
     republish_after_s: int = 300
     log_format: str = "text"
     log_level: str = "INFO"
+    # The queues a tenant's task target may send to (the operator's own Celery queues).
+    task_queues: frozenset[str] = frozenset({"celery"})
+    # When set, GET /metrics requires it as a bearer token.
+    metrics_token: str | None = dataclasses.field(default=None, repr=False)
 
     @property
     def broker_url(self) -> str:
@@ -143,4 +163,6 @@ class Settings:
             log_level=_choice(
                 env, "CRONBEAT_LOG_LEVEL", "info", ("debug", "info", "warning", "error")
             ).upper(),
+            task_queues=_task_queues(env),
+            metrics_token=_secret(env, "CRONBEAT_METRICS_TOKEN"),
         )

@@ -28,6 +28,8 @@ def test_defaults_for_a_minimal_environment() -> None:
         republish_after_s=300,
         log_format="text",
         log_level="INFO",
+        task_queues=frozenset({"celery"}),
+        metrics_token=None,
     )
 
 
@@ -44,6 +46,8 @@ def test_every_setting_is_read_from_its_variable() -> None:
         "CRONBEAT_REPUBLISH_AFTER_S": "60",
         "CRONBEAT_LOG_FORMAT": "JSON",
         "CRONBEAT_LOG_LEVEL": "warning",
+        "CRONBEAT_TASK_QUEUES": "celery, reports,billing.jobs",
+        "CRONBEAT_METRICS_TOKEN": "m" * 16,
     })
     assert dataclasses.asdict(settings) == {
         "database_url": "postgresql+psycopg2://u@db:5432/cronbeat",
@@ -58,6 +62,8 @@ def test_every_setting_is_read_from_its_variable() -> None:
         "republish_after_s": 60,
         "log_format": "json",
         "log_level": "WARNING",
+        "task_queues": frozenset({"celery", "reports", "billing.jobs"}),
+        "metrics_token": "m" * 16,
     }
 
 
@@ -77,6 +83,10 @@ def test_every_setting_is_read_from_its_variable() -> None:
         ({"CRONBEAT_DEPLOYMENT_ID": "x" * 101}, "CRONBEAT_DEPLOYMENT_ID must be at most 100"),
         ({"CRONBEAT_DEPLOY_TOKEN": "short"}, "CRONBEAT_DEPLOY_TOKEN must be at least 16"),
         ({"CRONBEAT_ADMIN_TOKEN": "short"}, "CRONBEAT_ADMIN_TOKEN must be at least 16"),
+        ({"CRONBEAT_METRICS_TOKEN": "short"}, "CRONBEAT_METRICS_TOKEN must be at least 16"),
+        ({"CRONBEAT_TASK_QUEUES": "celery,unacked"}, "CRONBEAT_TASK_QUEUES has a name"),
+        ({"CRONBEAT_TASK_QUEUES": "cronbeat.runs"}, "CRONBEAT_TASK_QUEUES has a name"),
+        ({"CRONBEAT_TASK_QUEUES": "bad name"}, "CRONBEAT_TASK_QUEUES has a name"),
     ],
 )
 def test_a_bad_value_fails_naming_the_variable(overrides: dict[str, str], message: str) -> None:
