@@ -3,13 +3,28 @@
 from __future__ import annotations
 
 from flask import Response
+from webargs.flaskparser import abort
 
+from api.auth import bearer_token
+from api.errors import UNAUTHORIZED_HEADERS
 from api.parser import Blueprint
 from api.state import state
+from app import apikeys
 from app.metrics import collect, render
 
 blp = Blueprint("metrics", __name__, description="Prometheus metrics for operators.")
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+@blp.before_request
+def require_metrics_token() -> None:
+    """When CRONBEAT_METRICS_TOKEN is set, the scraper must send it as a bearer token."""
+    expected = state().settings.metrics_token
+    if expected is None:
+        return
+    token = bearer_token()
+    if not apikeys.tokens_equal(token or "", expected) or token is None:
+        abort(401, headers=UNAUTHORIZED_HEADERS)
 
 
 @blp.route("/metrics", methods=["GET"])
@@ -17,7 +32,10 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
     "description": "Prometheus text exposition format.",
     "content": {"text/plain": {"schema": {"type": "string"}}}}})
 def metrics() -> Response:
-    """Scheduler metrics computed from the database (the same from every web process)."""
+    """Scheduler metrics computed from the database (the same from every web process).
+
+    Open unless CRONBEAT_METRICS_TOKEN is set; then send it as a bearer token.
+    """
     # Read-only: a snapshot at one instant, in one transaction.
     with state().sessions.begin() as session:
         snapshot = collect(session)

@@ -7,6 +7,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.config import Settings
 
+CONNECT_TIMEOUT_S = 5
+POOL_TIMEOUT_S = 10
+
 
 def make_engine(settings: Settings, *, pool_size: int = 5) -> Engine:
     """Return an engine for the settings' database.
@@ -19,7 +22,11 @@ def make_engine(settings: Settings, *, pool_size: int = 5) -> Engine:
         pool_size=pool_size,
         max_overflow=5,
         pool_pre_ping=True,
-        future=True,
+        # A database that accepts TCP but never answers must fail a request or a probe,
+        # not hang it: libpq gives up connecting after this, and a request waits at most
+        # pool_timeout for a pooled connection.
+        connect_args={"connect_timeout": CONNECT_TIMEOUT_S},
+        pool_timeout=POOL_TIMEOUT_S,
     )
 
 

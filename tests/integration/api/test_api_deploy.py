@@ -129,3 +129,19 @@ def test_metrics_are_public_prometheus_text(client: FlaskClient, db: sessionmake
     assert samples[("cronbeat_scheduler_generation", ())] == 1
     assert samples[("cronbeat_active_deployment_info", (("deployment_id", "v9"),))] == 1
     assert samples[("cronbeat_due_backlog", ())] == 0
+
+
+def test_metrics_require_the_metrics_token_when_one_is_configured(
+    settings: Settings, db: sessionmaker[Session]
+) -> None:
+    token = "metrics-token-0123456789"
+    app: Flask = create_app(dataclasses.replace(settings, metrics_token=token))
+    client = app.test_client()
+    try:
+        assert client.get("/metrics").status_code == 401
+        assert client.get("/metrics", headers={"Authorization": "Bearer nope"}).status_code == 401
+        ok = client.get("/metrics", headers={"Authorization": f"Bearer {token}"})
+        assert ok.status_code == 200
+        assert "cronbeat_due_backlog 0.0" in ok.get_data(as_text=True)
+    finally:
+        app.extensions["cronbeat"].engine.dispose()
