@@ -163,6 +163,35 @@ def insert_invocations(
     return [(row.id, row.status) for row in session.connection().execute(statement)]
 
 
+def record_unschedulable(
+    session: Session,
+    *,
+    trigger_id: uuid.UUID,
+    tenant_id: str,
+    project_id: str,
+    scheduled_for: dt.datetime,
+    reason: str,
+    now: dt.datetime,
+) -> None:
+    """Record a claimed trigger's due occurrence as failed: its schedule cannot be computed."""
+    # Rare (a broken row), so one plain statement; ON CONFLICT for the same reason as
+    # insert_invocations. The caller's advance_triggers disables the trigger.
+    session.connection().execute(
+        pg_insert(Invocation)
+        .values(
+            trigger_id=trigger_id,
+            tenant_id=tenant_id,
+            project_id=project_id,
+            scheduled_for=scheduled_for,
+            status=InvocationStatus.FAILED,
+            created_at=now,
+            finished_at=now,
+            last_error=reason,
+        )
+        .on_conflict_do_nothing(constraint="uq_invocations_trigger_id_scheduled_for")
+    )
+
+
 def advance_triggers(
     session: Session,
     *,

@@ -5,11 +5,14 @@ activations. Until a deployment is first activated, gating is off (single-box us
 need no CI step). Afterwards only processes whose ``CRONBEAT_DEPLOYMENT_ID`` equals the
 active id may claim triggers or start run attempts.
 
-The fence is a ``FOR SHARE`` lock on that row, taken in the same transaction as the
-claim it guards. Activation updates the row, which waits for every transaction holding
-the share lock: so a claim either commits before the activation (and counts as started
-before it) or sees the new active id and stops. No superseded process can commit a claim
-after ``activate`` returned.
+The fence is a shared transaction-level advisory lock, taken in the same transaction as
+the claim it guards; activation takes the same lock exclusively before it updates the
+row, so it waits for every claim in flight. A claim therefore either commits before the
+activation (and counts as started before it) or reads the row after the activation
+committed, sees the new active id, and stops. No superseded process can commit a claim
+after ``activate`` returned. (An advisory lock rather than ``FOR SHARE`` on the row:
+thousands of share-lockers of one row a minute would each write a tuple lock and churn
+multixacts; advisory locks live in memory only.)
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ from app.errors import PermanentError
 from app.models import SchedulerState
 
 _ROW = SchedulerState.id == 1
+#: The advisory lock key of the fence ("cronbeat" in ASCII); nothing else uses it.
+FENCE_LOCK_KEY = 0x63726F6E62656174
 
 
 class Superseded(PermanentError):
@@ -63,15 +68,16 @@ def read_state(session: Session) -> State:
 
 
 def fence(session: Session, deployment_id: str | None) -> State:
-    """Share-lock the scheduler state until commit; raise unless this deployment may run.
+    """Hold the fence (shared) until commit; raise unless this deployment may run.
 
     Raises:
         Superseded: another deployment is the active one.
     """
+    session.execute(select(func.pg_advisory_xact_lock_shared(FENCE_LOCK_KEY)))
+    # Read after the lock was granted: under READ COMMITTED this statement sees any
+    # activation that committed before it.
     row = session.execute(
-        select(SchedulerState.generation, SchedulerState.active_deployment_id)
-        .where(_ROW)
-        .with_for_update(read=True)
+        select(SchedulerState.generation, SchedulerState.active_deployment_id).where(_ROW)
     ).one()
     if not may_run(row.active_deployment_id, deployment_id):
         raise Superseded(
@@ -87,8 +93,11 @@ def activate(session: Session, deployment_id: str) -> Activation:
     Returns:
         The generation now in force, and whether this call changed it.
     """
-    # One conditional UPDATE: concurrent activations serialize on the row lock and the
-    # last one to commit wins. Activating the deployment that is already active matches
+    # Exclusive: waits until every claim holding the fence has committed, and keeps new
+    # claims waiting until this commits.
+    session.execute(select(func.pg_advisory_xact_lock(FENCE_LOCK_KEY)))
+    # One conditional UPDATE: concurrent activations serialize on the lock and the last
+    # one to commit wins. Activating the deployment that is already active matches
     # no row, so a retried CI call returns the same generation instead of bumping it.
     changed = session.execute(
         update(SchedulerState)

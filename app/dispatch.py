@@ -17,12 +17,13 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import Row, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from app import claims, deploy
 from app.enums import InvocationStatus, MisfirePolicy
-from app.occurrences import plan_trigger
+from app.errors import CronbeatError
+from app.occurrences import TriggerPlan, plan_trigger
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +33,10 @@ Publish = Callable[[Sequence[uuid.UUID]], int]
 #: A safety net, not a tuning knob: a tick whose loop claims this many batches has a bug
 #: (the due set is fixed by the tick's ``now``), and stopping beats spinning forever.
 MAX_BATCHES_PER_TICK = 10_000
+
+#: A wiped broker may leave a large backlog to re-publish; one tick sweeps at most this
+#: many batches, so it still ends in bounded time, and the next tick goes on.
+MAX_SWEEP_BATCHES_PER_TICK = 20
 
 
 @dataclasses.dataclass
@@ -66,6 +71,10 @@ class DispatchOptions:
     republish_after_s: int = 300
     #: This process's CRONBEAT_DEPLOYMENT_ID; claims commit only while it is the active one.
     deployment_id: str | None = None
+    #: A trigger's misfire grace is never taken below this: an occurrence is always
+    #: seen some time after its instant (up to one tick interval), and a grace shorter
+    #: than that would record every run of a ``skip`` trigger as missed.
+    min_grace_s: int = 0
 
 
 def dispatch_tick(
@@ -94,30 +103,15 @@ def dispatch_tick(
             now = session.execute(select(func.now())).scalar_one()
     report.now = now
     try:
-        # Publishing batch N overlaps claiming batch N+1: the database round trips
-        # release the GIL while the publisher thread encodes messages. One thread keeps
-        # the batches in order.
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="publish") as publisher:
-            futures = []
-            for _ in range(MAX_BATCHES_PER_TICK):
-                new_ids = _dispatch_batch(sessions, now, options, report)
-                if new_ids is None:
-                    break
-                if new_ids:
-                    futures.append(publisher.submit(_publish, sessions, publish, new_ids, now))
-            else:
-                log.error("tick stopped after %d batches", MAX_BATCHES_PER_TICK,
-                          extra={"action": "dispatch.runaway"})
-            failures = []
-            for future in futures:
-                try:
-                    report.published += future.result()
-                except Exception as exc:
-                    failures.append(exc)
-        if failures:
-            # Committed but unpublished rows are safe: the sweep of a later tick
-            # publishes them once they are older than republish_after_s.
-            raise failures[0]
+        try:
+            _dispatch_all(sessions, publish, now, options, report)
+        except deploy.Superseded:
+            raise
+        except Exception:
+            # Whatever broke this tick's dispatching (a broker outage, a database
+            # blip), the sweep still gets its turn: it repairs what earlier ticks left.
+            _sweep(sessions, publish, now, options, report)
+            raise
         _sweep(sessions, publish, now, options, report)
     finally:
         report.duration_ms = round((time.perf_counter() - started) * 1000, 3)
@@ -131,6 +125,40 @@ def dispatch_tick(
             report=report.as_dict(),
         )
     return report
+
+
+def _dispatch_all(
+    sessions: sessionmaker[Session],
+    publish: Publish,
+    now: dt.datetime,
+    options: DispatchOptions,
+    report: TickReport,
+) -> None:
+    """Claim and record batches until nothing due at ``now`` is left; publish each."""
+    # Publishing batch N overlaps claiming batch N+1: the database round trips release
+    # the GIL while the publisher thread encodes messages. One thread keeps the batches
+    # in order.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="publish") as publisher:
+        futures = []
+        for _ in range(MAX_BATCHES_PER_TICK):
+            new_ids = _dispatch_batch(sessions, now, options, report)
+            if new_ids is None:
+                break
+            if new_ids:
+                futures.append(publisher.submit(_publish, sessions, publish, new_ids, now))
+        else:
+            log.error("tick stopped after %d batches", MAX_BATCHES_PER_TICK,
+                      extra={"action": "dispatch.runaway"})
+        failures = []
+        for future in futures:
+            try:
+                report.published += future.result()
+            except Exception as exc:
+                failures.append(exc)
+    if failures:
+        # Committed but unpublished rows are safe: the sweep of a later tick publishes
+        # them once they are older than republish_after_s.
+        raise failures[0]
 
 
 def _dispatch_batch(
@@ -158,14 +186,20 @@ def _dispatch_batch(
         next_run_ats: list[dt.datetime | None] = []
         last_scheduled: list[dt.datetime | None] = []
         for row in rows:
-            plan = plan_trigger(
-                cron_expression=row.cron_expression,
-                timezone=row.timezone,
-                stored_next_run_at=row.next_run_at,
-                policy=MisfirePolicy(row.misfire_policy),
-                grace_s=row.misfire_grace_s,
-                now=now,
-            )
+            try:
+                plan = plan_trigger(
+                    cron_expression=row.cron_expression,
+                    timezone=row.timezone,
+                    stored_next_run_at=row.next_run_at,
+                    policy=MisfirePolicy(row.misfire_policy),
+                    grace_s=max(row.misfire_grace_s, options.min_grace_s),
+                    now=now,
+                )
+            except (CronbeatError, ValueError, OverflowError) as exc:
+                # One trigger whose schedule no longer computes (a zone dropped from
+                # tzdata, a hand-edited row) must not stop every other trigger's runs.
+                # Its due occurrence is recorded failed, saying why, and it is disabled.
+                plan = _unschedulable(session, row, now, exc)
             for occurrence in plan.occurrences:
                 trigger_ids.append(row.id)
                 scheduled_fors.append(occurrence.scheduled_for)
@@ -196,6 +230,23 @@ def _dispatch_batch(
     return new_ids
 
 
+def _unschedulable(
+    session: Session, row: Row[Any], now: dt.datetime, exc: Exception
+) -> TriggerPlan:
+    reason = f"not run: the trigger's schedule cannot be computed ({exc}); trigger disabled"
+    claims.record_unschedulable(
+        session, trigger_id=row.id, tenant_id=row.tenant_id, project_id=row.project_id,
+        scheduled_for=row.next_run_at, reason=reason, now=now,
+    )
+    log.error(
+        "trigger disabled: its schedule cannot be computed",
+        extra={"action": "dispatch.unschedulable", "tenant_id": row.tenant_id,
+               "project_id": row.project_id, "trigger_id": str(row.id),
+               "scheduled_for": row.next_run_at.isoformat(), "error": type(exc).__name__},
+    )
+    return TriggerPlan(occurrences=[], next_run_at=None)
+
+
 def _publish(
     sessions: sessionmaker[Session],
     publish: Publish,
@@ -216,20 +267,24 @@ def _sweep(
     options: DispatchOptions,
     report: TickReport,
 ) -> None:
+    """Publish again what lost its message, batch by batch, while batches come back full."""
     stale_before = now - dt.timedelta(seconds=options.republish_after_s)
-    # Atomic so that the rows this sweeper marks are exactly the rows it publishes; if
-    # it dies after the commit, the marks age and a later sweep publishes them again.
-    with sessions.begin() as session:
-        deploy.fence(session, options.deployment_id)
-        lost = claims.take_stale_pending(session, now, stale_before, options.batch_size)
-        expired = claims.take_expired_leases(session, now, options.batch_size)
-    again = lost + expired
-    if again:
-        publish(again)
-        log.warning(
-            "published lost messages again",
-            extra={"action": "dispatch.sweep",
-                   "sweep": {"republished": len(lost), "leases_expired": len(expired)}},
-        )
-    report.republished += len(lost)
-    report.leases_expired += len(expired)
+    for _ in range(MAX_SWEEP_BATCHES_PER_TICK):
+        # Atomic so that the rows this sweeper marks are exactly the rows it publishes;
+        # if it dies after the commit, the marks age and a later sweep publishes them.
+        with sessions.begin() as session:
+            deploy.fence(session, options.deployment_id)
+            lost = claims.take_stale_pending(session, now, stale_before, options.batch_size)
+            expired = claims.take_expired_leases(session, now, options.batch_size)
+        again = lost + expired
+        if again:
+            publish(again)
+            log.warning(
+                "published lost messages again",
+                extra={"action": "dispatch.sweep",
+                       "sweep": {"republished": len(lost), "leases_expired": len(expired)}},
+            )
+        report.republished += len(lost)
+        report.leases_expired += len(expired)
+        if len(lost) < options.batch_size and len(expired) < options.batch_size:
+            return

@@ -144,7 +144,7 @@ def test_an_activation_waits_for_a_claim_in_flight_and_stops_the_next_one(
             with engine.connect() as conn:
                 waiting = conn.execute(text(
                     "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
-                    " AND query LIKE 'UPDATE scheduler_state%'"
+                    " AND wait_event = 'advisory' AND query LIKE '%pg_advisory_xact_lock(%'"
                 )).scalar_one()
             time.sleep(0.05)
         assert waiting == 1

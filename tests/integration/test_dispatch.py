@@ -273,3 +273,77 @@ def _age_rows(db: sessionmaker[Session], *, seconds: int) -> None:
                 enqueued_at=Invocation.enqueued_at - shift,
             )
         )
+
+
+def test_a_trigger_whose_schedule_no_longer_computes_is_recorded_failed_and_disabled_alone(
+    db: sessionmaker[Session], broker: redis.Redis
+) -> None:
+    due = dt.datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
+    healthy = [add_trigger(db, cron_expression="*/5 * * * *", next_run_at=due) for _ in range(2)]
+    broken = add_trigger(db, cron_expression="*/5 * * * *", next_run_at=due,
+                         timezone="Not/AZone")  # e.g. a zone a tzdata update removed
+    report = dispatch_tick(db, publish, OPTIONS, now=NOW)
+    assert (report.claimed, report.created, report.published) == (3, 2, 2)
+    for trigger_id in healthy:
+        assert invocations(db, trigger_id) == [(due, InvocationStatus.PENDING)]
+    assert invocations(db, broken) == [(due, InvocationStatus.FAILED)]
+    with db.begin() as session:
+        trigger = session.get_one(Trigger, broken)
+        error = session.execute(
+            select(Invocation.last_error).where(Invocation.trigger_id == broken)
+        ).scalar_one()
+    assert (trigger.enabled, trigger.next_run_at) == (False, None)
+    assert error == ("not run: the trigger's schedule cannot be computed"
+                     " (unknown time zone: Not/AZone); trigger disabled")
+
+
+def test_the_sweep_runs_even_when_the_ticks_own_publishing_fails(
+    db: sessionmaker[Session], broker: redis.Redis
+) -> None:
+    add_trigger(db, cron_expression="0 * * * *",
+                next_run_at=dt.datetime(2026, 6, 1, 11, 0, tzinfo=UTC), misfire_grace_s=86400)
+    dispatch_tick(db, lambda ids: 0, OPTIONS, now=NOW - dt.timedelta(hours=1))  # never sent
+    _age_rows(db, seconds=OPTIONS.republish_after_s + 5)
+    add_trigger(db, cron_expression="0 * * * *",
+                next_run_at=dt.datetime(2026, 6, 1, 12, 0, tzinfo=UTC))
+    calls: list[int] = []
+
+    def fails_once(ids: Sequence[uuid.UUID]) -> int:
+        calls.append(len(ids))
+        if len(calls) == 1:
+            raise TransientError("broker blip")
+        return publish(ids)
+
+    with pytest.raises(TransientError, match="broker blip"):
+        dispatch_tick(db, fails_once, OPTIONS, now=NOW)
+    assert calls == [2, 1]  # two new runs (not published), then the one stale run
+    assert len(queued_ids(broker)) == 1
+
+
+def test_a_grace_below_the_tick_interval_is_raised_to_it(
+    db: sessionmaker[Session], broker: redis.Redis
+) -> None:
+    # Seen 20 s after its instant, as any tick may: with grace 0 a "skip" trigger would
+    # never run at all.
+    trigger_id = add_trigger(db, cron_expression="0 * * * *", misfire_policy="skip",
+                             misfire_grace_s=0,
+                             next_run_at=dt.datetime(2026, 6, 1, 12, 0, tzinfo=UTC))
+    options = DispatchOptions(batch_size=500, republish_after_s=60, min_grace_s=90)
+    dispatch_tick(db, publish, options, now=NOW)
+    assert invocations(db, trigger_id) == [
+        (dt.datetime(2026, 6, 1, 12, 0, tzinfo=UTC), InvocationStatus.PENDING)]
+
+
+def test_the_sweep_republishes_a_backlog_larger_than_one_batch_in_one_tick(
+    db: sessionmaker[Session], broker: redis.Redis
+) -> None:
+    for _ in range(5):
+        add_trigger(db, cron_expression="0 * * * *",
+                    next_run_at=dt.datetime(2026, 6, 1, 12, 0, tzinfo=UTC))
+    small = DispatchOptions(batch_size=2, republish_after_s=60)
+    dispatch_tick(db, lambda ids: len(ids), small, now=NOW)  # "published", but lost
+    assert queued_ids(broker) == []
+    _age_rows(db, seconds=small.republish_after_s + 5)
+    report = dispatch_tick(db, publish, small, now=NOW + dt.timedelta(seconds=10))
+    assert report.republished == 5
+    assert len(set(queued_ids(broker))) == 5
