@@ -133,8 +133,11 @@ def _dispatch(args: argparse.Namespace) -> int:
     import signal
     import time
 
+    from sqlalchemy.exc import SQLAlchemyError
+
     # Importing the worker module configures the Celery app from the environment.
     import tasks.worker  # noqa: F401
+    from app.deploy import Superseded
     from tasks.runtime import get_runtime
     from tasks.ticks import run_tick
 
@@ -151,7 +154,18 @@ def _dispatch(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, stop)
     tick_s = get_runtime().settings.tick_seconds
     while not stopping:
-        print(json.dumps(run_tick()), flush=True)
+        try:
+            print(json.dumps(run_tick()), flush=True)
+        except Superseded as exc:
+            # Like a superseded beat: say so and stop cleanly; the new deployment's
+            # dispatchers take over.
+            print(f"cronbeat: {exc.message}; stopping", file=sys.stderr)
+            return 0
+        except (CronbeatError, SQLAlchemyError) as exc:
+            # A broker or database blip fails this tick, not the process: what it
+            # committed is safe, and the next tick's sweep repairs what it left.
+            print(f"cronbeat: tick failed ({type(exc).__name__}); next tick as usual",
+                  file=sys.stderr, flush=True)
         # Sleep to the next tick boundary (the minute, by default), as beat would.
         deadline = time.time() // tick_s * tick_s + tick_s
         while not stopping and time.time() < deadline:

@@ -27,6 +27,9 @@ def make_engine(settings: Settings, *, pool_size: int = 5) -> Engine:
         # pool_timeout for a pooled connection.
         connect_args={"connect_timeout": CONNECT_TIMEOUT_S},
         pool_timeout=POOL_TIMEOUT_S,
+        # Statement parameters (payloads, headers, secrets) stay out of exception
+        # messages, which end up in logs.
+        hide_parameters=True,
     )
 
 

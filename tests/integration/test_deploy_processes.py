@@ -197,3 +197,25 @@ def test_a_superseded_beat_logs_it_and_exits_cleanly(
     assert _cli("deploy", "activate", "v2").returncode == 0
     assert beat.process.wait(timeout=20) == 0
     assert "superseded by v2" in beat.log_path.read_text()
+
+
+def test_a_looping_cli_dispatcher_ticks_until_superseded_then_exits_cleanly(
+    db: sessionmaker[Session],
+) -> None:
+    assert _cli("deploy", "activate", "v1").returncode == 0
+    process = subprocess.Popen(
+        [sys.executable, "-m", "app.cli", "dispatch"], cwd=ROOT,
+        env={**os.environ, "CRONBEAT_DEPLOYMENT_ID": "v1", "CRONBEAT_TICK_SECONDS": "1"},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        assert process.stdout is not None
+        first = json.loads(process.stdout.readline())
+        assert first["claimed"] == 0
+        assert _cli("deploy", "activate", "v2").returncode == 0
+        assert process.wait(timeout=20) == 0
+        assert process.stderr is not None
+        assert "superseded by v2" in process.stderr.read()
+    finally:
+        if process.poll() is None:
+            process.kill()
