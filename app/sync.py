@@ -5,7 +5,8 @@ definition differs (and left alone, version and all, when it does not), and ever
 trigger the set does not name is deleted. ``next_run_at`` follows the same rule as a
 single save (:func:`app.triggers.next_run_after_save`), computed once per distinct
 (expression, zone) and written set-based: one INSERT, one UPDATE ... FROM (VALUES ...),
-one DELETE, whatever the size of the set.
+one DELETE, whatever the size of the set. A one-time trigger that already fired stays
+finished while its ``run_at`` is unchanged, whatever ``enabled`` the definition says.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from app.triggers import (
     NameTaken,
     cancel_pending,
     complete_definition,
+    is_finished_one_time,
     new_signing_secret,
     next_run_after_save,
 )
@@ -115,6 +117,12 @@ def sync_triggers(
                 if kept is None and not dry_run:
                     kept = secrets[row["name"]] = new_signing_secret()
                 row["signing_secret"] = kept
+            if old is not None and is_finished_one_time(old) and row["run_at"] == old.run_at:
+                # The same file applied again after its one-time trigger fired: that
+                # occurrence is done, and the definition's `enabled` (true by default)
+                # must not try to arm a run_at now in the past. It stays finished; a
+                # changed run_at is a new occurrence and is checked as any other.
+                row["enabled"] = False
             if old is not None and all(getattr(old, c) == row[c] for c in EDITABLE):
                 unchanged.append(row["name"])
                 continue

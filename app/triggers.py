@@ -64,6 +64,10 @@ TARGET_COLUMNS = (
     "task_name", "task_queue",
 )
 _NAME_CONSTRAINT = "uq_triggers_tenant_id_project_id_name"
+# One-time triggers must lie before this instant. Python's datetime ends at year 9999:
+# a run_at near that end cannot be shown in a zone east of UTC (OverflowError), and
+# nothing needs to be scheduled seven millennia ahead.
+RUN_AT_LIMIT = dt.datetime(9000, 1, 1, tzinfo=dt.UTC)
 DISABLED_REASON = "trigger disabled"
 DELETED_REASON = "trigger deleted"
 
@@ -97,8 +101,9 @@ def complete_definition(values: Mapping[str, Any]) -> dict[str, Any]:
         Every column of :data:`EDITABLE`; the target columns of the other kind cleared.
 
     Raises:
-        InvalidTrigger: no schedule or two, a naive ``run_at``, a bad zone or expression,
-            a backoff cap below its base, or an incomplete target.
+        InvalidTrigger: no schedule or two, a naive ``run_at`` or one past
+            :data:`RUN_AT_LIMIT`, a bad zone or expression, a backoff cap below its base,
+            or an incomplete target.
     """
     unknown = set(values) - set(EDITABLE)
     assert not unknown, f"not trigger columns: {sorted(unknown)}"
@@ -118,6 +123,8 @@ def complete_definition(values: Mapping[str, Any]) -> dict[str, Any]:
         raise InvalidTrigger("run_at", "must carry a UTC offset")
     else:
         row["run_at"] = row["run_at"].astimezone(dt.UTC)
+        if row["run_at"] >= RUN_AT_LIMIT:
+            raise InvalidTrigger("run_at", f"must be before {RUN_AT_LIMIT.date().isoformat()}")
     if row["backoff_cap_s"] < row["backoff_base_s"]:
         raise InvalidTrigger("backoff_cap_s", "must be at least backoff_base_s")
     row["target_kind"] = TargetKind(row["target_kind"])
@@ -131,6 +138,20 @@ def complete_definition(values: Mapping[str, Any]) -> dict[str, Any]:
         row.update(webhook_url=None, webhook_method="POST", webhook_headers={},
                    signing_secret=None)
     return row
+
+
+def is_finished_one_time(trigger: Trigger) -> bool:
+    """Return whether ``trigger`` is a one-time trigger whose occurrence was dispatched.
+
+    The dispatcher leaves such a trigger disabled, without ``next_run_at``, and with
+    ``last_scheduled_for`` at its ``run_at``.
+    """
+    return (
+        trigger.run_at is not None
+        and not trigger.enabled
+        and trigger.next_run_at is None
+        and trigger.last_scheduled_for == trigger.run_at
+    )
 
 
 def next_run_after_save(
@@ -288,7 +309,7 @@ def update_trigger(
     session: Session, tenant_id: str, project_id: str, trigger_id: uuid.UUID,
     changes: Mapping[str, Any], *, now: dt.datetime, expected_version: int | None = None,
 ) -> tuple[Trigger, str | None]:
-    """Apply a partial update, bump ``version`` and ``updated_at``.
+    """Apply a partial update, bump ``version`` and ``updated_at``; a no-op writes nothing.
 
     Giving ``cron_expression`` clears ``run_at`` and the other way round; giving
     ``target_kind`` replaces the whole target (a webhook keeps its secret unless a new one
@@ -319,6 +340,10 @@ def update_trigger(
     if changes.get("run_at") is not None and "cron_expression" not in changes:
         merged["cron_expression"] = None
     new = complete_definition(merged)
+    if all(getattr(trigger, column) == new[column] for column in EDITABLE):
+        # Nothing differs (an empty PATCH, a resume of a running trigger): no write, so
+        # the version, the ETag and updated_at stay what the caller may already hold.
+        return trigger, None
     generated = None
     if new["target_kind"] is TargetKind.WEBHOOK and new["signing_secret"] is None:
         generated = new["signing_secret"] = new_signing_secret()

@@ -10,6 +10,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from app import invocations, sync, triggers
+from app.dispatch import DispatchOptions, dispatch_tick
 from app.enums import InvocationStatus
 from app.errors import Conflict, NotFound
 from app.models import Invocation, Trigger
@@ -250,3 +251,46 @@ def test_renaming_onto_a_taken_name_is_name_taken_and_changes_nothing(
         assert triggers.get_trigger(session, "t1", "p1", second.id).version == 1
     with db.begin() as session:
         assert session.get(Trigger, second.id).name == "b"
+
+
+def test_the_core_refuses_a_run_at_past_the_year_9000(db: sessionmaker[Session]):
+    far = dt.datetime(9999, 12, 31, 23, tzinfo=UTC)
+    once = _nightly(name="once", cron_expression=None, run_at=far, timezone="Etc/GMT-14")
+    with pytest.raises(triggers.InvalidTrigger) as caught, db.begin() as session:
+        sync.sync_triggers(session, "t1", "p1", [once], now=NOW)
+    assert caught.value.field == "triggers.0.run_at"
+    with pytest.raises(triggers.InvalidTrigger) as caught, db.begin() as session:
+        triggers.create_trigger(session, "t1", "p1", dict(once, enabled=False), now=NOW)
+    assert caught.value.field == "run_at"
+    with db.begin() as session:
+        assert session.scalar(select(func.count()).select_from(Trigger)) == 0
+
+
+def test_re_syncing_a_one_time_trigger_the_dispatcher_fired_leaves_it_finished(
+    db: sessionmaker[Session],
+):
+    run_at = NOW + dt.timedelta(hours=1)
+    once = _nightly(name="once", cron_expression=None, run_at=run_at)
+    with db.begin() as session:
+        assert sync.sync_triggers(session, "t1", "p1", [once], now=NOW).created == ["once"]
+    published: list[uuid.UUID] = []
+
+    def publish(ids: list[uuid.UUID]) -> int:
+        published.extend(ids)
+        return len(ids)
+
+    dispatch_tick(db, publish, DispatchOptions(), now=run_at + dt.timedelta(seconds=1))
+    assert len(published) == 1
+    later = run_at + dt.timedelta(hours=1)
+    with db.begin() as session:
+        fired = session.scalars(select(Trigger)).one()
+        assert (fired.enabled, fired.next_run_at, fired.last_scheduled_for) == (
+            False, None, run_at)
+        result = sync.sync_triggers(session, "t1", "p1", [once], now=later)
+    assert (result.unchanged, result.updated) == (["once"], [])
+    with db.begin() as session:
+        still = session.scalars(select(Trigger)).one()
+        assert (still.enabled, still.next_run_at, still.version) == (False, None, 1)
+    with pytest.raises(triggers.InvalidTrigger) as caught, db.begin() as session:
+        sync.sync_triggers(session, "t1", "p1", [dict(once, run_at=NOW)], now=later)
+    assert caught.value.field == "triggers.0.run_at"

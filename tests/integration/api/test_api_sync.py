@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from sqlalchemy import func, select, text
+import datetime as dt
+
+from sqlalchemy import func, select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.models import Invocation, Trigger
@@ -77,3 +79,31 @@ def test_an_invalid_sync_writes_nothing_and_names_the_item(
     assert_error(api.put("/triggers", json={"triggers": [{"name": "x"}] * 1001}), 422,
                  "triggers")
     assert _counts(db) == before
+
+
+def test_a_fired_one_time_trigger_syncs_as_unchanged_and_stays_finished(
+    api: Caller, db: sessionmaker[Session],
+):
+    once = trigger_body(name="once", cron_expression=None, run_at="2099-01-01T00:00:00Z")
+    assert api.put("/triggers", json={"triggers": [once]}).json["created"] == ["once"]
+    # What the dispatcher leaves once it fired it (run_at moved back: the clock is real).
+    fired_at = dt.datetime(2001, 1, 1, tzinfo=dt.UTC)
+    with db.begin() as session:
+        session.execute(update(Trigger).values(run_at=fired_at, next_run_at=None,
+                                               enabled=False, last_scheduled_for=fired_at))
+    fired = dict(once, run_at="2001-01-01T00:00:00Z")
+    for definition in (fired, dict(fired, enabled=True), dict(fired, enabled=False)):
+        again = api.put("/triggers", json={"triggers": [definition]})
+        assert again.status_code == 200, again.json
+        assert again.json["unchanged"] == ["once"]
+    described = api.put("/triggers", json={"triggers": [dict(fired, description="done")]})
+    assert described.json["updated"] == ["once"]
+    finished = api.get("/triggers").json["items"][0]
+    assert (finished["enabled"], finished["next_run_at"], finished["description"]) == (
+        False, None, "done")
+    moved = api.put("/triggers", json={"triggers": [dict(once, run_at="2002-01-01T00:00:00Z")]})
+    assert_error(moved, 422, "triggers.0.run_at")
+    rearmed = api.put("/triggers", json={"triggers": [once]})
+    assert rearmed.json["updated"] == ["once"]
+    armed = api.get("/triggers").json["items"][0]
+    assert (armed["enabled"], armed["next_run_at"]) == (True, "2099-01-01T00:00:00+00:00")
