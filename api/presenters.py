@@ -1,12 +1,20 @@
-"""Turn rows into the dicts the output schemas dump."""
+"""Turn rows into the dicts the output schemas dump.
+
+A webhook's header values and URL password are credentials more often than not
+(``Authorization``, ``X-Api-Key``, ``https://user:token@...``): every answer shows the
+header names and the URL with those values replaced by :data:`REDACTED`. Only the
+signing secret is ever shown, once, when it is created.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from cron_descriptor import ExpressionDescriptor, Options
 
+from api.schemas.fields import REDACTED
 from app import cron, scheduling
 from app.enums import TargetKind
 from app.models import Invocation, InvocationAttempt, Trigger
@@ -25,22 +33,42 @@ def describe_cron(cron_expression: str) -> str:
         return expression
 
 
+def _local(moment: dt.datetime, timezone: str) -> dt.datetime:
+    # A stored instant near the end of datetime's range (year 9999) has no local time in
+    # a zone east of UTC; the answer shows it in UTC rather than failing.
+    try:
+        return moment.astimezone(scheduling.validate_timezone(timezone))
+    except OverflowError:
+        return moment.astimezone(dt.UTC)
+
+
 def describe_schedule(trigger: Trigger) -> str:
     """Describe a trigger's schedule in words."""
     if trigger.cron_expression is not None:
         return describe_cron(trigger.cron_expression)
-    local = trigger.run_at.astimezone(scheduling.validate_timezone(trigger.timezone))
-    return f"Once, at {local.isoformat()}"
+    return f"Once, at {_local(trigger.run_at, trigger.timezone).isoformat()}"
+
+
+def redact_url(url: str) -> str:
+    """Return ``url`` with the password of its userinfo, if any, replaced."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    userinfo, _, hostport = parts.netloc.rpartition("@")
+    user = userinfo.partition(":")[0]
+    return urlunsplit(parts._replace(netloc=f"{user}:{REDACTED}@{hostport}"))
 
 
 def trigger_view(
     trigger: Trigger, last: Invocation | None, *, signing_secret: str | None = None
 ) -> dict[str, Any]:
-    """Return a trigger as the API shows it (the secret only when given, to show once)."""
+    """Return a trigger as the API shows it: credentials redacted (see the module doc),
+    the signing secret only when given, to show once."""
     if trigger.target_kind is TargetKind.WEBHOOK:
         target: dict[str, Any] = {
-            "kind": "webhook", "url": trigger.webhook_url, "method": trigger.webhook_method,
-            "headers": trigger.webhook_headers or {},
+            "kind": "webhook", "url": redact_url(trigger.webhook_url),
+            "method": trigger.webhook_method,
+            "headers": dict.fromkeys(trigger.webhook_headers or {}, REDACTED),
             "has_signing_secret": trigger.signing_secret is not None,
         }
     else:
@@ -67,7 +95,6 @@ def trigger_view(
 
 def preview_view(trigger: Trigger, now: dt.datetime, count: int) -> dict[str, Any]:
     """Return the trigger's next ``count`` fire times (none left for a past one-time)."""
-    zone = scheduling.validate_timezone(trigger.timezone)
     if trigger.cron_expression is not None:
         times = scheduling.next_run_times(trigger.cron_expression, trigger.timezone, now, count)
     else:
@@ -79,7 +106,7 @@ def preview_view(trigger: Trigger, now: dt.datetime, count: int) -> dict[str, An
         "description": describe_schedule(trigger),
         "next_run_times": [
             {"utc": moment.astimezone(dt.UTC).isoformat(),
-             "local": moment.astimezone(zone).isoformat()}
+             "local": _local(moment, trigger.timezone).isoformat()}
             for moment in times
         ],
     }

@@ -5,7 +5,7 @@ from __future__ import annotations
 import marshmallow as ma
 from marshmallow import fields, validate
 
-from api.schemas.fields import Str
+from api.schemas.fields import MAX_CRON_CHARS, Str
 from app.apikeys import KEY_NAME_PATTERN, TENANT_PATTERN
 
 
@@ -23,7 +23,8 @@ class ErrorSchema(ma.Schema):
 
 
 class ScheduleCheckSchema(ma.Schema):
-    cron_expression = Str(required=True, validate=validate.Length(max=256))
+    # As long as a trigger's expression may be: one that validates here can be saved.
+    cron_expression = Str(required=True, validate=validate.Length(max=MAX_CRON_CHARS))
     timezone = Str(load_default="UTC", validate=validate.Length(max=256))
 
 

@@ -12,31 +12,42 @@ import base64
 import binascii
 import datetime as dt
 import re
+import unicodedata
 from typing import Any
+from urllib.parse import urlsplit
 
 import marshmallow as ma
 from marshmallow import ValidationError, fields, post_load, validate, validates_schema
 
 from api.schemas.fields import (
+    MAX_CRON_CHARS,
     MAX_TEMPLATE_BYTES,
     NAME_PATTERN,
+    REDACTED,
     JsonValue,
     OneOfSchemas,
     Str,
     check_cron,
+    check_template,
     check_timezone,
     utf8_max,
 )
+from api.state import state
 from app import scheduling
+from app.delivery import _RESERVED_HEADERS as DELIVERY_RESERVED_HEADERS
+from app.delivery import DEFAULT_TASK_QUEUE
 from app.enums import MisfirePolicy, OverlapPolicy
 from app.sync import MAX_SYNC_TRIGGERS
+from app.triggers import RUN_AT_LIMIT
 
 METHODS = ("POST", "PUT", "PATCH", "GET", "DELETE")
 MAX_HEADERS = 50
 MAX_HEADER_VALUE_BYTES = 1024
 # The sender sets these itself: framing and hop-by-hop headers, and the Standard
-# Webhooks signature headers a receiver verifies.
-RESERVED_HEADERS = frozenset({
+# Webhooks signature headers a receiver verifies. Delivery drops the ones in its own set
+# (Content-Type, User-Agent...); they are refused here so a trigger never shows a header
+# that is not sent.
+RESERVED_HEADERS = DELIVERY_RESERVED_HEADERS | frozenset({
     "host", "content-length", "transfer-encoding", "connection", "keep-alive", "upgrade",
     "te", "trailer", "proxy-authorization", "proxy-connection",
     "webhook-id", "webhook-timestamp", "webhook-signature",
@@ -51,22 +62,44 @@ _TEXT_LINE = r"^[^\x00-\x1f\x7f]{1,200}$"
 
 
 def _check_header_value(value: str) -> None:
-    if any(char in value for char in "\r\n\x00"):
-        raise ValidationError("must not contain CR, LF or NUL")
+    # What the HTTP client can send as is: Latin-1 (http.client encodes values so), no
+    # control characters (CR and LF would split the header), and nothing it strips or
+    # refuses at the edges.
+    if any(unicodedata.category(char) == "Cc" for char in value):
+        raise ValidationError("must not contain control characters")
+    try:
+        value.encode("latin-1")
+    except UnicodeEncodeError:
+        raise ValidationError("must be Latin-1 text") from None
+    if value != value.strip():
+        raise ValidationError("must not start or end with whitespace")
+    if value == REDACTED:
+        raise ValidationError(f"{REDACTED} is what reads show: send the value itself")
     utf8_max(MAX_HEADER_VALUE_BYTES)(value)
 
 
 def _check_headers(headers: dict[str, str]) -> None:
     if len(headers) > MAX_HEADERS:
         raise ValidationError(f"at most {MAX_HEADERS} headers")
-    reserved = sorted(name for name in headers if name.lower() in RESERVED_HEADERS)
-    if reserved:
-        raise ValidationError(f"set by Cronbeat, not allowed: {', '.join(reserved)}")
 
 
 def _check_header_name(name: str) -> None:
     if not _TOKEN.fullmatch(name):
         raise ValidationError("must be an HTTP header name")
+    if name.lower() in RESERVED_HEADERS:
+        raise ValidationError("set by Cronbeat, not allowed")
+
+
+def _check_url_authority(url: str) -> None:
+    parts = urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError:
+        port = 0
+    if port is not None and not 1 <= port <= 65535:
+        raise ValidationError("the port must be 1-65535")
+    if not parts.hostname:
+        raise ValidationError("must name a host")
 
 
 def _check_secret(value: str) -> None:
@@ -90,13 +123,15 @@ class WebhookTargetSchema(ma.Schema):
     kind = Str(required=True, validate=validate.OneOf(["webhook"]))
     url = fields.Url(
         required=True, schemes={"http", "https"}, require_tld=False,
-        validate=validate.Length(max=2048),
+        validate=[validate.Length(max=2048), _check_url_authority],
     )
     method = Str(load_default="POST", validate=validate.OneOf(METHODS))
     headers = fields.Dict(
         keys=Str(validate=_check_header_name), values=Str(validate=_check_header_value),
         load_default=dict, validate=_check_headers,
-        metadata={"description": f"At most {MAX_HEADERS}; values at most 1 KiB."},
+        metadata={"description": f"At most {MAX_HEADERS}; values Latin-1, at most 1 KiB, no"
+                  " control characters or surrounding whitespace. Reads show the names"
+                  f" only, each value as {REDACTED}."},
     )
     signing_secret = Str(
         validate=_check_secret,
@@ -112,7 +147,21 @@ class TaskTargetSchema(ma.Schema):
     queue = Str(
         allow_none=True, load_default=None,
         validate=[validate.Regexp(_TASK_NAME), _check_task_name],
+        metadata={"description": "One of the operator's queues (CRONBEAT_TASK_QUEUES); left"
+                  f" out or null: {DEFAULT_TASK_QUEUE!r}, if the operator allows it."},
     )
+
+    @validates_schema
+    def _queue_is_the_operators(self, data: dict[str, Any], **_: Any) -> None:
+        # The names are the operator's configuration, so the message does not list them.
+        allowed = state().settings.task_queues
+        queue = data.get("queue")
+        if queue is None and DEFAULT_TASK_QUEUE not in allowed:
+            raise ValidationError({"queue": [
+                f"required: the default queue {DEFAULT_TASK_QUEUE!r} is not one of the"
+                " operator's queues"]})
+        if queue is not None and queue not in allowed:
+            raise ValidationError({"queue": ["must be one of the operator's queues"]})
 
 
 TARGETS = {"webhook": WebhookTargetSchema, "task": TaskTargetSchema}
@@ -144,18 +193,20 @@ class TriggerFieldsSchema(ma.Schema):
     description = Str(validate=validate.Length(max=2000))
     enabled = fields.Boolean()
     cron_expression = Str(
-        validate=[validate.Length(min=1, max=200), check_cron],
+        validate=[validate.Length(min=1, max=MAX_CRON_CHARS), check_cron],
         metadata={"description": "Five fields or a macro; exactly one of this or run_at."},
     )
     timezone = Str(validate=[validate.Length(min=1, max=64), check_timezone],
                    metadata={"description": "IANA zone the expression is read in (UTC)."})
     run_at = fields.DateTime(
-        metadata={"description": "One-time trigger: an ISO 8601 instant in the future, with"
-                  " a UTC offset (or local to the given timezone)."},
+        metadata={"description": "One-time trigger: an ISO 8601 instant in the future and"
+                  " before 9000-01-01, with a UTC offset (or local to the given timezone)."},
     )
     target = OneOfSchemas(TARGETS)
     payload = JsonValue(metadata={"description": "Any JSON, at most 64 KiB."})
-    message_template = Str(allow_none=True, validate=utf8_max(MAX_TEMPLATE_BYTES))
+    message_template = Str(allow_none=True,
+                           validate=[utf8_max(MAX_TEMPLATE_BYTES), check_template],
+                           metadata={"description": "Jinja2, compiled when saved."})
     max_attempts = fields.Integer(strict=True, validate=validate.Range(1, 100))
     backoff_base_s = fields.Integer(strict=True, validate=validate.Range(0, 86_400))
     backoff_cap_s = fields.Integer(strict=True, validate=validate.Range(0, 86_400))
@@ -186,9 +237,12 @@ class TriggerFieldsSchema(ma.Schema):
                     {"run_at": ["needs a UTC offset, or a timezone to read it in"]})
             run_at = run_at.replace(tzinfo=scheduling.validate_timezone(data["timezone"]))
         try:
-            run_at.astimezone(dt.UTC)
+            utc = run_at.astimezone(dt.UTC)
         except OverflowError:
-            raise ValidationError({"run_at": ["out of range"]}) from None
+            utc = dt.datetime.max.replace(tzinfo=dt.UTC)
+        if utc >= RUN_AT_LIMIT:
+            raise ValidationError(
+                {"run_at": [f"must be before {RUN_AT_LIMIT.date().isoformat()}"]})
 
     @post_load
     def _to_columns(self, data: dict[str, Any], **_: Any) -> dict[str, Any]:

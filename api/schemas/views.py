@@ -17,9 +17,11 @@ _NULL = {"allow_none": True}
 
 class WebhookTargetOutSchema(ma.Schema):
     kind = fields.String(validate=validate.OneOf(["webhook"]), required=True)
-    url = fields.String(required=True)
+    url = fields.String(required=True,
+                        metadata={"description": "A password in it shows as <redacted>."})
     method = fields.String(required=True)
-    headers = fields.Dict(keys=fields.String(), values=fields.String(), required=True)
+    headers = fields.Dict(keys=fields.String(), values=fields.String(), required=True,
+                          metadata={"description": "The names; every value is <redacted>."})
     has_signing_secret = fields.Boolean(
         required=True,
         metadata={"description": "The secret itself is shown once, when it is created."},

@@ -6,6 +6,8 @@ The app is built once per run from the suite's ``settings`` (real PostgreSQL and
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 from collections.abc import Iterator
 from typing import Any
 
@@ -21,14 +23,28 @@ from app.config import Settings
 
 ADMIN_TOKEN = "test-admin-token-0123456789"  # the suite's settings (tests/conftest.py)
 PROJECT = "proj-1"
+# The queues the suite's operator lets task targets use (CRONBEAT_TASK_QUEUES).
+TASK_QUEUES = frozenset({"celery", "reports"})
 
 
 @pytest.fixture(scope="session")
 def app(settings: Settings) -> Iterator[Flask]:
-    app = create_app(settings)
+    app = create_app(dataclasses.replace(settings, task_queues=TASK_QUEUES))
     app.config["TESTING"] = True
     yield app
     app.extensions["cronbeat"].engine.dispose()
+
+
+@contextlib.contextmanager
+def operator_queues(app: Flask, *names: str) -> Iterator[None]:
+    """Run the block as if the operator had set CRONBEAT_TASK_QUEUES to ``names``."""
+    state = app.extensions["cronbeat"]
+    settings = dataclasses.replace(state.settings, task_queues=frozenset(names))
+    app.extensions["cronbeat"] = dataclasses.replace(state, settings=settings)
+    try:
+        yield
+    finally:
+        app.extensions["cronbeat"] = state
 
 
 @pytest.fixture

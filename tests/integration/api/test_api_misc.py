@@ -12,7 +12,7 @@ from flask.testing import FlaskClient
 from api import create_app
 from api.openapi import spec_text
 from app.config import Settings
-from tests.integration.api.conftest import Caller, assert_error
+from tests.integration.api.conftest import Caller, assert_error, trigger_body
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -84,3 +84,16 @@ def test_openapi_json_in_the_repository_matches_the_code():
     assert stored == spec_text(), (
         "openapi.json is stale: run `cronbeat openapi > openapi.json` and commit it")
     assert json.loads(stored)["paths"]
+
+
+def test_validate_takes_expressions_as_long_as_a_trigger_does(api: Caller):
+    longest = "00 0 * * " + ",".join(["1"] * 96)  # 200 characters, a valid expression
+    assert len(longest) == 200
+    ok = api.post("/api/v1/schedules/validate", json={"cron_expression": longest})
+    assert ok.status_code == 200 and ok.json["valid"] is True
+    assert api.create(cron_expression=longest)["cron_expression"] == longest
+    too_long = longest + ",1"
+    assert_error(api.post("/api/v1/schedules/validate", json={"cron_expression": too_long}),
+                 422, "cron_expression")
+    assert_error(api.post("/triggers", json=trigger_body(name="x", cron_expression=too_long)),
+                 422, "cron_expression")

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.models import Trigger
@@ -152,3 +154,66 @@ def test_unknown_routes_and_methods_have_the_error_shape(api: Caller):
 def test_nul_in_a_query_string_is_a_422(api: Caller):
     assert_error(api.get("/triggers?ref=a%00b"), 422, "ref")
     assert_error(api.get("/triggers?name_prefix=a%00b"), 422, "name_prefix")
+
+
+@pytest.mark.parametrize("template", ["{{ ", "{% if %}", "{{ x | no_such_filter }}",
+                                      "{% for x in y %}", "{{ " + "(" * 5000 + " }}"])
+def test_a_template_that_does_not_compile_is_a_422_naming_it(
+    api: Caller, db: sessionmaker[Session], template: str,
+):
+    assert_error(api.post("/triggers", json=trigger_body(message_template=template)), 422,
+                 "message_template")
+    with db.begin() as session:
+        assert session.scalar(select(func.count()).select_from(Trigger)) == 0
+
+
+def test_a_template_is_compiled_on_patch_and_sync_too(api: Caller):
+    created = api.create(message_template="{{ trigger.name }} fired")
+    path = f"/triggers/{created['id']}"
+    assert_error(api.patch(path, json={"message_template": "{% endif %}"}), 422,
+                 "message_template")
+    synced = api.put("/triggers", json={"triggers": [trigger_body(message_template="{{ ")]})
+    assert_error(synced, 422, "triggers.0.message_template")
+    assert api.get(path).json["message_template"] == "{{ trigger.name }} fired"
+
+
+FAR = "9999-12-31T23:00:00+00:00"
+
+
+def test_a_run_at_past_the_year_9000_is_a_422_wherever_it_comes_from(
+    api: Caller, db: sessionmaker[Session],
+):
+    once = {"cron_expression": None, "run_at": FAR, "timezone": "Etc/GMT-14"}
+    assert_error(api.post("/triggers", json=trigger_body(**once)), 422, "run_at")
+    assert_error(api.post("/triggers", json=trigger_body(
+        cron_expression=None, run_at="9999-12-31T23:00:00", timezone="Etc/GMT+12")),
+        422, "run_at")
+    assert_error(api.put("/triggers", json={"triggers": [trigger_body(**once)]}), 422,
+                 "triggers.0.run_at")
+    latest = api.create(cron_expression=None, run_at="8999-12-31T23:00:00+00:00")
+    path = f"/triggers/{latest['id']}"
+    shifted = api.patch(path, json={"timezone": "Etc/GMT-14"})
+    assert shifted.status_code == 200, shifted.json
+    assert shifted.json["schedule_description"] == "Once, at 9000-01-01T13:00:00+14:00"
+    assert_error(api.patch(path, json={"run_at": FAR}), 422, "run_at")
+    assert api.get("/triggers").status_code == 200
+
+
+def test_a_stored_far_future_run_at_still_reads_and_is_refused_on_change(
+    api: Caller, db: sessionmaker[Session],
+):
+    # A row saved before run_at was bounded: reads must not fail on it.
+    created = api.create(cron_expression=None, run_at="2099-01-01T00:00:00Z",
+                         timezone="Etc/GMT-14")
+    far = dt.datetime(9999, 12, 31, 23, tzinfo=dt.UTC)
+    with db.begin() as session:
+        session.execute(update(Trigger).values(run_at=far, next_run_at=far))
+    path = f"/triggers/{created['id']}"
+    listed = api.get("/triggers")
+    assert listed.status_code == 200, listed.get_data(as_text=True)
+    assert listed.json["items"][0]["schedule_description"] == "Once, at 9999-12-31T23:00:00+00:00"
+    assert api.get(path).status_code == 200
+    preview = api.get(f"{path}/preview")
+    assert preview.status_code == 200
+    assert preview.json["next_run_times"] == [{"utc": FAR, "local": FAR}]
+    assert_error(api.patch(path, json={"timezone": "Etc/GMT-12"}), 422, "run_at")
