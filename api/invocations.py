@@ -40,7 +40,7 @@ def list_invocations(query: dict[str, Any], project_id: str, trigger_id: uuid.UU
     cursor = None
     if len(rows) > limit:
         cursor = encode_cursor(page[-1].scheduled_for.isoformat(), str(page[-1].id))
-    return {"items": items, "next": next_link(cursor)}
+    return {"items": items, "next": next_link(cursor, query)}
 
 
 @blp.route("/invocations/<uuid:invocation_id>", methods=["GET"])

@@ -5,9 +5,12 @@ from __future__ import annotations
 import base64
 import binascii
 import datetime as dt
+import enum
 import json
 import uuid
+from collections.abc import Mapping
 from typing import Any
+from urllib.parse import urlencode
 
 from flask import request, url_for
 from webargs.flaskparser import abort
@@ -57,9 +60,24 @@ def decode_time_cursor(cursor: str | None) -> tuple[dt.datetime, uuid.UUID] | No
         abort(422, message="The request is invalid.", messages={"query": {"cursor": [_BAD]}})
 
 
-def next_link(cursor: str | None, **_: Any) -> str | None:
-    """Return this request's URL with ``cursor`` replaced, or None on the last page."""
+def _query_text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, enum.Enum):
+        return str(value.value)
+    return str(value)
+
+
+def next_link(cursor: str | None, query: Mapping[str, Any]) -> str | None:
+    """Return the next page's URL, or None on the last page.
+
+    It is this path with ``query`` (the values the endpoint's query schema loaded) and
+    ``cursor``. The raw query string never reaches ``url_for``: a client's parameter
+    would otherwise collide with the path's (``project_id``) or with url_for's own
+    (``_external``, ``_anchor``...).
+    """
     if cursor is None:
         return None
-    args = {key: value for key, value in request.args.items() if key != "cursor"}
-    return url_for(request.endpoint, **(request.view_args or {}), **args, cursor=cursor)
+    args = [(key, _query_text(value)) for key, value in query.items() if key != "cursor"]
+    path = url_for(request.endpoint, **(request.view_args or {}))
+    return f"{path}?{urlencode([*args, ('cursor', cursor)])}"

@@ -14,6 +14,7 @@ from typing import Any
 
 import flask
 import flask_smorest
+import marshmallow as ma
 from webargs import core
 from webargs.flaskparser import FlaskParser, abort, is_json_request
 
@@ -52,7 +53,14 @@ def _storable(value: Any) -> bool:
 
 
 class SafeParser(FlaskParser):
-    """webargs' Flask parser with a strict JSON decoder."""
+    """webargs' Flask parser with a strict JSON decoder, refusing unknown query parameters.
+
+    An unknown query parameter is a 422 naming it, as an unknown body field is: a typo
+    (``?enable=false``) fails loudly instead of silently listing everything.
+    """
+
+    DEFAULT_UNKNOWN_BY_LOCATION = {**FlaskParser.DEFAULT_UNKNOWN_BY_LOCATION,
+                                   "query": ma.RAISE}
 
     def _raw_load_json(self, req: flask.Request) -> Any:
         if not is_json_request(req):

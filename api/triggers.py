@@ -57,7 +57,9 @@ IF_MATCH = {
 }
 
 
-_STRONG_ETAG = re.compile(r'"([0-9]{1,9})"')
+# Versions are written without leading zeros, so this is the exact-string comparison:
+# "01" is not the ETag "1" (RFC 9110 compares entity tags character by character).
+_STRONG_ETAG = re.compile(r'"([1-9][0-9]{0,8})"')
 
 
 def _etag(trigger: Trigger) -> dict[str, str]:
@@ -102,7 +104,7 @@ class TriggerCollection(MethodView):
             last = last_invocations(session, auth.tenant_id(), [t.id for t in page])
             items = [trigger_view(t, last.get(t.id)) for t in page]
         cursor = encode_cursor(str(page[-1].id)) if len(rows) > limit else None
-        return {"items": items, "next": next_link(cursor)}
+        return {"items": items, "next": next_link(cursor, query)}
 
     @blp.arguments(TriggerCreateSchema)
     @blp.response(201, SavedTriggerSchema, headers=ETAG)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
+from urllib.parse import parse_qs, urlsplit
 
+import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -160,3 +162,63 @@ def test_renaming_onto_a_taken_name_is_a_409_naming_name(api: Caller):
     second = api.create(name="b")
     assert_error(api.patch(f"/triggers/{second['id']}", json={"name": "a"}), 409, "name")
     assert api.get(f"/triggers/{second['id']}").json["name"] == "b"
+
+
+def test_next_links_carry_only_the_documented_query_values(api: Caller):
+    for number in range(3):
+        api.create(name=f"job-{number}", enabled=number != 1)
+    first = api.get("/triggers?limit=1&enabled=true&name_prefix=job-")
+    assert first.status_code == 200
+    link = first.json["next"]
+    assert link.startswith("/api/v1/projects/proj-1/triggers?")
+    query = parse_qs(urlsplit(link).query)
+    assert set(query) == {"enabled", "name_prefix", "limit", "cursor"}
+    assert (query["enabled"], query["name_prefix"], query["limit"]) == (["true"], ["job-"],
+                                                                         ["1"])
+    second = api.get(link)
+    assert second.status_code == 200 and second.json["next"] is None
+    names = [t["name"] for t in first.json["items"] + second.json["items"]]
+    assert sorted(names) == ["job-0", "job-2"]
+
+
+@pytest.mark.parametrize("extra", ["project_id=x", "endpoint=x", "_external=1", "_anchor=a",
+                                   "_scheme=ftp", "_method=POST", "values=1", "surprise=1"])
+def test_an_unknown_query_parameter_is_a_422_naming_it(api: Caller, extra: str):
+    api.create(name="a")
+    api.create(name="b")
+    name = extra.split("=")[0]
+    assert_error(api.get(f"/triggers?limit=1&{extra}"), 422, name)
+    trigger = api.get("/triggers").json["items"][0]
+    assert_error(api.get(f"/triggers/{trigger['id']}/invocations?limit=1&{extra}"), 422, name)
+    assert_error(api.put(f"/triggers?{extra}", json={"triggers": []}), 422, name)
+    assert len(api.get("/triggers").json["items"]) == 2
+
+
+def test_if_match_compares_the_etag_exactly(api: Caller):
+    created = api.create()
+    path = f"/triggers/{created['id']}"
+    for stale in ('"01"', '"001"', 'W/"1"', '"+1"', "1"):
+        assert_error(api.patch(path, json={"description": "x"}, headers={"If-Match": stale}),
+                     412)
+    assert api.get(path).json["version"] == 1
+    assert api.patch(path, json={"description": "x"},
+                     headers={"If-Match": '"1"'}).status_code == 200
+
+
+def test_a_patch_that_changes_nothing_writes_nothing(api: Caller):
+    created = api.create(description="same", cron_expression="*/5 * * * *", timezone="UTC",
+                         target={"kind": "webhook", "url": "https://example.com/hook",
+                                 "headers": {"X-A": "1"}})
+    path = f"/triggers/{created['id']}"
+    for changes in ({}, {"description": "same"}, {"enabled": True},
+                    {"cron_expression": "*/5 * * * *", "timezone": "UTC"},
+                    {"target": {"kind": "webhook", "url": "https://example.com/hook",
+                                "headers": {"X-A": "1"}}}):
+        response = api.patch(path, json=changes, headers={"If-Match": '"1"'})
+        assert response.status_code == 200, (changes, response.json)
+        assert response.headers["ETag"] == '"1"' and response.json["version"] == 1
+        assert response.json["updated_at"] == created["updated_at"]
+        assert response.json["next_run_at"] == created["next_run_at"]
+        assert response.json["signing_secret"] is None
+    assert api.post(f"{path}/resume").json["version"] == 1
+    assert api.patch(path, json={"description": "new"}).json["version"] == 2
