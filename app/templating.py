@@ -1,63 +1,45 @@
-"""Rendering a trigger's message template in Jinja2's sandbox.
+"""Rendering a trigger's message template in a bounded Jinja2 sandbox.
 
-Templates are written by tenants and rendered on our workers, so they run in
-:class:`SandboxedEnvironment` (no ``__class__``/``__globals__`` escapes, no unsafe
-callables), with :class:`StrictUndefined` (a misspelt variable is an error the user sees,
-not an empty string delivered), autoescape off (the message is JSON-encoded by the
-caller, not embedded in HTML) and budgets: the rendered text, ``range()`` items per render,
-and the sizes ``*`` and ``**`` may produce. The budgets make accidents cheap; a template
-that still burns CPU is bounded by the invocation's lease.
+Templates are written by tenants and rendered on our workers, in the sandbox of
+:mod:`app.template_sandbox`, with :class:`StrictUndefined` (a misspelt variable is an
+error the user sees, not an empty string delivered) and autoescape off (the message is
+JSON-encoded by the caller, not embedded in HTML).
+
+A worker renders one template at a time, so a template must not be able to hold it for
+long or exhaust its memory: one ``* * * * *`` trigger would otherwise stop every
+tenant's deliveries. The sandbox bounds the size of every value a template builds and
+the items its loops take (:mod:`app.template_limits`); a render is also stopped after
+:data:`TEMPLATE_RENDER_TIMEOUT_S`, by ``SIGALRM`` in the main thread (where Celery's
+prefork children run tasks) and by the sandbox's deadline checks everywhere else.
 """
 
 from __future__ import annotations
 
-import operator
-from collections.abc import Mapping, Sized
+import contextlib
+import signal
+import threading
+import time
+import types
+from collections.abc import Iterator, Mapping
 from typing import Any
 
-from jinja2 import StrictUndefined
-from jinja2.runtime import Context
-from jinja2.sandbox import SandboxedEnvironment, SecurityError
+from jinja2.sandbox import SecurityError
 
 from app.errors import InvalidTemplate
+from app.template_limits import MAX_MESSAGE_CHARS
+from app.template_sandbox import RenderBudget, RenderTimedOut, new_environment, render_budget
 
-# The message travels inside every webhook body and task message; 64 KiB is far above
-# any sensible notification text and far below what would strain a broker.
-MAX_MESSAGE_CHARS = 64 * 1024
+__all__ = ["MAX_MESSAGE_CHARS", "MAX_RANGE_ITEMS", "TEMPLATE_RENDER_TIMEOUT_S", "render_message"]
+
+# A render that takes longer is stopped. Real templates render in milliseconds.
+TEMPLATE_RENDER_TIMEOUT_S = 2.0
 # range() items one render may produce in total, nested loops included.
 MAX_RANGE_ITEMS = 10_000
-# ``"ab" * n`` and ``[x] * n`` may build at most this many items; ``a ** b`` keeps its
-# exponent this small (9 ** 9 ** 9 would otherwise run for minutes before any output).
-MAX_REPEAT_ITEMS = MAX_MESSAGE_CHARS
-MAX_EXPONENT = 1024
+# How often the alarm fires again once the deadline passed, in case the first exception
+# was caught by code between the template and us.
+_ALARM_REPEAT_S = 0.05
 
-
-class _BudgetedSandbox(SandboxedEnvironment):
-    """The sandbox with ``*`` and ``**`` bounded (``range`` is budgeted per render)."""
-
-    intercepted_binops = frozenset({"*", "**"})
-
-    def call_binop(self, context: Context, operator_: str, left: Any, right: Any) -> Any:
-        """Apply ``*`` or ``**`` after checking the size it would produce.
-
-        Raises:
-            SecurityError: the result would exceed the budget.
-        """
-        if operator_ == "*":
-            for seq, count in ((left, right), (right, left)):
-                if (
-                    isinstance(seq, Sized)
-                    and isinstance(count, int)
-                    and len(seq) * count > MAX_REPEAT_ITEMS
-                ):
-                    raise SecurityError(f"repetition longer than {MAX_REPEAT_ITEMS} items")
-            return operator.mul(left, right)
-        if isinstance(right, int | float) and abs(right) > MAX_EXPONENT:
-            raise SecurityError(f"exponent larger than {MAX_EXPONENT}")
-        return operator.pow(left, right)
-
-
-_ENV = _BudgetedSandbox(autoescape=False, undefined=StrictUndefined, keep_trailing_newline=True)
+_ENV = new_environment()
 
 
 def _budgeted_range() -> Any:
@@ -74,37 +56,91 @@ def _budgeted_range() -> Any:
     return budgeted_range
 
 
-def render_message(source: str, context: Mapping[str, Any]) -> str:
-    """Render ``source`` with ``context`` in the sandbox.
+def _on_alarm(signum: int, frame: types.FrameType | None) -> None:
+    raise RenderTimedOut
+
+
+@contextlib.contextmanager
+def _alarm(timeout_s: float) -> Iterator[None]:
+    """Raise RenderTimedOut in this thread after ``timeout_s``, if it is the main thread.
+
+    Only the main thread receives signals; elsewhere this does nothing and the deadline
+    checks of the environment stop the render instead. A timer the caller had set is
+    restored afterwards, less the time spent here.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous_handler = signal.signal(signal.SIGALRM, _on_alarm)
+    previous_delay_s, previous_interval_s = signal.setitimer(
+        signal.ITIMER_REAL, timeout_s, _ALARM_REPEAT_S
+    )
+    started = time.monotonic()
+    try:
+        yield
+    finally:
+        # The alarm may fire between the render's end and the timer being disarmed;
+        # it repeats, so disarm until it stays disarmed.
+        while True:
+            try:
+                signal.setitimer(signal.ITIMER_REAL, 0)
+                break
+            except RenderTimedOut:
+                continue
+        # None: the previous handler was not installed from Python; the default is all
+        # we can put back.
+        signal.signal(signal.SIGALRM, signal.SIG_DFL if previous_handler is None
+                      else previous_handler)
+        if previous_delay_s:
+            remaining_s = previous_delay_s - (time.monotonic() - started)
+            # Already due: fire it at once rather than lose it.
+            signal.setitimer(signal.ITIMER_REAL, max(remaining_s, 1e-6), previous_interval_s)
+
+
+def render_message(
+    source: str, context: Mapping[str, Any], *, timeout_s: float = TEMPLATE_RENDER_TIMEOUT_S
+) -> str:
+    """Render ``source`` with ``context`` in the sandbox, within the module's bounds.
 
     Returns:
         The rendered message.
 
     Raises:
         InvalidTemplate: the template does not compile, uses an undefined variable,
-            attempts something the sandbox forbids, raises any other error, or renders
-            more than :data:`MAX_MESSAGE_CHARS` characters. The message says which.
+            attempts something the sandbox forbids, exceeds a size bound, takes longer
+            than ``timeout_s``, raises any other error, or renders more than
+            :data:`MAX_MESSAGE_CHARS` characters. The message says which.
     """
-    # A fresh range per render: the budget is per message, not per worker process.
+    # A fresh range and budget per render: the budget is per message, not per process.
     variables = {**context, "range": _budgeted_range()}
     chunks: list[str] = []
     size = 0
+    token = render_budget.set(RenderBudget(deadline=time.monotonic() + timeout_s))
     try:
-        template = _ENV.from_string(source)
-        # generate() yields as it goes, so a runaway loop stops at the bound instead of
-        # building the whole string first.
-        for chunk in template.generate(variables):
-            size += len(chunk)
-            if size > MAX_MESSAGE_CHARS:
-                raise InvalidTemplate(
-                    f"message template renders more than {MAX_MESSAGE_CHARS} characters"
-                )
-            chunks.append(chunk)
+        with _alarm(timeout_s):
+            template = _ENV.from_string(source)
+            # generate() yields as it goes, so a runaway loop stops at the bound instead
+            # of building the whole string first.
+            for chunk in template.generate(variables):
+                size += len(chunk)
+                if size > MAX_MESSAGE_CHARS:
+                    raise InvalidTemplate(
+                        f"message template renders more than {MAX_MESSAGE_CHARS} characters"
+                    )
+                chunks.append(chunk)
     except InvalidTemplate:
         raise
+    except RenderTimedOut:
+        raise InvalidTemplate(
+            f"message template took longer than {timeout_s:g} s to render"
+        ) from None
+    except MemoryError:
+        raise InvalidTemplate("message template error: MemoryError") from None
     except Exception as exc:
         # Any error at all: the template is user code, and whatever it raises (undefined
         # names, SecurityError, ZeroDivisionError, TypeError...) means this message
         # cannot be rendered, now or on a retry.
         raise InvalidTemplate(f"message template error: {type(exc).__name__}: {exc}") from exc
+    finally:
+        render_budget.reset(token)
     return "".join(chunks)
