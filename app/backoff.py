@@ -40,7 +40,8 @@ def retry_after_s(header: str | None, now: dt.datetime) -> float | None:
     if header is None or not header.strip():
         return None
     value = header.strip()
-    if value.isdigit():
+    # ASCII only: "²" and "١٢" are digits to str.isdigit(), and the RFC means 0-9.
+    if value.isascii() and value.isdigit():
         return min(float(value), MAX_RETRY_AFTER_S)
     try:
         when = email.utils.parsedate_to_datetime(value)

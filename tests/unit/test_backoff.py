@@ -59,6 +59,11 @@ def test_backoff_rejects_attempt_zero_as_a_programming_error() -> None:
         ("1.5", None),
         ("soon", None),
         ("999999999", MAX_RETRY_AFTER_S),
+        # Unicode digits are digits to str.isdigit() but not to float() or the RFC.
+        ("²", None),
+        ("1²", None),
+        ("١٢", None),
+        ("\uff11\uff12", None),  # fullwidth 12
         # HTTP-date forms (RFC 9110), relative to NOW.
         ("Sat, 07 Mar 2026 05:00:30 GMT", 30.0),
         ("Sat, 07 Mar 2026 04:59:00 GMT", 0.0),
