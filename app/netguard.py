@@ -15,6 +15,7 @@ closes it by checking the peer address of every socket it opens with :func:`refu
 from __future__ import annotations
 
 import ipaddress
+import logging
 import socket
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -23,6 +24,14 @@ from app.errors import TargetRefused, TargetUnavailable
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Resolver = Callable[..., Sequence[tuple[Any, ...]]]
+
+log = logging.getLogger(__name__)
+
+#: What a tenant reads when a target is refused, whichever address and class it was.
+REFUSED_MESSAGE = (
+    "refused to deliver: the target resolves to a private, loopback, link-local or "
+    "otherwise non-public address"
+)
 
 # Well-known NAT64 prefix (RFC 6052): a NAT64 gateway turns 64:ff9b::a.b.c.d into a.b.c.d.
 _NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
@@ -79,11 +88,17 @@ def check_address(address: IPAddress | str) -> None:
     """Refuse a delivery to one address.
 
     Raises:
-        TargetRefused: the address is in a refused class; the message names it.
+        TargetRefused: the address is in a refused class. The message is the same for
+            every address and class: the tenant sees it, and the addresses a name
+            resolves to would map the operator's internal network (``db.internal`` is
+            10.x.y.z). The address and its class go to the debug log.
     """
     reason = refusal(address)
     if reason is not None:
-        raise TargetRefused(f"refused to deliver to {reason} address {address}")
+        log.debug("netguard: address refused",
+                  extra={"action": "netguard.refused", "address": str(address),
+                         "reason": reason})
+        raise TargetRefused(REFUSED_MESSAGE)
 
 
 def check_host(host: str, port: int, *, resolve: Resolver = socket.getaddrinfo) -> list[str]:
