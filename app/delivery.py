@@ -14,6 +14,8 @@ import dataclasses
 import datetime as dt
 import enum
 import json
+import logging
+import re
 import socket
 import time
 from collections.abc import Callable, Mapping
@@ -28,7 +30,9 @@ from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 from app.backoff import retry_after_s
 from app.errors import PermanentError, TargetRefused, TargetUnavailable
-from app.netguard import check_host, refusal
+from app.netguard import REFUSED_MESSAGE, check_host, refusal
+
+log = logging.getLogger(__name__)
 
 USER_AGENT = "Cronbeat/0.1"
 EXCERPT_CHARS = 1024
@@ -42,11 +46,21 @@ CONNECT_TIMEOUT_S = 10.0
 # plain `celery worker` listens. Not our task_default_queue: that is cronbeat.runs, and
 # our workers would receive a task they do not know.
 DEFAULT_TASK_QUEUE = "celery"
-# Ours, whatever the trigger's headers say: framing and the signature must be right.
-_RESERVED_HEADERS = frozenset({
-    "content-type", "content-length", "transfer-encoding", "host", "connection",
-    "user-agent", "webhook-id", "webhook-timestamp", "webhook-signature",
+# Ours, whatever the trigger's headers say (lower case; the API refuses them too):
+# framing and hop-by-hop headers, which only the HTTP client may set; the ones we set on
+# every request; and the Standard Webhooks headers a receiver verifies.
+RESERVED_HEADERS = frozenset({
+    "host", "content-length", "transfer-encoding", "connection", "keep-alive", "upgrade",
+    "te", "trailer", "proxy-authorization", "proxy-connection",
+    "content-type", "user-agent",
+    "webhook-id", "webhook-timestamp", "webhook-signature",
 })
+# The name this set had before it was public.
+_RESERVED_HEADERS = RESERVED_HEADERS
+# RFC 9110 field-name token.
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+# http.client sends header values as latin-1; CR, LF and NUL would split or end the line.
+_HEADER_VALUE_FORBIDDEN = re.compile(r"[\r\n\x00]")
 
 SendTask = Callable[[str, Any, str], None]
 
@@ -103,13 +117,14 @@ def build_headers(
     ``now`` in Unix seconds.
 
     Raises:
-        PermanentError: the signing secret is not a valid ``whsec_<base64>`` secret.
+        PermanentError: the signing secret is not a valid ``whsec_<base64>`` secret, or
+            a header cannot be sent (the message names the header, never its value).
     """
-    headers = {
-        str(name): str(value)
+    headers = dict(
+        _checked_header(str(name), str(value))
         for name, value in (custom or {}).items()
-        if str(name).lower() not in _RESERVED_HEADERS
-    }
+        if str(name).lower() not in RESERVED_HEADERS
+    )
     headers["Content-Type"] = "application/json"
     headers["User-Agent"] = USER_AGENT
     # sign() replaces the tzinfo with UTC instead of converting; a database session in
@@ -128,12 +143,38 @@ def build_headers(
     return headers
 
 
+def _checked_header(name: str, value: str) -> tuple[str, str]:
+    """Return one of the trigger's headers as sent: the value without surrounding spaces.
+
+    Raises:
+        PermanentError: the name is not a field name, or the value holds CR, LF, NUL or
+            a character outside latin-1. Header values are often credentials, so the
+            message names the header and never quotes its value.
+    """
+    if not _HEADER_NAME.fullmatch(name):
+        raise PermanentError(f"webhook header name {name[:100]!r} is not a valid field name")
+    if _HEADER_VALUE_FORBIDDEN.search(value):
+        raise PermanentError(f"webhook header {name} contains CR, LF or NUL")
+    try:
+        value.encode("latin-1")
+    except UnicodeEncodeError:
+        raise PermanentError(
+            f"webhook header {name} contains characters outside latin-1"
+        ) from None
+    # RFC 9110 5.5: leading and trailing whitespace is not part of a field value, and
+    # requests refuses a value that starts with it.
+    return name, value.strip(" \t")
+
+
 def _refuse_peer(sock: socket.socket) -> None:
     peer = str(sock.getpeername()[0])
     reason = refusal(peer)
     if reason is not None:
         sock.close()
-        raise TargetRefused(f"refused to deliver to {reason} address {peer}")
+        # The address stays out of the tenant's error: it maps the operator's network.
+        log.debug("delivery: connected peer refused",
+                  extra={"action": "delivery.peer_refused", "address": peer, "reason": reason})
+        raise TargetRefused(REFUSED_MESSAGE)
 
 
 class _GuardedHTTPConnection(HTTPConnection):
@@ -229,8 +270,14 @@ def send_webhook(
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https"):
         raise TargetRefused(f"the webhook URL must be http or https, not {parts.scheme!r}")
+    try:
+        port = parts.port
+    except ValueError:
+        # Out of range (":99999") or not a number. The URL stays out of the message: its
+        # path may hold a token.
+        raise PermanentError("the webhook URL has an invalid port") from None
     if not allow_private:
-        check_host(parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80))
+        check_host(parts.hostname or "", port or (443 if parts.scheme == "https" else 80))
     deadline = time.monotonic() + timeout_s
     with _http_session(allow_private) as session:
         try:
@@ -247,9 +294,15 @@ def send_webhook(
             raise TargetUnavailable(f"timed out after {timeout_s:g} s: {_describe(exc)}") from exc
         except requests.ConnectionError as exc:
             raise TargetUnavailable(f"connection failed: {_describe(exc)}") from exc
-        except (requests.exceptions.InvalidURL, requests.exceptions.InvalidHeader,
-                requests.exceptions.InvalidSchema, requests.exceptions.MissingSchema) as exc:
-            raise PermanentError(f"invalid webhook request: {_describe(exc)}") from exc
+        except requests.exceptions.InvalidHeader as exc:
+            # Its message quotes the header's value, often a credential.
+            raise PermanentError("invalid webhook request: a header is not valid") from exc
+        except (requests.exceptions.InvalidURL, requests.exceptions.InvalidSchema,
+                requests.exceptions.MissingSchema) as exc:
+            # Their messages quote the URL, whose path may hold a token.
+            raise PermanentError(
+                f"invalid webhook request: {type(exc).__name__}: the URL is not valid"
+            ) from exc
         with response:
             status = response.status_code
             excerpt = _read_excerpt(response, deadline)

@@ -315,5 +315,20 @@ def run_invocation(
     except PermanentError as exc:
         # A template error, a refused target, a bad signing secret: no retry can help.
         result = DeliveryResult(verdict=Verdict.PERMANENT, error=exc.message)
+    except Exception as exc:
+        # A bug, or an input nobody foresaw. Escaping would leave the invocation running
+        # until its lease ran out, then retry it into the same error. The same input
+        # fails the same way, so fail it for good; only the type is recorded, because
+        # the message may quote a header value, a URL token or a secret.
+        log.error(
+            "run: delivery raised an unexpected error",
+            exc_info=True,
+            extra={"action": "run.delivery_crashed", "error_type": type(exc).__name__,
+                   **started.log_ids},
+        )
+        result = DeliveryResult(
+            verdict=Verdict.PERMANENT,
+            error=f"delivery failed with an internal error ({type(exc).__name__})",
+        )
     with sessions.begin() as session:
         return _finish(session, started, result, rand)

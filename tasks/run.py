@@ -12,6 +12,7 @@ from redis.exceptions import RedisError
 
 from app.deploy import Superseded
 from app.errors import TargetUnavailable
+from app.leases import LEASE_GRACE_S
 from app.runner import run_invocation
 from tasks.celery_app import RUN_TASK, celery_app
 from tasks.fencing import stop_consuming
@@ -19,6 +20,15 @@ from tasks.publisher import publish_runs
 from tasks.runtime import get_runtime
 
 log = logging.getLogger(__name__)
+
+# The largest timeout_s a trigger may have (ck_triggers_timeout_range).
+MAX_TRIGGER_TIMEOUT_S = 3600
+# A backstop for anything that holds a worker process past every check of its own (a C
+# call no signal interrupts, a target trickling its response headers): the prefork pool
+# kills the process. It cannot cut short a delivery its lease still covers: the lease is
+# at most MAX_TRIGGER_TIMEOUT_S + LEASE_GRACE_S from the claim, and this allows another
+# LEASE_GRACE_S, by which the sweep takes such an attempt back as abandoned anyway.
+RUN_TIME_LIMIT_S = MAX_TRIGGER_TIMEOUT_S + 2 * LEASE_GRACE_S
 
 
 def _send_task(name: str, body: Any, queue: str) -> None:
@@ -33,7 +43,9 @@ def _send_task(name: str, body: Any, queue: str) -> None:
         raise TargetUnavailable(f"broker unavailable: {type(exc).__name__}: {exc}") from exc
 
 
-@celery_app.task(name=RUN_TASK, acks_late=True, ignore_result=True, bind=True)
+@celery_app.task(
+    name=RUN_TASK, acks_late=True, ignore_result=True, bind=True, time_limit=RUN_TIME_LIMIT_S
+)
 def run_trigger(self: Task, invocation_id: str) -> None:
     """Run one attempt of invocation ``invocation_id``; safe to receive any number of times.
 

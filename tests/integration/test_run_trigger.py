@@ -30,9 +30,12 @@ from app.claims import take_expired_leases
 from app.config import Settings
 from app.delivery import DeliveryResult, Verdict
 from app.enums import InvocationStatus
+from app.leases import LEASE_GRACE_S
 from app.models import Invocation, InvocationAttempt, Trigger
+from app.netguard import REFUSED_MESSAGE
 from app.runner import RunOutcome, run_invocation
 from tasks.publisher import publish_runs
+from tasks.run import RUN_TIME_LIMIT_S, run_trigger
 from tests.support.receiver import Receiver, Reply
 from tests.support.worker import DEFAULT_DEPLOYMENT_ID, WorkerProcess
 
@@ -365,6 +368,77 @@ def test_a_template_error_fails_after_one_attempt_with_the_error(
     assert receiver.count == 0
 
 
+def test_a_runaway_template_fails_after_one_attempt_instead_of_holding_the_worker(
+    db, celery_worker, celery_client, receiver: Receiver
+) -> None:
+    # Before the bound on powers this ran in the worker for minutes, and with a
+    # "* * * * *" trigger every worker process was soon doing the same.
+    trigger_id = add_trigger(db, receiver, message_template="{{ ((9**999)**999)**999 }}")
+    invocation_id = add_invocation(db, trigger_id)
+
+    invocation = run(celery_client, db, invocation_id)
+
+    error = "message template error: SecurityError: a power larger than 4096 bits"
+    assert (invocation.status, invocation.attempt) == (InvocationStatus.FAILED, 1)
+    assert invocation.last_error == error
+    assert attempts(db, invocation_id) == [
+        (1, "failed", None, error, DEFAULT_DEPLOYMENT_ID, True)
+    ]
+    assert receiver.count == 0
+
+
+def test_a_header_value_outside_latin_1_fails_naming_the_header_not_its_value(
+    db, celery_worker, celery_client, receiver: Receiver
+) -> None:
+    trigger_id = add_trigger(db, receiver, webhook_headers={"X-Token": "s3cret€"})
+    invocation_id = add_invocation(db, trigger_id)
+
+    invocation = run(celery_client, db, invocation_id)
+
+    error = "webhook header X-Token contains characters outside latin-1"
+    assert (invocation.status, invocation.attempt) == (InvocationStatus.FAILED, 1)
+    assert invocation.last_error == error
+    assert [a[:4] for a in attempts(db, invocation_id)] == [(1, "failed", None, error)]
+    assert receiver.count == 0
+
+
+def test_a_header_value_with_leading_space_is_sent_trimmed_and_never_echoed(
+    db, celery_worker, celery_client, receiver: Receiver
+) -> None:
+    trigger_id = add_trigger(db, receiver, webhook_headers={"X-Token": " lead"})
+    invocation_id = add_invocation(db, trigger_id)
+
+    invocation = run(celery_client, db, invocation_id)
+
+    assert invocation.status == InvocationStatus.SUCCEEDED
+    assert invocation.last_error is None
+    [request] = receiver.requests
+    assert request.headers["X-Token"] == "lead"
+
+
+def test_a_retry_after_in_unicode_digits_is_ignored_and_the_retry_still_happens(
+    db, celery_worker, celery_client, receiver: Receiver
+) -> None:
+    # "²".isdigit() is True and float("²") raises: the error escaped the runner and the
+    # invocation stayed running until its lease ran out.
+    invocation_id = add_invocation(db, add_trigger(db, receiver))
+    receiver.script(Reply(503, headers={"Retry-After": "²"}), Reply(200))
+
+    invocation = run(celery_client, db, invocation_id)
+
+    assert (invocation.status, invocation.attempt) == (InvocationStatus.SUCCEEDED, 2)
+    assert [a[:4] for a in attempts(db, invocation_id)] == [
+        (1, "error", 503, "HTTP 503"), (2, "succeeded", 200, None)
+    ]
+
+
+def test_run_trigger_s_hard_time_limit_lies_beyond_the_longest_lease() -> None:
+    # The pool kills a run only after any attempt's lease (timeout_s <= 3600, plus the
+    # grace) has run out and another grace has passed.
+    assert run_trigger.time_limit == RUN_TIME_LIMIT_S == 3600 + 2 * LEASE_GRACE_S
+    assert run_trigger.soft_time_limit is None
+
+
 def test_a_task_target_puts_the_body_on_its_queue_in_redis(
     db, settings: Settings, celery_worker, celery_client
 ) -> None:
@@ -417,9 +491,10 @@ def test_a_private_target_is_refused_when_private_targets_are_not_allowed(
     assert outcome == RunOutcome(status=InvocationStatus.FAILED, attempt=1)
     invocation = load(db, invocation_id)
     assert invocation.status == InvocationStatus.FAILED
-    assert invocation.last_error == "refused to deliver to loopback address 127.0.0.1"
+    assert invocation.last_error == REFUSED_MESSAGE
+    assert "127.0.0.1" not in invocation.last_error
     assert [a[:4] for a in attempts(db, invocation_id)] == [
-        (1, "failed", None, "refused to deliver to loopback address 127.0.0.1")
+        (1, "failed", None, REFUSED_MESSAGE)
     ]
     assert receiver.count == 0
 
@@ -476,6 +551,63 @@ def test_an_attempt_that_lost_its_lease_records_only_its_attempt_row(
     assert re.fullmatch("finished after its lease was taken back", attempt[3])
 
 
+def test_a_private_target_s_address_stays_out_of_the_error(
+    db, settings: Settings, receiver: Receiver
+) -> None:
+    strict = dataclasses.replace(settings, allow_private_targets=False)
+    # "localhost" is how db.internal looks to the guard: a name resolving inside.
+    url = receiver.url().replace("127.0.0.1", "localhost")
+    invocation_id = add_invocation(db, add_trigger(db, webhook_url=url))
+
+    run_invocation(db, strict, invocation_id, send_task=no_task)
+
+    invocation = load(db, invocation_id)
+    assert invocation.status == InvocationStatus.FAILED
+    assert invocation.last_error == REFUSED_MESSAGE
+    assert not re.search(r"127\.0\.0\.1|::1", invocation.last_error)
+    assert receiver.count == 0
+
+
+def test_an_out_of_range_port_fails_for_good_when_private_targets_are_refused(
+    db, settings: Settings
+) -> None:
+    strict = dataclasses.replace(settings, allow_private_targets=False)
+    invocation_id = add_invocation(
+        db, add_trigger(db, webhook_url="http://h.example:99999/hook/t0ken")
+    )
+
+    outcome = run_invocation(db, strict, invocation_id, send_task=no_task)
+
+    assert outcome == RunOutcome(status=InvocationStatus.FAILED, attempt=1)
+    invocation = load(db, invocation_id)
+    assert invocation.last_error == "the webhook URL has an invalid port"
+    assert invocation.lease_expires_at is None
+
+
+def test_an_unexpected_error_in_delivery_fails_the_invocation_with_its_type_only(
+    db, settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    invocation_id = add_invocation(db, add_trigger(db))
+
+    def crash(**_: Any) -> DeliveryResult:
+        raise RuntimeError("Authorization: Bearer s3cret")
+
+    with caplog.at_level("ERROR", logger="app.runner"):
+        outcome = run_invocation(db, settings, invocation_id, send_task=no_task,
+                                 send_webhook_=crash)
+
+    assert outcome == RunOutcome(status=InvocationStatus.FAILED, attempt=1)
+    invocation = load(db, invocation_id)
+    error = "delivery failed with an internal error (RuntimeError)"
+    assert (invocation.status, invocation.last_error) == (InvocationStatus.FAILED, error)
+    assert invocation.lease_expires_at is None
+    assert [a[:4] for a in attempts(db, invocation_id)] == [(1, "failed", None, error)]
+    [record] = [r for r in caplog.records if r.action == "run.delivery_crashed"]
+    assert (record.invocation_id, record.attempt, record.error_type) == (
+        str(invocation_id), 1, "RuntimeError"
+    )
+
+
 def test_a_claim_racing_a_committed_claim_claims_nothing(db, settings: Settings) -> None:
     invocation_id = add_invocation(db, add_trigger(db))
     outcomes: list[RunOutcome] = []
@@ -521,9 +653,7 @@ def test_a_name_that_rebinds_to_loopback_is_refused_at_connect(
     outcome = run_invocation(db, strict, invocation_id, send_task=no_task)
 
     assert outcome == RunOutcome(status=InvocationStatus.FAILED, attempt=1)
-    assert load(db, invocation_id).last_error == (
-        "refused to deliver to loopback address 127.0.0.1"
-    )
+    assert load(db, invocation_id).last_error == REFUSED_MESSAGE
     assert receiver.count == 0
 
 
