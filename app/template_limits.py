@@ -11,6 +11,7 @@ operators, calls and filters.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable, Iterable, Mapping, Sized
 from typing import Any
@@ -138,12 +139,18 @@ def int_bits(value: Any) -> int:
 
 
 def check_power(left: Any, right: Any) -> None:
-    # Estimated before computing: left ** right has about bit_length * right bits.
+    """Refuse an integer ``left ** right`` of more than :data:`MAX_INT_BITS` bits.
+
+    Raises:
+        SecurityError: it would be larger (judged before computing it).
+    """
+    # left ** right has right * log2|left| bits, give or take one. Floats need no check:
+    # they overflow at once (OverflowError), and negative exponents give floats.
     if (
         isinstance(left, int)
         and isinstance(right, int)
         and abs(left) > 1
-        and left.bit_length() * right > MAX_INT_BITS
+        and right * math.log2(abs(left)) > MAX_INT_BITS
     ):
         raise SecurityError(f"a power larger than {MAX_INT_BITS} bits")
 

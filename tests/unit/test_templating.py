@@ -44,6 +44,7 @@ CONTEXT = {
         ("line\n", "line\n"),
         # What the bounds must leave working.
         ("{{ 2 ** 10 }}|{{ 2 ** -1 }}|{{ 1 ** 100000 }}", "1024|0.5|1"),
+        ("{{ (2 ** 4096) // 2 ** 4095 }}|{{ (-2) ** 4095 < 0 }}", "2|True"),
         ("{{ payload.count * 1000000 }}", "3000000"),
         ("{{ '%05.1f|%-4s|' % (3.14159, 'ab') }}{{ '%(team)s' % payload }}", "003.1|ab  |ops"),
         ("{{ '%s items'|format(payload.count) }}", "3 items"),
@@ -136,6 +137,8 @@ RUNAWAY = "x" * 60000
         # Powers are bounded by the result's size, not the exponent alone.
         ("{{ ((9 ** 999) ** 999) ** 999 }}", "a power larger than 4096 bits"),
         ("{{ 10 ** 5000 }}", "a power larger than 4096 bits"),
+        ("{{ 2 ** 4097 }}", "a power larger than 4096 bits"),
+        ("{{ 2.5 ** 1000000 }}", "OverflowError"),
         ("{% set ns = namespace(n=3) %}{% for i in range(40) %}{% set ns.n = ns.n * ns.n %}"
          "{% endfor %}", "a product larger than 4096 bits"),
         # Widths, paddings and precisions.
