@@ -9,7 +9,7 @@ from typing import Any
 from api import auth
 from api.parser import Blueprint
 from api.schemas.common import ApiKeyCreateSchema, NewApiKeySchema
-from api.state import state, utcnow
+from api.state import state, transaction
 from app import apikeys
 
 log = logging.getLogger(__name__)
@@ -46,6 +46,6 @@ def create_api_key(body: dict[str, Any]) -> Any:
 @blp.doc(security=ADMIN_ONLY)
 def revoke_api_key(key_id: uuid.UUID) -> None:
     """Revoke an API key (again: no change)."""
-    with state().sessions.begin() as session:
-        apikeys.revoke_api_key_by_id(session, key_id, now=utcnow())
+    with transaction() as (session, now):
+        apikeys.revoke_api_key_by_id(session, key_id, now=now)
     log.info("api key revoked", extra={"action": "api_key.revoke", "key_id": str(key_id)})

@@ -14,7 +14,7 @@ from api.schemas.views import (
     InvocationListQuerySchema,
     InvocationPageSchema,
 )
-from api.state import state, utcnow
+from api.state import state, transaction
 from app import invocations
 
 blp = Blueprint(
@@ -59,8 +59,7 @@ def get_invocation(project_id: str, invocation_id: uuid.UUID) -> Any:
 def cancel_invocation(project_id: str, invocation_id: uuid.UUID) -> Any:
     """Cancel: a pending invocation is cancelled; a running one gets `cancel_requested`,
     honoured before its next attempt; a finished one is a 409."""
-    now = utcnow()
-    with state().sessions.begin() as session:
+    with transaction() as (session, now):
         invocation = invocations.cancel_invocation(
             session, auth.tenant_id(), project_id, invocation_id, now=now)
         _, attempts = invocations.get_invocation(

@@ -7,22 +7,29 @@ import logging
 import uuid
 from collections.abc import Sequence
 
-from api.state import state, utcnow
+from api.state import state
 from app import claims
 from tasks.publisher import publish_runs
 
 log = logging.getLogger(__name__)
 
 
-def publish_after_commit(invocation_ids: Sequence[uuid.UUID]) -> dt.datetime | None:
-    """Publish ``run_trigger`` for committed invocations, then mark them published.
+def publish_after_commit(
+    invocation_ids: Sequence[uuid.UUID], now: dt.datetime
+) -> dt.datetime | None:
+    """Publish ``run_trigger`` for committed invocations, then mark them published at
+    ``now``, the request's time (read once, from the database, in its transaction).
+
+    ``enqueued_at`` may thus be a little earlier than the publish (at most the broker's
+    send timeout), which only makes the sweep's "message lost" check start that much
+    sooner; a second clock read in the same request would mix two instants instead.
 
     A broker or database failure here must not fail the request: the invocations are
     committed, and the dispatcher's sweep publishes every pending row whose
     ``enqueued_at`` is still NULL (or stale). So errors are logged, not raised.
 
     Returns:
-        When they were marked published, or None if publishing failed.
+        ``now`` once they were marked published, or None if publishing failed.
     """
     current = state()
     try:
@@ -32,7 +39,6 @@ def publish_after_commit(invocation_ids: Sequence[uuid.UUID]) -> dt.datetime | N
             "action": "api.publish_failed", "error": type(exc).__name__,
             "invocation_ids": [str(i) for i in invocation_ids]})
         return None
-    now = utcnow()
     try:
         with current.sessions.begin() as session:
             claims.mark_published(session, invocation_ids, now)

@@ -8,7 +8,7 @@ from api import auth
 from api.parser import Blueprint
 from api.presenters import describe_cron
 from api.schemas.common import ScheduleCheckResultSchema, ScheduleCheckSchema
-from api.state import utcnow
+from api.state import db_now, state
 from app import scheduling
 from app.errors import InvalidSchedule
 
@@ -25,7 +25,8 @@ blp.before_request(auth.require_tenant)
 def validate_schedule(body: dict[str, Any]) -> Any:
     """Is this expression valid in this zone, and when would it fire? An invalid
     schedule is still a 200, with `valid: false` and the reason in `error`."""
-    now = utcnow()
+    with state().sessions.begin() as session:
+        now = db_now(session)
     try:
         times = scheduling.next_run_times(body["cron_expression"], body["timezone"], now,
                                           PREVIEW_COUNT)

@@ -1,7 +1,8 @@
 """Triggers of a project: CRUD, declarative sync, run now, pause/resume and preview.
 
-Each request reads the clock once and opens one transaction; a run's message is
-published only after that transaction committed.
+Each request opens one transaction and reads the database's clock once, in it
+(:func:`api.state.transaction`); a run's message is published only after that
+transaction committed.
 """
 
 from __future__ import annotations
@@ -37,8 +38,8 @@ from api.schemas.views import (
     TriggerPageSchema,
     TriggerSchema,
 )
-from api.state import state, utcnow
-from app import sync, triggers
+from api.state import state, transaction
+from app import manual, sync, triggers
 from app.invocations import last_invocations
 from app.models import Trigger
 
@@ -111,8 +112,7 @@ class TriggerCollection(MethodView):
     @blp.alt_response(409, description="A trigger of that name exists.")
     def post(self, values: dict[str, Any], project_id: str) -> Any:
         """Create a trigger. A webhook's signing secret is in this answer only."""
-        now = utcnow()
-        with state().sessions.begin() as session:
+        with transaction() as (session, now):
             trigger = triggers.create_trigger(session, auth.tenant_id(), project_id, values,
                                               now=now)
             view = trigger_view(trigger, None, signing_secret=trigger.signing_secret)
@@ -130,8 +130,7 @@ class TriggerCollection(MethodView):
         New names are created, changed ones updated, identical ones left alone and the
         rest deleted. With `dry_run=true` the same report comes back and nothing is
         written."""
-        now = utcnow()
-        with state().sessions.begin() as session:
+        with transaction() as (session, now):
             result = sync.sync_triggers(session, auth.tenant_id(), project_id,
                                         body["triggers"], now=now, dry_run=query["dry_run"])
         return {"dry_run": query["dry_run"], "created": result.created,
@@ -142,8 +141,7 @@ class TriggerCollection(MethodView):
     @blp.response(200, DeletedCountSchema)
     def delete(self, query: dict[str, Any], project_id: str) -> Any:
         """Delete every trigger of the project carrying `ref`."""
-        now = utcnow()
-        with state().sessions.begin() as session:
+        with transaction() as (session, now):
             count = triggers.delete_triggers_by_ref(session, auth.tenant_id(), project_id,
                                                     query["ref"], now=now)
         return {"deleted": count}
@@ -172,15 +170,13 @@ class TriggerItem(MethodView):
     @blp.doc(parameters=[IF_MATCH])
     def delete(self, project_id: str, trigger_id: uuid.UUID) -> None:
         """Delete a trigger; its pending runs are cancelled, its history stays."""
-        now = utcnow()
-        with state().sessions.begin() as session:
+        with transaction() as (session, now):
             triggers.delete_trigger(session, auth.tenant_id(), project_id, trigger_id,
                                     now=now, expected_version=expected_version())
 
 
 def _update(project_id: str, trigger_id: uuid.UUID, changes: dict[str, Any]) -> Any:
-    now = utcnow()
-    with state().sessions.begin() as session:
+    with transaction() as (session, now):
         trigger, secret = triggers.update_trigger(
             session, auth.tenant_id(), project_id, trigger_id, changes, now=now,
             expected_version=expected_version(),
@@ -209,15 +205,15 @@ def resume(project_id: str, trigger_id: uuid.UUID) -> Any:
 @blp.response(202, InvocationSchema)
 def run(project_id: str, trigger_id: uuid.UUID) -> Any:
     """Run now: record a manual invocation and queue it; the schedule is not touched."""
-    now = utcnow()
-    with state().sessions.begin() as session:
-        invocation = triggers.run_now(session, auth.tenant_id(), project_id, trigger_id,
-                                      now=now)
+    with transaction() as (session, now):
+        invocation = manual.run_now(session, auth.tenant_id(), project_id, trigger_id,
+                                    now=now)
         view = invocation_view(invocation)
     log.info("manual run", extra={"action": "trigger.run_now", "tenant_id": auth.tenant_id(),
                                   "project_id": project_id, "trigger_id": trigger_id,
-                                  "invocation_id": invocation.id, "scheduled_for": now})
-    published_at = publish_after_commit([invocation.id])
+                                  "invocation_id": invocation.id,
+                                  "scheduled_for": view["scheduled_for"]})
+    published_at = publish_after_commit([invocation.id], now)
     if published_at is not None:
         view["enqueued_at"] = published_at
     return view
@@ -228,7 +224,6 @@ def run(project_id: str, trigger_id: uuid.UUID) -> Any:
 @blp.response(200, PreviewSchema)
 def preview(query: dict[str, Any], project_id: str, trigger_id: uuid.UUID) -> Any:
     """The next `count` (1-100) fire times, in UTC and in the trigger's zone."""
-    now = utcnow()
-    with state().sessions.begin() as session:
+    with transaction() as (session, now):
         trigger = triggers.get_trigger(session, auth.tenant_id(), project_id, trigger_id)
         return preview_view(trigger, now, query["count"])

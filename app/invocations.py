@@ -14,6 +14,7 @@ from sqlalchemy import select, tuple_, update
 from sqlalchemy.dialects.postgresql import distinct_on
 from sqlalchemy.orm import Session
 
+from app.cancellation import CANCELLABLE, cancel_values
 from app.enums import InvocationStatus
 from app.errors import Conflict, NotFound
 from app.models import Invocation, InvocationAttempt
@@ -108,29 +109,26 @@ def cancel_invocation(
         Invocation.tenant_id == tenant_id,
         Invocation.project_id == project_id,
     )
-    # Two conditional writes rather than read-then-write: a worker may claim the row
-    # (pending -> running) or finish it at any moment. Whichever state the row is in when
-    # a statement runs decides, and a miss falls through to the next case.
-    cancelled = session.execute(
+    # One conditional write, not read-then-write nor a statement per status: a worker
+    # moves the row between pending and running at any moment (a claim; a failed attempt
+    # released for a retry; the sweep taking back an expired lease). With two statements
+    # (pending first, then running) the row could turn from running to pending between
+    # them and both would miss, answering 409 while it kept retrying. Here the row is
+    # locked and its status read by the same statement (re-read if a worker changed it
+    # meanwhile, under READ COMMITTED), so any pending or running row is cancelled.
+    changed = session.execute(
         update(Invocation)
-        .where(*scope, Invocation.status == InvocationStatus.PENDING)
-        .values(status=InvocationStatus.CANCELLED, finished_at=now,
-                last_error=CANCELLED_REASON)
+        .where(*scope, Invocation.status.in_(CANCELLABLE))
+        .values(cancel_values(now, CANCELLED_REASON))
         .returning(Invocation.id)
         .execution_options(synchronize_session=False)
     ).first()
-    if cancelled is None:
-        session.execute(
-            update(Invocation)
-            .where(*scope, Invocation.status == InvocationStatus.RUNNING)
-            .values(cancel_requested=True)
-            .execution_options(synchronize_session=False)
-        )
     invocation = session.execute(
         select(Invocation).where(*scope).execution_options(populate_existing=True)
     ).scalar_one_or_none()
     if invocation is None:
         raise NotFound("invocation not found")
-    if cancelled is None and invocation.status is not InvocationStatus.RUNNING:
+    if changed is None:
+        # Statuses never leave the final ones, so the row was final already.
         raise Conflict(f"the invocation already finished: {invocation.status.value}")
     return invocation

@@ -7,6 +7,11 @@ single save (:func:`app.triggers.next_run_after_save`), computed once per distin
 (expression, zone) and written set-based: one INSERT, one UPDATE ... FROM (VALUES ...),
 one DELETE, whatever the size of the set. A one-time trigger that already fired stays
 finished while its ``run_at`` is unchanged, whatever ``enabled`` the definition says.
+
+As with a single save, disabling a trigger stops its scheduled invocations (and a
+definition that says ``enabled: false`` for a one-time trigger that fired stops its
+retries), and an update or delete that moves the ``next_run_at`` of a trigger already
+due records the occurrences it takes away as missed (:mod:`app.overdue`), in one INSERT.
 """
 
 from __future__ import annotations
@@ -23,15 +28,14 @@ from sqlalchemy.dialects.postgresql import UUID
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from app import overdue
+from app.cancellation import DELETED_REASON, cancel_pending, stop_scheduled_runs
 from app.enums import TargetKind
 from app.models import Trigger
 from app.triggers import (
-    DELETED_REASON,
-    DISABLED_REASON,
     EDITABLE,
     InvalidTrigger,
     NameTaken,
-    cancel_pending,
     complete_definition,
     is_finished_one_time,
     new_signing_secret,
@@ -106,7 +110,8 @@ def sync_triggers(
     created: list[dict[str, Any]] = []
     updated: list[dict[str, Any]] = []
     unchanged: list[str] = []
-    newly_disabled: list[uuid.UUID] = []
+    stopping: list[uuid.UUID] = []
+    missed: list[dict[str, Any]] = []
     secrets: dict[str, str] = {}
     for position, definition in enumerate(desired):
         try:
@@ -123,6 +128,12 @@ def sync_triggers(
                 # must not try to arm a run_at now in the past. It stays finished; a
                 # changed run_at is a new occurrence and is checked as any other.
                 row["enabled"] = False
+            if old is not None and not row["enabled"] and (
+                old.enabled or (definition.get("enabled") is False and is_finished_one_time(old))
+            ):
+                # Said explicitly for a fired one-time trigger: re-applying a file that
+                # leaves `enabled` out must not cancel the retries of its last run.
+                stopping.append(old.id)
             if old is not None and all(getattr(old, c) == row[c] for c in EDITABLE):
                 unchanged.append(row["name"])
                 continue
@@ -134,8 +145,8 @@ def sync_triggers(
             created.append({**row, "tenant_id": tenant_id, "project_id": project_id,
                             "version": 1, "created_at": now})
         else:
-            if old.enabled and not row["enabled"]:
-                newly_disabled.append(old.id)
+            reason = overdue.RESCHEDULED_REASON if row["enabled"] else overdue.DISABLED_REASON
+            missed.extend(overdue.missed_rows(old, row["next_run_at"], now=now, reason=reason))
             updated.append({**row, "id": old.id, "version": old.version + 1})
     wanted = set(names)
     gone = [t for name, t in existing.items() if name not in wanted]
@@ -150,7 +161,13 @@ def sync_triggers(
         return result
 
     cancel_pending(session, tenant_id, [t.id for t in gone], now=now, reason=DELETED_REASON)
-    cancel_pending(session, tenant_id, newly_disabled, now=now, reason=DISABLED_REASON)
+    stop_scheduled_runs(session, tenant_id, stopping, now=now)
+    for trigger in gone:
+        missed.extend(overdue.missed_rows(trigger, None, now=now,
+                                          reason=overdue.DELETED_REASON))
+    # Before the DELETE: the rows of deleted triggers need them to exist (the foreign
+    # key then sets their trigger_id NULL, as for the rest of their history).
+    overdue.record_missed(session, missed)
     if gone:
         session.execute(
             delete(Trigger)

@@ -8,6 +8,8 @@ trigger of another tenant is simply "not found".
 ``next_run_at`` is decided here when a trigger is saved (see :func:`next_run_after_save`):
 saving never fires a run by itself, and re-enabling never fires a burst of the
 occurrences missed while the trigger was off, because the next one is counted from now.
+An edit that moves the ``next_run_at`` of a trigger already due records the occurrences
+it takes away as missed (:mod:`app.overdue`).
 """
 
 from __future__ import annotations
@@ -17,17 +19,18 @@ import contextlib
 import datetime as dt
 import secrets
 import uuid
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from app import scheduling
-from app.enums import InvocationStatus, MisfirePolicy, OverlapPolicy, TargetKind
+from app import overdue, scheduling
+from app.cancellation import DELETED_REASON, cancel_pending, stop_scheduled_runs
+from app.enums import MisfirePolicy, OverlapPolicy, TargetKind
 from app.errors import Conflict, InvalidSchedule, NotFound, PermanentError
-from app.models import Invocation, Trigger
+from app.models import Trigger
 
 # What a trigger gets for every column its definition leaves out. Kept here rather than
 # read back from the server defaults so that a declarative sync can tell "unchanged"
@@ -68,8 +71,6 @@ _NAME_CONSTRAINT = "uq_triggers_tenant_id_project_id_name"
 # a run_at near that end cannot be shown in a zone east of UTC (OverflowError), and
 # nothing needs to be scheduled seven millennia ahead.
 RUN_AT_LIMIT = dt.datetime(9000, 1, 1, tzinfo=dt.UTC)
-DISABLED_REASON = "trigger disabled"
-DELETED_REASON = "trigger deleted"
 
 
 class InvalidTrigger(PermanentError, ValueError):
@@ -214,31 +215,6 @@ def _unique_name(session: Session, name: str) -> Iterator[None]:
         raise
 
 
-def cancel_pending(
-    session: Session, tenant_id: str, trigger_ids: Iterable[uuid.UUID], *,
-    now: dt.datetime, reason: str,
-) -> int:
-    """Cancel the pending invocations of these triggers; returns how many.
-
-    Conditional on ``status = 'pending'``: a worker that claimed one first (pending ->
-    running) wins and that run goes on; one this statement cancelled is never started,
-    because the worker's claim is conditional on pending as well.
-    """
-    ids = list(trigger_ids)
-    if not ids:
-        return 0
-    return session.execute(
-        update(Invocation)
-        .where(
-            Invocation.tenant_id == tenant_id,
-            Invocation.trigger_id.in_(ids),
-            Invocation.status == InvocationStatus.PENDING,
-        )
-        .values(status=InvocationStatus.CANCELLED, finished_at=now, last_error=reason)
-        .execution_options(synchronize_session=False)
-    ).rowcount
-
-
 def get_trigger(
     session: Session, tenant_id: str, project_id: str, trigger_id: uuid.UUID, *,
     for_update: bool = False,
@@ -313,7 +289,10 @@ def update_trigger(
 
     Giving ``cron_expression`` clears ``run_at`` and the other way round; giving
     ``target_kind`` replaces the whole target (a webhook keeps its secret unless a new one
-    is given). Disabling cancels the trigger's pending invocations.
+    is given). ``enabled: false`` stops the trigger's scheduled invocations
+    (:func:`app.cancellation.stop_scheduled_runs`) even when the trigger is disabled
+    already: a one-time trigger that fired is, and its retries must stop too. An edit
+    that moves the ``next_run_at`` of a due trigger records what it takes away as missed.
 
     Returns:
         The trigger, and the signing secret generated for it if the target became a
@@ -340,6 +319,8 @@ def update_trigger(
     if changes.get("run_at") is not None and "cron_expression" not in changes:
         merged["cron_expression"] = None
     new = complete_definition(merged)
+    if changes.get("enabled") is False:
+        stop_scheduled_runs(session, tenant_id, [trigger.id], now=now)
     if all(getattr(trigger, column) == new[column] for column in EDITABLE):
         # Nothing differs (an empty PATCH, a resume of a running trigger): no write, so
         # the version, the ETag and updated_at stay what the caller may already hold.
@@ -348,14 +329,17 @@ def update_trigger(
     if new["target_kind"] is TargetKind.WEBHOOK and new["signing_secret"] is None:
         generated = new["signing_secret"] = new_signing_secret()
     next_run_at = next_run_after_save(trigger, new, now)
-    if trigger.enabled and not new["enabled"]:
-        cancel_pending(session, tenant_id, [trigger.id], now=now, reason=DISABLED_REASON)
+    reason = overdue.RESCHEDULED_REASON if new["enabled"] else overdue.DISABLED_REASON
+    missed = overdue.missed_rows(trigger, next_run_at, now=now, reason=reason)
     with _unique_name(session, new["name"]):
         for column, value in new.items():
             setattr(trigger, column, value)
         trigger.next_run_at = next_run_at
         trigger.version += 1
         trigger.updated_at = now
+    # Only once the write stands: a caller that catches NameTaken and commits must not
+    # keep missed rows for occurrences the dispatcher will still run.
+    overdue.record_missed(session, missed)
     return trigger, generated
 
 
@@ -365,6 +349,8 @@ def delete_trigger(
 ) -> None:
     """Delete a trigger after cancelling its pending invocations (its history stays).
 
+    A due occurrence not recorded yet is recorded missed (see :mod:`app.overdue`).
+
     Raises:
         NotFound: no such trigger in this tenant's project.
         StaleVersion: ``expected_version`` is given and is not the stored version.
@@ -373,6 +359,8 @@ def delete_trigger(
     if expected_version is not None and trigger.version != expected_version:
         raise StaleVersion(f"the trigger is at version {trigger.version}")
     cancel_pending(session, tenant_id, [trigger.id], now=now, reason=DELETED_REASON)
+    overdue.record_missed(session, overdue.missed_rows(
+        trigger, None, now=now, reason=overdue.DELETED_REASON))
     session.delete(trigger)
     session.flush()
 
@@ -380,14 +368,22 @@ def delete_trigger(
 def delete_triggers_by_ref(
     session: Session, tenant_id: str, project_id: str, ref: str, *, now: dt.datetime
 ) -> int:
-    """Delete every trigger of the project carrying ``ref``; returns how many."""
-    ids = list(session.execute(
-        select(Trigger.id)
+    """Delete every trigger of the project carrying ``ref``; returns how many.
+
+    As :func:`delete_trigger`, set-based: one statement per step, whatever the count.
+    """
+    gone = list(session.execute(
+        select(Trigger)
         .where(Trigger.tenant_id == tenant_id, Trigger.project_id == project_id,
                Trigger.ref == ref)
         .with_for_update()
     ).scalars())
+    ids = [trigger.id for trigger in gone]
     cancel_pending(session, tenant_id, ids, now=now, reason=DELETED_REASON)
+    overdue.record_missed(session, [
+        row for trigger in gone
+        for row in overdue.missed_rows(trigger, None, now=now, reason=overdue.DELETED_REASON)
+    ])
     if ids:
         session.execute(
             delete(Trigger).where(Trigger.tenant_id == tenant_id, Trigger.id.in_(ids))
@@ -395,28 +391,3 @@ def delete_triggers_by_ref(
         )
     return len(ids)
 
-
-def run_now(
-    session: Session, tenant_id: str, project_id: str, trigger_id: uuid.UUID, *,
-    now: dt.datetime,
-) -> Invocation:
-    """Record a manual run of the trigger, scheduled for ``now``; the schedule is untouched.
-
-    The caller publishes its message after the commit; until then (or if publishing
-    fails) the row has ``enqueued_at`` NULL and the dispatcher's sweep publishes it.
-
-    Returns:
-        The new pending invocation, flushed.
-
-    Raises:
-        NotFound: no such trigger in this tenant's project.
-    """
-    trigger = get_trigger(session, tenant_id, project_id, trigger_id)
-    invocation = Invocation(
-        trigger_id=trigger.id, tenant_id=tenant_id, project_id=project_id,
-        scheduled_for=now, status=InvocationStatus.PENDING, manual=True, attempt=0,
-        created_at=now,
-    )
-    session.add(invocation)
-    session.flush()
-    return invocation

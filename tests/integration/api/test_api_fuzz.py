@@ -29,7 +29,7 @@ from schemathesis.specs.openapi.checks import (
 from sqlalchemy.orm import Session, sessionmaker
 
 from api.openapi import spec_dict
-from app import triggers
+from app import manual, triggers
 from app.config import Settings
 from tasks.celery_app import RUN_QUEUE
 from tests.integration.api.conftest import ADMIN_TOKEN, mint_key
@@ -83,7 +83,7 @@ def _aim_at_real_rows(case: schemathesis.Case, db: sessionmaker[Session]) -> Non
                                       "cron_expression": "*/5 * * * *",
                                       "target_kind": "webhook",
                                       "webhook_url": "https://example.com/hook"}, now=now)
-        invocation = triggers.run_now(session, "fuzz", "fuzz", trigger.id, now=now)
+        invocation = manual.run_now(session, "fuzz", "fuzz", trigger.id, now=now)
     params["project_id"] = "fuzz"
     if "trigger_id" in params:
         params["trigger_id"] = str(trigger.id)

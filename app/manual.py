@@ -1,0 +1,87 @@
+"""Manual runs: an invocation a user asks for now, beside the trigger's schedule.
+
+A manual run shares the invocations' idempotency key, UNIQUE (trigger_id,
+scheduled_for), with the scheduled occurrences, so it must never take an instant the
+schedule may use: the dispatcher's insert of that occurrence would then be folded into
+the manual row by its ON CONFLICT DO NOTHING (the occurrence lost silently), and in the
+other order the manual insert would fail. The rule (:func:`manual_instant`):
+
+* Scheduled occurrences of a cron trigger are whole minutes, and a one-time trigger's
+  only occurrence is its ``run_at``. A manual run is keyed at ``now`` with a non-zero
+  microsecond (a whole-second ``now`` moves 1 µs later) and never at ``run_at``.
+* Two manual runs at one instant (two requests in transactions that started in the same
+  microsecond) take the next free microsecond: the insert is ON CONFLICT DO NOTHING and
+  tries at most :data:`MAX_KEY_TRIES` instants.
+
+A ``run_at`` edited later cannot land on a manual row's instant: ``run_at`` must lie
+after the ``now`` of its save, and manual rows are keyed at or just after theirs.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+
+from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.orm import Session
+
+from app.enums import InvocationStatus
+from app.errors import Conflict
+from app.models import Invocation, Trigger
+from app.triggers import get_trigger
+
+#: Instants one manual run tries before giving up; a collision needs another manual run
+#: of the same trigger in the same microsecond, so a handful is plenty.
+MAX_KEY_TRIES = 16
+
+_ONE_MICROSECOND = dt.timedelta(microseconds=1)
+
+
+class ManualRunCollision(Conflict):
+    """Too many manual runs of the trigger at this instant; try again."""
+
+
+def manual_instant(trigger: Trigger, at: dt.datetime) -> dt.datetime:
+    """Return the first instant at or after ``at`` that no scheduled occurrence may use."""
+    while at.microsecond == 0 or at == trigger.run_at:
+        at += _ONE_MICROSECOND
+    return at
+
+
+def run_now(
+    session: Session, tenant_id: str, project_id: str, trigger_id: uuid.UUID, *,
+    now: dt.datetime,
+) -> Invocation:
+    """Record a manual run of the trigger, keyed at about ``now``; the schedule is untouched.
+
+    The caller publishes its message after the commit; until then (or if publishing
+    fails) the row has ``enqueued_at`` NULL and the dispatcher's sweep publishes it.
+
+    Returns:
+        The new pending invocation; its ``scheduled_for`` is :func:`manual_instant`'s.
+
+    Raises:
+        NotFound: no such trigger in this tenant's project.
+        ManualRunCollision: :data:`MAX_KEY_TRIES` instants were all taken.
+    """
+    trigger = get_trigger(session, tenant_id, project_id, trigger_id)
+    candidate = now
+    for _ in range(MAX_KEY_TRIES):
+        candidate = manual_instant(trigger, candidate)
+        inserted = session.execute(
+            pg_insert(Invocation)
+            .values(
+                trigger_id=trigger.id, tenant_id=tenant_id, project_id=project_id,
+                scheduled_for=candidate, status=InvocationStatus.PENDING, manual=True,
+                attempt=0, created_at=now,
+            )
+            .on_conflict_do_nothing(constraint="uq_invocations_trigger_id_scheduled_for")
+            .returning(Invocation.id)
+        ).scalar_one_or_none()
+        if inserted is not None:
+            return session.execute(
+                select(Invocation).where(Invocation.id == inserted)
+            ).scalar_one()
+        candidate += _ONE_MICROSECOND
+    raise ManualRunCollision(f"{MAX_KEY_TRIES} manual runs of the trigger at {now.isoformat()}")
