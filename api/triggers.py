@@ -161,8 +161,10 @@ class TriggerItem(MethodView):
     @blp.alt_response(412, description="If-Match names an older version.")
     @blp.doc(parameters=[IF_MATCH])
     def patch(self, changes: dict[str, Any], project_id: str, trigger_id: uuid.UUID) -> Any:
-        """Change some fields. `enabled: false` pauses (pending runs are cancelled),
-        `enabled: true` resumes from now. Send If-Match to refuse a lost update."""
+        """Change some fields. `enabled: false` pauses (pending scheduled runs are
+        cancelled, manual ones are not), `enabled: true` resumes from now. A due occurrence
+        that a schedule change or a pause takes away is recorded `missed`. Send If-Match
+        to refuse a lost update."""
         return _update(project_id, trigger_id, changes)
 
     @blp.response(204)
