@@ -2,120 +2,44 @@
 
 Invocations are inserted pending (as the dispatcher records them) and their messages
 published with ``tasks.publisher.publish_runs``; each test then waits, with a deadline,
-for the invocation to reach its final state and compares exact values.
+for the invocation to reach its final state and compares exact values. The core called
+directly is in ``test_run_core.py``; deadlines of slow targets in ``test_run_deadlines.py``.
 """
 
 from __future__ import annotations
 
 import base64
-import dataclasses
 import datetime as dt
 import json
-import os
-import re
-import threading
-import time
 import uuid
-from typing import Any
 
 import pytest
 import redis
-from celery import Celery
-from sqlalchemy import delete, func, insert, select, text, update
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy import delete, func, select, update
 from standardwebhooks.webhooks import Webhook
 
-from app import delivery, leases
 from app.claims import take_expired_leases
 from app.config import Settings
-from app.delivery import DeliveryResult, Verdict
 from app.enums import InvocationStatus
 from app.leases import LEASE_GRACE_S
-from app.models import Invocation, InvocationAttempt, Trigger
-from app.netguard import REFUSED_MESSAGE
-from app.runner import RunOutcome, run_invocation
+from app.models import Invocation, Trigger
 from tasks.publisher import publish_runs
 from tasks.run import RUN_TIME_LIMIT_S, run_trigger
 from tests.support.receiver import Receiver, Reply
+from tests.support.runs import (
+    T0,
+    add_invocation,
+    add_trigger,
+    attempts,
+    load,
+    new_secret,
+    run,
+    task_done,
+    wait_final,
+)
 from tests.support.worker import DEFAULT_DEPLOYMENT_ID, WorkerProcess
 
 pytestmark = pytest.mark.slow
-
-T0 = dt.datetime(2026, 3, 7, 5, 0, tzinfo=dt.UTC)
-DEADLINE_S = 20.0
-
-
-def add_trigger(db: sessionmaker[Session], receiver: Receiver | None = None, **values: Any):
-    row: dict[str, Any] = {
-        "tenant_id": "t1",
-        "project_id": "p1",
-        "name": f"trigger-{uuid.uuid4().hex[:8]}",
-        "cron_expression": "*/5 * * * *",
-        "next_run_at": T0,
-        "target_kind": "webhook",
-        "webhook_url": receiver.url() if receiver else "https://example.com/hook",
-        "payload": {"report": "daily"},
-        "max_attempts": 3,
-        "backoff_base_s": 0,
-        "backoff_cap_s": 0,
-        "timeout_s": 5,
-    }
-    row.update(values)
-    with db.begin() as session:
-        return session.execute(insert(Trigger).values(**row).returning(Trigger.id)).scalar_one()
-
-
-def add_invocation(
-    db: sessionmaker[Session], trigger_id: uuid.UUID, scheduled_for: dt.datetime = T0,
-    **values: Any,
-) -> uuid.UUID:
-    row = {"trigger_id": trigger_id, "tenant_id": "t1", "project_id": "p1",
-           "scheduled_for": scheduled_for, **values}
-    with db.begin() as session:
-        return session.execute(
-            insert(Invocation).values(**row).returning(Invocation.id)
-        ).scalar_one()
-
-
-def load(db: sessionmaker[Session], invocation_id: uuid.UUID) -> Invocation:
-    with db.begin() as session:
-        return session.get_one(Invocation, invocation_id)
-
-
-def attempts(db: sessionmaker[Session], invocation_id: uuid.UUID) -> list[tuple[Any, ...]]:
-    """(number, outcome, response_status, error, deployment_id, finished?) per attempt."""
-    with db.begin() as session:
-        rows = session.execute(
-            select(InvocationAttempt)
-            .where(InvocationAttempt.invocation_id == invocation_id)
-            .order_by(InvocationAttempt.number)
-        ).scalars()
-        return [(a.number, a.outcome, a.response_status, a.error, a.deployment_id,
-                 a.finished_at is not None) for a in rows]
-
-
-def wait_final(db: sessionmaker[Session], invocation_id: uuid.UUID) -> Invocation:
-    deadline = time.monotonic() + DEADLINE_S
-    while time.monotonic() < deadline:
-        invocation = load(db, invocation_id)
-        if invocation.status.is_final:
-            return invocation
-        time.sleep(0.05)
-    raise AssertionError(f"invocation still {invocation.status} after {DEADLINE_S} s")
-
-
-def run(celery_client: Celery, db: sessionmaker[Session], invocation_id: uuid.UUID):
-    publish_runs(celery_client, [invocation_id])
-    return wait_final(db, invocation_id)
-
-
-def new_secret() -> str:
-    return "whsec_" + base64.b64encode(os.urandom(24)).decode()
-
-
-def task_done(invocation_id: uuid.UUID) -> str:
-    return rf"Task cronbeat\.run_trigger\[{invocation_id}\] succeeded"
-
 
 # --- delivery through the worker ------------------------------------------------------
 
@@ -472,230 +396,3 @@ def test_a_task_target_puts_the_body_on_its_queue_in_redis(
         "message": None,
     }]
 
-
-# --- the core, called directly --------------------------------------------------------
-
-
-def no_task(name: str, body: Any, queue: str) -> None:
-    raise AssertionError("no task target here")
-
-
-def test_a_private_target_is_refused_when_private_targets_are_not_allowed(
-    db, settings: Settings, receiver: Receiver
-) -> None:
-    strict = dataclasses.replace(settings, allow_private_targets=False, deployment_id="core")
-    invocation_id = add_invocation(db, add_trigger(db, receiver))
-
-    outcome = run_invocation(db, strict, invocation_id, send_task=no_task)
-
-    assert outcome == RunOutcome(status=InvocationStatus.FAILED, attempt=1)
-    invocation = load(db, invocation_id)
-    assert invocation.status == InvocationStatus.FAILED
-    assert invocation.last_error == REFUSED_MESSAGE
-    assert "127.0.0.1" not in invocation.last_error
-    assert [a[:4] for a in attempts(db, invocation_id)] == [
-        (1, "failed", None, REFUSED_MESSAGE)
-    ]
-    assert receiver.count == 0
-
-
-def test_a_requested_cancel_closes_a_pending_invocation(db, settings: Settings) -> None:
-    invocation_id = add_invocation(db, add_trigger(db), cancel_requested=True)
-
-    outcome = run_invocation(db, settings, invocation_id, send_task=no_task)
-
-    assert outcome == RunOutcome(status=InvocationStatus.CANCELLED, attempt=0)
-    assert load(db, invocation_id).last_error == "cancelled: cancel requested"
-
-
-def test_a_retry_that_is_not_due_yet_is_not_claimed_but_republished(
-    db, settings: Settings
-) -> None:
-    invocation_id = add_invocation(
-        db, add_trigger(db), run_after=dt.datetime.now(dt.UTC) + dt.timedelta(seconds=60)
-    )
-
-    outcome = run_invocation(db, settings, invocation_id, send_task=no_task)
-
-    assert outcome.status is None
-    assert outcome.retry_in_s is not None and 55 < outcome.retry_in_s <= 60
-    assert (load(db, invocation_id).status, attempts(db, invocation_id)) == ("pending", [])
-
-
-def test_an_attempt_that_lost_its_lease_records_only_its_attempt_row(
-    db, settings: Settings
-) -> None:
-    invocation_id = add_invocation(db, add_trigger(db))
-
-    def deliver_while_the_sweep_takes_it_back(**_: Any) -> DeliveryResult:
-        with db.begin() as session:
-            session.execute(
-                update(Invocation).where(Invocation.id == invocation_id)
-                .values(lease_expires_at=func.now() - dt.timedelta(seconds=1))
-            )
-        with db.begin() as session:
-            take_expired_leases(session, session.scalar(select(func.now())), limit=10)
-        return DeliveryResult(verdict=Verdict.SUCCEEDED, response_status=200,
-                              response_excerpt="late")
-
-    outcome = run_invocation(db, settings, invocation_id, send_task=no_task,
-                             send_webhook_=deliver_while_the_sweep_takes_it_back)
-
-    assert outcome == RunOutcome(status=None, attempt=1)
-    invocation = load(db, invocation_id)
-    # The sweep's decision stands: pending for the next attempt, not succeeded.
-    assert (invocation.status, invocation.attempt) == (InvocationStatus.PENDING, 1)
-    assert invocation.response_status is None
-    [attempt] = attempts(db, invocation_id)
-    assert attempt[:3] == (1, "succeeded", 200)
-    assert re.fullmatch("finished after its lease was taken back", attempt[3])
-
-
-def test_a_private_target_s_address_stays_out_of_the_error(
-    db, settings: Settings, receiver: Receiver
-) -> None:
-    strict = dataclasses.replace(settings, allow_private_targets=False)
-    # "localhost" is how db.internal looks to the guard: a name resolving inside.
-    url = receiver.url().replace("127.0.0.1", "localhost")
-    invocation_id = add_invocation(db, add_trigger(db, webhook_url=url))
-
-    run_invocation(db, strict, invocation_id, send_task=no_task)
-
-    invocation = load(db, invocation_id)
-    assert invocation.status == InvocationStatus.FAILED
-    assert invocation.last_error == REFUSED_MESSAGE
-    assert not re.search(r"127\.0\.0\.1|::1", invocation.last_error)
-    assert receiver.count == 0
-
-
-def test_an_out_of_range_port_fails_for_good_when_private_targets_are_refused(
-    db, settings: Settings
-) -> None:
-    strict = dataclasses.replace(settings, allow_private_targets=False)
-    invocation_id = add_invocation(
-        db, add_trigger(db, webhook_url="http://h.example:99999/hook/t0ken")
-    )
-
-    outcome = run_invocation(db, strict, invocation_id, send_task=no_task)
-
-    assert outcome == RunOutcome(status=InvocationStatus.FAILED, attempt=1)
-    invocation = load(db, invocation_id)
-    assert invocation.last_error == "the webhook URL has an invalid port"
-    assert invocation.lease_expires_at is None
-
-
-def test_an_unexpected_error_in_delivery_fails_the_invocation_with_its_type_only(
-    db, settings: Settings, caplog: pytest.LogCaptureFixture
-) -> None:
-    invocation_id = add_invocation(db, add_trigger(db))
-
-    def crash(**_: Any) -> DeliveryResult:
-        raise RuntimeError("Authorization: Bearer s3cret")
-
-    with caplog.at_level("ERROR", logger="app.runner"):
-        outcome = run_invocation(db, settings, invocation_id, send_task=no_task,
-                                 send_webhook_=crash)
-
-    assert outcome == RunOutcome(status=InvocationStatus.FAILED, attempt=1)
-    invocation = load(db, invocation_id)
-    error = "delivery failed with an internal error (RuntimeError)"
-    assert (invocation.status, invocation.last_error) == (InvocationStatus.FAILED, error)
-    assert invocation.lease_expires_at is None
-    assert [a[:4] for a in attempts(db, invocation_id)] == [(1, "failed", None, error)]
-    [record] = [r for r in caplog.records if r.action == "run.delivery_crashed"]
-    assert (record.invocation_id, record.attempt, record.error_type) == (
-        str(invocation_id), 1, "RuntimeError"
-    )
-
-
-def test_a_claim_racing_a_committed_claim_claims_nothing(db, settings: Settings) -> None:
-    invocation_id = add_invocation(db, add_trigger(db))
-    outcomes: list[RunOutcome] = []
-
-    def never_delivered(**_: Any) -> DeliveryResult:
-        raise AssertionError("the losing claim delivered")
-
-    def second_message() -> None:
-        outcomes.append(run_invocation(db, settings, invocation_id, send_task=no_task,
-                                       send_webhook_=never_delivered))
-
-    with db.begin() as first:
-        assert leases.claim_attempt(first, invocation_id, lease_s=60, deployment_id="a")
-        # The second message reads the row as pending (the first claim is not committed
-        # yet) and blocks on the row lock in its own claim, the tightest interleaving.
-        racer = threading.Thread(target=second_message)
-        racer.start()
-        deadline = time.monotonic() + DEADLINE_S
-        with db() as observer:
-            while not observer.scalar(text(
-                "SELECT count(*) FROM pg_stat_activity"
-                " WHERE datname = current_database() AND wait_event_type = 'Lock'"
-            )):
-                assert time.monotonic() < deadline, "the second claim never blocked"
-                time.sleep(0.02)
-                observer.rollback()  # a fresh snapshot of pg_stat_activity
-    racer.join(DEADLINE_S)
-
-    assert outcomes == [RunOutcome(status=None)]
-    invocation = load(db, invocation_id)
-    assert (invocation.status, invocation.attempt) == (InvocationStatus.RUNNING, 1)
-
-
-def test_a_name_that_rebinds_to_loopback_is_refused_at_connect(
-    db, settings: Settings, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # DNS rebinding: the name looked public when checked, and resolves to 127.0.0.1 when
-    # urllib3 connects. The socket's peer address is checked too.
-    monkeypatch.setattr(delivery, "check_host", lambda host, port: [])
-    strict = dataclasses.replace(settings, allow_private_targets=False)
-    invocation_id = add_invocation(db, add_trigger(db, receiver))
-
-    outcome = run_invocation(db, strict, invocation_id, send_task=no_task)
-
-    assert outcome == RunOutcome(status=InvocationStatus.FAILED, attempt=1)
-    assert load(db, invocation_id).last_error == REFUSED_MESSAGE
-    assert receiver.count == 0
-
-
-def test_overlap_skip_sees_an_earlier_claim_that_commits_while_it_waits(
-    db, settings: Settings
-) -> None:
-    trigger_id = add_trigger(db, overlap_policy="skip")
-    earlier = add_invocation(db, trigger_id, T0)
-    later = add_invocation(db, trigger_id, T0 + dt.timedelta(minutes=5))
-    outcomes: list[RunOutcome] = []
-
-    def run_later() -> None:
-        outcomes.append(run_invocation(db, settings, later, send_task=no_task))
-
-    with db.begin() as first:
-        leases.lock_trigger_runs(first, trigger_id)
-        assert leases.claim_attempt(first, earlier, lease_s=60, deployment_id="a")
-        # The later run starts while the earlier claim is uncommitted: without the
-        # trigger's lock it would see the earlier one pending, not running, and run.
-        racer = threading.Thread(target=run_later)
-        racer.start()
-        deadline = time.monotonic() + DEADLINE_S
-        with db() as observer:
-            while not observer.scalar(text(
-                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
-                " AND wait_event_type = 'Lock' AND wait_event = 'advisory'"
-            )):
-                assert time.monotonic() < deadline, "the later run never waited"
-                time.sleep(0.02)
-                observer.rollback()
-    racer.join(DEADLINE_S)
-
-    assert outcomes == [RunOutcome(status=InvocationStatus.SKIPPED, attempt=0)]
-
-
-def test_the_signature_verifies_when_the_clock_arrives_in_another_zone() -> None:
-    # psycopg2 hands back now() in the session's zone; the signature must not care.
-    secret = new_secret()
-    body = '{"x":1}'
-    now = dt.datetime.now(dt.timezone(dt.timedelta(hours=-7)))
-    headers = delivery.build_headers(
-        {}, invocation_id="inv-1", body=body, signing_secret=secret, now=now
-    )
-    assert headers["webhook-timestamp"] == str(int(now.timestamp()))
-    assert Webhook(secret).verify(body, headers) == {"x": 1}

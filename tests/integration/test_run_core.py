@@ -1,0 +1,258 @@
+"""The run's core called directly (no worker): real PostgreSQL, a real receiver."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import re
+import threading
+import time
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select, text, update
+from standardwebhooks.webhooks import Webhook
+
+from app import delivery, leases
+from app.claims import take_expired_leases
+from app.config import Settings
+from app.delivery import DeliveryResult, Verdict
+from app.enums import InvocationStatus
+from app.models import Invocation
+from app.netguard import REFUSED_MESSAGE
+from app.runner import RunOutcome, run_invocation
+from tests.support.receiver import Receiver
+from tests.support.runs import (
+    DEADLINE_S,
+    T0,
+    add_invocation,
+    add_trigger,
+    attempts,
+    load,
+    new_secret,
+    no_task,
+)
+
+pytestmark = pytest.mark.slow
+
+
+
+def test_a_private_target_is_refused_when_private_targets_are_not_allowed(
+    db, settings: Settings, receiver: Receiver
+) -> None:
+    strict = dataclasses.replace(settings, allow_private_targets=False, deployment_id="core")
+    invocation_id = add_invocation(db, add_trigger(db, receiver))
+
+    outcome = run_invocation(db, strict, invocation_id, send_task=no_task)
+
+    assert outcome == RunOutcome(status=InvocationStatus.FAILED, attempt=1)
+    invocation = load(db, invocation_id)
+    assert invocation.status == InvocationStatus.FAILED
+    assert invocation.last_error == REFUSED_MESSAGE
+    assert "127.0.0.1" not in invocation.last_error
+    assert [a[:4] for a in attempts(db, invocation_id)] == [
+        (1, "failed", None, REFUSED_MESSAGE)
+    ]
+    assert receiver.count == 0
+
+
+def test_a_requested_cancel_closes_a_pending_invocation(db, settings: Settings) -> None:
+    invocation_id = add_invocation(db, add_trigger(db), cancel_requested=True)
+
+    outcome = run_invocation(db, settings, invocation_id, send_task=no_task)
+
+    assert outcome == RunOutcome(status=InvocationStatus.CANCELLED, attempt=0)
+    assert load(db, invocation_id).last_error == "cancelled: cancel requested"
+
+
+def test_a_retry_that_is_not_due_yet_is_not_claimed_but_republished(
+    db, settings: Settings
+) -> None:
+    invocation_id = add_invocation(
+        db, add_trigger(db), run_after=dt.datetime.now(dt.UTC) + dt.timedelta(seconds=60)
+    )
+
+    outcome = run_invocation(db, settings, invocation_id, send_task=no_task)
+
+    assert outcome.status is None
+    assert outcome.retry_in_s is not None and 55 < outcome.retry_in_s <= 60
+    assert (load(db, invocation_id).status, attempts(db, invocation_id)) == ("pending", [])
+
+
+def test_an_attempt_that_lost_its_lease_records_only_its_attempt_row(
+    db, settings: Settings
+) -> None:
+    invocation_id = add_invocation(db, add_trigger(db))
+
+    def deliver_while_the_sweep_takes_it_back(**_: Any) -> DeliveryResult:
+        with db.begin() as session:
+            session.execute(
+                update(Invocation).where(Invocation.id == invocation_id)
+                .values(lease_expires_at=func.now() - dt.timedelta(seconds=1))
+            )
+        with db.begin() as session:
+            take_expired_leases(session, session.scalar(select(func.now())), limit=10)
+        return DeliveryResult(verdict=Verdict.SUCCEEDED, response_status=200,
+                              response_excerpt="late")
+
+    outcome = run_invocation(db, settings, invocation_id, send_task=no_task,
+                             send_webhook_=deliver_while_the_sweep_takes_it_back)
+
+    assert outcome == RunOutcome(status=None, attempt=1)
+    invocation = load(db, invocation_id)
+    # The sweep's decision stands: pending for the next attempt, not succeeded.
+    assert (invocation.status, invocation.attempt) == (InvocationStatus.PENDING, 1)
+    assert invocation.response_status is None
+    [attempt] = attempts(db, invocation_id)
+    assert attempt[:3] == (1, "succeeded", 200)
+    assert re.fullmatch("finished after its lease was taken back", attempt[3])
+
+
+def test_a_private_target_s_address_stays_out_of_the_error(
+    db, settings: Settings, receiver: Receiver
+) -> None:
+    strict = dataclasses.replace(settings, allow_private_targets=False)
+    # "localhost" is how db.internal looks to the guard: a name resolving inside.
+    url = receiver.url().replace("127.0.0.1", "localhost")
+    invocation_id = add_invocation(db, add_trigger(db, webhook_url=url))
+
+    run_invocation(db, strict, invocation_id, send_task=no_task)
+
+    invocation = load(db, invocation_id)
+    assert invocation.status == InvocationStatus.FAILED
+    assert invocation.last_error == REFUSED_MESSAGE
+    assert not re.search(r"127\.0\.0\.1|::1", invocation.last_error)
+    assert receiver.count == 0
+
+
+def test_an_out_of_range_port_fails_for_good_when_private_targets_are_refused(
+    db, settings: Settings
+) -> None:
+    strict = dataclasses.replace(settings, allow_private_targets=False)
+    invocation_id = add_invocation(
+        db, add_trigger(db, webhook_url="http://h.example:99999/hook/t0ken")
+    )
+
+    outcome = run_invocation(db, strict, invocation_id, send_task=no_task)
+
+    assert outcome == RunOutcome(status=InvocationStatus.FAILED, attempt=1)
+    invocation = load(db, invocation_id)
+    assert invocation.last_error == "the webhook URL has an invalid port"
+    assert invocation.lease_expires_at is None
+
+
+def test_an_unexpected_error_in_delivery_fails_the_invocation_with_its_type_only(
+    db, settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    invocation_id = add_invocation(db, add_trigger(db))
+
+    def crash(**_: Any) -> DeliveryResult:
+        raise RuntimeError("Authorization: Bearer s3cret")
+
+    with caplog.at_level("ERROR", logger="app.runner"):
+        outcome = run_invocation(db, settings, invocation_id, send_task=no_task,
+                                 send_webhook_=crash)
+
+    assert outcome == RunOutcome(status=InvocationStatus.FAILED, attempt=1)
+    invocation = load(db, invocation_id)
+    error = "delivery failed with an internal error (RuntimeError)"
+    assert (invocation.status, invocation.last_error) == (InvocationStatus.FAILED, error)
+    assert invocation.lease_expires_at is None
+    assert [a[:4] for a in attempts(db, invocation_id)] == [(1, "failed", None, error)]
+    [record] = [r for r in caplog.records if r.action == "run.delivery_crashed"]
+    assert (record.invocation_id, record.attempt, record.error_type) == (
+        str(invocation_id), 1, "RuntimeError"
+    )
+
+
+def test_a_claim_racing_a_committed_claim_claims_nothing(db, settings: Settings) -> None:
+    invocation_id = add_invocation(db, add_trigger(db))
+    outcomes: list[RunOutcome] = []
+
+    def never_delivered(**_: Any) -> DeliveryResult:
+        raise AssertionError("the losing claim delivered")
+
+    def second_message() -> None:
+        outcomes.append(run_invocation(db, settings, invocation_id, send_task=no_task,
+                                       send_webhook_=never_delivered))
+
+    with db.begin() as first:
+        assert leases.claim_attempt(first, invocation_id, lease_s=60, deployment_id="a")
+        # The second message reads the row as pending (the first claim is not committed
+        # yet) and blocks on the row lock in its own claim, the tightest interleaving.
+        racer = threading.Thread(target=second_message)
+        racer.start()
+        deadline = time.monotonic() + DEADLINE_S
+        with db() as observer:
+            while not observer.scalar(text(
+                "SELECT count(*) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+            )):
+                assert time.monotonic() < deadline, "the second claim never blocked"
+                time.sleep(0.02)
+                observer.rollback()  # a fresh snapshot of pg_stat_activity
+    racer.join(DEADLINE_S)
+
+    assert outcomes == [RunOutcome(status=None)]
+    invocation = load(db, invocation_id)
+    assert (invocation.status, invocation.attempt) == (InvocationStatus.RUNNING, 1)
+
+
+def test_a_name_that_rebinds_to_loopback_is_refused_at_connect(
+    db, settings: Settings, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # DNS rebinding: the name looked public when checked, and resolves to 127.0.0.1 when
+    # urllib3 connects. The socket's peer address is checked too.
+    monkeypatch.setattr(delivery, "check_host", lambda host, port: [])
+    strict = dataclasses.replace(settings, allow_private_targets=False)
+    invocation_id = add_invocation(db, add_trigger(db, receiver))
+
+    outcome = run_invocation(db, strict, invocation_id, send_task=no_task)
+
+    assert outcome == RunOutcome(status=InvocationStatus.FAILED, attempt=1)
+    assert load(db, invocation_id).last_error == REFUSED_MESSAGE
+    assert receiver.count == 0
+
+
+def test_overlap_skip_sees_an_earlier_claim_that_commits_while_it_waits(
+    db, settings: Settings
+) -> None:
+    trigger_id = add_trigger(db, overlap_policy="skip")
+    earlier = add_invocation(db, trigger_id, T0)
+    later = add_invocation(db, trigger_id, T0 + dt.timedelta(minutes=5))
+    outcomes: list[RunOutcome] = []
+
+    def run_later() -> None:
+        outcomes.append(run_invocation(db, settings, later, send_task=no_task))
+
+    with db.begin() as first:
+        leases.lock_trigger_runs(first, trigger_id)
+        assert leases.claim_attempt(first, earlier, lease_s=60, deployment_id="a")
+        # The later run starts while the earlier claim is uncommitted: without the
+        # trigger's lock it would see the earlier one pending, not running, and run.
+        racer = threading.Thread(target=run_later)
+        racer.start()
+        deadline = time.monotonic() + DEADLINE_S
+        with db() as observer:
+            while not observer.scalar(text(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                " AND wait_event_type = 'Lock' AND wait_event = 'advisory'"
+            )):
+                assert time.monotonic() < deadline, "the later run never waited"
+                time.sleep(0.02)
+                observer.rollback()
+    racer.join(DEADLINE_S)
+
+    assert outcomes == [RunOutcome(status=InvocationStatus.SKIPPED, attempt=0)]
+
+
+def test_the_signature_verifies_when_the_clock_arrives_in_another_zone() -> None:
+    # psycopg2 hands back now() in the session's zone; the signature must not care.
+    secret = new_secret()
+    body = '{"x":1}'
+    now = dt.datetime.now(dt.timezone(dt.timedelta(hours=-7)))
+    headers = delivery.build_headers(
+        {}, invocation_id="inv-1", body=body, signing_secret=secret, now=now
+    )
+    assert headers["webhook-timestamp"] == str(int(now.timestamp()))
+    assert Webhook(secret).verify(body, headers) == {"x": 1}

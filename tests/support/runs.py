@@ -1,0 +1,106 @@
+"""Helpers for the run_trigger integration tests: rows as the dispatcher records them.
+
+Triggers and invocations are inserted directly (pending, as a tick leaves them); the
+helpers read them back and wait, with a deadline, for an invocation's final state.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import os
+import time
+import uuid
+from typing import Any
+
+from celery import Celery
+from sqlalchemy import insert, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.models import Invocation, InvocationAttempt, Trigger
+from tasks.publisher import publish_runs
+from tests.support.receiver import Receiver
+
+T0 = dt.datetime(2026, 3, 7, 5, 0, tzinfo=dt.UTC)
+DEADLINE_S = 20.0
+
+
+def add_trigger(
+    db: sessionmaker[Session], receiver: Receiver | None = None, **values: Any
+) -> uuid.UUID:
+    row: dict[str, Any] = {
+        "tenant_id": "t1",
+        "project_id": "p1",
+        "name": f"trigger-{uuid.uuid4().hex[:8]}",
+        "cron_expression": "*/5 * * * *",
+        "next_run_at": T0,
+        "target_kind": "webhook",
+        "webhook_url": receiver.url() if receiver else "https://example.com/hook",
+        "payload": {"report": "daily"},
+        "max_attempts": 3,
+        "backoff_base_s": 0,
+        "backoff_cap_s": 0,
+        "timeout_s": 5,
+    }
+    row.update(values)
+    with db.begin() as session:
+        return session.execute(insert(Trigger).values(**row).returning(Trigger.id)).scalar_one()
+
+
+def add_invocation(
+    db: sessionmaker[Session], trigger_id: uuid.UUID, scheduled_for: dt.datetime = T0,
+    **values: Any,
+) -> uuid.UUID:
+    row = {"trigger_id": trigger_id, "tenant_id": "t1", "project_id": "p1",
+           "scheduled_for": scheduled_for, **values}
+    with db.begin() as session:
+        return session.execute(
+            insert(Invocation).values(**row).returning(Invocation.id)
+        ).scalar_one()
+
+
+def load(db: sessionmaker[Session], invocation_id: uuid.UUID) -> Invocation:
+    with db.begin() as session:
+        return session.get_one(Invocation, invocation_id)
+
+
+def attempts(db: sessionmaker[Session], invocation_id: uuid.UUID) -> list[tuple[Any, ...]]:
+    """(number, outcome, response_status, error, deployment_id, finished?) per attempt."""
+    with db.begin() as session:
+        rows = session.execute(
+            select(InvocationAttempt)
+            .where(InvocationAttempt.invocation_id == invocation_id)
+            .order_by(InvocationAttempt.number)
+        ).scalars()
+        return [(a.number, a.outcome, a.response_status, a.error, a.deployment_id,
+                 a.finished_at is not None) for a in rows]
+
+
+def wait_final(db: sessionmaker[Session], invocation_id: uuid.UUID) -> Invocation:
+    deadline = time.monotonic() + DEADLINE_S
+    while time.monotonic() < deadline:
+        invocation = load(db, invocation_id)
+        if invocation.status.is_final:
+            return invocation
+        time.sleep(0.05)
+    raise AssertionError(f"invocation still {invocation.status} after {DEADLINE_S} s")
+
+
+def run(
+    celery_client: Celery, db: sessionmaker[Session], invocation_id: uuid.UUID
+) -> Invocation:
+    publish_runs(celery_client, [invocation_id])
+    return wait_final(db, invocation_id)
+
+
+def new_secret() -> str:
+    return "whsec_" + base64.b64encode(os.urandom(24)).decode()
+
+
+def task_done(invocation_id: uuid.UUID) -> str:
+    return rf"Task cronbeat\.run_trigger\[{invocation_id}\] succeeded"
+
+
+def no_task(name: str, body: Any, queue: str) -> None:
+    """A send_task for tests whose trigger has no task target."""
+    raise AssertionError("no task target here")
