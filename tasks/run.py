@@ -6,7 +6,7 @@ import logging
 import uuid
 from typing import Any
 
-from celery import Task
+from celery import Celery, Task
 from kombu.exceptions import OperationalError as BrokerError
 from redis.exceptions import RedisError
 
@@ -31,16 +31,54 @@ MAX_TRIGGER_TIMEOUT_S = 3600
 RUN_TIME_LIMIT_S = MAX_TRIGGER_TIMEOUT_S + 2 * LEASE_GRACE_S
 
 
+# Publishing a user's task message must end well inside the attempt's lease, even when
+# the broker hangs (accepts connections, never answers): redis-py would wait on the
+# socket forever, the lease would run out, and the sweep would run the attempt again,
+# publishing a second message. Each connect and each socket read or write gives up
+# after PUBLISH_TIMEOUT_S, and a publish is tried twice in all: about 2 * (5 + 5) s at
+# worst, well inside LEASE_GRACE_S, which bounds a task target's attempt (its timeout_s
+# is for webhook targets). Our own messages (retries) are published by publish_runs.
+PUBLISH_TIMEOUT_S = 5.0
+_PUBLISH_TRANSPORT_OPTIONS = {
+    "max_retries": 1, "interval_start": 0, "interval_step": 0.5, "interval_max": 0.5,
+    "socket_connect_timeout": PUBLISH_TIMEOUT_S, "socket_timeout": PUBLISH_TIMEOUT_S,
+}
+_PUBLISH_RETRY_POLICY = {
+    "max_retries": 1, "interval_start": 0, "interval_step": 0.5, "interval_max": 0.5,
+}
+
+
+def publish_user_task(app: Celery, name: str, body: Any, queue: str) -> None:
+    """Publish a user task message on ``app``'s broker within a bounded time.
+
+    A connection of its own (not the pool's) carries the timeouts above without
+    changing how the worker's own connections behave.
+
+    Raises:
+        TargetUnavailable: the broker did not take the message. Only the exception's
+            type is in the message: its text names the broker's host and port, and it
+            becomes the tenant's last_error.
+    """
+    try:
+        with app.connection_for_write(transport_options=_PUBLISH_TRANSPORT_OPTIONS) as conn:
+            app.send_task(
+                name, args=[body], queue=queue, connection=conn,
+                retry=True, retry_policy=_PUBLISH_RETRY_POLICY,
+            )
+    except (BrokerError, RedisError, OSError) as exc:
+        log.warning("run_trigger: the broker did not take a user task message",
+                    exc_info=True,
+                    extra={"action": "run.task_publish_failed", "queue": queue})
+        raise TargetUnavailable(f"broker unavailable: {type(exc).__name__}") from exc
+
+
 def _send_task(name: str, body: Any, queue: str) -> None:
     """Publish a user task message; a broker failure is transient (the attempt retries).
 
     Raises:
         TargetUnavailable: the broker did not take the message.
     """
-    try:
-        celery_app.send_task(name, args=[body], queue=queue)
-    except (BrokerError, RedisError, OSError) as exc:
-        raise TargetUnavailable(f"broker unavailable: {type(exc).__name__}: {exc}") from exc
+    publish_user_task(celery_app, name, body, queue)
 
 
 @celery_app.task(

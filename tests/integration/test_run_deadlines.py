@@ -1,0 +1,105 @@
+"""An attempt ends well inside its lease, whatever the target or the broker does.
+
+A delivery that outlives its lease is taken back by the sweep and delivered again, so
+every phase is bounded by a wall clock: the whole webhook request (headers and body
+trickled a byte at a time included) by the trigger's ``timeout_s``, a user task's
+publish by ``tasks.run.PUBLISH_TIMEOUT_S``. The slow peers are real servers on loopback.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import socket
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+from celery import Celery
+
+from app.config import Settings
+from app.errors import TargetUnavailable
+from app.leases import LEASE_GRACE_S
+from tasks.celery_app import configure
+from tasks.run import publish_user_task
+
+pytestmark = pytest.mark.slow
+
+
+@contextlib.contextmanager
+def mute_server() -> Iterator[int]:
+    """Yield the port of a loopback server that accepts connections and never answers."""
+    server = socket.create_server(("127.0.0.1", 0))
+    accepted: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        server.settimeout(0.1)
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                accepted.append(server.accept()[0])
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield server.getsockname()[1]
+    finally:
+        stop.set()
+        thread.join(5)
+        for conn in accepted:
+            conn.close()
+        server.close()
+
+
+def closed_port() -> int:
+    with socket.create_server(("127.0.0.1", 0)) as probe:
+        return probe.getsockname()[1]
+
+
+def app_on(settings: Settings, port: int) -> Celery:
+    on_port = dataclasses.replace(settings, redis_url=f"redis://127.0.0.1:{port}/0")
+    return configure(Celery("test-publisher", set_as_current=False), on_port)
+
+
+def publish_within(app: Celery, limit_s: float) -> tuple[BaseException | None, float]:
+    """Publish a user task in a thread; return what it raised and how long it took."""
+    raised: list[BaseException | None] = []
+
+    def publish() -> None:
+        try:
+            publish_user_task(app, "tests.user_task", {"x": 1}, "celery")
+            raised.append(None)
+        except BaseException as exc:  # handed to the test to judge
+            raised.append(exc)
+
+    started = time.monotonic()
+    thread = threading.Thread(target=publish, daemon=True)
+    thread.start()
+    thread.join(limit_s)
+    assert not thread.is_alive(), f"the publish still hangs after {limit_s} s"
+    return raised[0], time.monotonic() - started
+
+
+# --- the broker -----------------------------------------------------------------------
+
+
+def test_a_hung_broker_fails_the_publish_well_inside_the_lease_s_grace(
+    settings: Settings,
+) -> None:
+    with mute_server() as port:
+        error, took_s = publish_within(app_on(settings, port), LEASE_GRACE_S / 2)
+
+    assert isinstance(error, TargetUnavailable)
+    assert took_s < LEASE_GRACE_S / 2
+
+
+def test_an_unreachable_broker_is_named_by_the_error_s_type_only(settings: Settings) -> None:
+    # The exception's text is "Error 111 connecting to 127.0.0.1:PORT": the operator's
+    # broker address, which must not reach the tenant's last_error.
+    port = closed_port()
+    error, _ = publish_within(app_on(settings, port), LEASE_GRACE_S / 2)
+
+    assert isinstance(error, TargetUnavailable)
+    assert error.message == "broker unavailable: OperationalError"
+    assert str(port) not in error.message and "127.0.0.1" not in error.message
