@@ -23,13 +23,20 @@ import types
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from jinja2 import TemplateSyntaxError
 from jinja2.sandbox import SecurityError
 
 from app.errors import InvalidTemplate
 from app.template_limits import MAX_MESSAGE_CHARS
 from app.template_sandbox import RenderBudget, RenderTimedOut, new_environment, render_budget
 
-__all__ = ["MAX_MESSAGE_CHARS", "MAX_RANGE_ITEMS", "TEMPLATE_RENDER_TIMEOUT_S", "render_message"]
+__all__ = [
+    "MAX_MESSAGE_CHARS",
+    "MAX_RANGE_ITEMS",
+    "TEMPLATE_RENDER_TIMEOUT_S",
+    "compile_template",
+    "render_message",
+]
 
 # A render that takes longer is stopped. Real templates render in milliseconds.
 TEMPLATE_RENDER_TIMEOUT_S = 2.0
@@ -95,6 +102,26 @@ def _alarm(timeout_s: float) -> Iterator[None]:
             remaining_s = previous_delay_s - (time.monotonic() - started)
             # Already due: fire it at once rather than lose it.
             signal.setitimer(signal.ITIMER_REAL, max(remaining_s, 1e-6), previous_interval_s)
+
+
+def compile_template(source: str) -> None:
+    """Compile ``source`` in the sandbox the workers render it in, to refuse it at save.
+
+    Compiling does not run the template: a template that compiles may still fail to
+    render (an undefined variable, a size bound), which only a run can tell.
+
+    Raises:
+        InvalidTemplate: it does not compile. The message gives the line and Jinja's
+            reason for a syntax error, and only the exception's type for anything else
+            (RecursionError on deep nesting, for one).
+    """
+    try:
+        _ENV.compile(source)
+    except TemplateSyntaxError as exc:
+        raise InvalidTemplate(f"does not compile: line {exc.lineno}: {exc.message}") from None
+    except Exception as exc:
+        # Templates are user code: whatever compiling raises, every run would fail alike.
+        raise InvalidTemplate(f"does not compile: {type(exc).__name__}") from None
 
 
 def render_message(

@@ -11,9 +11,11 @@ import pytest
 from app.errors import InvalidTemplate, PermanentError
 from app.template_limits import MAX_LOOP_ITEMS, MAX_VALUE_SIZE
 from app.templating import (
+    _ENV,
     MAX_MESSAGE_CHARS,
     MAX_RANGE_ITEMS,
     TEMPLATE_RENDER_TIMEOUT_S,
+    compile_template,
     render_message,
 )
 
@@ -261,3 +263,28 @@ def test_no_alarm_of_ours_is_left_armed_after_a_render() -> None:
         render_message(SLOW, CONTEXT, timeout_s=0.001)
     assert signal.getsignal(signal.SIGALRM) is handler
     assert signal.getitimer(signal.ITIMER_REAL)[0] <= remaining_s
+
+
+def test_a_template_that_compiles_passes_the_save_check() -> None:
+    assert compile_template("Hello {{ payload.name | upper }}") is None
+
+
+@pytest.mark.parametrize(
+    ("source", "error"),
+    [
+        ("{{ x ", "does not compile: line 1: unexpected end of template, expected 'end of print"
+                  " statement'."),
+        ("line one\n{% for %}", "does not compile: line 2: Expected an expression, got"
+                                 " 'end of statement block'"),
+        ("{{" * 100_000, "does not compile: RecursionError"),
+    ],
+    ids=["unclosed", "line-two", "deep-nesting"],
+)
+def test_a_template_that_does_not_compile_is_an_invalid_template(source: str, error: str) -> None:
+    with pytest.raises(InvalidTemplate) as caught:
+        compile_template(source)
+    assert caught.value.message == error
+
+
+def test_the_private_environment_name_still_works_for_existing_importers() -> None:
+    _ENV.compile("{{ 1 }}")
