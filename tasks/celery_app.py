@@ -14,6 +14,20 @@ RUN_TASK = "cronbeat.run_trigger"
 # ten thousand runs.
 DISPATCH_QUEUE = "cronbeat.dispatch"
 RUN_QUEUE = "cronbeat.runs"
+# The longest countdown a run_trigger message is published with: a retry's backoff is
+# capped by the trigger's backoff_cap_s (at most 86,400 s, the API's bound), and
+# Retry-After by app.backoff.MAX_RETRY_AFTER_S (3,600 s), whichever is longer.
+MAX_RETRY_COUNTDOWN_S = 86_400
+# Redis hands an unacknowledged message to another consumer once it is this old. A
+# worker holds a countdown message unacknowledged until it runs it, so a visibility
+# timeout shorter than the countdown (Redis's default is one hour) has the message
+# handed out again every hour: copies pile up in workers' memory, each doing nothing
+# at its ETA but an extra claim that fails. Twice the longest countdown avoids that.
+# Safe because the visibility timeout recovers nothing Cronbeat relies on: a dead
+# worker's running invocation comes back when its lease runs out, and a pending one
+# whose message went down with the worker is published again by the dispatcher's
+# sweep CRONBEAT_REPUBLISH_AFTER_S after it was due (app.claims.take_stale_pending).
+VISIBILITY_TIMEOUT_S = 2 * MAX_RETRY_COUNTDOWN_S
 
 celery_app = Celery("cronbeat", include=["tasks.dispatch", "tasks.run"])
 
@@ -36,6 +50,9 @@ def configure(app: Celery, settings: Settings) -> Celery:
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
+        # Processes that only publish (the API) replace these options with their own and
+        # need not carry this key: Redis applies it where messages are consumed.
+        broker_transport_options={"visibility_timeout": VISIBILITY_TIMEOUT_S},
         task_queues=(
             Queue(DISPATCH_QUEUE, exchange, routing_key=DISPATCH_QUEUE),
             Queue(RUN_QUEUE, exchange, routing_key=RUN_QUEUE),
