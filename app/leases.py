@@ -61,7 +61,7 @@ class Claim:
 
 def lock_trigger_runs(session: Session, trigger_id: uuid.UUID) -> None:
     """Serialize, until commit, the start of runs of one trigger (overlap policy skip)."""
-    # Without it two runs of one trigger can each check "is an earlier one running?"
+    # Without it two runs of one trigger can each check "is another one running?"
     # before either's claim commits, and both run. A transaction-scoped advisory lock,
     # not FOR UPDATE on the trigger row: the dispatcher claims trigger rows with SKIP
     # LOCKED and would skip a trigger whose run is merely starting. Only the first 64
@@ -70,10 +70,12 @@ def lock_trigger_runs(session: Session, trigger_id: uuid.UUID) -> None:
     session.execute(select(func.pg_advisory_xact_lock(key)))
 
 
-def earlier_run_in_progress(
-    session: Session, trigger_id: uuid.UUID, scheduled_for: dt.datetime
+def other_run_in_progress(
+    session: Session, trigger_id: uuid.UUID, invocation_id: uuid.UUID
 ) -> bool:
-    """Return whether an earlier occurrence of the trigger is running now."""
+    """Return whether another invocation of the trigger, earlier or later, is running now."""
+    # Any other, not only earlier ones: an occurrence waiting for its retry may come
+    # back while a later occurrence runs, and under skip the two must not run at once.
     # Read after lock_trigger_runs: under READ COMMITTED this statement sees every run
     # whose claim committed before the lock was granted. A running row whose lease
     # expired still counts: until the sweep takes it back, it may still be delivering.
@@ -81,7 +83,7 @@ def earlier_run_in_progress(
         select(Invocation.id)
         .where(
             Invocation.trigger_id == trigger_id,
-            Invocation.scheduled_for < scheduled_for,
+            Invocation.id != invocation_id,
             Invocation.status == _RUNNING,
         )
         .exists()

@@ -5,10 +5,11 @@ any number of times for one invocation: a duplicate message, a late one, or one 
 invocation already finished changes nothing. One call is three units of work:
 
 1. *Start* (one transaction): read the invocation and its trigger, then either close it
-   without running (trigger deleted or disabled, cancel requested, an earlier run still
-   going under overlap ``skip``) or claim it as a new attempt with a lease and insert the
-   attempt's row. Both are conditional writes in :mod:`app.leases`, behind the deploy
-   fence of :mod:`app.deploy` (only the active deployment's workers start attempts).
+   without running (trigger deleted, a cron trigger disabled, cancel requested, another
+   run of the trigger going under overlap ``skip``) or claim it as a new attempt with a
+   lease and insert the attempt's row. Both are conditional writes in :mod:`app.leases`,
+   behind the deploy fence of :mod:`app.deploy` (only the active deployment's workers
+   start attempts).
 2. *Deliver* (no transaction): render the message template and send the webhook or the
    task message. Slow network I/O never holds a database connection or lock.
 3. *Finish* (one transaction): record the attempt and, if it still holds the lease,
@@ -35,6 +36,7 @@ from app import deploy, leases
 from app.backoff import next_retry_delay_s
 from app.config import Settings
 from app.delivery import (
+    DEFAULT_TASK_QUEUE,
     DeliveryResult,
     SendTask,
     Verdict,
@@ -90,28 +92,27 @@ def _log_ids(invocation: Invocation) -> dict[str, Any]:
     }
 
 
-def _fired_one_time(trigger: Trigger, invocation: Invocation) -> bool:
-    # The dispatcher finishes a one-time trigger (enabled = false) in the transaction
-    # that records its occurrence: that is "done", not "disabled by a user", and its
-    # occurrence must still run.
-    return trigger.run_at is not None and trigger.last_scheduled_for == invocation.scheduled_for
-
-
 def _not_runnable_reason(
     session: Session, invocation: Invocation, trigger: Trigger | None
 ) -> tuple[InvocationStatus, str] | None:
     # For overlap skip this takes the trigger's run lock (until commit) before looking
-    # for an earlier running invocation; see leases.lock_trigger_runs.
+    # for another running invocation; see leases.lock_trigger_runs.
     if invocation.cancel_requested:
         return InvocationStatus.CANCELLED, "cancelled: cancel requested"
     if trigger is None:
         return InvocationStatus.CANCELLED, "cancelled: the trigger was deleted"
-    if not trigger.enabled and not invocation.manual and not _fired_one_time(trigger, invocation):
+    if not trigger.enabled and not invocation.manual and trigger.run_at is None:
+        # Only a cron trigger's enabled = false means "paused". A one-time trigger's
+        # means "fired" too: the dispatcher sets it in the transaction that records the
+        # occurrence, and setting a new run_at fires it again, so it cannot tell a
+        # pause from an earlier firing whose retry is still due. Pausing one cancels its
+        # pending invocations explicitly (cancel_requested), so it needs nothing here.
+        # Manual runs are the user's explicit request; pausing leaves them alone.
         return InvocationStatus.CANCELLED, "cancelled: the trigger is disabled"
     if trigger.overlap_policy is OverlapPolicy.SKIP:
         leases.lock_trigger_runs(session, trigger.id)
-        if leases.earlier_run_in_progress(session, trigger.id, invocation.scheduled_for):
-            return InvocationStatus.SKIPPED, "skipped: an earlier run of the trigger is running"
+        if leases.other_run_in_progress(session, trigger.id, invocation.id):
+            return InvocationStatus.SKIPPED, "skipped: another run of the trigger is running"
     return None
 
 
@@ -194,9 +195,13 @@ def _deliver(
     body = {**occurrence, "message": message}
     if trigger.target_kind is TargetKind.TASK:
         assert trigger.task_name is not None, "ck_triggers_target_complete"
-        return send_task_message(
-            send_task, name=trigger.task_name, queue=trigger.task_queue, body=body
-        )
+        queue = trigger.task_queue or DEFAULT_TASK_QUEUE
+        if queue not in settings.task_queues:
+            # The API refuses such a queue at save; this catches rows saved before it
+            # did, or before the operator narrowed CRONBEAT_TASK_QUEUES. Our own queues
+            # and kombu's keys are never in it (app.config), so a tenant cannot reach them.
+            raise PermanentError(f"the task queue {queue!r} is not one of the operator's queues")
+        return send_task_message(send_task, name=trigger.task_name, queue=queue, body=body)
     assert trigger.webhook_url is not None, "ck_triggers_target_complete"
     text = encode_body(body)
     headers = build_headers(

@@ -256,3 +256,115 @@ def test_the_signature_verifies_when_the_clock_arrives_in_another_zone() -> None
     )
     assert headers["webhook-timestamp"] == str(int(now.timestamp()))
     assert Webhook(secret).verify(body, headers) == {"x": 1}
+
+
+def never_delivered(**_: Any) -> DeliveryResult:
+    raise AssertionError("delivered")
+
+
+def test_overlap_skip_skips_an_earlier_occurrence_s_retry_while_a_later_one_runs(
+    db, settings: Settings
+) -> None:
+    # 12:00 failed and waits for its retry; 12:01 started meanwhile. The retry coming
+    # due must not run beside it.
+    now = dt.datetime.now(dt.UTC)
+    trigger_id = add_trigger(db, overlap_policy="skip")
+    retry = add_invocation(db, trigger_id, T0, attempt=1, last_error="HTTP 503",
+                           run_after=now - dt.timedelta(seconds=1))
+    add_invocation(db, trigger_id, T0 + dt.timedelta(minutes=1), status="running",
+                   attempt=1, lease_expires_at=now + dt.timedelta(minutes=5))
+
+    outcome = run_invocation(db, settings, retry, send_task=no_task,
+                             send_webhook_=never_delivered)
+
+    assert outcome == RunOutcome(status=InvocationStatus.SKIPPED, attempt=1)
+    invocation = load(db, retry)
+    assert invocation.last_error == "skipped: another run of the trigger is running"
+    assert [a[0] for a in attempts(db, retry)] == []
+
+
+def test_overlap_skip_runs_when_no_other_invocation_of_the_trigger_runs(
+    db, settings: Settings, receiver: Receiver
+) -> None:
+    trigger_id = add_trigger(db, receiver, overlap_policy="skip")
+    add_invocation(db, trigger_id, T0 + dt.timedelta(minutes=1), status="succeeded",
+                   attempt=1, finished_at=dt.datetime.now(dt.UTC))
+    invocation_id = add_invocation(db, trigger_id, T0)
+
+    outcome = run_invocation(db, settings, invocation_id, send_task=no_task)
+
+    assert outcome == RunOutcome(status=InvocationStatus.SUCCEEDED, attempt=1)
+    assert receiver.count == 1
+
+
+ONE_TIME = {"cron_expression": None, "run_at": T0 + dt.timedelta(hours=1),
+            "next_run_at": None, "enabled": False,
+            "last_scheduled_for": T0 + dt.timedelta(hours=1)}
+PAUSED_CRON = {"enabled": False, "next_run_at": None}
+
+
+@pytest.mark.parametrize(
+    ("trigger", "invocation", "status"),
+    [
+        # Fired at T0, re-armed (run_at T0+1h) and fired again: T0's retry still runs.
+        (ONE_TIME, {"attempt": 1, "last_error": "HTTP 503"}, InvocationStatus.SUCCEEDED),
+        (ONE_TIME, {}, InvocationStatus.SUCCEEDED),
+        (PAUSED_CRON, {}, InvocationStatus.CANCELLED),
+        (PAUSED_CRON, {"manual": True}, InvocationStatus.SUCCEEDED),
+    ],
+    ids=["one-time-re-armed-retry", "one-time", "paused-cron", "paused-cron-manual"],
+)
+def test_only_a_paused_cron_trigger_s_scheduled_runs_are_cancelled_for_enabled_false(
+    db, settings: Settings, receiver: Receiver, trigger: dict[str, Any],
+    invocation: dict[str, Any], status: InvocationStatus,
+) -> None:
+    trigger_id = add_trigger(db, receiver, **trigger)
+    invocation_id = add_invocation(db, trigger_id, T0, **invocation)
+
+    run_invocation(db, settings, invocation_id, send_task=no_task)
+
+    row = load(db, invocation_id)
+    assert row.status == status
+    assert receiver.count == (0 if status is InvocationStatus.CANCELLED else 1)
+    if status is InvocationStatus.CANCELLED:
+        assert row.last_error == "cancelled: the trigger is disabled"
+
+
+def test_a_one_time_trigger_s_run_is_cancelled_when_its_pause_requested_the_cancel(
+    db, settings: Settings, receiver: Receiver
+) -> None:
+    # How pausing stops a one-time trigger's runs: the API sets cancel_requested.
+    trigger_id = add_trigger(db, receiver, **ONE_TIME)
+    invocation_id = add_invocation(db, trigger_id, T0, cancel_requested=True)
+
+    outcome = run_invocation(db, settings, invocation_id, send_task=no_task)
+
+    assert outcome == RunOutcome(status=InvocationStatus.CANCELLED, attempt=0)
+    assert receiver.count == 0
+
+
+@pytest.mark.parametrize(
+    ("queue", "allowed", "error"),
+    [
+        ("cronbeat.runs", {"celery"},
+         "the task queue 'cronbeat.runs' is not one of the operator's queues"),
+        (None, {"reports"}, "the task queue 'celery' is not one of the operator's queues"),
+    ],
+    ids=["ours", "default-not-allowed"],
+)
+def test_a_task_target_on_a_queue_the_operator_does_not_allow_fails_for_good(
+    db, settings: Settings, queue: str | None, allowed: set[str], error: str
+) -> None:
+    # Rows saved before the API checked the queue (or before the operator narrowed
+    # CRONBEAT_TASK_QUEUES) must not reach our queues or kombu's keys.
+    narrowed = dataclasses.replace(settings, task_queues=frozenset(allowed))
+    trigger_id = add_trigger(db, target_kind="task", webhook_url=None,
+                             task_name="tests.user_task", task_queue=queue)
+    invocation_id = add_invocation(db, trigger_id)
+
+    outcome = run_invocation(db, narrowed, invocation_id, send_task=no_task)
+
+    assert outcome == RunOutcome(status=InvocationStatus.FAILED, attempt=1)
+    invocation = load(db, invocation_id)
+    assert (invocation.status, invocation.last_error) == (InvocationStatus.FAILED, error)
+    assert [a[:4] for a in attempts(db, invocation_id)] == [(1, "failed", None, error)]

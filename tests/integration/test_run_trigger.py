@@ -257,7 +257,7 @@ def test_overlap_skip_records_skipped_while_an_earlier_run_is_running(
     invocation = run(celery_client, db, later)
 
     assert invocation.status == InvocationStatus.SKIPPED
-    assert invocation.last_error == "skipped: an earlier run of the trigger is running"
+    assert invocation.last_error == "skipped: another run of the trigger is running"
     assert invocation.attempt == 0
     assert receiver.count == 0
 
@@ -367,6 +367,7 @@ def test_a_task_target_puts_the_body_on_its_queue_in_redis(
     db, settings: Settings, celery_worker, celery_client
 ) -> None:
     queue = f"test.user-tasks.{uuid.uuid4().hex[:8]}"
+    celery_worker.restart(CRONBEAT_TASK_QUEUES=f"celery,{queue}")
     trigger_id = add_trigger(
         db, target_kind="task", webhook_url=None, task_name="tests.user_task",
         task_queue=queue, name="to-a-task",
