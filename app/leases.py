@@ -267,3 +267,38 @@ def record_attempt_finished(
         )
         .execution_options(synchronize_session=False)
     )
+
+
+def recorded_finish(
+    session: Session, invocation_id: uuid.UUID, number: int
+) -> tuple[InvocationStatus | None, float | None] | None:
+    """Return what attempt ``number``'s own finish left, or None if it never committed.
+
+    Returns:
+        ``(status, run_after_in_s)``: the invocation's status and the seconds until its
+        ``run_after``, both None if another attempt has claimed it since.
+    """
+    # For a finishing transaction tried again after a connection error: the first try
+    # may have committed with only its acknowledgement lost. The attempt row tells:
+    # record_attempt_finished gave it an outcome, and the sweep's "abandoned" is not
+    # one of ours. Trying the finish again would overwrite it as a lost lease.
+    row = session.execute(
+        select(
+            Invocation.status,
+            Invocation.attempt,
+            func.extract("epoch", Invocation.run_after - func.now()),
+        )
+        .join(InvocationAttempt, InvocationAttempt.invocation_id == Invocation.id)
+        .where(
+            Invocation.id == invocation_id,
+            InvocationAttempt.number == number,
+            InvocationAttempt.outcome.is_not(None),
+            InvocationAttempt.outcome != "abandoned",
+        )
+    ).first()
+    if row is None:
+        return None
+    status, attempt, run_after_in_s = row
+    if attempt != number:
+        return None, None
+    return status, None if run_after_in_s is None else max(0.0, float(run_after_in_s))

@@ -25,11 +25,13 @@ import dataclasses
 import datetime as dt
 import logging
 import random
+import time
 import uuid
 from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import func, select
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from app import deploy, leases
@@ -51,6 +53,10 @@ from app.models import Invocation, Trigger
 from app.templating import render_message
 
 log = logging.getLogger(__name__)
+
+# Pauses between tries of the finishing transaction after a connection error: 7.5 s in
+# all, plus up to app.db.CONNECT_TIMEOUT_S per try, inside leases.LEASE_GRACE_S.
+FINISH_RETRY_DELAYS_S = (0.5, 1.0, 2.0, 4.0)
 
 SendWebhook = Callable[..., DeliveryResult]
 
@@ -306,7 +312,8 @@ def run_invocation(
         ValueError: ``invocation_id`` is not a UUID.
         sqlalchemy errors: the database failed; nothing was half-written (each unit of
             work is one transaction) and a claimed attempt is recovered by the sweep
-            when its lease runs out.
+            when its lease runs out. Recording the outcome is tried again for a few
+            seconds first (FINISH_RETRY_DELAYS_S), since its delivery already happened.
     """
     invocation_id = uuid.UUID(str(invocation_id))
     with sessions.begin() as session:
@@ -335,5 +342,36 @@ def run_invocation(
             verdict=Verdict.PERMANENT,
             error=f"delivery failed with an internal error ({type(exc).__name__})",
         )
-    with sessions.begin() as session:
-        return _finish(session, started, result, rand)
+    return _finish_retrying(sessions, started, result, rand)
+
+
+def _finish_retrying(
+    sessions: sessionmaker[Session], run: _Run, result: DeliveryResult,
+    rand: Callable[[], float],
+) -> RunOutcome:
+    # The delivery happened: if its outcome is not recorded, the lease runs out and the
+    # sweep delivers it again. So a database blip (a failover, a restart, a dropped
+    # connection) is waited out for a few seconds, well inside the lease's grace, before
+    # giving up. Trying again is safe: the finish is a conditional update on this
+    # attempt, and a try whose commit landed unacknowledged is recognized.
+    for tried, delay_s in enumerate((*FINISH_RETRY_DELAYS_S, None)):
+        try:
+            with sessions.begin() as session:
+                if tried:
+                    recorded = leases.recorded_finish(session, run.invocation_id, run.attempt)
+                    if recorded is not None:
+                        status, run_after_in_s = recorded
+                        retry = run_after_in_s if status is InvocationStatus.PENDING else None
+                        return RunOutcome(status=status, attempt=run.attempt, retry_in_s=retry)
+                return _finish(session, run, result, rand)
+        except DBAPIError as exc:
+            transient = isinstance(exc, OperationalError | InterfaceError)
+            if delay_s is None or not (transient or exc.connection_invalidated):
+                raise
+            log.warning(
+                "run: recording the outcome failed, trying again",
+                extra={"action": "run.finish_retry", "error_type": type(exc.orig).__name__,
+                       "retry_in_s": delay_s, **run.log_ids},
+            )
+            time.sleep(delay_s)
+    raise AssertionError("unreachable: the last try returns or raises")

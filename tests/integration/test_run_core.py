@@ -10,12 +10,13 @@ import time
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select, text, update
+from sqlalchemy import NullPool, create_engine, func, select, text, update
 from standardwebhooks.webhooks import Webhook
 
 from app import delivery, leases
 from app.claims import take_expired_leases
 from app.config import Settings
+from app.db import make_engine, make_session_factory
 from app.delivery import DeliveryResult, Verdict
 from app.enums import InvocationStatus
 from app.models import Invocation
@@ -368,3 +369,81 @@ def test_a_task_target_on_a_queue_the_operator_does_not_allow_fails_for_good(
     invocation = load(db, invocation_id)
     assert (invocation.status, invocation.last_error) == (InvocationStatus.FAILED, error)
     assert [a[:4] for a in attempts(db, invocation_id)] == [(1, "failed", None, error)]
+
+
+# --- a database blip while finishing (a database of its own) ----------------------------
+
+
+@pytest.fixture
+def own_db(test_services, settings: Settings):
+    """A fresh database, its settings and session factory, and a switch to block it."""
+    name = test_services.new_database()
+    own = dataclasses.replace(settings, database_url=test_services.url(name))
+    engine = make_engine(own)
+    admin = create_engine(test_services.admin_url, isolation_level="AUTOCOMMIT",
+                          poolclass=NullPool)
+
+    def allow_connections(allowed: bool) -> None:
+        with admin.connect() as conn:
+            conn.execute(text(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS {allowed}'))
+            if not allowed:
+                conn.execute(text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                    " WHERE datname = :name AND pid <> pg_backend_pid()"), {"name": name})
+
+    try:
+        yield own, make_session_factory(engine), allow_connections
+    finally:
+        allow_connections(True)
+        engine.dispose()
+        admin.dispose()
+
+
+def test_a_database_blip_after_the_delivery_is_waited_out_and_the_outcome_recorded(
+    own_db, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Without the retries the finish raised, the row stayed running, and once the
+    # lease ran out the sweep delivered the occurrence again.
+    own, sessions, allow_connections = own_db
+    invocation_id = add_invocation(sessions, add_trigger(sessions))
+    reopened = threading.Timer(1.2, allow_connections, args=(True,))
+
+    def deliver_then_lose_the_database(**_: Any) -> DeliveryResult:
+        allow_connections(False)
+        reopened.start()
+        return DeliveryResult(verdict=Verdict.SUCCEEDED, response_status=200,
+                              response_excerpt="ok")
+
+    with caplog.at_level("WARNING", logger="app.runner"):
+        outcome = run_invocation(sessions, own, invocation_id, send_task=no_task,
+                                 send_webhook_=deliver_then_lose_the_database)
+    reopened.join()
+
+    assert outcome == RunOutcome(status=InvocationStatus.SUCCEEDED, attempt=1)
+    invocation = load(sessions, invocation_id)
+    assert (invocation.status, invocation.response_status) == (InvocationStatus.SUCCEEDED, 200)
+    assert invocation.lease_expires_at is None
+    assert [a[:4] for a in attempts(sessions, invocation_id)] == [(1, "succeeded", 200, None)]
+    retries = [r for r in caplog.records if r.action == "run.finish_retry"]
+    assert retries and all(r.invocation_id == str(invocation_id) for r in retries)
+
+
+def test_a_finish_tried_again_after_its_commit_landed_keeps_what_it_recorded(
+    db, settings: Settings
+) -> None:
+    # The first try committed and only its acknowledgement was lost: the next try
+    # must not overwrite the attempt as one that lost its lease.
+    invocation_id = add_invocation(db, add_trigger(db))
+    with db.begin() as session:
+        claim = leases.claim_attempt(session, invocation_id, lease_s=60, deployment_id="a")
+        leases.record_attempt_started(session, invocation_id, claim.attempt, "a")
+    with db.begin() as session:
+        assert leases.recorded_finish(session, invocation_id, claim.attempt) is None
+        leases.release_for_retry(session, invocation_id, claim.attempt, delay_s=30,
+                                 error="HTTP 503", response_status=503, response_excerpt=None)
+        leases.record_attempt_finished(session, invocation_id, claim.attempt,
+                                       outcome="error", response_status=503, error="HTTP 503")
+    with db.begin() as session:
+        status, run_after_in_s = leases.recorded_finish(session, invocation_id, claim.attempt)
+    assert status == InvocationStatus.PENDING
+    assert 25 < run_after_in_s <= 30
