@@ -34,8 +34,8 @@ from api.schemas.fields import (
 )
 from api.state import state
 from app import scheduling
-from app.delivery import _RESERVED_HEADERS as DELIVERY_RESERVED_HEADERS
 from app.delivery import DEFAULT_TASK_QUEUE
+from app.delivery import RESERVED_HEADERS as DELIVERY_RESERVED_HEADERS
 from app.enums import MisfirePolicy, OverlapPolicy
 from app.sync import MAX_SYNC_TRIGGERS
 from app.triggers import RUN_AT_LIMIT
