@@ -16,21 +16,18 @@ import enum
 import json
 import logging
 import re
-import socket
-import time
 from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
 import requests
-from requests.adapters import HTTPAdapter
+import urllib3
 from standardwebhooks.webhooks import EmptyWebhookSecretError, Webhook
-from urllib3.connection import HTTPConnection, HTTPSConnection
-from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 from app.backoff import retry_after_s
 from app.errors import PermanentError, TargetRefused, TargetUnavailable
-from app.netguard import REFUSED_MESSAGE, check_host, refusal
+from app.netguard import DNS_TIMEOUT_S, check_host
+from app.webhook_transport import RequestDeadline, http_session, request_deadline
 
 log = logging.getLogger(__name__)
 
@@ -166,72 +163,19 @@ def _checked_header(name: str, value: str) -> tuple[str, str]:
     return name, value.strip(" \t")
 
 
-def _refuse_peer(sock: socket.socket) -> None:
-    peer = str(sock.getpeername()[0])
-    reason = refusal(peer)
-    if reason is not None:
-        sock.close()
-        # The address stays out of the tenant's error: it maps the operator's network.
-        log.debug("delivery: connected peer refused",
-                  extra={"action": "delivery.peer_refused", "address": peer, "reason": reason})
-        raise TargetRefused(REFUSED_MESSAGE)
-
-
-class _GuardedHTTPConnection(HTTPConnection):
-    # Checking the address of the socket actually connected closes the DNS-rebinding gap
-    # between check_host's lookup and urllib3's own. _new_conn is urllib3's (private)
-    # hook for "open the TCP socket"; check_host still runs first in case it changes.
-    def _new_conn(self) -> socket.socket:
-        sock = super()._new_conn()
-        _refuse_peer(sock)
-        return sock
-
-
-class _GuardedHTTPSConnection(HTTPSConnection):
-    def _new_conn(self) -> socket.socket:
-        sock = super()._new_conn()
-        _refuse_peer(sock)
-        return sock
-
-
-class _GuardedHTTPPool(HTTPConnectionPool):
-    ConnectionCls = _GuardedHTTPConnection
-
-
-class _GuardedHTTPSPool(HTTPSConnectionPool):
-    ConnectionCls = _GuardedHTTPSConnection
-
-
-class _GuardedAdapter(HTTPAdapter):
-    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
-        super().init_poolmanager(*args, **kwargs)
-        self.poolmanager.pool_classes_by_scheme = {
-            "http": _GuardedHTTPPool,
-            "https": _GuardedHTTPSPool,
-        }
-
-
-def _http_session(allow_private: bool) -> requests.Session:
-    session = requests.Session()
-    # No proxy from the environment: the guard must judge the target, not a proxy.
-    session.trust_env = False
-    if not allow_private:
-        adapter = _GuardedAdapter(max_retries=0)
-        session.mount("http://", adapter)
-        session.mount("https://", adapter)
-    return session
-
-
-def _read_excerpt(response: requests.Response, deadline: float) -> str:
+def _read_excerpt(response: requests.Response, deadline: RequestDeadline) -> str:
     # Stop at the excerpt's size or the deadline, whichever first: a body trickling in a
-    # byte per read-timeout must not hold the attempt past its lease.
+    # byte per read-timeout must not hold the attempt past its lease. read1 returns what
+    # has arrived rather than waiting to fill its size, so when the watchdog ends a read
+    # blocked at the deadline, everything that arrived before is kept.
     data = b""
     try:
-        for chunk in response.iter_content(chunk_size=1024):
-            data += chunk
-            if len(data) >= _EXCERPT_BYTES or time.monotonic() > deadline:
+        while len(data) < _EXCERPT_BYTES and deadline.remaining_s() > 0:
+            chunk = response.raw.read1(_EXCERPT_BYTES - len(data), decode_content=True)
+            if not chunk:
                 break
-    except requests.RequestException:
+            data += chunk
+    except (requests.RequestException, urllib3.exceptions.HTTPError, OSError):
         pass  # the status already decided the attempt; keep what arrived
     text = data.decode(response.encoding or "utf-8", errors="replace")
     return text[:EXCERPT_CHARS]
@@ -276,10 +220,12 @@ def send_webhook(
         # Out of range (":99999") or not a number. The URL stays out of the message: its
         # path may hold a token.
         raise PermanentError("the webhook URL has an invalid port") from None
-    if not allow_private:
-        check_host(parts.hostname or "", port or (443 if parts.scheme == "https" else 80))
-    deadline = time.monotonic() + timeout_s
-    with _http_session(allow_private) as session:
+    # One wall clock for the whole attempt, the name lookup included: see
+    # app.webhook_transport for why requests' own timeouts do not bound it.
+    with request_deadline(timeout_s) as deadline, http_session(allow_private) as session:
+        if not allow_private:
+            check_host(parts.hostname or "", port or (443 if parts.scheme == "https" else 80),
+                       timeout_s=min(DNS_TIMEOUT_S, deadline.remaining_s()))
         try:
             response = session.request(
                 method.upper(),
@@ -290,9 +236,11 @@ def send_webhook(
                 allow_redirects=False,
                 stream=True,
             )
-        except requests.Timeout as exc:
-            raise TargetUnavailable(f"timed out after {timeout_s:g} s: {_describe(exc)}") from exc
-        except requests.ConnectionError as exc:
+        except (requests.Timeout, requests.ConnectionError) as exc:
+            if deadline.expired or isinstance(exc, requests.Timeout):
+                # The cause's text adds nothing once the deadline cut it short.
+                cause = "" if deadline.expired else f": {_describe(exc)}"
+                raise TargetUnavailable(f"timed out after {timeout_s:g} s{cause}") from exc
             raise TargetUnavailable(f"connection failed: {_describe(exc)}") from exc
         except requests.exceptions.InvalidHeader as exc:
             # Its message quotes the header's value, often a credential.

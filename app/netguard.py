@@ -17,6 +17,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import socket
+import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -32,6 +33,9 @@ REFUSED_MESSAGE = (
     "refused to deliver: the target resolves to a private, loopback, link-local or "
     "otherwise non-public address"
 )
+
+# A name lookup gives up after this (or the delivery's own deadline, if sooner).
+DNS_TIMEOUT_S = 5.0
 
 # Well-known NAT64 prefix (RFC 6052): a NAT64 gateway turns 64:ff9b::a.b.c.d into a.b.c.d.
 _NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
@@ -101,7 +105,47 @@ def check_address(address: IPAddress | str) -> None:
         raise TargetRefused(REFUSED_MESSAGE)
 
 
-def check_host(host: str, port: int, *, resolve: Resolver = socket.getaddrinfo) -> list[str]:
+def resolve_within(
+    host: str, port: int, timeout_s: float, *, resolve: Resolver = socket.getaddrinfo,
+    **options: Any,
+) -> Sequence[tuple[Any, ...]]:
+    """Return ``resolve(host, port, **options)``, waiting at most ``timeout_s`` for it.
+
+    getaddrinfo takes no timeout, and a mute DNS server holds it for the resolver's
+    retries (tens of seconds with several nameservers). The lookup runs in a daemon
+    thread, abandoned if it does not answer in time: it ends on its own later, and
+    what it finds is dropped.
+
+    Raises:
+        TargetUnavailable: the name does not resolve, or not within ``timeout_s``.
+    """
+    answer: list[Sequence[tuple[Any, ...]]] = []
+    failure: list[BaseException] = []
+    done = threading.Event()
+
+    def lookup() -> None:
+        try:
+            answer.append(resolve(host, port, **options))
+        except BaseException as exc:  # handed to the waiting thread
+            failure.append(exc)
+        finally:
+            done.set()
+
+    threading.Thread(target=lookup, name="dns-lookup", daemon=True).start()
+    if not done.wait(max(timeout_s, 0.0)):
+        raise TargetUnavailable(f"cannot resolve {host}: no answer within {timeout_s:g} s")
+    if failure:
+        exc = failure[0]
+        if isinstance(exc, socket.gaierror | UnicodeError):
+            raise TargetUnavailable(f"cannot resolve {host}: {exc}") from exc
+        raise exc
+    return answer[0]
+
+
+def check_host(
+    host: str, port: int, *, resolve: Resolver = socket.getaddrinfo,
+    timeout_s: float = DNS_TIMEOUT_S,
+) -> list[str]:
     """Resolve ``host`` and refuse it unless every address it resolves to is allowed.
 
     Returns:
@@ -109,14 +153,12 @@ def check_host(host: str, port: int, *, resolve: Resolver = socket.getaddrinfo) 
 
     Raises:
         TargetRefused: one of the addresses is refused, or the host is empty.
-        TargetUnavailable: the name does not resolve (DNS may recover).
+        TargetUnavailable: the name does not resolve within ``timeout_s`` (DNS may
+            recover).
     """
     if not host:
         raise TargetRefused("the webhook URL has no host")
-    try:
-        infos = resolve(host, port, type=socket.SOCK_STREAM)
-    except (socket.gaierror, UnicodeError) as exc:
-        raise TargetUnavailable(f"cannot resolve {host}: {exc}") from exc
+    infos = resolve_within(host, port, timeout_s, resolve=resolve, type=socket.SOCK_STREAM)
     addresses = sorted({str(info[4][0]) for info in infos})
     if not addresses:
         raise TargetUnavailable(f"{host} resolves to no address")

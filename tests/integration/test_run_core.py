@@ -204,7 +204,7 @@ def test_a_name_that_rebinds_to_loopback_is_refused_at_connect(
 ) -> None:
     # DNS rebinding: the name looked public when checked, and resolves to 127.0.0.1 when
     # urllib3 connects. The socket's peer address is checked too.
-    monkeypatch.setattr(delivery, "check_host", lambda host, port: [])
+    monkeypatch.setattr(delivery, "check_host", lambda host, port, **_: [])
     strict = dataclasses.replace(settings, allow_private_targets=False)
     invocation_id = add_invocation(db, add_trigger(db, receiver))
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import datetime as dt
 import socket
 import threading
 import time
@@ -19,10 +20,15 @@ import pytest
 from celery import Celery
 
 from app.config import Settings
+from app.delivery import Verdict, send_webhook
+from app.enums import InvocationStatus
 from app.errors import TargetUnavailable
 from app.leases import LEASE_GRACE_S
 from tasks.celery_app import configure
 from tasks.run import publish_user_task
+from tests.support.receiver import Receiver, Reply
+from tests.support.runs import add_invocation, add_trigger, attempts, run
+from tests.support.worker import DEFAULT_DEPLOYMENT_ID
 
 pytestmark = pytest.mark.slow
 
@@ -79,6 +85,76 @@ def publish_within(app: Celery, limit_s: float) -> tuple[BaseException | None, f
     thread.join(limit_s)
     assert not thread.is_alive(), f"the publish still hangs after {limit_s} s"
     return raised[0], time.monotonic() - started
+
+
+NOW = dt.datetime(2026, 3, 7, 5, 0, tzinfo=dt.UTC)
+# How far past timeout_s a cut-short request may end: the watchdog's wake-up, closing.
+SLACK_S = 1.0
+
+
+def send(receiver: Receiver, timeout_s: float):
+    return send_webhook(method="POST", url=receiver.url(), headers={}, body="{}",
+                        timeout_s=timeout_s, allow_private=True, now=NOW)
+
+
+# --- the webhook request --------------------------------------------------------------
+
+
+def test_a_target_trickling_its_status_line_and_headers_is_cut_off_at_timeout_s(
+    receiver: Receiver,
+) -> None:
+    # One byte every 0.5 s never trips a 1 s read timeout: before the deadline this
+    # request took a minute, past timeout_s + LEASE_GRACE_S, and the sweep ran it again.
+    receiver.script(Reply(200, trickle_s=0.5))
+    started = time.monotonic()
+
+    with pytest.raises(TargetUnavailable) as caught:
+        send(receiver, timeout_s=1.0)
+
+    assert time.monotonic() - started < 1.0 + SLACK_S
+    assert caught.value.message == "timed out after 1 s"
+
+
+def test_a_target_trickling_its_body_keeps_its_status_and_what_arrived_by_timeout_s(
+    receiver: Receiver,
+) -> None:
+    receiver.script(Reply(200, body="abcdefghij" * 10, trickle_s=0.3, trickle="body"))
+    started = time.monotonic()
+
+    result = send(receiver, timeout_s=1.0)
+
+    assert time.monotonic() - started < 1.0 + SLACK_S
+    assert (result.verdict, result.response_status) == (Verdict.SUCCEEDED, 200)
+    assert result.response_excerpt
+    assert ("abcdefghij" * 10).startswith(result.response_excerpt)
+
+
+def test_a_prompt_target_is_not_cut_short_by_the_watchdog(receiver: Receiver) -> None:
+    receiver.script(Reply(200, body="ok"), Reply(200, body="ok"))
+    assert send(receiver, timeout_s=0.5).response_excerpt == "ok"
+    # The first request's watchdog is gone: nothing fires into the second.
+    time.sleep(0.6)
+    assert send(receiver, timeout_s=5.0).response_excerpt == "ok"
+
+
+def test_through_the_worker_a_trickling_target_fails_the_attempt_at_timeout_s(
+    db, celery_worker, celery_client, receiver: Receiver
+) -> None:
+    invocation_id = add_invocation(db, add_trigger(db, receiver, timeout_s=1, max_attempts=1))
+    receiver.script(Reply(200, trickle_s=0.5))
+    started = time.monotonic()
+
+    invocation = run(celery_client, db, invocation_id)
+
+    assert time.monotonic() - started < 1.0 + 5.0
+    error = "timed out after 1 s"
+    assert (invocation.status, invocation.last_error) == (
+        InvocationStatus.FAILED, f"gave up after 1 attempts: {error}"
+    )
+    assert attempts(db, invocation_id) == [
+        (1, "error", None, error, DEFAULT_DEPLOYMENT_ID, True)
+    ]
+    assert invocation.finished_at - invocation.started_at < dt.timedelta(seconds=1 + SLACK_S)
 
 
 # --- the broker -----------------------------------------------------------------------

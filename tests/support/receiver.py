@@ -2,8 +2,8 @@
 
 It runs a ``ThreadingHTTPServer`` in a thread, answers with scripted replies (one per
 request, in order; ``200 ok`` once the script is used up), can hold a request open
-until the test releases it, and records every request it received with the time it
-arrived.
+until the test releases it or trickle its answer a byte at a time, and records every
+request it received with the time it arrived.
 """
 
 from __future__ import annotations
@@ -29,6 +29,10 @@ class Reply:
     headers: dict[str, str] = dataclasses.field(default_factory=dict)
     #: Wait for this event (or :meth:`Receiver.release`) before answering.
     hold: threading.Event | None = None
+    #: Send the answer one byte every this many seconds: from the status line on
+    #: (``trickle="all"``) or only the body, after the headers (``trickle="body"``).
+    trickle_s: float | None = None
+    trickle: str = "all"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -153,10 +157,26 @@ class Receiver:
                     for name, value in reply.headers.items():
                         self.send_header(name, value)
                     self.send_header("Content-Length", str(len(payload)))
-                    self.end_headers()
-                    self.wfile.write(payload)
+                    if reply.trickle_s is None:
+                        self.end_headers()
+                        self.wfile.write(payload)
+                    elif reply.trickle == "body":
+                        self.end_headers()
+                        self._trickle(payload, reply.trickle_s)
+                    else:
+                        # end_headers() would send the buffered head at once.
+                        self._headers_buffer.append(b"\r\n")
+                        head = b"".join(self._headers_buffer)
+                        self._headers_buffer = []
+                        self._trickle(head + payload, reply.trickle_s)
                 except OSError:
                     pass  # the client went away (a killed worker): nothing to answer
+
+            def _trickle(self, data: bytes, every_s: float) -> None:
+                for index in range(len(data)):
+                    self.wfile.write(data[index:index + 1])
+                    self.wfile.flush()
+                    time.sleep(every_s)
 
             do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _handle
 

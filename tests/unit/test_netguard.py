@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import re
 import socket
+import threading
+import time
 
 import pytest
 
 from app.errors import TargetRefused, TargetUnavailable
-from app.netguard import REFUSED_MESSAGE, check_address, check_host, refusal
+from app.netguard import REFUSED_MESSAGE, check_address, check_host, refusal, resolve_within
 
 
 @pytest.mark.parametrize(
@@ -143,3 +145,29 @@ def test_an_unresolvable_name_is_transient() -> None:
 def test_an_empty_host_is_refused() -> None:
     with pytest.raises(TargetRefused, match="no host"):
         check_host("", 443, resolve=resolver("8.8.8.8"))
+
+
+def test_a_lookup_that_does_not_answer_in_time_is_transient_and_returns_promptly() -> None:
+    # getaddrinfo has no timeout; a mute nameserver held it for the resolver's retries.
+    release = threading.Event()
+
+    def mute(host: str, port: int, **_: object):
+        release.wait(10)
+        return []
+
+    started = time.monotonic()
+    try:
+        with pytest.raises(TargetUnavailable) as caught:
+            check_host("slow.example", 443, resolve=mute, timeout_s=0.2)
+    finally:
+        release.set()
+    assert time.monotonic() - started < 1.0
+    assert caught.value.message == "cannot resolve slow.example: no answer within 0.2 s"
+
+
+def test_the_lookup_s_own_errors_reach_the_caller() -> None:
+    def broken(host: str, port: int, **_: object):
+        raise RuntimeError("resolver bug")
+
+    with pytest.raises(RuntimeError, match="resolver bug"):
+        resolve_within("h.example", 80, 1.0, resolve=broken)
