@@ -33,10 +33,12 @@ from sqlalchemy.orm import Session
 from app.enums import InvocationStatus
 from app.models import Invocation, InvocationAttempt
 
-# The lease is the trigger's timeout_s plus this. It covers what the delivery timeout
-# does not: DNS, the connect timeout, reading the response excerpt, the finishing
-# transaction. Too short and a slow but healthy attempt is taken back and run twice;
-# too long and a dead worker's invocation waits that much longer for its retry.
+# The lease is the trigger's timeout_s plus this. A webhook's whole request (DNS,
+# connect, response, excerpt) ends by timeout_s (app.webhook_transport); the grace
+# covers the rest: rendering the template (2 s at most), publishing a task message
+# (about 20 s at most, tasks.run), and the finishing transaction with its retries
+# (runner.FINISH_RETRY_DELAYS_S). Too short and a slow but healthy attempt is taken
+# back and run twice; too long and a dead worker's invocation waits longer for its retry.
 LEASE_GRACE_S = 60
 
 _RUNNING = InvocationStatus.RUNNING

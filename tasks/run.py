@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 # The largest timeout_s a trigger may have (ck_triggers_timeout_range).
 MAX_TRIGGER_TIMEOUT_S = 3600
 # A backstop for anything that holds a worker process past every check of its own (a C
-# call no signal interrupts, a target trickling its response headers): the prefork pool
+# call no signal interrupts, a hung database statement): the prefork pool
 # kills the process. It cannot cut short a delivery its lease still covers: the lease is
 # at most MAX_TRIGGER_TIMEOUT_S + LEASE_GRACE_S from the claim, and this allows another
 # LEASE_GRACE_S, by which the sweep takes such an attempt back as abandoned anyway.
