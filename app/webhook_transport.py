@@ -141,6 +141,8 @@ def _connect(conn: HTTPConnection, deadline: RequestDeadline) -> socket.socket:
             sock.close()
             break
         return sock
+    if not infos:
+        raise NewConnectionError(conn, f"{host} resolves to no address")
     if error is None or isinstance(error, TimeoutError):
         raise ConnectTimeoutError(conn, f"connecting took longer than {deadline.timeout_s:g} s")
     raise NewConnectionError(conn, f"Failed to establish a new connection: {error}")
