@@ -41,7 +41,6 @@ from app.enums import InvocationStatus
 from app.models import DispatcherHeartbeat, Invocation, InvocationAttempt, Trigger
 
 _TS = DateTime(timezone=True)
-_UUIDS = ARRAY(UUID(as_uuid=True))
 MISSED_REASON = "missed: the scheduler saw it later than the trigger's misfire grace"
 
 
