@@ -138,6 +138,8 @@ def _dispatch(args: argparse.Namespace) -> int:
     # Importing the worker module configures the Celery app from the environment.
     import tasks.worker  # noqa: F401
     from app.deploy import Superseded
+    from app.enums import ProcessKind
+    from app.presence import Presence
     from tasks.runtime import get_runtime
     from tasks.ticks import run_tick
 
@@ -152,58 +154,142 @@ def _dispatch(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    tick_s = get_runtime().settings.tick_seconds
-    while not stopping:
-        try:
-            print(json.dumps(run_tick()), flush=True)
-        except Superseded as exc:
-            # Like a superseded beat: say so and stop cleanly; the new deployment's
-            # dispatchers take over.
-            print(f"cronbeat: {exc.message}; stopping", file=sys.stderr)
-            return 0
-        except (CronbeatError, SQLAlchemyError) as exc:
-            # A broker or database blip fails this tick, not the process: what it
-            # committed is safe, and the next tick's sweep repairs what it left.
-            print(f"cronbeat: tick failed ({type(exc).__name__}); next tick as usual",
-                  file=sys.stderr, flush=True)
-        # Sleep to the next tick boundary (the minute, by default), as beat would.
-        deadline = time.time() // tick_s * tick_s + tick_s
-        while not stopping and time.time() < deadline:
-            time.sleep(min(0.5, max(0.0, deadline - time.time())))
+    settings = get_runtime().settings
+    tick_s = settings.tick_seconds
+    # Like beat: registered, and ticking only while its deployment is the active one
+    # (a standby or superseded loop stays up and starts when its deployment is
+    # activated; the presence thread logs each change).
+    presence = Presence(settings, ProcessKind.DISPATCHER)
+    presence.start()
+    try:
+        while not stopping:
+            if presence.active:
+                try:
+                    print(json.dumps(run_tick()), flush=True)
+                except Superseded:
+                    presence.wake()  # activated elsewhere a moment ago: the role follows
+                except (CronbeatError, SQLAlchemyError) as exc:
+                    # A broker or database blip fails this tick, not the process: what
+                    # it committed is safe, and the next tick's sweep repairs what it left.
+                    print(f"cronbeat: tick failed ({type(exc).__name__}); next tick as usual",
+                          file=sys.stderr, flush=True)
+                # Sleep to the next tick boundary (the minute, by default), as beat would.
+                deadline = time.time() // tick_s * tick_s + tick_s
+            else:
+                deadline = time.time() + 1.0
+            while not stopping and time.time() < deadline:
+                time.sleep(min(0.5, max(0.0, deadline - time.time())))
+                if not presence.active and deadline - time.time() > 1.0:
+                    break
+    finally:
+        presence.stop()
     return 0
 
 
 @command_group
 def _deploy_commands(commands: Commands) -> None:
-    group = commands.add_parser("deploy", help="deployments: which code's scheduler runs")
+    from app.deploy import DEPLOYMENT_ID_PATTERN, DEPLOYMENT_ID_RULE
+
+    group = commands.add_parser("deploy", help="deployments: which code's processes run")
     actions = group.add_subparsers(dest="action", required=True, metavar="ACTION")
     parser = actions.add_parser(
         "activate",
-        help="make DEPLOYMENT_ID the only active scheduler (idempotent) and kick a tick",
+        help="make DEPLOYMENT_ID the only active deployment (idempotent) and kick a tick",
     )
-    from tasks.deploying import DEPLOYMENT_ID_PATTERN
-
     parser.add_argument(
         "deployment_id",
         metavar="DEPLOYMENT_ID",
-        type=_pattern("DEPLOYMENT_ID", DEPLOYMENT_ID_PATTERN, "1-100 of A-Z a-z 0-9 . _ : + -"),
+        type=_pattern("DEPLOYMENT_ID", DEPLOYMENT_ID_PATTERN, DEPLOYMENT_ID_RULE),
         help="e.g. the git SHA",
     )
+    parser.add_argument(
+        "--force", action="store_true",
+        help="activate even with no live worker, beat or dispatcher of that id",
+    )
     parser.set_defaults(handler=_deploy_activate)
+    reset = actions.add_parser(
+        "reset", help="turn gating off: every process runs again, whatever its deployment"
+    )
+    reset.set_defaults(handler=_deploy_reset)
+    status = actions.add_parser(
+        "status", help="the active deployment and the live processes of each deployment"
+    )
+    status.add_argument("--json", action="store_true", help="print JSON instead of text")
+    status.set_defaults(handler=_deploy_status)
+
+
+def _activation_json(activation: Any) -> str:
+    import json
+
+    return json.dumps({"deployment_id": activation.deployment_id,
+                       "generation": activation.generation, "changed": activation.changed})
 
 
 def _deploy_activate(args: argparse.Namespace) -> int:
-    import json
-
     import tasks.worker  # noqa: F401 - configures the Celery app from the environment
     from tasks.celery_app import celery_app
     from tasks.deploying import activate_deployment
     from tasks.runtime import get_runtime
 
-    activation = activate_deployment(get_runtime().sessions, celery_app, args.deployment_id)
-    print(json.dumps({"deployment_id": activation.deployment_id,
-                      "generation": activation.generation, "changed": activation.changed}))
+    activation = activate_deployment(
+        get_runtime().sessions, celery_app, args.deployment_id, force=args.force
+    )
+    print(_activation_json(activation))
     return 0
+
+
+def _deploy_reset(args: argparse.Namespace) -> int:
+    import tasks.worker  # noqa: F401 - configures the Celery app from the environment
+    from tasks.celery_app import celery_app
+    from tasks.deploying import reset_deployments
+    from tasks.runtime import get_runtime
+
+    print(_activation_json(reset_deployments(get_runtime().sessions, celery_app)))
+    return 0
+
+
+def _deploy_status(args: argparse.Namespace) -> int:
+    import json
+
+    from app import deploy
+    from app.deploy_report import status_json, status_text
+
+    settings = Settings.from_env()
+    with _sessions(settings).begin() as session:
+        status = deploy.status(session)
+    print(json.dumps(status_json(status), indent=2) if args.json else status_text(status))
+    return 0
+
+
+@command_group
+def _health_commands(commands: Commands) -> None:
+    from app.enums import ProcessKind
+
+    parser = commands.add_parser(
+        "health",
+        help="exit 0 if this host's KIND process is healthy, 1 (with the reason) if not",
+    )
+    parser.add_argument("kind", metavar="KIND", choices=[k.value for k in ProcessKind],
+                        help="worker, dispatcher or beat")
+    parser.add_argument("--pid", type=int, help="only the process with this pid")
+    parser.set_defaults(handler=_health)
+
+
+def _health(args: argparse.Namespace) -> int:
+    import socket
+
+    from app import processes
+    from app.deploy_report import health_verdict
+
+    settings = Settings.from_env()
+    hostname = socket.gethostname()
+    with _sessions(settings).begin() as session:
+        rows = [row for row in processes.live(session, include_dead=True)
+                if row.hostname == hostname[:255] and row.kind.value == args.kind
+                and (args.pid is None or row.pid == args.pid)]
+    healthy, lines = health_verdict(rows, args.kind, hostname)
+    print("\n".join(lines), file=sys.stdout if healthy else sys.stderr)
+    return 0 if healthy else 1
 
 
 def build_parser() -> argparse.ArgumentParser:

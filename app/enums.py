@@ -49,3 +49,25 @@ class InvocationStatus(enum.StrEnum):
     @property
     def is_final(self) -> bool:
         return self not in (InvocationStatus.PENDING, InvocationStatus.RUNNING)
+
+
+class ProcessRole(enum.StrEnum):
+    """What a worker, dispatcher or beat process does, given the active deployment."""
+
+    #: Its deployment is the active one (or gating is off): it takes work.
+    ACTIVE = "active"
+    #: Its deployment was never activated and nothing else was activated since it
+    #: started: it takes no work and begins the moment its deployment is activated.
+    STANDBY = "standby"
+    #: Another deployment was activated after its own, or after it started: it takes
+    #: no work (unless its own deployment is activated again, as in a rollback).
+    SUPERSEDED = "superseded"
+
+
+class ProcessKind(enum.StrEnum):
+    #: A Celery worker consuming cronbeat.runs (and maybe cronbeat.dispatch).
+    WORKER = "worker"
+    #: A Celery worker consuming only cronbeat.dispatch, or a `cronbeat dispatch` loop.
+    DISPATCHER = "dispatcher"
+    #: A Celery beat sending the dispatcher's ticks.
+    BEAT = "beat"

@@ -23,7 +23,7 @@ from sqlalchemy import (
     func,
     text,
 )
-from sqlalchemy.dialects.postgresql import JSONB, UUID
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from app.enums import InvocationStatus, MisfirePolicy, OverlapPolicy, TargetKind
@@ -237,6 +237,57 @@ class SchedulerState(Base):
     updated_at: Mapped[dt.datetime] = mapped_column(Timestamp, server_default=func.now())
 
     __table_args__ = (CheckConstraint("id = 1", name="single_row"),)
+
+
+class Deployment(Base):
+    """A deployment id that was activated at least once: when, and at which generation.
+
+    A process whose deployment is listed here but is not the active one was superseded;
+    one whose deployment was never activated is a standby (see :mod:`app.deploy`).
+    """
+
+    __tablename__ = "deployments"
+
+    deployment_id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    first_activated_at: Mapped[dt.datetime] = mapped_column(Timestamp, server_default=func.now())
+    last_activated_at: Mapped[dt.datetime] = mapped_column(Timestamp, server_default=func.now())
+    #: The generation its latest activation set.
+    generation: Mapped[int] = mapped_column(BigInteger)
+
+
+class ProcessHeartbeat(Base):
+    """One live worker, dispatcher or beat process, as it last reported itself.
+
+    Written by the process every few seconds (:mod:`app.processes`); a row not seen for
+    ``processes.LIVE_TTL_S`` is a dead process, and rows older than
+    ``processes.EXPIRE_AFTER_S`` are deleted.
+    """
+
+    __tablename__ = "process_heartbeats"
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    deployment_id: Mapped[str | None] = mapped_column(String(100), index=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    hostname: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    #: The Cronbeat queues this process consumes from (empty for beat and the CLI loop).
+    queues: Mapped[list[str]] = mapped_column(ARRAY(String(200)), server_default="{}")
+    #: The generation in force when the process started.
+    registered_generation: Mapped[int] = mapped_column(BigInteger)
+    #: active, standby or superseded, as the process computed it at its last heartbeat.
+    role: Mapped[str] = mapped_column(String(16))
+    #: Whether a worker's consumer is consuming its queues now (None: not a consumer).
+    consuming: Mapped[bool | None] = mapped_column(Boolean)
+    #: Why the process is unhealthy, in its own words (None: healthy).
+    problem: Mapped[str | None] = mapped_column(Text)
+    started_at: Mapped[dt.datetime] = mapped_column(Timestamp, server_default=func.now())
+    last_seen_at: Mapped[dt.datetime] = mapped_column(Timestamp, server_default=func.now(),
+                                                      index=True)
+
+    __table_args__ = (
+        CheckConstraint("kind IN ('worker', 'dispatcher', 'beat')", name="kind"),
+        CheckConstraint("role IN ('active', 'standby', 'superseded')", name="role"),
+    )
 
 
 class DispatcherHeartbeat(Base):

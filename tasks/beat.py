@@ -1,65 +1,56 @@
-"""Beat's scheduler, fenced by deployment: a superseded beat logs it and exits cleanly.
+"""Beat's scheduler, gated by deployment: only the active deployment's beats send ticks.
 
-Run as ``celery -A tasks.worker beat --scheduler tasks.beat:FencedScheduler``. Several
-beats (of the active deployment, on different machines) may run at once: each sends its
-own ticks, and the dispatcher's SKIP LOCKED claims make the duplicates find nothing.
+Run as ``celery -A tasks.worker beat`` (``beat_scheduler`` names this class). A beat
+registers itself (:mod:`app.presence`) and sends ticks only while its role is
+``active``; a standby or superseded beat stays up, sending nothing, and starts the
+moment its deployment is activated. Several beats of the active deployment may run at
+once (on different machines): each sends its own ticks, and the dispatcher's SKIP LOCKED
+claims make the duplicates find nothing.
 """
 
 from __future__ import annotations
 
-import logging
 import time
 from typing import Any
 
 from celery.beat import PersistentScheduler
-from sqlalchemy.exc import SQLAlchemyError
 
-from app.deploy import may_run, read_state
+from app.enums import ProcessKind
+from app.presence import Presence
 from tasks.runtime import get_runtime
 
-log = logging.getLogger(__name__)
-
-#: How often beat asks the database whether its deployment is still the active one.
-#: Between checks a superseded beat may send a few more ticks; they are harmless, since
-#: the dispatcher itself is fenced.
-FENCE_CHECK_INTERVAL_S = 5.0
+#: The longest beat sleeps between looks at its role: how late a newly activated beat's
+#: first tick can be.
+ROLE_CHECK_INTERVAL_S = 1.0
+#: A beat whose loop has not run for this long reports a problem.
+LOOP_STALL_S = 30.0
 
 
 class FencedScheduler(PersistentScheduler):
-    """PersistentScheduler that stops beat once another deployment is activated."""
+    """PersistentScheduler that sends nothing unless its deployment is the active one."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        self._next_fence_check = 0.0
-        super().__init__(*args, **kwargs)
+    def __init__(self, *args: Any, lazy: bool = False, **kwargs: Any) -> None:
+        self._last_loop = time.monotonic()
+        self.presence = Presence(get_runtime().settings, ProcessKind.BEAT, status=self._status)
+        # `celery beat` also builds a lazy instance, only to print its banner: that one
+        # never ticks and must not register.
+        if not lazy:
+            self.presence.start()
+        super().__init__(*args, lazy=lazy, **kwargs)
 
     def tick(self, *args: Any, **kwargs: Any) -> float:
-        now = time.monotonic()
-        if now >= self._next_fence_check:
-            self._next_fence_check = now + FENCE_CHECK_INTERVAL_S
-            self._exit_if_superseded()
+        self._last_loop = time.monotonic()
+        if not self.presence.active:
+            return ROLE_CHECK_INTERVAL_S
         interval = super().tick(*args, **kwargs)
-        return min(interval, FENCE_CHECK_INTERVAL_S)
+        return min(interval, ROLE_CHECK_INTERVAL_S)
 
-    def _exit_if_superseded(self) -> None:
-        runtime = get_runtime()
-        deployment_id = runtime.settings.deployment_id
-        try:
-            with runtime.sessions.begin() as session:
-                state = read_state(session)
-        except SQLAlchemyError as exc:
-            # Keep ticking: a dispatcher that cannot reach the database does nothing
-            # anyway, and beat should not die of a database blip.
-            log.warning("beat: could not read the scheduler state (%s)", type(exc).__name__,
-                        extra={"action": "beat.fence_unknown"})
-            return
-        if not may_run(state.active_deployment_id, deployment_id):
-            log.warning(
-                "beat: deployment %s is superseded by %s (generation %d); exiting",
-                deployment_id or "(unversioned)", state.active_deployment_id, state.generation,
-                extra={"action": "beat.superseded", "deployment_id": deployment_id,
-                       "active_deployment_id": state.active_deployment_id,
-                       "generation": state.generation},
-            )
-            # Beat's service loop treats SystemExit as a clean shutdown: it syncs the
-            # schedule file and returns, and the process exits 0.
-            raise SystemExit(0)
+    def close(self) -> None:
+        self.presence.stop()
+        super().close()
+
+    def _status(self) -> tuple[bool | None, str | None]:
+        stalled_s = time.monotonic() - self._last_loop
+        if stalled_s > LOOP_STALL_S:
+            return None, f"beat's loop has not run for {stalled_s:.0f} s"
+        return None, None

@@ -6,7 +6,7 @@ import logging
 import uuid
 from typing import Any
 
-from celery import Celery, Task
+from celery import Celery
 from kombu.exceptions import OperationalError as BrokerError
 from redis.exceptions import RedisError
 
@@ -15,7 +15,6 @@ from app.errors import TargetUnavailable
 from app.leases import LEASE_GRACE_S
 from app.runner import run_invocation
 from tasks.celery_app import RUN_TASK, celery_app
-from tasks.fencing import stop_consuming
 from tasks.publisher import publish_runs
 from tasks.runtime import get_runtime
 
@@ -82,9 +81,9 @@ def _send_task(name: str, body: Any, queue: str) -> None:
 
 
 @celery_app.task(
-    name=RUN_TASK, acks_late=True, ignore_result=True, bind=True, time_limit=RUN_TIME_LIMIT_S
+    name=RUN_TASK, acks_late=True, ignore_result=True, time_limit=RUN_TIME_LIMIT_S
 )
-def run_trigger(self: Task, invocation_id: str) -> None:
+def run_trigger(invocation_id: str) -> None:
     """Run one attempt of invocation ``invocation_id``; safe to receive any number of times.
 
     Raises:
@@ -105,9 +104,11 @@ def run_trigger(self: Task, invocation_id: str) -> None:
         )
     except Superseded as exc:
         # Nothing was written: hand the message back for the active deployment's
-        # workers, and stop taking more.
+        # workers. This worker's gate (tasks/gate.py) stops consuming within a moment of
+        # the activation; a message reaches a worker of another deployment only then.
+        log.info("run_trigger: handed back (%s)", exc.message,
+                 extra={"action": "run.handed_back", "invocation_id": invocation_id})
         publish_runs(celery_app, [invocation_id])
-        stop_consuming(self, exc)
         return
     if outcome.retry_in_s is not None:
         # After run_invocation's commit, never before: a worker that picked the retry up

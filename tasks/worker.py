@@ -7,10 +7,13 @@ from typing import Any
 from celery.signals import setup_logging, worker_process_init
 
 from app.logs import configure_logging
+from tasks import gate
 from tasks.celery_app import celery_app, configure
 from tasks.runtime import get_runtime
 
 app = configure(celery_app, get_runtime().settings)
+# Workers consume Cronbeat's queues only while their deployment is the active one.
+gate.install(app)
 
 
 @worker_process_init.connect

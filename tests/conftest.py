@@ -108,7 +108,10 @@ def session_factory(engine: Engine) -> sessionmaker[Session]:
     return make_session_factory(engine)
 
 
-TABLES = ("invocation_attempts", "invocations", "triggers", "api_keys")
+TABLES = (
+    "invocation_attempts", "invocations", "triggers", "api_keys", "deployments",
+    "process_heartbeats",
+)
 
 
 @pytest.fixture
@@ -119,6 +122,9 @@ def db(engine: Engine, session_factory: sessionmaker[Session]) -> sessionmaker[S
         conn.execute(
             text("UPDATE scheduler_state SET generation = 0, active_deployment_id = NULL")
         )
+        # Processes still running (a module's worker) re-read their role and
+        # re-register at once instead of at their next heartbeat.
+        conn.execute(text("SELECT pg_notify('cronbeat_deploy', '0')"))
         conn.execute(
             text(
                 "UPDATE dispatcher_heartbeat SET last_tick_at = NULL, last_tick_duration_ms ="

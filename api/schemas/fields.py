@@ -37,6 +37,15 @@ class Str(fields.String):
         return text
 
 
+class StrictBool(fields.Boolean):
+    """A JSON true or false, nothing else ("yes", "1" and 1 are refused)."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> bool:
+        if not isinstance(value, bool):
+            raise self.make_error("invalid", input=value)
+        return value
+
+
 def utf8_max(limit: int) -> validate.Validator:
     """Return a validator that bounds a string's UTF-8 size to ``limit`` bytes."""
 

@@ -4,8 +4,9 @@
   the module ends, so it never consumes messages another module's tests inspect in
   Redis). A test may ``kill()`` or ``restart(**env)`` it; the next test using it gets
   it back running with the default environment.
-* ``start_worker(**env)``: a factory for extra workers of one test, stopped afterwards.
-  They consume the same queues as ``celery_worker`` if that one runs too.
+* ``start_worker(queues=..., concurrency=..., **env)``: a factory for extra workers of one
+  test, stopped afterwards. By default they consume both Cronbeat queues, like
+  ``celery_worker``.
 * ``celery_client``: the test process's Celery app, configured from ``settings``, to
   publish messages (``tasks.publisher.publish_runs``) onto the worker's broker.
 * ``receiver``: a webhook receiver on 127.0.0.1 for one test.
@@ -22,7 +23,7 @@ from celery import Celery
 from app.config import Settings
 from tasks.celery_app import celery_app, configure
 from tests.support.receiver import Receiver, running_receiver
-from tests.support.worker import WorkerProcess
+from tests.support.worker import QUEUES, WorkerProcess
 
 
 @pytest.fixture(scope="module")
@@ -49,8 +50,9 @@ def start_worker(
 ) -> Iterator[Callable[..., WorkerProcess]]:
     started: list[WorkerProcess] = []
 
-    def start(**env: str) -> WorkerProcess:
-        worker = WorkerProcess(tmp_path / f"workers-{len(started)}")
+    def start(*, queues: str = QUEUES, concurrency: int = 2, **env: str) -> WorkerProcess:
+        worker = WorkerProcess(tmp_path / f"workers-{len(started)}", queues=queues,
+                               concurrency=concurrency)
         worker.log_dir.mkdir()
         started.append(worker)
         worker.start(**env)

@@ -1,4 +1,4 @@
-"""Deploy supersession: activation, the fence, and what superseded processes may do."""
+"""Deploy supersession: activation, the fence, and what other deployments' processes may do."""
 
 from __future__ import annotations
 
@@ -68,7 +68,7 @@ def test_activation_bumps_the_generation_once_per_change_and_a_retry_is_a_no_op(
     results = []
     for deployment_id in ("v1", "v1", "v2", "v2", "v1"):
         with db.begin() as session:
-            a = activate(session, deployment_id)
+            a = activate(session, deployment_id, force=True)
         results.append((a.deployment_id, a.generation, a.changed))
     assert results == [
         ("v1", 1, True), ("v1", 1, False), ("v2", 2, True), ("v2", 2, False), ("v1", 3, True)
@@ -81,8 +81,8 @@ def test_activation_bumps_the_generation_once_per_change_and_a_retry_is_a_no_op(
 def test_a_superseded_dispatcher_claims_and_commits_nothing(db: sessionmaker[Session]) -> None:
     trigger_id = _add_due_trigger(db)
     with db.begin() as session:
-        activate(session, "v2")
-    with pytest.raises(Superseded, match="v1 is superseded by v2"):
+        activate(session, "v2", force=True)
+    with pytest.raises(Superseded, match=r"v1 is not the active one \(v2 is, generation 1\)"):
         dispatch_tick(db, _no_publish, DispatchOptions(deployment_id="v1"), now=NOW)
     assert _count(db) == 0
     with db.begin() as session:
@@ -102,7 +102,7 @@ def test_two_activations_in_quick_succession_leave_the_last_one_active_and_only_
     def activate_in_thread(deployment_id: str) -> None:
         barrier.wait()
         with db.begin() as session:
-            activate(session, deployment_id)
+            activate(session, deployment_id, force=True)
         done.append(deployment_id)
 
     threads = [threading.Thread(target=activate_in_thread, args=(d,)) for d in ("a", "b")]
@@ -126,12 +126,12 @@ def test_an_activation_waits_for_a_claim_in_flight_and_stops_the_next_one(
     db: sessionmaker[Session], engine: Any
 ) -> None:
     with db.begin() as session:
-        activate(session, "v1")
+        activate(session, "v1", force=True)
     activated = threading.Event()
 
     def activate_v2() -> None:
         with db.begin() as session:
-            activate(session, "v2")
+            activate(session, "v2", force=True)
         activated.set()
 
     with db.begin() as session:
@@ -166,7 +166,7 @@ def test_a_superseded_worker_starts_no_attempt_and_writes_nothing(
                 scheduled_for=dt.datetime(2026, 6, 1, 12, 0, tzinfo=UTC),
             ).returning(Invocation.id)
         ).scalar_one()
-        activate(session, "v2")
+        activate(session, "v2", force=True)
     old = Settings(**{**settings.__dict__, "deployment_id": "v1"})
     with pytest.raises(Superseded):
         run_invocation(db, old, invocation_id, send_task=lambda *a: None)
@@ -186,7 +186,7 @@ def _cli(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
 def test_the_cli_activates_idempotently_and_rejects_a_malformed_id(
     db: sessionmaker[Session],
 ) -> None:
-    first = _cli("deploy", "activate", "3f2c1ab")
+    first = _cli("deploy", "activate", "3f2c1ab", "--force")
     again = _cli("deploy", "activate", "3f2c1ab")
     assert first.returncode == again.returncode == 0, first.stderr
     assert json.loads(first.stdout) == {"deployment_id": "3f2c1ab", "generation": 1,
@@ -205,8 +205,8 @@ def test_a_superseded_cli_dispatcher_exits_non_zero_and_commits_nothing(
 ) -> None:
     _add_due_trigger(db)
     with db.begin() as session:
-        activate(session, "v2")
+        activate(session, "v2", force=True)
     result = _cli("dispatch", "--once", CRONBEAT_DEPLOYMENT_ID="v1")
     assert result.returncode == 1
-    assert "superseded by v2" in result.stderr
+    assert "v1 is not the active one (v2 is" in result.stderr
     assert _count(db) == 0

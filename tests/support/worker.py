@@ -30,8 +30,11 @@ STOP_TIMEOUT_S = 20.0
 class WorkerProcess:
     """One worker at a time, restartable: start, kill (SIGKILL), stop (SIGTERM), restart."""
 
-    def __init__(self, log_dir: Path, **env: str) -> None:
+    def __init__(self, log_dir: Path, *, queues: str = QUEUES, concurrency: int = 2,
+                 **env: str) -> None:
         self.log_dir = log_dir
+        self.queues = queues
+        self.concurrency = concurrency
         self.default_env = {
             "CRONBEAT_ALLOW_PRIVATE_TARGETS": "true",
             "CRONBEAT_DEPLOYMENT_ID": DEFAULT_DEPLOYMENT_ID,
@@ -71,7 +74,7 @@ class WorkerProcess:
         self.log_path = self.log_dir / f"worker-{self._starts}-{self.name}.log"
         command = [
             sys.executable, "-m", "celery", "-A", "tasks.worker", "worker",
-            "-Q", QUEUES, "-c", "2", "--pool", "prefork",
+            "-Q", self.queues, "-c", str(self.concurrency), "--pool", "prefork",
             "--without-heartbeat", "--without-gossip", "--without-mingle",
             "-n", f"{self.name}@%h", "--loglevel", "INFO",
         ]

@@ -11,22 +11,28 @@ import redis
 from flask import Flask
 from flask.testing import FlaskClient
 from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from api import create_app
-from app import apikeys
+from app import apikeys, deploy
 from app.config import Settings
 from app.deploy import read_state
+from app.enums import ProcessKind, ProcessRole
+from app.models import Deployment
+from app.processes import RUN_QUEUE
 from tasks.celery_app import DISPATCH_QUEUE
-from tests.integration.api.conftest import assert_error
+from tests.integration.api.conftest import ADMIN_TOKEN, assert_error
+from tests.support.processes import register, register_fleet
 
 DEPLOY_TOKEN = "test-deploy-token-0123456789"  # the suite's settings (tests/conftest.py)
 URL = "/api/deploy/restart-scheduler"
 
 
-def _restart(client: FlaskClient, deployment_id: str, token: str | None = DEPLOY_TOKEN):
+def _restart(client: FlaskClient, deployment_id: str, token: str | None = DEPLOY_TOKEN,
+             **extra: object):
     headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
-    return client.post(URL, json={"deployment_id": deployment_id}, headers=headers)
+    return client.post(URL, json={"deployment_id": deployment_id, **extra}, headers=headers)
 
 
 def test_restart_activates_once_kicks_a_tick_and_a_retry_returns_the_same_generation(
@@ -34,6 +40,8 @@ def test_restart_activates_once_kicks_a_tick_and_a_retry_returns_the_same_genera
 ) -> None:
     broker = redis.Redis.from_url(settings.redis_url)
     broker.delete(DISPATCH_QUEUE)
+    register_fleet(db, "3f2c1ab")
+    register_fleet(db, "9e8d7c6")
     first = _restart(client, "3f2c1ab")
     again = _restart(client, "3f2c1ab")
     other = _restart(client, "9e8d7c6")
@@ -111,13 +119,14 @@ def test_a_malformed_deployment_id_is_a_422_naming_the_field(
 ) -> None:
     response = _restart(client, "has spaces")
     body = assert_error(response, 422, "deployment_id")
-    assert body["errors"] == {"deployment_id": ["must be 1-100 of A-Z a-z 0-9 . _ : + -"]}
+    assert body["errors"] == {"deployment_id": [
+        "must be 1-100 of A-Z a-z 0-9 . _ : + -, starting with a letter or digit"]}
     with db.begin() as session:
         assert read_state(session).generation == 0
 
 
 def test_metrics_are_public_prometheus_text(client: FlaskClient, db: sessionmaker[Session]) -> None:
-    _restart(client, "v9")
+    _restart(client, "v9", force=True)
     response = client.get("/metrics")
     assert response.status_code == 200
     assert response.content_type.startswith("text/plain; version=0.0.4")
@@ -145,3 +154,91 @@ def test_metrics_require_the_metrics_token_when_one_is_configured(
         assert "cronbeat_due_backlog 0.0" in ok.get_data(as_text=True)
     finally:
         app.extensions["cronbeat"].engine.dispose()
+
+
+def _state(db: sessionmaker[Session]) -> tuple[str | None, int]:
+    with db.begin() as session:
+        state = read_state(session)
+    return state.active_deployment_id, state.generation
+
+
+@pytest.mark.parametrize(
+    ("fleet", "missing"),
+    [
+        ([], "no live worker (a process consuming cronbeat.runs) and no live beat or dispatcher"),
+        ([(ProcessKind.WORKER, (RUN_QUEUE,), 0.0)], "no live beat or dispatcher"),
+        ([(ProcessKind.BEAT, (), 0.0), (ProcessKind.DISPATCHER, (DISPATCH_QUEUE,), 0.0)],
+         "no live worker (a process consuming cronbeat.runs)"),
+        # Dead processes (not seen for over LIVE_TTL_S) count for nothing.
+        ([(ProcessKind.WORKER, (RUN_QUEUE,), 31.0), (ProcessKind.BEAT, (), 31.0)],
+         "no live worker (a process consuming cronbeat.runs) and no live beat or dispatcher"),
+    ],
+    ids=["nobody", "worker-only", "no-worker", "dead"],
+)
+def test_activating_an_id_without_live_processes_is_a_409_that_changes_nothing(
+    client: FlaskClient, db: sessionmaker[Session], settings: Settings,
+    fleet: list[tuple[ProcessKind, tuple[str, ...], float]], missing: str,
+) -> None:
+    register_fleet(db, "v1")
+    assert _restart(client, "v1").status_code == 200
+    for kind, queues, age in fleet:
+        register(db, "abc123", kind, queues, seen_s_ago=age)
+    broker = redis.Redis.from_url(settings.redis_url)
+    broker.delete(DISPATCH_QUEUE)
+    response = _restart(client, "abc123")
+    body = assert_error(response, 409)
+    assert body["message"] == (
+        f"deployment abc123 has {missing}: start its processes first (they wait as "
+        "standbys), or force the activation")
+    assert _state(db) == ("v1", 1)
+    assert broker.llen(DISPATCH_QUEUE) == 0  # no tick kicked either
+    with db.begin() as session:
+        assert session.execute(select(func.count()).select_from(Deployment)).scalar_one() == 1
+    forced = _restart(client, "abc123", force=True)
+    assert (forced.status_code, forced.json) == (
+        200, {"deployment_id": "abc123", "generation": 2, "changed": True})
+    assert _state(db) == ("abc123", 2)
+    broker.delete(DISPATCH_QUEUE)
+    broker.close()
+
+
+@pytest.mark.parametrize("force", ["yes", 1, "true", None])
+def test_force_must_be_a_json_boolean(
+    client: FlaskClient, db: sessionmaker[Session], force: object
+) -> None:
+    response = _restart(client, "abc123", force=force)
+    expected = "Field may not be null." if force is None else "Not a valid boolean."
+    assert assert_error(response, 422, "force")["errors"]["force"] == [expected]
+    assert _state(db) == (None, 0)
+
+
+def test_deploy_status_needs_the_admin_token_and_lists_live_processes_per_deployment(
+    client: FlaskClient, db: sessionmaker[Session]
+) -> None:
+    assert client.get("/api/deploy/status").status_code == 401
+    deploy_only = client.get("/api/deploy/status",
+                             headers={"Authorization": f"Bearer {DEPLOY_TOKEN}"})
+    assert deploy_only.status_code == 401
+    register(db, "v2", ProcessKind.WORKER, (RUN_QUEUE,), role=ProcessRole.ACTIVE,
+             consuming=True, pid=11)
+    register(db, "v2", ProcessKind.BEAT, role=ProcessRole.ACTIVE, pid=12)
+    register(db, "v1", ProcessKind.WORKER, (RUN_QUEUE,), role=ProcessRole.SUPERSEDED,
+             consuming=False, pid=13)
+    register(db, "v1", ProcessKind.BEAT, pid=14, seen_s_ago=120)  # dead: not listed
+    with db.begin() as session:
+        deploy.activate(session, "v1", force=True)
+        deploy.activate(session, "v2")
+    response = client.get("/api/deploy/status",
+                          headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
+    assert response.status_code == 200
+    body = response.json
+    assert (body["active_deployment_id"], body["generation"], body["gating"]) == ("v2", 2, True)
+    assert [(g["deployment_id"], g["standing"]) for g in body["deployments"]] == [
+        ("v2", "active"), ("v1", "superseded")]
+    shown = [(g["deployment_id"], p["kind"], p["pid"], p["role"], p["consuming"], p["queues"])
+             for g in body["deployments"] for p in g["processes"]]
+    assert shown == [
+        ("v2", "beat", 12, "active", None, []),
+        ("v2", "worker", 11, "active", True, ["cronbeat.runs"]),
+        ("v1", "worker", 13, "superseded", False, ["cronbeat.runs"]),
+    ]
