@@ -5,6 +5,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import re
+import socket
 import subprocess
 import sys
 import threading
@@ -16,13 +18,24 @@ import pytest
 from sqlalchemy import func, insert, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
+from app import deploy, processes
 from app.config import Settings
-from app.deploy import Superseded, activate, fence, may_run, read_state
+from app.deploy import (
+    ActivationRefused,
+    Observation,
+    Superseded,
+    activate,
+    fence,
+    may_run,
+    read_state,
+    role_of,
+)
 from app.dispatch import DispatchOptions, dispatch_tick
-from app.enums import InvocationStatus
-from app.models import Invocation, Trigger
+from app.enums import InvocationStatus, ProcessKind, ProcessRole
+from app.models import Deployment, Invocation, Trigger
 from app.runner import run_invocation
 from tests.conftest import ROOT
+from tests.support.processes import register
 
 UTC = dt.UTC
 NOW = dt.datetime(2026, 6, 1, 12, 0, 20, tzinfo=UTC)
@@ -210,3 +223,132 @@ def test_a_superseded_cli_dispatcher_exits_non_zero_and_commits_nothing(
     assert result.returncode == 1
     assert "v1 is not the active one (v2 is" in result.stderr
     assert _count(db) == 0
+
+
+@pytest.mark.parametrize(
+    ("active", "generation", "was_activated", "mine", "registered", "role"),
+    [
+        (None, 0, False, None, 0, ProcessRole.ACTIVE),  # gating off: everybody runs
+        (None, 5, True, "v1", 2, ProcessRole.ACTIVE),  # after a reset, too
+        ("v1", 1, True, "v1", 0, ProcessRole.ACTIVE),
+        ("v1", 1, False, "v2", 1, ProcessRole.STANDBY),  # started after v1's activation
+        ("v1", 3, True, "v2", 1, ProcessRole.SUPERSEDED),  # v2 was active, then v1 again
+        ("v3", 2, False, "v2", 1, ProcessRole.SUPERSEDED),  # v3 activated after v2 started
+        ("v1", 1, False, None, 0, ProcessRole.SUPERSEDED),  # an unversioned box, forced out
+        ("v1", 1, False, None, 1, ProcessRole.STANDBY),  # ... restarted after that
+    ],
+)
+def test_a_process_role_follows_the_generation_and_its_deployment_history(
+    active: str | None, generation: int, was_activated: bool, mine: str | None,
+    registered: int, role: ProcessRole,
+) -> None:
+    observation = Observation(generation, active, was_activated)
+    assert role_of(observation, mine, registered) is role
+
+
+def test_reset_turns_gating_off_once_and_a_second_reset_changes_nothing(
+    db: sessionmaker[Session],
+) -> None:
+    with db.begin() as session:
+        activate(session, "v1", force=True)
+    with db.begin() as session:
+        first = deploy.reset(session)
+    with db.begin() as session:
+        second = deploy.reset(session)
+    assert (first.generation, first.deployment_id, first.changed) == (2, None, True)
+    assert (second.generation, second.changed) == (2, False)
+    report = dispatch_tick(db, _no_publish, DispatchOptions(deployment_id="anything"), now=NOW)
+    assert report.claimed == 0
+    with db.begin() as session:
+        assert deploy.observe(session, "v1") == Observation(2, None, True)
+        assert deploy.observe(session, "v9") == Observation(2, None, False)
+
+
+def test_a_refused_activation_writes_nothing_and_a_forced_one_is_recorded(
+    db: sessionmaker[Session],
+) -> None:
+    register(db, "v1", ProcessKind.WORKER, (processes.RUN_QUEUE,))
+    register(db, "v1", ProcessKind.DISPATCHER, (processes.DISPATCH_QUEUE,))
+    with db.begin() as session:
+        assert activate(session, "v1").changed
+    with pytest.raises(ActivationRefused, match="deployment typo has no live worker"), \
+            db.begin() as session:
+        activate(session, "typo")
+    with db.begin() as session:
+        assert read_state(session).active_deployment_id == "v1"
+        assert deploy.observe(session, "typo").was_activated is False
+        activate(session, "typo", force=True)
+    with db.begin() as session:
+        assert deploy.observe(session, "typo") == Observation(2, "typo", True)
+
+
+STATUS_TEXT = """\
+active deployment: v2 (generation 2)
+deployment v2: active, last activated <T2>
+  beat        host-a pid 12  active      seen 5 s ago
+  dispatcher  host-a pid 13  active      consuming cronbeat.dispatch  seen 5 s ago
+  worker      host-b pid 11  active      consuming nothing  seen 5 s ago  PROBLEM: its \
+deployment is active but it has consumed none of cronbeat.runs for 12 s
+deployment v1: superseded, last activated <T1>
+  worker      host-a pid 21  superseded  consuming nothing  seen 5 s ago
+deployment v3: standby
+  worker      host-c pid 31  standby     consuming nothing  seen 5 s ago"""
+
+
+def test_deploy_status_prints_the_active_deployment_and_each_deployment_s_processes(
+    db: sessionmaker[Session],
+) -> None:
+    empty = _cli("deploy", "status")
+    assert (empty.returncode, empty.stdout) == (
+        0, "active deployment: none (gating is off: every process runs; generation 0)\n")
+    active = {"role": ProcessRole.ACTIVE, "seen_s_ago": 5}
+    register(db, "v2", ProcessKind.WORKER, (processes.RUN_QUEUE,), consuming=False,
+             problem="its deployment is active but it has consumed none of cronbeat.runs "
+                     "for 12 s", hostname="host-b", pid=11, **active)
+    register(db, "v2", ProcessKind.BEAT, pid=12, **active)
+    register(db, "v2", ProcessKind.DISPATCHER, (processes.DISPATCH_QUEUE,), consuming=True,
+             pid=13, **active)
+    register(db, "v1", ProcessKind.WORKER, (processes.RUN_QUEUE,), consuming=False,
+             role=ProcessRole.SUPERSEDED, pid=21, seen_s_ago=5)
+    register(db, "v1", ProcessKind.BEAT, pid=22, seen_s_ago=31)  # dead: left out
+    register(db, "v3", ProcessKind.WORKER, (processes.RUN_QUEUE,), consuming=False,
+             hostname="host-c", pid=31, seen_s_ago=5)
+    with db.begin() as session:
+        activate(session, "v1", force=True)
+    with db.begin() as session:
+        activate(session, "v2")
+    with db.begin() as session:
+        when = dict(session.execute(select(Deployment.deployment_id,
+                                           Deployment.last_activated_at)).all())
+    result = _cli("deploy", "status")
+    assert result.returncode == 0, result.stderr
+    expected = STATUS_TEXT
+    for name, key in (("<T1>", "v1"), ("<T2>", "v2")):
+        instant = when[key].astimezone(UTC).isoformat(timespec="seconds")
+        expected = expected.replace(name, instant.replace("+00:00", "Z"))
+    # The ages grow while the CLI starts: compare them apart from the rest.
+    ages = [int(age) for age in re.findall(r"seen (\d+) s ago", result.stdout)]
+    assert len(ages) == 5 and all(5 <= age <= 20 for age in ages), ages
+    assert re.sub(r"seen \d+ s ago", "seen 5 s ago", result.stdout) == expected + "\n"
+    as_json = json.loads(_cli("deploy", "status", "--json").stdout)
+    assert [(g["deployment_id"], g["standing"], [p["pid"] for p in g["processes"]])
+            for g in as_json["deployments"]] == [
+        ("v2", "active", [12, 13, 11]), ("v1", "superseded", [21]), ("v3", "standby", [31])]
+
+
+def test_health_fails_on_a_reported_problem_and_names_it(db: sessionmaker[Session]) -> None:
+    host = socket.gethostname()
+    register(db, None, ProcessKind.WORKER, (processes.RUN_QUEUE,), role=ProcessRole.ACTIVE,
+             consuming=False, problem="the worker's event loop has not run for 45 s",
+             hostname=host, pid=77)
+    register(db, None, ProcessKind.DISPATCHER, (processes.DISPATCH_QUEUE,),
+             role=ProcessRole.ACTIVE, consuming=True, hostname=host, pid=78)
+    sick = _cli("health", "worker")
+    assert sick.returncode == 1
+    assert sick.stderr.startswith("unhealthy  deployment (unversioned)  worker")
+    assert sick.stderr.rstrip().endswith("PROBLEM: the worker's event loop has not run for 45 s")
+    fine = _cli("health", "dispatcher")
+    assert fine.returncode == 0, fine.stderr
+    assert fine.stdout.startswith("healthy  deployment (unversioned)  dispatcher")
+    assert _cli("health", "beat").returncode == 1
+    assert _cli("health", "nonsense").returncode == 2

@@ -2,7 +2,7 @@
 
 The smoke test runs the real launcher (``python -m app.devrun``) with DATABASE_URL and
 REDIS_URL removed, so it starts the embedded PostgreSQL and Redis in a temporary data
-folder, then gunicorn, a Celery worker and beat through honcho. It interrupts it as a
+folder, then gunicorn, a Celery worker, a dispatcher and beat through honcho. It interrupts it as a
 terminal's Ctrl-C would (SIGINT to the whole process group), checks nothing of that folder
 keeps running, and starts it again on the same folder to see the data kept.
 """
@@ -26,6 +26,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
@@ -171,6 +172,7 @@ def wait_until_up(run: DevRun) -> None:
     run.wait_for(rf"API listening on http://127\.0\.0\.1:{run.port}\b", deadline)
     assert healthz_status(run.port) == 200
     run.wait_for(r"^\S+ worker\.1 +\| .*ready\.", deadline)
+    run.wait_for(r"^\S+ dispatcher\.1 +\| .*ready\.", deadline)
     run.wait_for(r"^\S+ beat\.1 +\| .*beat: Starting", deadline)
 
 
@@ -191,25 +193,43 @@ def cli_env(data_dir: Path) -> dict[str, str]:
     return env
 
 
-def fire_one_trigger_through_the_api(run: DevRun, data_dir: Path, receiver: Receiver) -> None:
+def fire_one_trigger_through_the_api(
+    run: DevRun, data_dir: Path, receiver: Receiver, name: str = "smoke"
+) -> None:
     """Key from the CLI, a one-time trigger over HTTP, fired by beat's tick to ``receiver``."""
     key = subprocess.run(
         [sys.executable, "-m", "app.cli", "api-key", "create", "--tenant", "smoke",
-         "--name", "make-run"],
+         "--name", f"make-run-{name}"],
         cwd=ROOT, env=cli_env(data_dir), capture_output=True, text=True, timeout=60,
         check=True,
     ).stdout.strip()
     run_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 3))
-    body = json.dumps({"name": "smoke", "run_at": run_at,
+    body = json.dumps({"name": name, "run_at": run_at,
                        "target": {"kind": "webhook", "url": receiver.url()}}).encode()
     request = urllib.request.Request(
         f"http://127.0.0.1:{run.port}/api/v1/projects/smoke/triggers", data=body,
         headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
     )
+    before = receiver.count
     with urllib.request.urlopen(request, timeout=10) as response:
         assert response.status == 201
-    (delivery,) = receiver.wait_for(1, timeout_s=60)
-    assert json.loads(delivery.body)["trigger"]["name"] == "smoke"
+    deliveries = receiver.wait_for(before + 1, timeout_s=60)
+    assert len(deliveries) == before + 1
+    assert json.loads(deliveries[-1].body)["trigger"]["name"] == name
+
+
+def deploy_call(run: DevRun, token: str, body: dict[str, object]) -> tuple[int, dict[str, Any]]:
+    """POST /api/deploy/restart-scheduler; returns the status and the JSON answer."""
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{run.port}/api/deploy/restart-scheduler",
+        data=json.dumps(body).encode(),
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
 
 
 @pytest.fixture
@@ -275,6 +295,42 @@ def test_make_run_starts_everything_fires_a_trigger_stops_on_ctrl_c_and_keeps_da
         assert_stopped_cleanly(second, data_dir)
 
 
+@pytest.mark.slow
+def test_one_mistaken_deploy_call_cannot_strand_a_make_run_box(
+    data_dir: Path, receiver: Receiver
+) -> None:
+    token = "make-run-deploy-token-0123456789"
+    port = free_port()
+    env = {"CRONBEAT_TICK_SECONDS": "2", "CRONBEAT_DEPLOY_TOKEN": token}
+    with running(data_dir, port, env) as run:
+        wait_until_up(run)
+        # A deployment id nobody runs (no CRONBEAT_DEPLOYMENT_ID is set here).
+        status, body = deploy_call(run, token, {"deployment_id": "abc123"})
+        assert status == 409, body
+        assert body["message"].startswith("deployment abc123 has no live worker")
+        fire_one_trigger_through_the_api(run, data_dir, receiver, name="after-refusal")
+
+        # Forced anyway: the box's processes stand aside but stay up...
+        status, body = deploy_call(run, token, {"deployment_id": "abc123", "force": True})
+        assert (status, body["changed"]) == (200, True), body
+        deadline = time.monotonic() + START_TIMEOUT_S
+        for process in ("worker", "dispatcher", "beat"):
+            run.wait_for(rf"^\S+ {process}\.1 +\| .*superseded: deployment \(unversioned\) is "
+                         r"superseded by abc123", deadline)
+        time.sleep(3)
+        assert run.process.poll() is None, run.output()
+        # ...and `cronbeat deploy reset` gives them their work back, no restart needed.
+        reset = subprocess.run(
+            [sys.executable, "-m", "app.cli", "deploy", "reset"], cwd=ROOT,
+            env=cli_env(data_dir), capture_output=True, text=True, timeout=60, check=False,
+        )
+        assert reset.returncode == 0, reset.stderr
+        assert json.loads(reset.stdout) == {"deployment_id": None, "generation": 2,
+                                            "changed": True}
+        fire_one_trigger_through_the_api(run, data_dir, receiver, name="after-reset")
+        assert_stopped_cleanly(run, data_dir)
+
+
 @pytest.mark.parametrize(
     ("name", "value"),
     [("PORT", "eighty"), ("PORT", "70000"), ("CRONBEAT_TICK_SECONDS", "0"),
@@ -325,12 +381,15 @@ def test_docker_compose_runs_migrations_before_the_processes_that_need_them() ->
         assert depends_on["redis"] == {"condition": "service_healthy"}
 
 
-def test_make_run_starts_web_worker_and_beat_and_flower_only_on_request() -> None:
+def test_make_run_starts_web_worker_dispatcher_and_beat_and_flower_only_on_request() -> None:
     from app.devrun import PROCESSES, plan_from_env
 
     assert set(PROCESSES) <= set(procfile_commands())
-    assert plan_from_env({}).processes == ("web", "worker", "beat")
+    assert plan_from_env({}).processes == ("web", "worker", "dispatcher", "beat")
     assert plan_from_env({"CRONBEAT_FLOWER": "1"}).processes[-1] == "flower"
-    # The worker must consume both queues the Celery app routes to.
-    assert "-Q cronbeat.dispatch,cronbeat.runs" in procfile_commands()["worker"]
+    # Runs and ticks each have their own process (so no delivery can delay a tick), with
+    # node names of their own, and between them they consume both queues the app uses.
+    worker, dispatcher = procfile_commands()["worker"], procfile_commands()["dispatcher"]
+    assert "-Q cronbeat.runs -n worker@%h " in worker
+    assert "-Q cronbeat.dispatch -n dispatcher@%h --concurrency 1 " in dispatcher
     assert shlex.split(procfile_commands()["web"])[-1] == "api.wsgi:app"
