@@ -13,7 +13,7 @@ $(STAMP): setup.cfg pyproject.toml constraints.txt
 	$(PY) -m pip install --quiet -c constraints.txt -e '.[test,embedded]'
 	touch $(STAMP)
 
-## Start web, worker and beat (embedded PostgreSQL and Redis unless DATABASE_URL/REDIS_URL are set).
+## Start web, worker, dispatcher and beat (embedded PostgreSQL and Redis unless DATABASE_URL/REDIS_URL are set).
 run: $(STAMP)
 	$(PY) -m app.devrun
 

@@ -17,6 +17,7 @@ from sqlalchemy import extract, func, select
 from sqlalchemy.dialects.postgresql import array
 from sqlalchemy.orm import Session
 
+from app import processes
 from app.enums import InvocationStatus
 from app.models import DispatcherHeartbeat, Invocation, SchedulerState, Trigger
 
@@ -36,6 +37,10 @@ class Snapshot:
     last_tick_duration_ms: float | None
     active_deployment_id: str | None
     generation: int
+    #: Live processes by (deployment id or "", kind, role).
+    live_processes: dict[tuple[str, str, str], int] = dataclasses.field(default_factory=dict)
+    #: Live processes that report a problem (what `cronbeat health` fails on).
+    processes_with_problem: int = 0
 
 
 def collect(session: Session) -> Snapshot:
@@ -70,6 +75,12 @@ def collect(session: Session) -> Snapshot:
     state = session.execute(
         select(SchedulerState.active_deployment_id, SchedulerState.generation)
     ).one()
+    live_processes: dict[tuple[str, str, str], int] = {}
+    with_problem = 0
+    for row in processes.live(session):
+        key = (row.deployment_id or "", row.kind.value, row.role.value)
+        live_processes[key] = live_processes.get(key, 0) + 1
+        with_problem += row.problem is not None
     return Snapshot(
         now=now,
         due_backlog=due[0],
@@ -81,6 +92,8 @@ def collect(session: Session) -> Snapshot:
         last_tick_duration_ms=heartbeat.last_tick_duration_ms,
         active_deployment_id=state.active_deployment_id,
         generation=state.generation,
+        live_processes=live_processes,
+        processes_with_problem=with_problem,
     )
 
 
@@ -131,6 +144,17 @@ class _SnapshotCollector(Collector):
         if s.active_deployment_id is not None:
             active.add_metric([s.active_deployment_id], 1)
         yield active
+        live = GaugeMetricFamily(
+            "cronbeat_live_processes",
+            "Workers, dispatchers and beats seen in the last 30 s, by deployment, kind and "
+            "role (active, standby, superseded).", labels=["deployment_id", "kind", "role"])
+        for (deployment_id, kind, role), count in sorted(s.live_processes.items()):
+            live.add_metric([deployment_id, kind, role], count)
+        yield live
+        yield GaugeMetricFamily(
+            "cronbeat_live_processes_with_problem",
+            "Live processes reporting a problem (an active worker consuming nothing, a "
+            "stalled loop).", value=s.processes_with_problem)
 
 
 def render(snapshot: Snapshot) -> bytes:

@@ -110,6 +110,8 @@ class Presence:
         self._stopping.set()
         self.wake()
         self._thread.join(timeout=processes.HEARTBEAT_INTERVAL_S + 1)
+        if self._thread.is_alive():
+            return  # stuck on the database: its row expires by itself
         try:
             conn = self._connection()
             processes.unregister(conn, self._id)

@@ -10,8 +10,11 @@ from sqlalchemy import func, insert, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.deploy import activate
+from app.enums import ProcessKind, ProcessRole
 from app.metrics import collect, render
 from app.models import DispatcherHeartbeat, Invocation, Trigger
+from app.processes import RUN_QUEUE
+from tests.support.processes import register
 
 
 def _samples(body: bytes) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -23,6 +26,13 @@ def _samples(body: bytes) -> dict[tuple[str, tuple[tuple[str, str], ...]], float
 
 
 def test_metrics_match_the_database_exactly(db: sessionmaker[Session]) -> None:
+    register(db, "v7", ProcessKind.WORKER, (RUN_QUEUE,), role=ProcessRole.ACTIVE,
+             consuming=True, pid=1)
+    register(db, "v7", ProcessKind.WORKER, (RUN_QUEUE,), role=ProcessRole.ACTIVE,
+             consuming=False, problem="consuming nothing", pid=2)
+    register(db, "v7", ProcessKind.BEAT, role=ProcessRole.ACTIVE, pid=3)
+    register(db, "v6", ProcessKind.BEAT, role=ProcessRole.SUPERSEDED, pid=4)
+    register(db, "v6", ProcessKind.WORKER, (RUN_QUEUE,), pid=5, seen_s_ago=40)  # dead
     with db.begin() as session:
         now = session.execute(select(func.now())).scalar_one()
     with db.begin() as session:
@@ -73,3 +83,8 @@ def test_metrics_match_the_database_exactly(db: sessionmaker[Session]) -> None:
     assert samples[("cronbeat_last_tick_duration_seconds", ())] == 0.25
     assert samples[("cronbeat_scheduler_generation", ())] == 1
     assert samples[("cronbeat_active_deployment_info", (("deployment_id", "v7"),))] == 1
+    assert {tuple(v for _, v in labels): value for (name, labels), value in samples.items()
+            if name == "cronbeat_live_processes"} == {
+        ("v7", "worker", "active"): 2, ("v7", "beat", "active"): 1,
+        ("v6", "beat", "superseded"): 1}
+    assert samples[("cronbeat_live_processes_with_problem", ())] == 1
