@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import io
 from typing import Any
 
 from celery import Celery
-from flask import Flask, request
+from flask import Flask, Response, request
 from webargs.flaskparser import abort
 
 from api import admin, deploy, errors, health, invocations, metrics, schedules, triggers
@@ -43,10 +44,51 @@ SPEC_OPTIONS: dict[str, Any] = {
 def _require_json_body() -> None:
     # A body the JSON parser would silently ignore (form data, text) is refused as such,
     # instead of being read as "no fields given".
-    has_body = bool(request.content_length) or "chunked" in request.headers.get(
-        "Transfer-Encoding", "").lower()
+    chunked = "chunked" in request.headers.get("Transfer-Encoding", "").lower()
+    has_body = bool(request.content_length) or chunked
     if has_body and not request.is_json:
         abort(415, message="Send the body as application/json.")
+    if chunked:
+        _bound_chunked_body()
+
+
+_READ_BYTES = 64 * 1024
+
+
+def _bound_chunked_body() -> None:
+    """Read a chunked body now: over MAX_BODY_BYTES is a 413, never a truncated parse.
+
+    With no Content-Length, Werkzeug's stream stops quietly at max_content_length, and
+    the JSON parser would read the first 16 MiB as the whole body. Here the body is read
+    to one byte past the limit; a body within it is handed on as read.
+    """
+    environ = request.environ
+    stream = environ["wsgi.input"]
+    parts: list[bytes] = []
+    size = 0
+    while size <= MAX_BODY_BYTES:
+        part = stream.read(min(_READ_BYTES, MAX_BODY_BYTES + 1 - size))
+        if not part:
+            break
+        parts.append(part)
+        size += len(part)
+    if size > MAX_BODY_BYTES:
+        abort(413, message=f"The body must be at most {MAX_BODY_BYTES} bytes.")
+    environ["wsgi.input"] = io.BytesIO(b"".join(parts))
+    environ["wsgi.input_terminated"] = True
+
+
+# Answers that may never be cached: everything under /api/ but the public documents.
+# Creating a trigger or an API key answers a secret shown only once; a shared cache or a
+# browser's disk must not keep it, nor any tenant's data.
+_CACHEABLE_PATHS = ("/api/v1/openapi.json", "/api/v1/docs")
+
+
+def _no_store(response: Response) -> Response:
+    path = request.path
+    if path.startswith("/api/") and not path.startswith(_CACHEABLE_PATHS):
+        response.headers["Cache-Control"] = "no-store"
+    return response
 
 
 def create_app(settings: Settings | None = None) -> Flask:
@@ -83,6 +125,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     api.ma_plugin.converter.add_attribute_function(one_of_to_openapi)
     errors.init_app(app)
     app.before_request(_require_json_body)
+    app.after_request(_no_store)
     api.register_blueprint(health.blp)
     api.register_blueprint(triggers.blp, parameters=[PROJECT_ID_PARAMETER])
     api.register_blueprint(invocations.blp, parameters=[PROJECT_ID_PARAMETER])

@@ -14,17 +14,34 @@ from flask import g, request
 from webargs.flaskparser import abort
 
 from api.errors import UNAUTHORIZED_HEADERS
-from api.schemas.fields import PROJECT_ID_PATTERN
+from api.schemas.fields import PROJECT_ID_PATTERN, PROJECT_ID_RULE
 from api.state import state
 from app import apikeys
+from app.config import MAX_TOKEN_CHARS
 
-# Longer than any key or token we issue; refusing early keeps hashing bounded.
-_MAX_TOKEN_LENGTH = 512
+# Longer than any key or token we issue (a configured token is refused at start if it is
+# longer); refusing early keeps hashing bounded.
+_MAX_TOKEN_LENGTH = MAX_TOKEN_CHARS
 _PROJECT_ID = re.compile(PROJECT_ID_PATTERN)
 
 
+# Each 401 names the credential its route wants, never whether the one sent was close.
+API_KEY_REQUIRED = "A valid API key is required (Authorization: Bearer <key>)."
+ADMIN_TOKEN_REQUIRED = ("The admin token is required (Authorization: Bearer "  # noqa: S105
+                        "<CRONBEAT_ADMIN_TOKEN>).")
+DEPLOY_TOKEN_REQUIRED = ("The deploy token is required (Authorization: Bearer "  # noqa: S105
+                         "<CRONBEAT_DEPLOY_TOKEN>).")
+METRICS_TOKEN_REQUIRED = ("The metrics token is required (Authorization: "  # noqa: S105
+                          "Bearer <CRONBEAT_METRICS_TOKEN>).")
+
+
+def unauthorized(message: str = API_KEY_REQUIRED) -> None:
+    """Abort with the one 401 answer, naming the credential wanted."""
+    abort(401, headers=UNAUTHORIZED_HEADERS, message=message)
+
+
 def _unauthorized() -> None:
-    abort(401, headers=UNAUTHORIZED_HEADERS)
+    unauthorized(API_KEY_REQUIRED)
 
 
 def bearer_token() -> str | None:
@@ -48,7 +65,7 @@ def require_tenant() -> None:
     g.tenant_id = tenant_id
     project_id = (request.view_args or {}).get("project_id")
     if project_id is not None and not _PROJECT_ID.fullmatch(project_id):
-        abort(422, messages={"path": {"project_id": ["must be 1-64 of A-Z a-z 0-9 . _ -"]}})
+        abort(422, messages={"path": {"project_id": [PROJECT_ID_RULE]}})
 
 
 def require_admin() -> None:
@@ -58,7 +75,7 @@ def require_admin() -> None:
     # Compared even when no admin token is configured, so timing says nothing about it.
     matches = apikeys.tokens_equal(token or "", expected or "")
     if token is None or expected is None or not matches:
-        _unauthorized()
+        unauthorized(ADMIN_TOKEN_REQUIRED)
 
 
 def tenant_id() -> str:

@@ -18,14 +18,12 @@ from typing import Any
 
 import marshmallow as ma
 from flask import request
-from marshmallow import fields, validate
-from webargs.flaskparser import abort
+from marshmallow import fields
 
 from api import auth
 from api.auth import bearer_token
-from api.errors import UNAUTHORIZED_HEADERS
 from api.parser import Blueprint
-from api.schemas.fields import Str, StrictBool
+from api.schemas.fields import FullMatch, Str, StrictBool
 from api.state import state
 from app import apikeys, deploy
 from app.deploy import DEPLOYMENT_ID_PATTERN, DEPLOYMENT_ID_RULE
@@ -43,7 +41,7 @@ ADMIN_ONLY = [{"adminToken": []}]
 class RestartSchema(ma.Schema):
     deployment_id = Str(
         required=True,
-        validate=validate.Regexp(f"^{DEPLOYMENT_ID_PATTERN.pattern}$",
+        validate=FullMatch(f"^{DEPLOYMENT_ID_PATTERN.pattern}$",
                                  error=f"must be {DEPLOYMENT_ID_RULE}"),
     )
     # true or false only: a lax "yes" must not force an activation by accident.
@@ -110,7 +108,7 @@ def require_token() -> None:
     if token is None or expected is None or not matches:
         log.warning("deploy call refused", extra={
             "action": "deploy.restart", "outcome": "unauthorized", "caller": _caller()})
-        abort(401, headers=UNAUTHORIZED_HEADERS)
+        auth.unauthorized(auth.DEPLOY_TOKEN_REQUIRED)
 
 
 @blp.route("/restart-scheduler", methods=["POST"])

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 from flask import Response
-from webargs.flaskparser import abort
 
+from api import auth
 from api.auth import bearer_token
-from api.errors import UNAUTHORIZED_HEADERS
 from api.parser import Blueprint
 from api.state import state
 from app import apikeys
@@ -24,7 +23,7 @@ def require_metrics_token() -> None:
         return
     token = bearer_token()
     if not apikeys.tokens_equal(token or "", expected) or token is None:
-        abort(401, headers=UNAUTHORIZED_HEADERS)
+        auth.unauthorized(auth.METRICS_TOKEN_REQUIRED)
 
 
 @blp.route("/metrics", methods=["GET"])

@@ -16,6 +16,7 @@ from flask import request, url_for
 from webargs.flaskparser import abort
 
 _BAD = "not a cursor from a next link"
+_MAX_OFFSET = dt.timedelta(hours=16)
 
 
 def encode_cursor(*parts: str) -> str:
@@ -53,7 +54,9 @@ def decode_time_cursor(cursor: str | None) -> tuple[dt.datetime, uuid.UUID] | No
     when, ident = _decode(cursor, 2)
     try:
         moment = dt.datetime.fromisoformat(when)
-        if moment.tzinfo is None:
+        offset = moment.utcoffset()
+        # PostgreSQL refuses offsets beyond +-15:59; we write cursors in UTC.
+        if offset is None or abs(offset) >= _MAX_OFFSET:
             raise ValueError(when)
         return moment, uuid.UUID(ident)
     except ValueError:

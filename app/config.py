@@ -43,6 +43,10 @@ def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
     raise ConfigError(f"{name} must be true or false, got {raw!r}")
 
 
+#: The longest bearer token the API reads (longer ones are refused before hashing).
+MAX_TOKEN_CHARS = 512
+
+
 def _secret(env: Mapping[str, str], name: str) -> str | None:
     # The value is never echoed back, not even in the error.
     raw = env.get(name)
@@ -50,6 +54,9 @@ def _secret(env: Mapping[str, str], name: str) -> str | None:
         return None
     if len(raw) < 16:
         raise ConfigError(f"{name} must be at least 16 characters long")
+    if len(raw) > MAX_TOKEN_CHARS:
+        # Longer than any bearer token the API reads: it could never authenticate.
+        raise ConfigError(f"{name} must be at most {MAX_TOKEN_CHARS} characters long")
     return raw
 
 

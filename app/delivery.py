@@ -10,6 +10,7 @@ such as :class:`~app.errors.TargetRefused`.
 from __future__ import annotations
 
 import binascii
+import codecs
 import dataclasses
 import datetime as dt
 import enum
@@ -177,8 +178,21 @@ def _read_excerpt(response: requests.Response, deadline: RequestDeadline) -> str
             data += chunk
     except (requests.RequestException, urllib3.exceptions.HTTPError, OSError):
         pass  # the status already decided the attempt; keep what arrived
-    text = data.decode(response.encoding or "utf-8", errors="replace")
-    return text[:EXCERPT_CHARS]
+    return data.decode(_codec(response.encoding), errors="replace")[:EXCERPT_CHARS]
+
+
+def _codec(charset: str | None) -> str:
+    """The receiver's charset if Python knows it, else UTF-8 (with replacement).
+
+    A 2xx with ``charset=bogus`` (or ``utf8mb4``, ``binary``, ``none``) was delivered;
+    reading its excerpt must not turn it into a failure.
+    """
+    if charset:
+        try:
+            return codecs.lookup(charset).name
+        except (LookupError, ValueError):
+            pass
+    return "utf-8"
 
 
 def _describe(exc: requests.RequestException) -> str:

@@ -46,15 +46,35 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(line, default=str)
 
 
+# Celery passes its whole task context as ``extra={"data": {...}}`` (ids, arguments,
+# return values: hundreds of characters a line, repeating what the message says).
+_CELERY_DATA = "data"
+
+
 class TextFormatter(logging.Formatter):
-    """``time level logger: message [action key=value ...]``."""
+    """``time level logger: message [action key=value ... error=Type]``.
+
+    Like the JSON format, an exception is shown by its type only, never its message or
+    traceback: messages of driver and HTTP errors can quote parameters, header values
+    or URL tokens.
+    """
 
     def __init__(self) -> None:
         super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     def format(self, record: logging.LogRecord) -> str:
-        text = super().format(record)
-        extras = {k: v for k, v in vars(record).items() if k not in _STANDARD}
+        error = record.exc_info[0] if record.exc_info else None
+        saved = record.exc_info, record.exc_text, record.stack_info
+        record.exc_info, record.exc_text, record.stack_info = None, None, None
+        try:
+            text = super().format(record)
+        finally:
+            record.exc_info, record.exc_text, record.stack_info = saved
+        extras = {k: v for k, v in vars(record).items()
+                  if k not in _STANDARD and not (k == _CELERY_DATA
+                                                 and record.name.startswith("celery"))}
+        if error is not None:
+            extras.setdefault("error", error.__name__)
         if extras:
             text += " [" + " ".join(f"{k}={v}" for k, v in extras.items()) + "]"
         return text

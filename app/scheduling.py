@@ -143,6 +143,27 @@ def _transition(zone: ZoneInfo, before: datetime, after: datetime) -> datetime:
     return before + high * _ONE_SECOND
 
 
+def local_instant(wall: datetime, zone: ZoneInfo) -> datetime:
+    """Return the instant (aware UTC) of local wall time ``wall`` in ``zone`` (pure).
+
+    The fixed-time rule, as for cron expressions: a wall time inside a spring-forward gap
+    is the transition instant (02:30 on a 02:00->03:00 night is 03:00 local); a repeated
+    wall time is its first occurrence. A one-time trigger's local ``run_at`` uses this.
+
+    Raises:
+        OverflowError: the instant is outside the years datetime can hold.
+    """
+    naive = wall.replace(tzinfo=None, fold=0)
+    first = zone.utcoffset(naive)
+    second = zone.utcoffset(naive.replace(fold=1))
+    if first is None or second is None:  # a fixed-offset zone always answers
+        raise ValueError(f"{zone} gives no offset for {naive}")
+    # first < second: a gap (fold=0 is the offset before the transition).
+    instant = (_transition(zone, naive - second, naive - first) if first < second
+               else naive - first)
+    return instant.replace(tzinfo=UTC)
+
+
 def _search(
     spec: cron.CronSpec, zone: ZoneInfo, wall: datetime, after: datetime, second_pass: bool
 ) -> datetime | None:

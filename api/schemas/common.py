@@ -5,7 +5,7 @@ from __future__ import annotations
 import marshmallow as ma
 from marshmallow import fields, validate
 
-from api.schemas.fields import MAX_CRON_CHARS, Str
+from api.schemas.fields import MAX_CRON_CHARS, FullMatch, Str
 from app.apikeys import KEY_NAME_PATTERN, TENANT_PATTERN
 
 
@@ -39,8 +39,8 @@ class ScheduleCheckResultSchema(ma.Schema):
 
 
 class ApiKeyCreateSchema(ma.Schema):
-    tenant_id = Str(required=True, validate=validate.Regexp(f"^{TENANT_PATTERN.pattern}$"))
-    name = Str(required=True, validate=validate.Regexp(f"^{KEY_NAME_PATTERN.pattern}$"))
+    tenant_id = Str(required=True, validate=FullMatch(f"^{TENANT_PATTERN.pattern}$"))
+    name = Str(required=True, validate=FullMatch(f"^{KEY_NAME_PATTERN.pattern}$"))
 
 
 class ApiKeySchema(ma.Schema):

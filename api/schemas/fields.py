@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import decimal
 import json
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import marshmallow as ma
@@ -21,7 +22,9 @@ NAME_PATTERN = r"^[A-Za-z0-9._-]{1,200}$"
 MAX_CRON_CHARS = 200
 # What reads show in place of a webhook's header values and URL password.
 REDACTED = "<redacted>"
-PROJECT_ID_PATTERN = r"^[A-Za-z0-9._-]{1,64}$"
+# Not "." or "..": as a path segment they would resolve away in links and URLs.
+PROJECT_ID_PATTERN = r"^(?!\.{1,2}$)[A-Za-z0-9._-]{1,64}$"
+PROJECT_ID_RULE = "must be 1-64 of A-Z a-z 0-9 . _ -, and not . or .."
 MAX_PAYLOAD_BYTES = 64 * 1024
 MAX_TEMPLATE_BYTES = 16 * 1024
 MAX_JSON_DEPTH = 32
@@ -35,6 +38,20 @@ class Str(fields.String):
         if "\x00" in text:
             raise ValidationError("must not contain NUL characters")
         return text
+
+
+class FullMatch(validate.Regexp):
+    """A Regexp validator that must match the whole string.
+
+    ``re.match`` with a pattern ending in ``$`` also accepts a trailing newline
+    (``"t1\\n"``); ``fullmatch`` does not. The pattern stays an ECMA-262 one, so the
+    OpenAPI document shows it as it is.
+    """
+
+    def __call__(self, value: str) -> str:
+        if self.regex.fullmatch(value) is None:
+            raise ValidationError(self._format_error(value))
+        return value
 
 
 class StrictBool(fields.Boolean):
@@ -69,15 +86,42 @@ def _depth(value: Any) -> int:
     return deepest
 
 
+def _floats(value: Any) -> Iterator[float]:
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, float):
+            yield item
+        elif isinstance(item, Mapping):
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+
+
+def stored_json_bytes(value: Any) -> int:
+    """The size of ``value`` as it is stored and served back, not as it was typed.
+
+    JSONB keeps a number as ``numeric`` and prints it in positional notation, so
+    ``1e308`` (6 characters in the request) comes back as a 309-digit integer: each
+    float counts with the length of that text.
+    """
+    size = len(json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode())
+    for number in _floats(value):
+        typed = repr(number)
+        size += len(format(decimal.Decimal(typed), "f")) - len(typed)
+    return size
+
+
 class JsonValue(fields.Raw):
-    """Any JSON value, at most 64 KiB once serialised and 32 levels deep."""
+    """Any JSON value, at most 64 KiB as stored (see :func:`stored_json_bytes`), 32 deep."""
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Any:
         if _depth(value) > MAX_JSON_DEPTH:
             raise ValidationError(f"must be at most {MAX_JSON_DEPTH} levels deep")
-        size = len(json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode())
-        if size > MAX_PAYLOAD_BYTES:
-            raise ValidationError(f"must be at most {MAX_PAYLOAD_BYTES} bytes of JSON")
+        if stored_json_bytes(value) > MAX_PAYLOAD_BYTES:
+            raise ValidationError(
+                f"must be at most {MAX_PAYLOAD_BYTES} bytes of JSON as stored (a number is "
+                "stored in positional notation: 1e308 takes 309 bytes)")
         return value
 
 

@@ -24,9 +24,11 @@ from api.schemas.fields import (
     MAX_TEMPLATE_BYTES,
     NAME_PATTERN,
     REDACTED,
+    FullMatch,
     JsonValue,
     OneOfSchemas,
     Str,
+    StrictBool,
     check_cron,
     check_template,
     check_timezone,
@@ -143,10 +145,10 @@ class TaskTargetSchema(ma.Schema):
     """``send_task`` a Celery task of your own code, on the same broker."""
 
     kind = Str(required=True, validate=validate.OneOf(["task"]))
-    task_name = Str(required=True, validate=[validate.Regexp(_TASK_NAME), _check_task_name])
+    task_name = Str(required=True, validate=[FullMatch(_TASK_NAME), _check_task_name])
     queue = Str(
         allow_none=True, load_default=None,
-        validate=[validate.Regexp(_TASK_NAME), _check_task_name],
+        validate=[FullMatch(_TASK_NAME), _check_task_name],
         metadata={"description": "One of the operator's queues (CRONBEAT_TASK_QUEUES); left"
                   f" out or null: {DEFAULT_TASK_QUEUE!r}, if the operator allows it."},
     )
@@ -185,13 +187,26 @@ def target_columns(target: dict[str, Any]) -> dict[str, Any]:
             "task_queue": target["queue"]}
 
 
+def _run_at_utc(run_at: dt.datetime, timezone: str | None) -> dt.datetime:
+    """A run_at in UTC: as given with an offset, or read in ``timezone`` by the fixed-time
+    DST rule (a wall time in a gap is the transition instant; a repeated one the first).
+
+    Raises:
+        OverflowError: out of datetime's range.
+    """
+    if run_at.tzinfo is not None:
+        return run_at.astimezone(dt.UTC)
+    assert timezone is not None
+    return scheduling.local_instant(run_at, scheduling.validate_timezone(timezone))
+
+
 class TriggerFieldsSchema(ma.Schema):
     """The fields of a trigger definition, all optional (the base of create and patch)."""
 
-    name = Str(validate=validate.Regexp(NAME_PATTERN),
+    name = Str(validate=FullMatch(NAME_PATTERN),
                metadata={"description": "1-200 of A-Z a-z 0-9 . _ -; unique in the project."})
     description = Str(validate=validate.Length(max=2000))
-    enabled = fields.Boolean()
+    enabled = StrictBool()
     cron_expression = Str(
         validate=[validate.Length(min=1, max=MAX_CRON_CHARS), check_cron],
         metadata={"description": "Five fields or a macro; exactly one of this or run_at."},
@@ -214,7 +229,7 @@ class TriggerFieldsSchema(ma.Schema):
     misfire_policy = fields.Enum(MisfirePolicy, by_value=True)
     misfire_grace_s = fields.Integer(strict=True, validate=validate.Range(0, 7 * 86_400))
     overlap_policy = fields.Enum(OverlapPolicy, by_value=True)
-    ref = Str(allow_none=True, validate=validate.Regexp(_TEXT_LINE),
+    ref = Str(allow_none=True, validate=FullMatch(_TEXT_LINE),
               metadata={"description": "A free label (a deploy, a repo); filter and bulk-delete"
                         " by it."})
 
@@ -231,13 +246,11 @@ class TriggerFieldsSchema(ma.Schema):
         run_at = data.get("run_at")
         if run_at is None:
             return
-        if run_at.tzinfo is None:
-            if "timezone" not in data:
-                raise ValidationError(
-                    {"run_at": ["needs a UTC offset, or a timezone to read it in"]})
-            run_at = run_at.replace(tzinfo=scheduling.validate_timezone(data["timezone"]))
+        if run_at.tzinfo is None and "timezone" not in data:
+            raise ValidationError(
+                {"run_at": ["needs a UTC offset, or a timezone to read it in"]})
         try:
-            utc = run_at.astimezone(dt.UTC)
+            utc = _run_at_utc(run_at, data.get("timezone"))
         except OverflowError:
             utc = dt.datetime.max.replace(tzinfo=dt.UTC)
         if utc >= RUN_AT_LIMIT:
@@ -248,9 +261,7 @@ class TriggerFieldsSchema(ma.Schema):
     def _to_columns(self, data: dict[str, Any], **_: Any) -> dict[str, Any]:
         run_at = data.get("run_at")
         if run_at is not None:
-            if run_at.tzinfo is None:
-                run_at = run_at.replace(tzinfo=scheduling.validate_timezone(data["timezone"]))
-            data["run_at"] = run_at.astimezone(dt.UTC)
+            data["run_at"] = _run_at_utc(run_at, data.get("timezone"))
         target = data.pop("target", None)
         if target is not None:
             data.update(target_columns(target))
@@ -260,7 +271,7 @@ class TriggerFieldsSchema(ma.Schema):
 class TriggerCreateSchema(TriggerFieldsSchema):
     """A whole trigger definition: a name, one schedule and a target."""
 
-    name = Str(required=True, validate=validate.Regexp(NAME_PATTERN),
+    name = Str(required=True, validate=FullMatch(NAME_PATTERN),
                metadata={"description": "1-200 of A-Z a-z 0-9 . _ -; unique in the project."})
     target = OneOfSchemas(TARGETS, required=True)
 
@@ -285,13 +296,13 @@ class TriggerSyncSchema(ma.Schema):
 
 
 class SyncQuerySchema(ma.Schema):
-    dry_run = fields.Boolean(load_default=False,
+    dry_run = fields.Boolean(load_default=False, truthy={"true"}, falsy={"false"},
                              metadata={"description": "Report the changes, write nothing."})
 
 
 class TriggerListQuerySchema(ma.Schema):
-    enabled = fields.Boolean()
-    ref = Str(validate=validate.Regexp(_TEXT_LINE))
+    enabled = fields.Boolean(truthy={"true"}, falsy={"false"})
+    ref = Str(validate=FullMatch(_TEXT_LINE))
     name_prefix = Str(validate=validate.Length(min=1, max=200))
     cursor = Str(validate=validate.Length(max=200),
                  metadata={"description": "The `next` link's cursor."})
@@ -299,7 +310,7 @@ class TriggerListQuerySchema(ma.Schema):
 
 
 class RefQuerySchema(ma.Schema):
-    ref = Str(required=True, validate=validate.Regexp(_TEXT_LINE))
+    ref = Str(required=True, validate=FullMatch(_TEXT_LINE))
 
 
 class PreviewQuerySchema(ma.Schema):

@@ -447,3 +447,24 @@ def test_a_finish_tried_again_after_its_commit_landed_keeps_what_it_recorded(
         status, run_after_in_s = leases.recorded_finish(session, invocation_id, claim.attempt)
     assert status == InvocationStatus.PENDING
     assert 25 < run_after_in_s <= 30
+
+
+@pytest.mark.parametrize("charset", ["bogus", "utf8mb4", "binary", "none", "utf-8\x00"])
+def test_a_2xx_with_a_charset_python_does_not_know_is_recorded_succeeded(
+    db, settings: Settings, receiver: Receiver, charset: str
+) -> None:
+    from tests.support.receiver import Reply
+
+    receiver.script(Reply(status=200, body="d\u00e9livr\u00e9 ok",
+                          headers={"Content-Type": f"text/plain; charset={charset}"}))
+    invocation_id = add_invocation(db, add_trigger(db, receiver))
+
+    outcome = run_invocation(db, settings, invocation_id, send_task=no_task)
+
+    assert outcome == RunOutcome(status=InvocationStatus.SUCCEEDED, attempt=1)
+    invocation = load(db, invocation_id)
+    assert (invocation.status, invocation.response_status, invocation.last_error) == (
+        InvocationStatus.SUCCEEDED, 200, None)
+    # Read as UTF-8 when the charset is unknown.
+    assert invocation.response_excerpt == "d\u00e9livr\u00e9 ok"
+    assert receiver.count == 1

@@ -45,3 +45,29 @@ def test_a_json_line_names_an_exception_by_type_only() -> None:
 def test_a_text_line_appends_the_extras() -> None:
     text = TextFormatter().format(_record(action="dispatch.tick", claimed=3))
     assert text.endswith("cronbeat.test: run: attempt claimed [action=dispatch.tick claimed=3]")
+
+
+def test_a_text_line_names_an_exception_by_type_only_without_its_traceback() -> None:
+    import sys
+
+    try:
+        raise ConnectionError("GET https://hooks.example/x?token=s3cr3t failed")
+    except ConnectionError:
+        record = logging.getLogger("app.runner").makeRecord(
+            "app.runner", logging.ERROR, __file__, 1, "delivery failed", (), sys.exc_info(),
+            extra={"action": "run.delivery_error"})
+    text = TextFormatter().format(record)
+    assert text.endswith(
+        "app.runner: delivery failed [action=run.delivery_error error=ConnectionError]")
+    assert "s3cr3t" not in text and "Traceback" not in text and "\n" not in text
+    # The record is left as it was for any other handler.
+    assert record.exc_info is not None and record.exc_info[0] is ConnectionError
+
+
+def test_a_text_line_leaves_out_celery_s_task_data_dict() -> None:
+    record = logging.getLogger("celery.app.trace").makeRecord(
+        "celery.app.trace", logging.INFO, __file__, 1, "Task %s succeeded", ("t",), None,
+        extra={"data": {"id": "x" * 700, "args": "()"}})
+    assert TextFormatter().format(record).endswith("celery.app.trace: Task t succeeded")
+    ours = TextFormatter().format(_record(data="kept"))
+    assert ours.endswith("[data=kept]")
