@@ -131,17 +131,17 @@ def handle_domain_error(error: CronbeatError) -> Answer:
         return error_answer(status)
     errors: dict[str, list[str]] = {}
     if isinstance(error, InvalidTrigger):
-        errors = _nested(error.field, error.message)
+        errors = _nested(error.path, error.message)
     elif isinstance(error, NameTaken):
         errors = {"name": [error.message]}
     return error_answer(status, error.message, errors)
 
 
-def _nested(path: str, message: str) -> dict[str, Any]:
-    # "triggers.3.run_at" -> {"triggers": {"3": {"run_at": [message]}}}, the shape
-    # marshmallow gives nested errors.
+def _nested(path: tuple[str, ...], message: str) -> dict[str, Any]:
+    # ("triggers", "nightly", "run_at") -> {"triggers": {"nightly": {"run_at": [message]}}},
+    # the shape marshmallow gives nested errors.
     result: Any = [message]
-    for part in reversed(path.split(".")):
+    for part in reversed(path):
         result = {part: result}
     return result
 

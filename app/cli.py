@@ -317,7 +317,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except DBAPIError as exc:
         # The driver's message may quote the URL or parameters; the class is enough.
-        print(f"cronbeat: the database failed ({type(exc.orig).__name__})", file=sys.stderr)
+        print(f"cronbeat: the database at DATABASE_URL failed ({type(exc.orig).__name__}); "
+              "is it running and reachable? For the servers `make run` started, run "
+              "`source .cronbeat/env` first.", file=sys.stderr)
         return 1
 
 

@@ -146,10 +146,12 @@ class Settings:
         env = os.environ if env is None else env
         database_url = env.get("DATABASE_URL", "").strip()
         if not database_url:
-            raise ConfigError("DATABASE_URL is not set (make run sets it for the embedded server)")
+            raise ConfigError("DATABASE_URL is not set (for the servers `make run` started, "
+                              "run `source .cronbeat/env` first)")
         redis_url = env.get("REDIS_URL", "").strip()
         if not redis_url:
-            raise ConfigError("REDIS_URL is not set (make run sets it for the embedded server)")
+            raise ConfigError("REDIS_URL is not set (for the servers `make run` started, "
+                              "run `source .cronbeat/env` first)")
         if not redis_url.startswith(("redis://", "rediss://", "unix://")):
             raise ConfigError("REDIS_URL must be a redis://, rediss:// or unix:// URL")
         deployment_id = env.get("CRONBEAT_DEPLOYMENT_ID", "").strip() or None

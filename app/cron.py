@@ -61,8 +61,18 @@ class _Field:
     names: tuple[str, ...] = ()
     name_base: int = 0
 
-    def bad(self, item: str) -> InvalidSchedule:
-        return InvalidSchedule(f"bad {self.name} field: {item}")
+    def bad(self, item: str, why: str | None = None) -> InvalidSchedule:
+        """The error for ``item``, saying why (by default, what the field allows)."""
+        return InvalidSchedule(f"bad {self.name} field: {item} ({why or self.allowed})")
+
+    @property
+    def allowed(self) -> str:
+        text = f"{self.name} is {self.low}-{self.high}"
+        if self.names:
+            text += f" or {self.names[0]}-{self.names[-1]}"
+        if self.name == "day-of-week":
+            text += "; 0 and 7 are Sunday"
+        return text
 
 
 _MINUTE = _Field("minute", 0, 59)
@@ -137,7 +147,7 @@ def _number(text: str, field: _Field, item: str) -> int:
 def _items(text: str, field: _Field) -> list[str]:
     items = text.split(",")
     if "" in items:
-        raise field.bad(text)
+        raise field.bad(text, "an empty item in a list")
     return items
 
 
@@ -148,10 +158,10 @@ def _values(item: str, field: _Field) -> set[int]:
     step = 1
     if slash:
         if not (step_text.isascii() and step_text.isdigit() and len(step_text) <= 4):
-            raise field.bad(item)
+            raise field.bad(item, "a step is a whole number of at least 1")
         step = int(step_text)
         if step < 1:
-            raise field.bad(item)
+            raise field.bad(item, "a step is a whole number of at least 1")
     if base == "*":
         low, high = field.low, field.high
     elif "-" in base:
@@ -160,7 +170,7 @@ def _values(item: str, field: _Field) -> set[int]:
         if low > high:
             # Wrap-around ranges (FRI-MON, 22-2) mean different things in different
             # crons; cronie rejects them, and so do we.
-            raise field.bad(item)
+            raise field.bad(item, "descending range; for a wrap-around, list both parts")
     else:
         low = _number(base, field, item)
         high = field.high if slash else low
@@ -201,7 +211,7 @@ def _parse_dow(text: str) -> tuple[int, frozenset[tuple[int, int]], int]:
             day_text, _, k_text = upper.partition("#")
             day = _number(day_text, _DOW, item) % 7
             if k_text not in {"1", "2", "3", "4", "5"}:
-                raise _DOW.bad(item)
+                raise _DOW.bad(item, "the K of D#K is 1-5")
             nth.add((day, int(k_text)))
         elif upper.endswith("L") and len(upper) > 1:
             last.add(_number(upper[:-1], _DOW, item) % 7)

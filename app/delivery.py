@@ -195,12 +195,28 @@ def _codec(charset: str | None) -> str:
     return "utf-8"
 
 
+# What urllib3 puts before a connection error's words: the connection object's repr
+# ("HTTPConnection(host='...', port=443): " or "<...HTTPConnection object at 0x...>: ").
+_CONNECTION_REPR = re.compile(r"^\s*<?[\w.]+(?:\(host=[^)]*\)| object at 0x[0-9a-f]+>)\s*:\s*")
+_ERRNO = re.compile(r"\[Errno -?\d+\]\s*")
+_ESTABLISH = "Failed to establish a new connection: "
+
+
 def _describe(exc: requests.RequestException) -> str:
-    # urllib3 wraps the real cause in MaxRetryError, whose text repeats the URL path,
-    # which may hold a token (Slack-style hook URLs). Name the cause instead.
+    """The cause of a connection failure in words, for the tenant's last_error.
+
+    urllib3 wraps the real cause in MaxRetryError, whose text repeats the URL path, which
+    may hold a token (Slack-style hook URLs); the cause's own text starts with a
+    connection object's repr (an internal class name, the host and port). Neither is
+    shown: "connection failed: Connection refused".
+    """
     inner = exc.args[0] if exc.args else exc
     cause = getattr(inner, "reason", None) or inner
-    return f"{type(cause).__name__}: {cause}"
+    if isinstance(cause, urllib3.exceptions.ProtocolError) and len(cause.args) > 1:
+        # ('Connection aborted.', RemoteDisconnected('Remote end closed ...'))
+        cause = cause.args[1]
+    text = _ERRNO.sub("", _CONNECTION_REPR.sub("", str(cause))).replace(_ESTABLISH, "")
+    return text.strip() or "the connection broke"
 
 
 def send_webhook(

@@ -139,7 +139,10 @@ def sync_triggers(
                 continue
             row["next_run_at"] = next_run_after_save(old, row, now, cache)
         except InvalidTrigger as exc:
-            raise InvalidTrigger(f"triggers.{position}.{exc.field}", exc.message) from None
+            # Keyed by the trigger's name: a sync file is edited by name, not by index.
+            name = str(definition.get("name", position))
+            raise InvalidTrigger(f"triggers.{name}.{exc.field}", exc.message,
+                                 path=("triggers", name, *exc.path)) from None
         row["updated_at"] = now
         if old is None:
             created.append({**row, "tenant_id": tenant_id, "project_id": project_id,

@@ -76,10 +76,12 @@ RUN_AT_LIMIT = dt.datetime(9000, 1, 1, tzinfo=dt.UTC)
 class InvalidTrigger(PermanentError, ValueError):
     """The trigger definition is invalid."""
 
-    def __init__(self, field: str, message: str) -> None:
+    def __init__(self, field: str, message: str, *, path: tuple[str, ...] = ()) -> None:
         super().__init__(message)
         #: The definition's field the message is about, as the API names it.
         self.field = field
+        #: The same as parts, when a part may itself hold a dot (a trigger's name).
+        self.path = path or tuple(field.split("."))
 
 
 class NameTaken(Conflict):

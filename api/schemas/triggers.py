@@ -13,6 +13,7 @@ import binascii
 import datetime as dt
 import re
 import unicodedata
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -287,12 +288,29 @@ class TriggerPatchSchema(TriggerFieldsSchema):
 
 
 class TriggerSyncSchema(ma.Schema):
-    """The project's complete set of triggers."""
+    """The project's complete set of triggers. Errors are keyed by the trigger's name."""
 
     triggers = fields.List(
         fields.Nested(TriggerCreateSchema), required=True,
         validate=validate.Length(max=MAX_SYNC_TRIGGERS),
     )
+
+    def handle_error(self, error: ValidationError, data: Any, **kwargs: Any) -> None:
+        """Re-key the list's errors from positions to the triggers' names."""
+        messages = error.messages
+        items = data.get("triggers") if isinstance(data, Mapping) else None
+        nested = messages.get("triggers") if isinstance(messages, dict) else None
+        if not (isinstance(nested, dict) and isinstance(items, list)):
+            raise error
+        keyed: dict[Any, Any] = {}
+        for position, message in nested.items():
+            name = None
+            if isinstance(position, int) and 0 <= position < len(items):
+                item = items[position]
+                name = item.get("name") if isinstance(item, Mapping) else None
+            key = name if isinstance(name, str) and name and name not in keyed else position
+            keyed[str(key)] = message
+        raise ValidationError({**messages, "triggers": keyed}, data=data) from error
 
 
 class SyncQuerySchema(ma.Schema):

@@ -468,3 +468,27 @@ def test_a_2xx_with_a_charset_python_does_not_know_is_recorded_succeeded(
     # Read as UTF-8 when the charset is unknown.
     assert invocation.response_excerpt == "d\u00e9livr\u00e9 ok"
     assert receiver.count == 1
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_a_refused_connection_s_error_is_in_words_without_internal_names(
+    db, settings: Settings
+) -> None:
+    url = f"http://127.0.0.1:{_closed_port()}/hook"
+    invocation_id = add_invocation(db, add_trigger(db, webhook_url=url, max_attempts=1))
+
+    outcome = run_invocation(db, settings, invocation_id, send_task=no_task)
+
+    assert outcome == RunOutcome(status=InvocationStatus.FAILED, attempt=1)
+    invocation = load(db, invocation_id)
+    assert invocation.last_error == (
+        "gave up after 1 attempts: connection failed: Connection refused")
+    assert [a[:4] for a in attempts(db, invocation_id)] == [
+        (1, "error", None, "connection failed: Connection refused")]

@@ -94,3 +94,25 @@ def test_an_unreachable_database_exits_1_without_the_drivers_words(
 def test_openapi_prints_the_document(capsys: pytest.CaptureFixture[str]):
     assert main(["openapi"]) == 0
     assert capsys.readouterr().out == spec_text()
+
+
+def test_an_unreachable_database_names_the_variable_and_the_make_run_env_file(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+) -> None:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    monkeypatch.setenv("DATABASE_URL", f"postgresql://nobody:s3cret@127.0.0.1:{port}/x")
+    assert main(["api-key", "create", "--tenant", "t1", "--name", "k"]) == 1
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err == ("cronbeat: the database at DATABASE_URL failed (OperationalError); is it "
+                   "running and reachable? For the servers `make run` started, run "
+                   "`source .cronbeat/env` first.\n")
+    monkeypatch.delenv("DATABASE_URL")
+    assert main(["api-key", "create", "--tenant", "t1", "--name", "k"]) == 2
+    assert capsys.readouterr().err == (
+        "cronbeat: DATABASE_URL is not set (for the servers `make run` started, run "
+        "`source .cronbeat/env` first)\n")

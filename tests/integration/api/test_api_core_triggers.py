@@ -221,7 +221,7 @@ def test_sync_refuses_duplicate_names_and_bad_definitions_without_writing(
         sync.sync_triggers(session, "t1", "p1",
                            [_nightly(name="a"), _nightly(name="b", run_at=NOW,
                                                          cron_expression=None)], now=NOW)
-    assert caught.value.field == "triggers.1.run_at"
+    assert caught.value.field == "triggers.b.run_at"
     with db.begin() as session:
         assert session.scalar(select(func.count()).select_from(Trigger)) == 0
 
@@ -259,7 +259,7 @@ def test_the_core_refuses_a_run_at_past_the_year_9000(db: sessionmaker[Session])
     once = _nightly(name="once", cron_expression=None, run_at=far, timezone="Etc/GMT-14")
     with pytest.raises(triggers.InvalidTrigger) as caught, db.begin() as session:
         sync.sync_triggers(session, "t1", "p1", [once], now=NOW)
-    assert caught.value.field == "triggers.0.run_at"
+    assert caught.value.field == "triggers.once.run_at"
     with pytest.raises(triggers.InvalidTrigger) as caught, db.begin() as session:
         triggers.create_trigger(session, "t1", "p1", dict(once, enabled=False), now=NOW)
     assert caught.value.field == "run_at"
@@ -294,4 +294,4 @@ def test_re_syncing_a_one_time_trigger_the_dispatcher_fired_leaves_it_finished(
         assert (still.enabled, still.next_run_at, still.version) == (False, None, 1)
     with pytest.raises(triggers.InvalidTrigger) as caught, db.begin() as session:
         sync.sync_triggers(session, "t1", "p1", [dict(once, run_at=NOW)], now=later)
-    assert caught.value.field == "triggers.0.run_at"
+    assert caught.value.field == "triggers.once.run_at"

@@ -55,7 +55,7 @@ def test_validate_describes_a_valid_schedule_and_its_next_five_times(api: Caller
 
 
 def test_validate_answers_200_with_the_reason_when_invalid(api: Caller):
-    for expression, zone, error in (("61 * * * *", "UTC", "bad minute field: 61"),
+    for expression, zone, error in (("61 * * * *", "UTC", "bad minute field: 61 (minute is 0-59)"),
                                     ("0 0 * * *", "Mars/Olympus",
                                      "unknown time zone: Mars/Olympus"),
                                     ("0 0 30 2 *", "UTC", "never fires: 0 0 30 2 *")):

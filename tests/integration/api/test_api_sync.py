@@ -69,12 +69,14 @@ def test_an_invalid_sync_writes_nothing_and_names_the_item(
     before = _counts(db)
     bad_schedule = api.put("/triggers", json={"triggers": [
         trigger_body(name="ok"), trigger_body(name="bad", cron_expression="61 * * * *")]})
-    assert_error(bad_schedule, 422, "triggers.1.cron_expression")
+    body = assert_error(bad_schedule, 422, "triggers.bad.cron_expression")
+    assert body["errors"]["triggers"] == {
+        "bad": {"cron_expression": ["bad minute field: 61 (minute is 0-59)"]}}
     duplicate = api.put("/triggers", json={"triggers": [trigger_body(), trigger_body()]})
     assert_error(duplicate, 422, "triggers")
     past = api.put("/triggers", json={"triggers": [
         trigger_body(name="once", cron_expression=None, run_at="2001-01-01T00:00:00Z")]})
-    assert_error(past, 422, "triggers.0.run_at")
+    assert_error(past, 422, "triggers.once.run_at")
     assert_error(api.put("/triggers", json={}), 422, "triggers")
     assert_error(api.put("/triggers", json={"triggers": [{"name": "x"}] * 1001}), 422,
                  "triggers")
@@ -102,7 +104,7 @@ def test_a_fired_one_time_trigger_syncs_as_unchanged_and_stays_finished(
     assert (finished["enabled"], finished["next_run_at"], finished["description"]) == (
         False, None, "done")
     moved = api.put("/triggers", json={"triggers": [dict(once, run_at="2002-01-01T00:00:00Z")]})
-    assert_error(moved, 422, "triggers.0.run_at")
+    assert_error(moved, 422, "triggers.once.run_at")
     rearmed = api.put("/triggers", json={"triggers": [once]})
     assert rearmed.json["updated"] == ["once"]
     armed = api.get("/triggers").json["items"][0]

@@ -40,7 +40,7 @@ def test_a_task_queue_the_operator_did_not_allow_is_a_422_naming_target_queue(
     synced = api.put("/triggers", json={"triggers": [
         trigger_body(name="nightly", target=_task(queue="reports")),
         trigger_body(name="other", target=_task(queue="elsewhere"))]})
-    assert_error(synced, 422, "triggers.1.target.queue")
+    assert_error(synced, 422, "triggers.other.target.queue")
     assert _count(db) == 1
 
 

@@ -173,7 +173,7 @@ def test_a_template_is_compiled_on_patch_and_sync_too(api: Caller):
     assert_error(api.patch(path, json={"message_template": "{% endif %}"}), 422,
                  "message_template")
     synced = api.put("/triggers", json={"triggers": [trigger_body(message_template="{{ ")]})
-    assert_error(synced, 422, "triggers.0.message_template")
+    assert_error(synced, 422, "triggers.nightly.message_template")
     assert api.get(path).json["message_template"] == "{{ trigger.name }} fired"
 
 
@@ -189,7 +189,7 @@ def test_a_run_at_past_the_year_9000_is_a_422_wherever_it_comes_from(
         cron_expression=None, run_at="9999-12-31T23:00:00", timezone="Etc/GMT+12")),
         422, "run_at")
     assert_error(api.put("/triggers", json={"triggers": [trigger_body(**once)]}), 422,
-                 "triggers.0.run_at")
+                 "triggers.nightly.run_at")
     latest = api.create(cron_expression=None, run_at="8999-12-31T23:00:00+00:00")
     path = f"/triggers/{latest['id']}"
     shifted = api.patch(path, json={"timezone": "Etc/GMT-14"})
