@@ -9,8 +9,9 @@ STAMP := $(VENV)/.installed
 $(STAMP): setup.cfg pyproject.toml constraints.txt
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Cronbeat needs Python 3.11+"'
 	$(PYTHON) -m venv $(VENV)
+	@echo "make: installing Cronbeat and its pinned dependencies into $(VENV) (first run only)"
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -c constraints.txt -e '.[test,embedded]'
+	$(PY) -m pip install --progress-bar off -c constraints.txt -e '.[test,embedded]'
 	touch $(STAMP)
 
 ## Start web, worker, dispatcher and beat (embedded PostgreSQL and Redis unless DATABASE_URL/REDIS_URL are set).

@@ -28,10 +28,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import json
 import logging
 import os
 import shlex
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -248,25 +250,45 @@ def supervise(plan: Plan, environ: Mapping[str, str]) -> int:
     # pgserver asks platformdirs for a runtime folder at import; the /tmp fallback it warns
     # about is fine for a lock file, and the warning reads like a failure.
     warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
+    if not _port_free(plan.web_host, plan.port):
+        # Before anything starts: gunicorn would fail to bind, and a probe could mistake
+        # the program on that port for our API.
+        log.error("port %d on %s is already in use by another program; choose another with "
+                  "PORT=%d make run", plan.port, plan.web_host, plan.port + 1)
+        return 1
     plan.data_dir.mkdir(parents=True, exist_ok=True)
     try:
-        with data_dir_lock(plan.data_dir), contextlib.ExitStack() as running:
-            try:
-                stop_leftover_processes(plan.data_dir)
-                honcho = _start_everything(plan, environ, stop, running)
-            except ConfigError as exc:
-                log.error("make run could not start: %s", exc.message)
-                return 1
-            except Exception:
-                log.exception("make run could not start")
-                return 1
-            if honcho is None:
-                log.info("%s received while starting; stopping", stop.signal_name)
-                return 0
-            return _wait(plan, honcho, stop, launcher_pid)
+        status = _supervise_in(plan, environ, stop, launcher_pid)
     except DataDirBusy as exc:
         print(f"make run: {exc}", file=sys.stderr)
         return 1
+    if status == 0:
+        log.info("stopped: everything is down; the data is kept in %s", plan.data_dir)
+    return status
+
+
+def _supervise_in(
+    plan: Plan, environ: Mapping[str, str], stop: _StopRequest, launcher_pid: int
+) -> int:
+    """The locked part of :func:`supervise`; returns its exit status.
+
+    Raises:
+        DataDirBusy: another ``make run`` holds the data folder.
+    """
+    with data_dir_lock(plan.data_dir), contextlib.ExitStack() as running:
+        try:
+            stop_leftover_processes(plan.data_dir)
+            honcho = _start_everything(plan, environ, stop, running)
+        except ConfigError as exc:
+            log.error("make run could not start: %s", exc.message)
+            return 1
+        except Exception:
+            log.exception("make run could not start")
+            return 1
+        if honcho is None:
+            log.info("%s received while starting; stopping", stop.signal_name)
+            return 0
+        return _wait(plan, honcho, stop, launcher_pid)
 
 
 def _start_everything(
@@ -348,8 +370,9 @@ def _wait(
             return 1
         if not announced:
             health = _health_status(plan.api_url)
-            # 404: the API has no /healthz; that it answers at all is then the best sign.
-            if health in (200, 404):
+            # Only our own answer counts: another program on the port must never be
+            # announced as the API.
+            if health == 200:
                 log.info("Cronbeat API listening on %s (Ctrl-C stops everything)", plan.api_url)
                 announced = True
             elif not warned and time.monotonic() - started > _HEALTH_WARN_AFTER_S:
@@ -365,14 +388,35 @@ _no_proxy_opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
 def _health_status(api_url: str) -> int | None:
-    """Return the HTTP status of ``GET /healthz``, or None if nothing answers yet."""
+    """Return 200 if ``GET /healthz`` answers as Cronbeat's does, else its status or None.
+
+    Cronbeat answers ``{"status": "ok"}`` as JSON; any other 200 is reported as 0.
+    """
     try:
         with _no_proxy_opener.open(f"{api_url}/healthz", timeout=_HEALTH_TIMEOUT_S) as response:
-            return int(response.status)
+            status = int(response.status)
+            body = response.read(256)
     except urllib.error.HTTPError as exc:
         return exc.code
     except OSError:  # URLError, refused, reset, timeout: not up yet
         return None
+    try:
+        ours = json.loads(body) == {"status": "ok"}
+    except ValueError:
+        ours = False
+    return status if ours or status != 200 else 0
+
+
+def _port_free(host: str, port: int) -> bool:
+    """Whether nothing listens on ``host:port`` (bound as gunicorn binds, with reuse)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return False
+    return True
 
 
 def _start_postgres(pg_dir: Path) -> EmbeddedPostgres:

@@ -273,17 +273,20 @@ def _finish(
         session, run.invocation_id, run.attempt, outcome=result.verdict.value,
         response_status=result.response_status, error=attempt_error,
     )
-    log.info(
-        "run: attempt finished",
-        extra={
-            "action": "run.finished" if held else "run.finished_without_lease",
-            "outcome": result.verdict.value,
-            "status": outcome.status.value if outcome.status else None,
-            "response_status": result.response_status,
-            "retry_in_s": outcome.retry_in_s,
-            **run.log_ids,
-        },
-    )
+    extra = {
+        "action": "run.finished" if held else "run.finished_without_lease",
+        "outcome": result.verdict.value,
+        "status": outcome.status.value if outcome.status else None,
+        "response_status": result.response_status,
+        "retry_in_s": outcome.retry_in_s,
+        **run.log_ids,
+    }
+    if attempt_error:
+        # The reason is the tenant-facing text (last_error), written to hold no secret:
+        # a status, or a connection failure in words, never a URL or a header value.
+        log.warning("run: attempt failed: %s", attempt_error, extra=extra)
+    else:
+        log.info("run: attempt finished", extra=extra)
     return outcome
 
 

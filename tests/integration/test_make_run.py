@@ -293,6 +293,54 @@ def test_make_run_starts_everything_fires_a_trigger_stops_on_ctrl_c_and_keeps_da
         finally:
             engine.dispose()
         assert_stopped_cleanly(second, data_dir)
+        assert second.lines[-1].endswith(
+            f"devrun | stopped: everything is down; the data is kept in {data_dir}")
+
+
+def test_make_run_refuses_a_port_another_program_listens_on(tmp_path: Path) -> None:
+    with socket.socket() as other:
+        other.bind(("127.0.0.1", 0))
+        other.listen(1)
+        port = other.getsockname()[1]
+        env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
+        env.update(CRONBEAT_DATA_DIR=str(tmp_path / "data"), PORT=str(port))
+        result = subprocess.run(
+            [sys.executable, "-m", "app.devrun"], cwd=ROOT, env=env, capture_output=True,
+            text=True, timeout=60, check=False,
+        )
+    assert result.returncode == 1
+    assert result.stdout.strip().endswith(
+        f"devrun | port {port} on 127.0.0.1 is already in use by another program; choose "
+        f"another with PORT={port + 1} make run")
+    assert "listening" not in result.stdout
+    assert not (tmp_path / "data").exists(), "nothing may start on a taken port"
+
+
+def test_the_health_probe_recognises_only_cronbeat_s_answer() -> None:
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    from app.devrun import _health_status
+
+    answers = iter([(200, b'{"status": "ok"}'), (200, b"<html>hello</html>"), (404, b"")])
+
+    class Other(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            status, body = next(answers)
+            self.send_response(status)
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Other)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        assert [_health_status(url) for _ in range(3)] == [200, 0, 404]
+    finally:
+        server.shutdown()
 
 
 @pytest.mark.slow
