@@ -189,6 +189,7 @@ def _update(project_id: str, trigger_id: uuid.UUID, changes: dict[str, Any]) -> 
 
 @blp.route("/<uuid:trigger_id>/pause", methods=["POST"])
 @blp.response(200, SavedTriggerSchema, headers=ETAG)
+@blp.alt_response(412, description="If-Match names an older version.")
 @blp.doc(parameters=[IF_MATCH])
 def pause(project_id: str, trigger_id: uuid.UUID) -> Any:
     """Pause: same as PATCH `{"enabled": false}`."""
@@ -197,6 +198,7 @@ def pause(project_id: str, trigger_id: uuid.UUID) -> Any:
 
 @blp.route("/<uuid:trigger_id>/resume", methods=["POST"])
 @blp.response(200, SavedTriggerSchema, headers=ETAG)
+@blp.alt_response(412, description="If-Match names an older version.")
 @blp.doc(parameters=[IF_MATCH])
 def resume(project_id: str, trigger_id: uuid.UUID) -> Any:
     """Resume: same as PATCH `{"enabled": true}`; the next run is counted from now."""

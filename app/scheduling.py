@@ -66,6 +66,11 @@ def _zone_names() -> frozenset[str]:
     return frozenset(text.split()) - {"Factory"}
 
 
+def zone_names() -> tuple[str, ...]:
+    """Every zone name a trigger may use, sorted (the OpenAPI document lists them)."""
+    return tuple(sorted(_zone_names()))
+
+
 @functools.cache
 def _load_zone(name: str) -> ZoneInfo:
     resource = importlib.resources.files("tzdata.zoneinfo").joinpath(*name.split("/"))

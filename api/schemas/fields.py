@@ -113,7 +113,17 @@ def stored_json_bytes(value: Any) -> int:
 
 
 class JsonValue(fields.Raw):
-    """Any JSON value, at most 64 KiB as stored (see :func:`stored_json_bytes`), 32 deep."""
+    """Any JSON value but null, at most 64 KiB as stored (:func:`stored_json_bytes`), 32 deep.
+
+    Documented as any of the five non-null JSON types, so the document does not promise
+    that ``null`` is accepted.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        metadata = {"anyOf": [{"type": kind} for kind in
+                              ("object", "array", "string", "number", "boolean")],
+                    **kwargs.pop("metadata", {})}
+        super().__init__(metadata=metadata, **kwargs)
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Any:
         if _depth(value) > MAX_JSON_DEPTH:

@@ -62,6 +62,10 @@ _TASK_NAME = r"^[A-Za-z_][A-Za-z0-9_.:-]{0,199}$"
 # task target must not be able to send them.
 _RESERVED_TASK_PREFIXES = ("cronbeat.", "celery.")
 _TEXT_LINE = r"^[^\x00-\x1f\x7f]{1,200}$"
+# The shape of what the API accepts (the parser checks each field's values as well).
+_CRON_ITEM = r"[0-9A-Za-z*/,#-]+"
+CRON_PATTERN = (r"^(@(yearly|annually|monthly|weekly|daily|midnight|hourly)|"
+                rf"{_CRON_ITEM}( {_CRON_ITEM}){{4}})$")
 
 
 def _check_header_value(value: str) -> None:
@@ -127,6 +131,8 @@ class WebhookTargetSchema(ma.Schema):
     url = fields.Url(
         required=True, schemes={"http", "https"}, require_tld=False,
         validate=[validate.Length(max=2048), _check_url_authority],
+        metadata={"format": "uri", "pattern": "^https?://[^/?#\\s]+",
+                  "example": "https://example.com/hooks/report"},
     )
     method = Str(load_default="POST", validate=validate.OneOf(METHODS))
     headers = fields.Dict(
@@ -210,10 +216,15 @@ class TriggerFieldsSchema(ma.Schema):
     enabled = StrictBool()
     cron_expression = Str(
         validate=[validate.Length(min=1, max=MAX_CRON_CHARS), check_cron],
-        metadata={"description": "Five fields or a macro; exactly one of this or run_at."},
+        metadata={"description": "Five fields or a macro; exactly one of this or run_at."
+                                 " The pattern gives the shape; each field's values are"
+                                 " checked too (minute 0-59, hour 0-23, day 1-31, month"
+                                 " 1-12 or JAN-DEC, weekday 0-7 or SUN-SAT).",
+                  "pattern": CRON_PATTERN, "example": "30 2 * * 1-5"},
     )
     timezone = Str(validate=[validate.Length(min=1, max=64), check_timezone],
-                   metadata={"description": "IANA zone the expression is read in (UTC)."})
+                   metadata={"description": "IANA zone the expression is read in (UTC).",
+                             "enum": list(scheduling.zone_names())})
     run_at = fields.DateTime(
         metadata={"description": "One-time trigger: an ISO 8601 instant in the future and"
                   " before 9000-01-01, with a UTC offset (or local to the given timezone)."},

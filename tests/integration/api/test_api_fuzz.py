@@ -34,9 +34,9 @@ from app.config import Settings
 from tasks.celery_app import RUN_QUEUE
 from tests.integration.api.conftest import ADMIN_TOKEN, mint_key
 
-# 25 examples per operation and mode keep `make test` quick and repeatable (derandomized);
+# 50 examples per operation and mode: enough to keep finding 5xx, and repeatable (derandomized);
 # CRONBEAT_FUZZ_EXAMPLES=500 runs a deeper, random search locally.
-EXAMPLES = int(os.environ.get("CRONBEAT_FUZZ_EXAMPLES", "25"))
+EXAMPLES = int(os.environ.get("CRONBEAT_FUZZ_EXAMPLES", "50"))
 DEEP = "CRONBEAT_FUZZ_EXAMPLES" in os.environ
 
 CHECKS = [
