@@ -492,3 +492,18 @@ def test_a_refused_connection_s_error_is_in_words_without_internal_names(
         "gave up after 1 attempts: connection failed: Connection refused")
     assert [a[:4] for a in attempts(db, invocation_id)] == [
         (1, "error", None, "connection failed: Connection refused")]
+
+
+def test_a_failed_attempt_is_logged_with_its_reason(
+    db, settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+
+    url = f"http://127.0.0.1:{_closed_port()}/hook?token=s3cret"
+    invocation_id = add_invocation(db, add_trigger(db, webhook_url=url, max_attempts=1))
+    with caplog.at_level(logging.INFO, logger="app.runner"):
+        run_invocation(db, settings, invocation_id, send_task=no_task)
+    finished = [r for r in caplog.records if getattr(r, "action", "") == "run.finished"]
+    assert [(r.levelname, r.getMessage()) for r in finished] == [
+        ("WARNING", "run: attempt failed: connection failed: Connection refused")]
+    assert "s3cret" not in caplog.text

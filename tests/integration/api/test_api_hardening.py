@@ -336,3 +336,67 @@ def test_a_chunked_body_over_the_limit_is_a_413_however_it_arrives(
     within = _chunked_post(server, key, trigger.encode(), 1024 * 1024)
     assert within.startswith(b"HTTP/1.1 201 "), within[:300]
     assert _triggers(db) == 1
+
+
+# 12. The document says what the API accepts.
+
+def test_the_openapi_document_describes_the_inputs_it_checks() -> None:
+    from api.openapi import spec_dict
+
+    spec = spec_dict()
+    schemas = spec["components"]["schemas"]
+    fields = schemas["TriggerCreate"]["properties"]
+    assert fields["cron_expression"]["pattern"].startswith("^(@(yearly|annually|")
+    assert "Europe/Berlin" in fields["timezone"]["enum"]
+    assert "localtime" not in fields["timezone"]["enum"]
+    assert fields["payload"]["anyOf"] == [{"type": t} for t in
+                                          ("object", "array", "string", "number", "boolean")]
+    url = schemas["WebhookTarget"]["properties"]["url"]
+    assert (url["format"], url["pattern"]) == ("uri", "^https?://[^/?#\\s]+")
+    paths = spec["paths"]
+    for action in ("pause", "resume"):
+        operation = paths[f"/api/v1/projects/{{project_id}}/triggers/{{trigger_id}}/{action}"]
+        assert "412" in operation["post"]["responses"]
+
+
+# The same answers through the real server (gunicorn), not only the test client.
+
+def _http(server: str, method: str, path: str, body: bytes | None,
+          headers: dict[str, str]) -> tuple[int, dict[str, str], dict[str, object]]:
+    import http.client
+
+    connection = http.client.HTTPConnection(server, timeout=30)
+    try:
+        connection.request(method, path, body=body, headers=headers)
+        response = connection.getresponse()
+        return response.status, dict(response.getheaders()), json.loads(response.read())
+    finally:
+        connection.close()
+
+
+def test_the_real_server_refuses_newlines_duplicates_and_lax_booleans_and_never_caches(
+    server: str, db: sessionmaker[Session]
+) -> None:
+    admin = {"Authorization": f"Bearer {ADMIN_TOKEN}", "Content-Type": "application/json"}
+    status, headers, body = _http(server, "POST", "/api/v1/admin/api-keys",
+                                  b'{"tenant_id": "t1\\n", "name": "k"}', admin)
+    assert (status, list(body["errors"])) == (422, ["tenant_id"])
+    tenant = {"Authorization": f"Bearer {mint_key(db, 'acme')}",
+              "Content-Type": "application/json"}
+    status, _, body = _http(
+        server, "POST", "/api/v1/projects/p1/triggers",
+        b'{"name": "a", "name": "b", "cron_expression": "@daily",'
+        b' "target": {"kind": "webhook", "url": "https://example.com/h"}}', tenant)
+    assert (status, list(body["errors"])) == (422, ["name"])
+    status, _, body = _http(
+        server, "POST", "/api/v1/projects/p1/triggers",
+        b'{"name": "a", "enabled": "yes", "cron_expression": "@daily",'
+        b' "target": {"kind": "webhook", "url": "https://example.com/h"}}', tenant)
+    assert (status, list(body["errors"])) == (422, ["enabled"])
+    status, headers, body = _http(
+        server, "POST", "/api/v1/projects/p1/triggers",
+        b'{"name": "a", "cron_expression": "@daily",'
+        b' "target": {"kind": "webhook", "url": "https://example.com/h"}}', tenant)
+    assert status == 201 and str(body["signing_secret"]).startswith("whsec_")
+    assert headers["Cache-Control"] == "no-store"
+    assert _triggers(db) == 1
