@@ -19,6 +19,7 @@ from sqlalchemy import DateTime, case, literal, update
 from sqlalchemy.orm import Session
 
 from app.enums import InvocationStatus
+from app.locks import by_id
 from app.models import Invocation
 
 DISABLED_REASON = "trigger disabled"
@@ -61,13 +62,13 @@ def cancel_pending(
     ids = list(trigger_ids)
     if not ids:
         return 0
+    # Locked in id order (app.locks): two cancels, or a cancel beside another multi-row
+    # writer, cannot deadlock.
+    locked = by_id(Invocation.tenant_id == tenant_id, Invocation.trigger_id.in_(ids),
+                   Invocation.status == _PENDING)
     return session.execute(
         update(Invocation)
-        .where(
-            Invocation.tenant_id == tenant_id,
-            Invocation.trigger_id.in_(ids),
-            Invocation.status == _PENDING,
-        )
+        .where(Invocation.id.in_(locked.scalar_subquery()), Invocation.status == _PENDING)
         .values(status=InvocationStatus.CANCELLED, finished_at=now, last_error=reason)
         .execution_options(synchronize_session=False)
     ).rowcount
@@ -90,14 +91,12 @@ def stop_scheduled_runs(
     ids = list(trigger_ids)
     if not ids:
         return 0
+    locked = by_id(Invocation.tenant_id == tenant_id, Invocation.trigger_id.in_(ids),
+                   Invocation.manual.is_(False), Invocation.status.in_(CANCELLABLE))
     return session.execute(
         update(Invocation)
-        .where(
-            Invocation.tenant_id == tenant_id,
-            Invocation.trigger_id.in_(ids),
-            Invocation.manual.is_(False),
-            Invocation.status.in_(CANCELLABLE),
-        )
+        .where(Invocation.id.in_(locked.scalar_subquery()),
+               Invocation.status.in_(CANCELLABLE))
         .values(cancel_values(now, DISABLED_REASON))
         .execution_options(synchronize_session=False)
     ).rowcount

@@ -38,6 +38,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql.selectable import TableValuedAlias
 
 from app.enums import InvocationStatus
+from app.locks import by_id
 from app.models import DispatcherHeartbeat, Invocation, InvocationAttempt, Trigger
 
 _TS = DateTime(timezone=True)
@@ -228,12 +229,18 @@ def mark_published(session: Session, invocation_ids: Sequence[uuid.UUID], now: d
     """Record that the messages of these invocations are in the broker; returns the count."""
     # Only rows still pending: a fast worker may already have claimed one, and its
     # enqueued_at then stays as it was (NULL means "not published" only while pending).
+    # SKIP LOCKED (app.locks): a row a cancel or a worker holds is left as it is, so this
+    # never waits and can be part of no deadlock. Such a row is about to stop being
+    # pending anyway; if not, its NULL or older enqueued_at makes the sweep publish it
+    # again, and a duplicate message is harmless.
+    locked = by_id(
+        Invocation.id == func.any(_pg_array("pub_ids", invocation_ids, UUID(as_uuid=True))),
+        Invocation.status == InvocationStatus.PENDING,
+        skip_locked=True,
+    )
     statement = (
         update(Invocation)
-        .where(
-            Invocation.id == func.any(_pg_array("pub_ids", invocation_ids, UUID(as_uuid=True))),
-            Invocation.status == InvocationStatus.PENDING,
-        )
+        .where(Invocation.id.in_(locked.scalar_subquery()))
         .values(enqueued_at=now)
         .execution_options(synchronize_session=False)
     )

@@ -18,17 +18,16 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import hashlib
 import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import cast, column, delete, func, insert, select, update, values
+from sqlalchemy import cast, column, delete, insert, select, update, values
 from sqlalchemy.dialects.postgresql import UUID
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from app import overdue
+from app import locks, overdue
 from app.cancellation import DELETED_REASON, cancel_pending, stop_scheduled_runs
 from app.enums import TargetKind
 from app.models import Trigger
@@ -58,11 +57,6 @@ class SyncResult:
     unchanged: list[str]
     #: The secrets generated for webhooks that had none, to show once (empty in a dry run).
     signing_secrets: dict[str, str]
-
-
-def _project_lock_key(tenant_id: str, project_id: str) -> int:
-    digest = hashlib.sha256(f"cronbeat.sync:{tenant_id}/{project_id}".encode()).digest()
-    return int.from_bytes(digest[:8], "big", signed=True)
 
 
 def sync_triggers(
@@ -97,13 +91,12 @@ def sync_triggers(
     if not dry_run:
         # Two syncs of one project run one after the other, so the second diffs against
         # what the first wrote instead of both inserting the same new names.
-        session.execute(select(func.pg_advisory_xact_lock(_project_lock_key(tenant_id,
-                                                                            project_id))))
+        locks.lock_project(session, tenant_id, project_id)
     existing_query = select(Trigger).where(
         Trigger.tenant_id == tenant_id, Trigger.project_id == project_id
-    )
+    ).order_by(Trigger.id)
     if not dry_run:
-        existing_query = existing_query.with_for_update()
+        existing_query = existing_query.with_for_update()  # in id order: app.locks
     existing = {t.name: t for t in session.execute(existing_query).scalars()}
 
     cache: dict[tuple[str, str], dt.datetime] = {}

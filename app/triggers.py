@@ -26,7 +26,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from app import overdue, scheduling
+from app import locks, overdue, scheduling
 from app.cancellation import DELETED_REASON, cancel_pending, stop_scheduled_runs
 from app.enums import MisfirePolicy, OverlapPolicy, TargetKind
 from app.errors import Conflict, InvalidSchedule, NotFound, PermanentError
@@ -374,10 +374,13 @@ def delete_triggers_by_ref(
 
     As :func:`delete_trigger`, set-based: one statement per step, whatever the count.
     """
+    # The project's lock first, then the rows in id order (app.locks), as a sync does.
+    locks.lock_project(session, tenant_id, project_id)
     gone = list(session.execute(
         select(Trigger)
         .where(Trigger.tenant_id == tenant_id, Trigger.project_id == project_id,
                Trigger.ref == ref)
+        .order_by(Trigger.id)
         .with_for_update()
     ).scalars())
     ids = [trigger.id for trigger in gone]
