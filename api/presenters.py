@@ -12,25 +12,11 @@ import datetime as dt
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from cron_descriptor import ExpressionDescriptor, Options
-
 from api.schemas.fields import REDACTED
-from app import cron, scheduling
+from app import scheduling
+from app.descriptions import describe_cron
 from app.enums import TargetKind
 from app.models import Invocation, InvocationAttempt, Trigger
-
-
-def describe_cron(cron_expression: str) -> str:
-    """Describe an expression in English ("At 02:30 AM"); the expression if it cannot."""
-    expression = " ".join(cron_expression.split())
-    expression = cron.MACROS.get(expression.lower(), expression)
-    options = Options()
-    options.use_24hour_time_format = False
-    options.verbose = False
-    try:
-        return ExpressionDescriptor(expression, options).get_description()
-    except Exception:  # a description is a nicety; never fail a request for it
-        return expression
 
 
 def _local(moment: dt.datetime, timezone: str) -> dt.datetime:
