@@ -16,7 +16,7 @@ $(STAMP): setup.cfg pyproject.toml constraints.txt
 
 ## Start web, worker, dispatcher and beat (embedded PostgreSQL and Redis unless DATABASE_URL/REDIS_URL are set).
 run: $(STAMP)
-	$(PY) -m app.devrun
+	$(PY) -m devrun
 
 ## Run the whole test suite against real PostgreSQL and Redis.
 test: $(STAMP)

@@ -14,7 +14,7 @@ from api.schemas.fields import PROJECT_ID_PATTERN, one_of_to_openapi
 from api.state import ApiState
 from app.config import Settings
 from app.db import make_engine, make_session_factory
-from tasks.celery_app import configure
+from messaging.config import configure
 
 # Big enough for a sync of 1,000 triggers with modest payloads; each payload is bounded
 # to 64 KiB by the schema.

@@ -28,7 +28,8 @@ from api.state import state
 from app import apikeys, deploy
 from app.deploy import DEPLOYMENT_ID_PATTERN, DEPLOYMENT_ID_RULE
 from app.deploy_report import status_json
-from tasks.deploying import activate_deployment
+from app.deploying import activate_deployment
+from messaging.publisher import kick_tick
 
 log = logging.getLogger(__name__)
 
@@ -128,8 +129,8 @@ def restart_scheduler(body: dict[str, Any]) -> Any:
     """
     api = state()
     try:
-        activation = activate_deployment(api.sessions, api.celery, body["deployment_id"],
-                                         force=body["force"])
+        activation = activate_deployment(api.sessions, lambda: kick_tick(api.celery),
+                                         body["deployment_id"], force=body["force"])
     except deploy.ActivationRefused:
         log.warning("deploy call refused", extra={
             "action": "deploy.restart", "outcome": "refused", "caller": _caller(),

@@ -25,11 +25,13 @@ from app.errors import (
     Conflict,
     CronbeatError,
     InvalidSchedule,
+    InvalidTrigger,
+    NameTaken,
     NotFound,
     PermanentError,
+    StaleVersion,
     TransientError,
 )
-from app.triggers import InvalidTrigger, NameTaken, StaleVersion
 
 log = logging.getLogger(__name__)
 

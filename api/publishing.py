@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 from api.state import state
 from app import claims
-from tasks.publisher import publish_runs
+from messaging.publisher import publish_runs
 
 log = logging.getLogger(__name__)
 

@@ -43,6 +43,25 @@ class Conflict(PermanentError):
     """The change conflicts with the current state."""
 
 
+class InvalidTrigger(PermanentError, ValueError):
+    """The trigger definition is invalid (the API: 422, naming :attr:`path`)."""
+
+    def __init__(self, field: str, message: str, *, path: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        #: The definition's field the message is about, as the API names it.
+        self.field = field
+        #: The same as parts, when a part may itself hold a dot (a trigger's name).
+        self.path = path or tuple(field.split("."))
+
+
+class NameTaken(Conflict):
+    """A trigger of that name already exists in the project (the API: 409 on ``name``)."""
+
+
+class StaleVersion(Conflict):
+    """The trigger changed since the version the caller read (the API: 412)."""
+
+
 class InvalidTemplate(PermanentError):
     """The message template could not be rendered."""
 

@@ -27,6 +27,7 @@ from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from app.enums import InvocationStatus, MisfirePolicy, OverlapPolicy, TargetKind
+from app.limits import MAX_ATTEMPTS, TIMEOUT_S
 
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -121,10 +122,12 @@ class Trigger(Base):
         ),
         # An enabled trigger always knows its next occurrence; the due index relies on it.
         CheckConstraint("NOT enabled OR next_run_at IS NOT NULL", name="enabled_has_next_run"),
-        CheckConstraint("max_attempts BETWEEN 1 AND 100", name="max_attempts_range"),
+        CheckConstraint(f"max_attempts BETWEEN {MAX_ATTEMPTS[0]} AND {MAX_ATTEMPTS[1]}",
+                        name="max_attempts_range"),
         CheckConstraint("backoff_base_s >= 0 AND backoff_cap_s >= backoff_base_s",
                         name="backoff_range"),
-        CheckConstraint("timeout_s BETWEEN 1 AND 3600", name="timeout_range"),
+        CheckConstraint(f"timeout_s BETWEEN {TIMEOUT_S[0]} AND {TIMEOUT_S[1]}",
+                        name="timeout_range"),
         CheckConstraint("misfire_grace_s >= 0", name="misfire_grace_nonnegative"),
         # Serves the dispatcher's only hot query:
         #   SELECT ... FROM triggers WHERE enabled AND next_run_at IS NOT NULL

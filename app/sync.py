@@ -30,6 +30,7 @@ from sqlalchemy.orm import Session
 from app import locks, overdue
 from app.cancellation import DELETED_REASON, cancel_pending, stop_scheduled_runs
 from app.enums import TargetKind
+from app.limits import MAX_SYNC_TRIGGERS
 from app.models import Trigger
 from app.triggers import (
     EDITABLE,
@@ -41,8 +42,6 @@ from app.triggers import (
     next_run_after_save,
 )
 
-#: The largest set one sync accepts (the API enforces it on input too).
-MAX_SYNC_TRIGGERS = 1000
 # The columns an update rewrites: the whole definition, plus what saving derives.
 _UPDATED = (*EDITABLE, "next_run_at", "version", "updated_at")
 

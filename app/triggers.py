@@ -29,7 +29,8 @@ from sqlalchemy.orm import Session
 from app import locks, overdue, scheduling
 from app.cancellation import DELETED_REASON, cancel_pending, stop_scheduled_runs
 from app.enums import MisfirePolicy, OverlapPolicy, TargetKind
-from app.errors import Conflict, InvalidSchedule, NotFound, PermanentError
+from app.errors import InvalidSchedule, InvalidTrigger, NameTaken, NotFound, StaleVersion
+from app.limits import RUN_AT_LIMIT
 from app.models import Trigger
 
 # What a trigger gets for every column its definition leaves out. Kept here rather than
@@ -67,29 +68,6 @@ TARGET_COLUMNS = (
     "task_name", "task_queue",
 )
 _NAME_CONSTRAINT = "uq_triggers_tenant_id_project_id_name"
-# One-time triggers must lie before this instant. Python's datetime ends at year 9999:
-# a run_at near that end cannot be shown in a zone east of UTC (OverflowError), and
-# nothing needs to be scheduled seven millennia ahead.
-RUN_AT_LIMIT = dt.datetime(9000, 1, 1, tzinfo=dt.UTC)
-
-
-class InvalidTrigger(PermanentError, ValueError):
-    """The trigger definition is invalid."""
-
-    def __init__(self, field: str, message: str, *, path: tuple[str, ...] = ()) -> None:
-        super().__init__(message)
-        #: The definition's field the message is about, as the API names it.
-        self.field = field
-        #: The same as parts, when a part may itself hold a dot (a trigger's name).
-        self.path = path or tuple(field.split("."))
-
-
-class NameTaken(Conflict):
-    """A trigger of that name already exists in the project."""
-
-
-class StaleVersion(Conflict):
-    """The trigger changed since the version the caller read."""
 
 
 def new_signing_secret() -> str:

@@ -1,79 +1,15 @@
-"""The Celery application. Configured from :class:`Settings` by the process entry point."""
+"""The worker's Celery application: the tasks it runs, configured by the entry point."""
 
 from __future__ import annotations
 
 from celery import Celery
-from celery.schedules import crontab
-from kombu import Exchange, Queue
 
-from app.config import Settings
-
-DISPATCH_TASK = "cronbeat.dispatch_due_triggers"
-RUN_TASK = "cronbeat.run_trigger"
-# Ticks and runs travel on separate queues, so a tick is never stuck behind a burst of
-# ten thousand runs.
-DISPATCH_QUEUE = "cronbeat.dispatch"
-RUN_QUEUE = "cronbeat.runs"
-# The longest countdown a run_trigger message is published with: a retry's backoff is
-# capped by the trigger's backoff_cap_s (at most 86,400 s, the API's bound), and
-# Retry-After by app.backoff.MAX_RETRY_AFTER_S (3,600 s), whichever is longer.
-MAX_RETRY_COUNTDOWN_S = 86_400
-# Redis hands an unacknowledged message to another consumer once it is this old. A
-# worker holds a countdown message unacknowledged until it runs it, so a visibility
-# timeout shorter than the countdown (Redis's default is one hour) has the message
-# handed out again every hour: copies pile up in workers' memory, each doing nothing
-# at its ETA but an extra claim that fails. Twice the longest countdown avoids that.
-# Safe because the visibility timeout recovers nothing Cronbeat relies on: a dead
-# worker's running invocation comes back when its lease runs out, and a pending one
-# whose message went down with the worker is published again by the dispatcher's
-# sweep CRONBEAT_REPUBLISH_AFTER_S after it was due (app.claims.take_stale_pending).
-VISIBILITY_TIMEOUT_S = 2 * MAX_RETRY_COUNTDOWN_S
+from messaging.config import (  # noqa: F401 - the names the worker's modules use
+    DISPATCH_QUEUE,
+    DISPATCH_TASK,
+    RUN_QUEUE,
+    RUN_TASK,
+    configure,
+)
 
 celery_app = Celery("cronbeat", include=["tasks.dispatch", "tasks.run"])
-
-
-def configure(app: Celery, settings: Settings) -> Celery:
-    """Apply ``settings`` to ``app``; returns ``app``. Opens no connection."""
-    tick = crontab(minute="*") if settings.tick_seconds == 60 else float(settings.tick_seconds)
-    exchange = Exchange("cronbeat", type="direct")
-    app.conf.update(
-        broker_url=settings.broker_url,
-        broker_connection_retry_on_startup=True,
-        result_backend=None,
-        task_ignore_result=True,
-        task_serializer="json",
-        accept_content=["json"],
-        enable_utc=True,
-        timezone="UTC",
-        # A run message is acknowledged only after the attempt finished, so a killed
-        # worker's message comes back; the invocation's lease decides who may run it.
-        task_acks_late=True,
-        task_reject_on_worker_lost=True,
-        worker_prefetch_multiplier=1,
-        # Processes that only publish (the API) replace these options with their own and
-        # need not carry this key: Redis applies it where messages are consumed.
-        broker_transport_options={"visibility_timeout": VISIBILITY_TIMEOUT_S},
-        task_queues=(
-            Queue(DISPATCH_QUEUE, exchange, routing_key=DISPATCH_QUEUE),
-            Queue(RUN_QUEUE, exchange, routing_key=RUN_QUEUE),
-        ),
-        task_default_queue=RUN_QUEUE,
-        task_default_exchange="cronbeat",
-        task_routes={
-            DISPATCH_TASK: {"queue": DISPATCH_QUEUE, "routing_key": DISPATCH_QUEUE},
-            RUN_TASK: {"queue": RUN_QUEUE, "routing_key": RUN_QUEUE},
-        },
-        beat_schedule={
-            "dispatch-due-triggers": {
-                "task": DISPATCH_TASK,
-                "schedule": tick,
-                # A tick nobody picked up within one interval is superseded by the next.
-                "options": {"expires": float(settings.tick_seconds)},
-            }
-        },
-        beat_schedule_filename=str(settings.data_dir / "celerybeat-schedule"),
-        # Exits once another deployment is activated (tasks/beat.py).
-        beat_scheduler="tasks.beat:FencedScheduler",
-        worker_hijack_root_logger=False,
-    )
-    return app

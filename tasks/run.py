@@ -13,15 +13,16 @@ from redis.exceptions import RedisError
 from app.deploy import Superseded
 from app.errors import TargetUnavailable
 from app.leases import LEASE_GRACE_S
+from app.limits import TIMEOUT_S
 from app.runner import run_invocation
+from messaging.publisher import publish_runs
 from tasks.celery_app import RUN_TASK, celery_app
-from tasks.publisher import publish_runs
 from tasks.runtime import get_runtime
 
 log = logging.getLogger(__name__)
 
 # The largest timeout_s a trigger may have (ck_triggers_timeout_range).
-MAX_TRIGGER_TIMEOUT_S = 3600
+MAX_TRIGGER_TIMEOUT_S = TIMEOUT_S[1]
 # A backstop for anything that holds a worker process past every check of its own (a C
 # call no signal interrupts, a hung database statement): the prefork pool
 # kills the process. It cannot cut short a delivery its lease still covers: the lease is

@@ -12,8 +12,8 @@ from redis.exceptions import RedisError
 
 from app.dispatch import DispatchOptions, dispatch_tick
 from app.errors import TransientError
+from messaging.publisher import publish_runs
 from tasks.celery_app import celery_app
-from tasks.publisher import publish_runs
 from tasks.runtime import get_runtime
 
 

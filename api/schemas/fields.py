@@ -12,22 +12,23 @@ from marshmallow import ValidationError, fields, validate
 
 from app import scheduling
 from app.errors import InvalidSchedule, InvalidTemplate
+from app.limits import (  # noqa: F401 - re-exported for the schemas
+    MAX_CRON_CHARS,
+    MAX_JSON_DEPTH,
+    MAX_PAYLOAD_BYTES,
+    MAX_TEMPLATE_BYTES,
+)
 
 # Compiles in the sandbox the workers render messages in, so a template that saves is
 # one that compiles there.
 from app.templating import compile_template
 
 NAME_PATTERN = r"^[A-Za-z0-9._-]{1,200}$"
-# The triggers.cron_expression column's size; /schedules/validate takes the same.
-MAX_CRON_CHARS = 200
 # What reads show in place of a webhook's header values and URL password.
 REDACTED = "<redacted>"
 # Not "." or "..": as a path segment they would resolve away in links and URLs.
 PROJECT_ID_PATTERN = r"^(?!\.{1,2}$)[A-Za-z0-9._-]{1,64}$"
 PROJECT_ID_RULE = "must be 1-64 of A-Z a-z 0-9 . _ -, and not . or .."
-MAX_PAYLOAD_BYTES = 64 * 1024
-MAX_TEMPLATE_BYTES = 16 * 1024
-MAX_JSON_DEPTH = 32
 
 
 class Str(fields.String):

@@ -37,24 +37,20 @@ from api.schemas.fields import (
 )
 from api.state import state
 from app import scheduling
-from app.delivery import DEFAULT_TASK_QUEUE
-from app.delivery import RESERVED_HEADERS as DELIVERY_RESERVED_HEADERS
+from app.delivery import DEFAULT_TASK_QUEUE, RESERVED_HEADERS
 from app.enums import MisfirePolicy, OverlapPolicy
-from app.sync import MAX_SYNC_TRIGGERS
-from app.triggers import RUN_AT_LIMIT
+from app.limits import (
+    BACKOFF_S,
+    MAX_ATTEMPTS,
+    MAX_HEADER_VALUE_BYTES,
+    MAX_HEADERS,
+    MAX_SYNC_TRIGGERS,
+    MISFIRE_GRACE_S,
+    RUN_AT_LIMIT,
+    TIMEOUT_S,
+)
 
 METHODS = ("POST", "PUT", "PATCH", "GET", "DELETE")
-MAX_HEADERS = 50
-MAX_HEADER_VALUE_BYTES = 1024
-# The sender sets these itself: framing and hop-by-hop headers, and the Standard
-# Webhooks signature headers a receiver verifies. Delivery drops the ones in its own set
-# (Content-Type, User-Agent...); they are refused here so a trigger never shows a header
-# that is not sent.
-RESERVED_HEADERS = DELIVERY_RESERVED_HEADERS | frozenset({
-    "host", "content-length", "transfer-encoding", "connection", "keep-alive", "upgrade",
-    "te", "trailer", "proxy-authorization", "proxy-connection",
-    "webhook-id", "webhook-timestamp", "webhook-signature",
-})
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,256}")
 _SECRET = re.compile(r"whsec_([A-Za-z0-9+/]+={0,2})")
 _TASK_NAME = r"^[A-Za-z_][A-Za-z0-9_.:-]{0,199}$"
@@ -234,12 +230,12 @@ class TriggerFieldsSchema(ma.Schema):
     message_template = Str(allow_none=True,
                            validate=[utf8_max(MAX_TEMPLATE_BYTES), check_template],
                            metadata={"description": "Jinja2, compiled when saved."})
-    max_attempts = fields.Integer(strict=True, validate=validate.Range(1, 100))
-    backoff_base_s = fields.Integer(strict=True, validate=validate.Range(0, 86_400))
-    backoff_cap_s = fields.Integer(strict=True, validate=validate.Range(0, 86_400))
-    timeout_s = fields.Integer(strict=True, validate=validate.Range(1, 3600))
+    max_attempts = fields.Integer(strict=True, validate=validate.Range(*MAX_ATTEMPTS))
+    backoff_base_s = fields.Integer(strict=True, validate=validate.Range(*BACKOFF_S))
+    backoff_cap_s = fields.Integer(strict=True, validate=validate.Range(*BACKOFF_S))
+    timeout_s = fields.Integer(strict=True, validate=validate.Range(*TIMEOUT_S))
     misfire_policy = fields.Enum(MisfirePolicy, by_value=True)
-    misfire_grace_s = fields.Integer(strict=True, validate=validate.Range(0, 7 * 86_400))
+    misfire_grace_s = fields.Integer(strict=True, validate=validate.Range(*MISFIRE_GRACE_S))
     overlap_policy = fields.Enum(OverlapPolicy, by_value=True)
     ref = Str(allow_none=True, validate=FullMatch(_TEXT_LINE),
               metadata={"description": "A free label (a deploy, a repo); filter and bulk-delete"
@@ -250,7 +246,7 @@ class TriggerFieldsSchema(ma.Schema):
         if "cron_expression" in data and "run_at" in data:
             message = "give exactly one of cron_expression or run_at"
             raise ValidationError({"cron_expression": [message], "run_at": [message]})
-        if data.get("backoff_cap_s", 86_400) < data.get("backoff_base_s", 0):
+        if data.get("backoff_cap_s", BACKOFF_S[1]) < data.get("backoff_base_s", 0):
             raise ValidationError({"backoff_cap_s": ["must be at least backoff_base_s"]})
 
     @validates_schema

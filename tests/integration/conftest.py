@@ -8,7 +8,7 @@
   test, stopped afterwards. By default they consume both Cronbeat queues, like
   ``celery_worker``.
 * ``celery_client``: the test process's Celery app, configured from ``settings``, to
-  publish messages (``tasks.publisher.publish_runs``) onto the worker's broker.
+  publish messages (``messaging.publisher.publish_runs``) onto the worker's broker.
 * ``receiver``: a webhook receiver on 127.0.0.1 for one test.
 """
 

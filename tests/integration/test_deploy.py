@@ -191,7 +191,7 @@ def test_a_superseded_worker_starts_no_attempt_and_writes_nothing(
 
 def _cli(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "app.cli", *args], cwd=ROOT, env={**os.environ, **env},
+        [sys.executable, "-m", "cli", *args], cwd=ROOT, env={**os.environ, **env},
         capture_output=True, text=True, timeout=60,
     )
 

@@ -65,7 +65,7 @@ def _load(db: sessionmaker[Session], receiver: Receiver, count: int,
 
 def _cli(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "app.cli", *args], cwd=ROOT,
+        [sys.executable, "-m", "cli", *args], cwd=ROOT,
         env={**os.environ, "CRONBEAT_ALLOW_PRIVATE_TARGETS": "true", **env},
         capture_output=True, text=True, timeout=60,
     )
@@ -162,7 +162,7 @@ class Loop:
         self.out_path, self.err_path = log_dir / "loop.out", log_dir / "loop.err"
         self._out, self._err = self.out_path.open("wb"), self.err_path.open("wb")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "app.cli", "dispatch"], cwd=ROOT,
+            [sys.executable, "-m", "cli", "dispatch"], cwd=ROOT,
             env={**os.environ, "CRONBEAT_DEPLOYMENT_ID": deployment_id,
                  "CRONBEAT_TICK_SECONDS": "1"},
             stdout=self._out, stderr=self._err,

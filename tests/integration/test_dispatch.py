@@ -19,8 +19,8 @@ from app.dispatch import DispatchOptions, dispatch_tick
 from app.enums import InvocationStatus
 from app.errors import TransientError
 from app.models import Invocation, InvocationAttempt, Trigger
+from messaging.publisher import publish_runs
 from tasks.celery_app import RUN_QUEUE, celery_app, configure
-from tasks.publisher import publish_runs
 
 UTC = dt.UTC
 NOW = dt.datetime(2026, 6, 1, 12, 0, 20, tzinfo=UTC)

@@ -21,7 +21,7 @@ TRIGGERS = 5000
 DISPATCHERS = 3
 
 # The real CLI, one process per dispatcher.
-TICK = [sys.executable, "-m", "app.cli", "dispatch", "--once"]
+TICK = [sys.executable, "-m", "cli", "dispatch", "--once"]
 
 
 @pytest.fixture

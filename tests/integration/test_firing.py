@@ -25,8 +25,8 @@ from app.dispatch import DispatchOptions, dispatch_tick
 from app.enums import InvocationStatus
 from app.errors import TransientError
 from app.models import Invocation, InvocationAttempt, Trigger
+from messaging.publisher import publish_runs
 from tasks.celery_app import DISPATCH_QUEUE, DISPATCH_TASK, RUN_QUEUE
-from tasks.publisher import publish_runs
 from tests.support.receiver import Receiver
 from tests.support.worker import WorkerProcess
 

@@ -1,6 +1,6 @@
 """``make run`` end to end, and the Procfile / docker-compose.yml agreement.
 
-The smoke test runs the real launcher (``python -m app.devrun``) with DATABASE_URL and
+The smoke test runs the real launcher (``python -m devrun``) with DATABASE_URL and
 REDIS_URL removed, so it starts the embedded PostgreSQL and Redis in a temporary data
 folder, then gunicorn, a Celery worker, a dispatcher and beat through honcho. It interrupts it as a
 terminal's Ctrl-C would (SIGINT to the whole process group), checks nothing of that folder
@@ -43,7 +43,7 @@ STOP_TIMEOUT_S = 30.0
 
 
 class DevRun:
-    """A running ``python -m app.devrun``; a thread collects its output lines."""
+    """A running ``python -m devrun``; a thread collects its output lines."""
 
     def __init__(self, data_dir: Path, port: int, extra_env: dict[str, str] | None = None):
         env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
@@ -56,7 +56,7 @@ class DevRun:
         # Its own process group, as a shell gives a foreground job: SIGINT to the group is
         # what Ctrl-C sends.
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "app.devrun"],
+            [sys.executable, "-m", "devrun"],
             cwd=ROOT,
             env=env,
             stdin=subprocess.DEVNULL,
@@ -198,7 +198,7 @@ def fire_one_trigger_through_the_api(
 ) -> None:
     """Key from the CLI, a one-time trigger over HTTP, fired by beat's tick to ``receiver``."""
     key = subprocess.run(
-        [sys.executable, "-m", "app.cli", "api-key", "create", "--tenant", "smoke",
+        [sys.executable, "-m", "cli", "api-key", "create", "--tenant", "smoke",
          "--name", f"make-run-{name}"],
         cwd=ROOT, env=cli_env(data_dir), capture_output=True, text=True, timeout=60,
         check=True,
@@ -256,7 +256,7 @@ def test_make_run_starts_everything_fires_a_trigger_stops_on_ctrl_c_and_keeps_da
         wait_until_up(first)
         fire_one_trigger_through_the_api(first, data_dir, receiver)
         second_on_same_folder = subprocess.run(
-            [sys.executable, "-m", "app.devrun"],
+            [sys.executable, "-m", "devrun"],
             cwd=ROOT,
             env={**first.env, "PORT": str(free_port())},
             capture_output=True,
@@ -305,7 +305,7 @@ def test_make_run_refuses_a_port_another_program_listens_on(tmp_path: Path) -> N
         env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
         env.update(CRONBEAT_DATA_DIR=str(tmp_path / "data"), PORT=str(port))
         result = subprocess.run(
-            [sys.executable, "-m", "app.devrun"], cwd=ROOT, env=env, capture_output=True,
+            [sys.executable, "-m", "devrun"], cwd=ROOT, env=env, capture_output=True,
             text=True, timeout=60, check=False,
         )
     assert result.returncode == 1
@@ -319,7 +319,7 @@ def test_make_run_refuses_a_port_another_program_listens_on(tmp_path: Path) -> N
 def test_the_health_probe_recognises_only_cronbeat_s_answer() -> None:
     from http.server import BaseHTTPRequestHandler, HTTPServer
 
-    from app.devrun import _health_status
+    from devrun.supervisor import _health_status
 
     answers = iter([(200, b'{"status": "ok"}'), (200, b"<html>hello</html>"), (404, b"")])
 
@@ -369,7 +369,7 @@ def test_one_mistaken_deploy_call_cannot_strand_a_make_run_box(
         assert run.process.poll() is None, run.output()
         # ...and `cronbeat deploy reset` gives them their work back, no restart needed.
         reset = subprocess.run(
-            [sys.executable, "-m", "app.cli", "deploy", "reset"], cwd=ROOT,
+            [sys.executable, "-m", "cli", "deploy", "reset"], cwd=ROOT,
             env=cli_env(data_dir), capture_output=True, text=True, timeout=60, check=False,
         )
         assert reset.returncode == 0, reset.stderr
@@ -390,7 +390,7 @@ def test_make_run_refuses_a_bad_variable_by_name_before_starting(
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
     env.update(CRONBEAT_DATA_DIR=str(tmp_path / "data"), **{name: value})
     result = subprocess.run(
-        [sys.executable, "-m", "app.devrun"],
+        [sys.executable, "-m", "devrun"],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -430,7 +430,7 @@ def test_docker_compose_runs_migrations_before_the_processes_that_need_them() ->
 
 
 def test_make_run_starts_web_worker_dispatcher_and_beat_and_flower_only_on_request() -> None:
-    from app.devrun import PROCESSES, plan_from_env
+    from devrun.supervisor import PROCESSES, plan_from_env
 
     assert set(PROCESSES) <= set(procfile_commands())
     assert plan_from_env({}).processes == ("web", "worker", "dispatcher", "beat")

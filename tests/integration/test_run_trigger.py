@@ -1,7 +1,7 @@
 """run_trigger end to end: real PostgreSQL, real Redis, a real worker, a real receiver.
 
 Invocations are inserted pending (as the dispatcher records them) and their messages
-published with ``tasks.publisher.publish_runs``; each test then waits, with a deadline,
+published with ``messaging.publisher.publish_runs``; each test then waits, with a deadline,
 for the invocation to reach its final state and compares exact values. The core called
 directly is in ``test_run_core.py``; deadlines of slow targets in ``test_run_deadlines.py``.
 """
@@ -23,7 +23,7 @@ from app.config import Settings
 from app.enums import InvocationStatus
 from app.leases import LEASE_GRACE_S
 from app.models import Invocation, Trigger
-from tasks.publisher import publish_runs
+from messaging.publisher import publish_runs
 from tasks.run import RUN_TIME_LIMIT_S, run_trigger
 from tests.support.receiver import Receiver, Reply
 from tests.support.runs import (

@@ -10,6 +10,7 @@ from sqlalchemy import Engine, insert, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from app import limits
 from app.models import Invocation, Trigger
 
 UTC = dt.UTC
@@ -150,3 +151,20 @@ def test_the_sweeps_lost_message_query_is_a_range_scan_of_its_expression_index(
             dialect=postgresql.dialect(), compile_kwargs={"literal_binds": True})
         plan = conn.execute(text(f"EXPLAIN (FORMAT JSON) {query}")).scalar_one()
     assert _scans(plan) == [("Index Scan", "ix_invocations_pending_last_sent")]
+
+
+@pytest.mark.parametrize(
+    ("column", "bounds", "constraint"),
+    [("timeout_s", limits.TIMEOUT_S, "ck_triggers_timeout_range"),
+     ("max_attempts", limits.MAX_ATTEMPTS, "ck_triggers_max_attempts_range")],
+)
+def test_the_database_s_bounds_are_the_ones_the_api_checks(
+    db: sessionmaker[Session], column: str, bounds: tuple[int, int], constraint: str
+) -> None:
+    low, high = bounds
+    with db.begin() as session:
+        session.execute(insert(Trigger).values(**_trigger(**{column: low})))
+        session.execute(insert(Trigger).values(**_trigger(**{column: high})))
+    for outside in (low - 1, high + 1):
+        with pytest.raises(IntegrityError, match=constraint), db.begin() as session:
+            session.execute(insert(Trigger).values(**_trigger(**{column: outside})))

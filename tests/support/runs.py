@@ -18,7 +18,7 @@ from sqlalchemy import insert, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.models import Invocation, InvocationAttempt, Trigger
-from tasks.publisher import publish_runs
+from messaging.publisher import publish_runs
 from tests.support.receiver import Receiver
 
 T0 = dt.datetime(2026, 3, 7, 5, 0, tzinfo=dt.UTC)

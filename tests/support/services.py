@@ -19,7 +19,7 @@ from sqlalchemy import create_engine, make_url, text
 from sqlalchemy.exc import OperationalError
 
 from app.db import create_database, drop_database
-from app.embedded import start_postgres, start_redis
+from devrun.embedded import start_postgres, start_redis
 
 _CLAIM_KEY = "cronbeat:test-run-claim"
 _CLAIM_TTL_S = 3 * 3600

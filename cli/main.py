@@ -227,12 +227,14 @@ def _activation_json(activation: Any) -> str:
 
 def _deploy_activate(args: argparse.Namespace) -> int:
     import tasks.worker  # noqa: F401 - configures the Celery app from the environment
+    from app.deploying import activate_deployment
+    from messaging.publisher import kick_tick
     from tasks.celery_app import celery_app
-    from tasks.deploying import activate_deployment
     from tasks.runtime import get_runtime
 
     activation = activate_deployment(
-        get_runtime().sessions, celery_app, args.deployment_id, force=args.force
+        get_runtime().sessions, lambda: kick_tick(celery_app), args.deployment_id,
+        force=args.force,
     )
     print(_activation_json(activation))
     return 0
@@ -240,11 +242,13 @@ def _deploy_activate(args: argparse.Namespace) -> int:
 
 def _deploy_reset(args: argparse.Namespace) -> int:
     import tasks.worker  # noqa: F401 - configures the Celery app from the environment
+    from app.deploying import reset_deployments
+    from messaging.publisher import kick_tick
     from tasks.celery_app import celery_app
-    from tasks.deploying import reset_deployments
     from tasks.runtime import get_runtime
 
-    print(_activation_json(reset_deployments(get_runtime().sessions, celery_app)))
+    print(_activation_json(reset_deployments(get_runtime().sessions,
+                                             lambda: kick_tick(celery_app))))
     return 0
 
 

@@ -1,21 +1,27 @@
-"""Activating a deployment (or turning gating off): the one atomic update, then a tick."""
+"""Activating a deployment (or turning gating off): the one atomic update, then a tick.
+
+The tick is sent by ``kick``, which the caller passes in (the web process and the CLI
+pass :func:`messaging.publisher.kick_tick` on their Celery app): this module knows no
+broker.
+"""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
-from celery import Celery
 from sqlalchemy.orm import Session, sessionmaker
 
 from app import deploy
 from app.deploy import Activation
-from tasks.celery_app import DISPATCH_QUEUE, DISPATCH_TASK
 
 log = logging.getLogger(__name__)
 
+Kick = Callable[[], None]
+
 
 def activate_deployment(
-    sessions: sessionmaker[Session], app: Celery, deployment_id: str, *, force: bool = False
+    sessions: sessionmaker[Session], kick: Kick, deployment_id: str, *, force: bool = False
 ) -> Activation:
     """Make ``deployment_id`` the active deployment and kick a dispatch tick.
 
@@ -35,11 +41,11 @@ def activate_deployment(
                "generation": activation.generation, "changed": activation.changed,
                "forced": force},
     )
-    _kick(app)
+    _kick(kick)
     return activation
 
 
-def reset_deployments(sessions: sessionmaker[Session], app: Celery) -> Activation:
+def reset_deployments(sessions: sessionmaker[Session], kick: Kick) -> Activation:
     """Turn gating off (every process may run again) and kick a dispatch tick."""
     with sessions.begin() as session:
         activation = deploy.reset(session)
@@ -48,15 +54,15 @@ def reset_deployments(sessions: sessionmaker[Session], app: Celery) -> Activatio
         extra={"action": "deploy.reset", "generation": activation.generation,
                "changed": activation.changed},
     )
-    _kick(app)
+    _kick(kick)
     return activation
 
 
-def _kick(app: Celery) -> None:
+def _kick(kick: Kick) -> None:
     # After commit: anything due runs now, on the active deployment's dispatcher. A lost
     # kick costs at most one tick interval; beat's next tick does the same.
     try:
-        app.send_task(DISPATCH_TASK, queue=DISPATCH_QUEUE)
+        kick()
     except Exception as exc:
         log.warning("could not kick a dispatch tick (%s)", type(exc).__name__,
                     extra={"action": "deploy.kick_failed"})

@@ -1,6 +1,6 @@
 """What a killed ``make run`` leaves in its data folder, cleared before the next one starts.
 
-Ctrl-C and SIGTERM stop everything in order (see :mod:`app.devrun`). SIGKILL, the OOM
+Ctrl-C and SIGTERM stop everything in order (see :mod:`devrun.supervisor`). SIGKILL, the OOM
 killer or a crash cannot: the folder may then still have a running honcho with its
 processes, a redis-server on its socket, and pgserver's record of a handle whose process
 is gone. The next run holds the folder's lock, which proves all of them stale.

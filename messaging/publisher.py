@@ -16,7 +16,7 @@ from collections.abc import Iterable
 
 from celery import Celery
 
-from tasks.celery_app import RUN_QUEUE, RUN_TASK
+from messaging.config import DISPATCH_QUEUE, DISPATCH_TASK, RUN_QUEUE, RUN_TASK
 
 #: Redis commands buffered per pipeline flush: large enough to amortise the round trip,
 #: small enough that one flush stays a few hundred kilobytes.
@@ -61,3 +61,12 @@ def publish_runs(
             )
             count += 1
     return count
+
+
+def kick_tick(app: Celery) -> None:
+    """Send one dispatcher tick now (after an activation, so anything due runs at once).
+
+    Raises:
+        kombu / redis errors: the broker is unreachable; beat's next tick does the same.
+    """
+    app.send_task(DISPATCH_TASK, queue=DISPATCH_QUEUE)
