@@ -8,7 +8,7 @@ import uuid
 from collections.abc import Sequence
 
 from api.state import state
-from app import claims
+from app.queries import claims
 from messaging.publisher import publish_runs
 
 log = logging.getLogger(__name__)

@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 
 from app.errors import Conflict, NotFound
 from app.models import ApiKey
+from app.queries.apikeys import api_key_for_update
 
 KEY_PREFIX = "cb_"
 # A key longer than this cannot be one of ours; refusing it early keeps hashing cheap.
@@ -116,7 +117,7 @@ def revoke_api_key_by_id(session: Session, key_id: uuid.UUID, *, now: dt.datetim
     Raises:
         NotFound: there is no such key.
     """
-    row = session.get(ApiKey, key_id, with_for_update=True)
+    row = api_key_for_update(session, key_id)
     if row is None:
         raise NotFound("no such API key")
     if row.revoked_at is None:

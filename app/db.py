@@ -15,7 +15,7 @@ def make_engine(settings: Settings, *, pool_size: int = 5) -> Engine:
     """Return an engine for the settings' database.
 
     Every session works in READ COMMITTED (PostgreSQL's default), which the claim
-    statements in :mod:`app.claims` are written for.
+    statements in :mod:`app.queries.claims` are written for.
     """
     return create_engine(
         settings.database_url,

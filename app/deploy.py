@@ -42,10 +42,9 @@ from app import processes
 from app.enums import ProcessRole
 from app.errors import Conflict, PermanentError
 from app.models import Deployment, SchedulerState
+from app.queries import locks
 
 _ROW = SchedulerState.id == 1
-#: The advisory lock key of the fence ("cronbeat" in ASCII); nothing else uses it.
-FENCE_LOCK_KEY = 0x63726F6E62656174
 #: The NOTIFY channel of activations and resets; the payload is the new generation.
 DEPLOY_CHANNEL = "cronbeat_deploy"
 DEPLOYMENT_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:+-]{0,99}")
@@ -157,7 +156,7 @@ def fence(session: Session, deployment_id: str | None) -> State:
     Raises:
         Superseded: another deployment is the active one.
     """
-    session.execute(select(func.pg_advisory_xact_lock_shared(FENCE_LOCK_KEY)))
+    locks.fence_shared(session)
     # Read after the lock was granted: under READ COMMITTED this statement sees any
     # activation that committed before it.
     row = session.execute(
@@ -240,7 +239,7 @@ def reset(session: Session) -> Activation:
 
 
 def _lock_exclusive(session: Session) -> None:
-    session.execute(select(func.pg_advisory_xact_lock(FENCE_LOCK_KEY)))
+    locks.fence_exclusive(session)
 
 
 def _notify(session: Session, generation: int) -> None:

@@ -20,10 +20,11 @@ from typing import Any
 from sqlalchemy import Row, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from app import claims, deploy
+from app import deploy
 from app.enums import InvocationStatus, MisfirePolicy
 from app.errors import CronbeatError
 from app.occurrences import TriggerPlan, plan_trigger
+from app.queries import claims
 
 log = logging.getLogger(__name__)
 

@@ -131,7 +131,7 @@ class Trigger(Base):
         CheckConstraint("misfire_grace_s >= 0", name="misfire_grace_nonnegative"),
         # Serves the dispatcher's only hot query:
         #   SELECT ... FROM triggers WHERE enabled AND next_run_at IS NOT NULL
-        #     AND next_run_at <= now() ORDER BY next_run_at LIMIT n FOR UPDATE SKIP LOCKED
+        #     AND next_run_at <= now() ORDER BY next_run_at LIMIT n (locked: app.queries.claims)
         # Idle and finished triggers are not in it, so a tick reads only the due rows.
         Index(
             "ix_triggers_due",

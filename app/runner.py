@@ -7,7 +7,7 @@ invocation already finished changes nothing. One call is three units of work:
 1. *Start* (one transaction): read the invocation and its trigger, then either close it
    without running (trigger deleted, a cron trigger disabled, cancel requested, another
    run of the trigger going under overlap ``skip``) or claim it as a new attempt with a
-   lease and insert the attempt's row. Both are conditional writes in :mod:`app.leases`,
+   lease and insert the attempt's row. Both are conditional writes in :mod:`app.queries.leases`,
    behind the deploy fence of :mod:`app.deploy` (only the active deployment's workers
    start attempts).
 2. *Deliver* (no transaction): render the message template and send the webhook or the
@@ -34,7 +34,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from app import deploy, leases
+from app import deploy
 from app.backoff import next_retry_delay_s
 from app.config import Settings
 from app.delivery import (
@@ -50,6 +50,7 @@ from app.delivery import (
 from app.enums import InvocationStatus, OverlapPolicy, TargetKind
 from app.errors import PermanentError, TransientError
 from app.models import Invocation, Trigger
+from app.queries import leases
 from app.templating import render_message
 
 log = logging.getLogger(__name__)

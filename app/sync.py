@@ -22,16 +22,17 @@ import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import cast, column, delete, insert, select, update, values
+from sqlalchemy import cast, column, delete, insert, update, values
 from sqlalchemy.dialects.postgresql import UUID
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from app import locks, overdue
-from app.cancellation import DELETED_REASON, cancel_pending, stop_scheduled_runs
+from app import overdue
 from app.enums import TargetKind
 from app.limits import MAX_SYNC_TRIGGERS
 from app.models import Trigger
+from app.queries.cancellation import DELETED_REASON, cancel_pending, stop_scheduled_runs
+from app.queries.triggers import project_triggers
 from app.triggers import (
     EDITABLE,
     InvalidTrigger,
@@ -87,16 +88,10 @@ def sync_triggers(
     duplicates = sorted({name for name in names if names.count(name) > 1})
     if duplicates:
         raise InvalidTrigger("triggers", f"duplicate names: {', '.join(duplicates)}")
-    if not dry_run:
-        # Two syncs of one project run one after the other, so the second diffs against
-        # what the first wrote instead of both inserting the same new names.
-        locks.lock_project(session, tenant_id, project_id)
-    existing_query = select(Trigger).where(
-        Trigger.tenant_id == tenant_id, Trigger.project_id == project_id
-    ).order_by(Trigger.id)
-    if not dry_run:
-        existing_query = existing_query.with_for_update()  # in id order: app.locks
-    existing = {t.name: t for t in session.execute(existing_query).scalars()}
+    # Locked unless a dry run: two syncs of one project run one after the other, so the
+    # second diffs against what the first wrote instead of both inserting the same names.
+    existing = {t.name: t for t in project_triggers(session, tenant_id, project_id,
+                                                    lock=not dry_run)}
 
     cache: dict[tuple[str, str], dt.datetime] = {}
     created: list[dict[str, Any]] = []

@@ -26,12 +26,13 @@ from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from app import locks, overdue, scheduling
-from app.cancellation import DELETED_REASON, cancel_pending, stop_scheduled_runs
+from app import overdue, scheduling
 from app.enums import MisfirePolicy, OverlapPolicy, TargetKind
 from app.errors import InvalidSchedule, InvalidTrigger, NameTaken, NotFound, StaleVersion
 from app.limits import RUN_AT_LIMIT
 from app.models import Trigger
+from app.queries import triggers as queries
+from app.queries.cancellation import DELETED_REASON, cancel_pending, stop_scheduled_runs
 
 # What a trigger gets for every column its definition leaves out. Kept here rather than
 # read back from the server defaults so that a declarative sync can tell "unchanged"
@@ -204,12 +205,7 @@ def get_trigger(
     Raises:
         NotFound: no such trigger in this tenant's project.
     """
-    statement = select(Trigger).where(
-        Trigger.id == trigger_id, Trigger.tenant_id == tenant_id, Trigger.project_id == project_id
-    )
-    if for_update:
-        statement = statement.with_for_update()
-    trigger = session.execute(statement).scalar_one_or_none()
+    trigger = queries.one_trigger(session, tenant_id, project_id, trigger_id, lock=for_update)
     if trigger is None:
         raise NotFound("trigger not found")
     return trigger
@@ -270,7 +266,7 @@ def update_trigger(
     Giving ``cron_expression`` clears ``run_at`` and the other way round; giving
     ``target_kind`` replaces the whole target (a webhook keeps its secret unless a new one
     is given). ``enabled: false`` stops the trigger's scheduled invocations
-    (:func:`app.cancellation.stop_scheduled_runs`) even when the trigger is disabled
+    (:func:`app.queries.cancellation.stop_scheduled_runs`) even when the trigger is disabled
     already: a one-time trigger that fired is, and its retries must stop too. An edit
     that moves the ``next_run_at`` of a due trigger records what it takes away as missed.
 
@@ -352,15 +348,8 @@ def delete_triggers_by_ref(
 
     As :func:`delete_trigger`, set-based: one statement per step, whatever the count.
     """
-    # The project's lock first, then the rows in id order (app.locks), as a sync does.
-    locks.lock_project(session, tenant_id, project_id)
-    gone = list(session.execute(
-        select(Trigger)
-        .where(Trigger.tenant_id == tenant_id, Trigger.project_id == project_id,
-               Trigger.ref == ref)
-        .order_by(Trigger.id)
-        .with_for_update()
-    ).scalars())
+    # The project's lock first, then the rows in id order (app.queries), as a sync does.
+    gone = queries.project_triggers_with_ref(session, tenant_id, project_id, ref)
     ids = [trigger.id for trigger in gone]
     cancel_pending(session, tenant_id, ids, now=now, reason=DELETED_REASON)
     overdue.record_missed(session, [

@@ -2,7 +2,7 @@
 SSRF guard on every socket it opens.
 
 A webhook attempt must end well inside its lease (the trigger's ``timeout_s`` plus
-:data:`app.leases.LEASE_GRACE_S`), or the sweep takes it back and the occurrence is
+:data:`app.queries.leases.LEASE_GRACE_S`), or the sweep takes it back and the occurrence is
 delivered twice. requests' timeouts do not bound a request: the read timeout applies to
 each socket read, so a target sending one byte every half second holds it for as long
 as it likes, in the status line and headers as well as the body; a name with many

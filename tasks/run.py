@@ -12,8 +12,8 @@ from redis.exceptions import RedisError
 
 from app.deploy import Superseded
 from app.errors import TargetUnavailable
-from app.leases import LEASE_GRACE_S
 from app.limits import TIMEOUT_S
+from app.queries.leases import LEASE_GRACE_S
 from app.runner import run_invocation
 from messaging.publisher import publish_runs
 from tasks.celery_app import RUN_TASK, celery_app

@@ -18,10 +18,11 @@ import pytest
 from sqlalchemy import func, insert, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
-from app import claims, sync, triggers
-from app.cancellation import cancel_pending
+from app import sync, triggers
 from app.enums import InvocationStatus
 from app.models import Invocation, Trigger
+from app.queries import claims
+from app.queries.cancellation import cancel_pending
 
 pytestmark = pytest.mark.slow
 

@@ -13,14 +13,15 @@ import pytest
 from sqlalchemy import NullPool, create_engine, func, select, text, update
 from standardwebhooks.webhooks import Webhook
 
-from app import delivery, leases
-from app.claims import take_expired_leases
+from app import delivery
 from app.config import Settings
 from app.db import make_engine, make_session_factory
 from app.delivery import DeliveryResult, Verdict
 from app.enums import InvocationStatus
 from app.models import Invocation
 from app.netguard import REFUSED_MESSAGE
+from app.queries import leases
+from app.queries.claims import take_expired_leases
 from app.runner import RunOutcome, run_invocation
 from tests.support.receiver import Receiver
 from tests.support.runs import (

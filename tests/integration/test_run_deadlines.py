@@ -23,7 +23,7 @@ from app.config import Settings
 from app.delivery import Verdict, send_webhook
 from app.enums import InvocationStatus
 from app.errors import TargetUnavailable
-from app.leases import LEASE_GRACE_S
+from app.queries.leases import LEASE_GRACE_S
 from tasks.celery_app import configure
 from tasks.run import publish_user_task
 from tests.support.receiver import Receiver, Reply

@@ -18,11 +18,11 @@ import redis
 from sqlalchemy import delete, func, select, update
 from standardwebhooks.webhooks import Webhook
 
-from app.claims import take_expired_leases
 from app.config import Settings
 from app.enums import InvocationStatus
-from app.leases import LEASE_GRACE_S
 from app.models import Invocation, Trigger
+from app.queries.claims import take_expired_leases
+from app.queries.leases import LEASE_GRACE_S
 from messaging.publisher import publish_runs
 from tasks.run import RUN_TIME_LIMIT_S, run_trigger
 from tests.support.receiver import Receiver, Reply

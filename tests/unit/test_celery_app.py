@@ -6,7 +6,7 @@ from celery import Celery
 
 from app.backoff import MAX_RETRY_AFTER_S
 from app.config import Settings
-from app.leases import LEASE_GRACE_S
+from app.queries.leases import LEASE_GRACE_S
 from tasks.celery_app import configure
 from tasks.run import MAX_TRIGGER_TIMEOUT_S
 

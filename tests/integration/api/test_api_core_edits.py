@@ -2,7 +2,7 @@
 
 What an edit does to a trigger that is already due (app.overdue), a cancel racing a
 retry (app.invocations), manual runs beside the schedule's own keys (app.manual), and
-disabling a trigger whose invocations are still pending or running (app.cancellation).
+disabling a trigger whose invocations are still pending or running (app.queries.cancellation).
 """
 
 from __future__ import annotations
@@ -18,11 +18,12 @@ from sqlalchemy import Engine, event, select, text
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from app import invocations, leases, manual, overdue, sync, triggers
+from app import invocations, manual, overdue, sync, triggers
 from app.dispatch import DispatchOptions, dispatch_tick
 from app.enums import InvocationStatus
 from app.errors import Conflict
 from app.models import Invocation, Trigger
+from app.queries import leases
 
 UTC = dt.UTC
 NOW = dt.datetime(2026, 3, 7, 5, 0, 30, tzinfo=UTC)

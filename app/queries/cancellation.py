@@ -19,8 +19,8 @@ from sqlalchemy import DateTime, case, literal, update
 from sqlalchemy.orm import Session
 
 from app.enums import InvocationStatus
-from app.locks import by_id
 from app.models import Invocation
+from app.queries.locks import by_id
 
 DISABLED_REASON = "trigger disabled"
 DELETED_REASON = "trigger deleted"
@@ -62,7 +62,7 @@ def cancel_pending(
     ids = list(trigger_ids)
     if not ids:
         return 0
-    # Locked in id order (app.locks): two cancels, or a cancel beside another multi-row
+    # Locked in id order (app.queries.locks): two cancels, or a cancel beside another multi-row
     # writer, cannot deadlock.
     locked = by_id(Invocation.tenant_id == tenant_id, Invocation.trigger_id.in_(ids),
                    Invocation.status == _PENDING)

@@ -38,8 +38,8 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql.selectable import TableValuedAlias
 
 from app.enums import InvocationStatus
-from app.locks import by_id
 from app.models import DispatcherHeartbeat, Invocation, InvocationAttempt, Trigger
+from app.queries.locks import by_id
 
 _TS = DateTime(timezone=True)
 MISSED_REASON = "missed: the scheduler saw it later than the trigger's misfire grace"
@@ -229,7 +229,7 @@ def mark_published(session: Session, invocation_ids: Sequence[uuid.UUID], now: d
     """Record that the messages of these invocations are in the broker; returns the count."""
     # Only rows still pending: a fast worker may already have claimed one, and its
     # enqueued_at then stays as it was (NULL means "not published" only while pending).
-    # SKIP LOCKED (app.locks): a row a cancel or a worker holds is left as it is, so this
+    # SKIP LOCKED (app.queries.locks): a row a cancel or a worker holds is left as it is, so this
     # never waits and can be part of no deadlock. Such a row is about to stop being
     # pending anyway; if not, its NULL or older enqueued_at makes the sweep publish it
     # again, and a duplicate message is harmless.

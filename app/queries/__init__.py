@@ -1,0 +1,28 @@
+"""The statements that lock rows, and the one order they lock them in.
+
+Every ``FOR UPDATE`` and every advisory lock of Cronbeat is in this package: the
+dispatcher's claims and sweep (:mod:`.claims`), the run path's leases (:mod:`.leases`),
+cancels (:mod:`.cancellation`), the editing paths' trigger and key locks
+(:mod:`.triggers`, :mod:`.apikeys`), and the advisory locks (:mod:`.locks`). The rest of
+``app`` calls these functions and locks nothing itself.
+
+The lock order: every transaction that locks several rows takes them in this order.
+
+Two transactions that lock overlapping rows in different orders can deadlock, and
+PostgreSQL then aborts one of them (an API call answers 500). So every multi-row lock
+here is taken in one global order, and by primary key within a table:
+
+1. the deploy fence (advisory, shared by every claim, exclusive for an activation or a
+   reset; :func:`.locks.fence_shared`, :func:`.locks.fence_exclusive`);
+2. one project (advisory, :func:`.locks.lock_project`): a sync, a delete by ref;
+3. triggers, ``ORDER BY id`` ``FOR UPDATE`` (:mod:`.triggers`): a sync, a delete by ref,
+   a single-row edit;
+4. one trigger's runs (advisory, :func:`.leases.lock_trigger_runs`): the run path's
+   overlap check;
+5. invocations, ``ORDER BY id`` ``FOR UPDATE`` (:func:`.locks.by_id`): cancels
+   (:mod:`.cancellation`); or ``SKIP LOCKED``: mark_published, the dispatcher's claims
+   and the sweep, which never wait.
+
+A statement that only needs rows nobody else holds uses ``SKIP LOCKED`` and never
+waits, so it can be part of no deadlock at all.
+"""
