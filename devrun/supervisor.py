@@ -27,18 +27,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
-import json
 import logging
 import os
 import shlex
 import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -50,8 +45,9 @@ from alembic.config import Config
 from app.config import Settings
 from app.errors import ConfigError
 from devrun.embedded import EmbeddedPostgres, EmbeddedRedis, start_postgres, start_redis
+from devrun.plan import ROOT, Plan, child_environment, plan_from_env
+from devrun.probes import health_status, port_free
 from devrun.recovery import (
-    MARK,
     DataDirBusy,
     data_dir_lock,
     forget_dead_postgres_handles,
@@ -59,124 +55,16 @@ from devrun.recovery import (
     stop_leftover_processes,
 )
 
-ROOT = Path(__file__).resolve().parent.parent
 PROCFILE = ROOT / "Procfile"
 ALEMBIC_INI = ROOT / "alembic.ini"
-
-DEFAULT_PORT = 8000
-DEFAULT_WEB_HOST = "127.0.0.1"
-PROCESSES = ("web", "worker", "dispatcher", "beat")
-OPTIONAL_PROCESSES = ("flower",)
-
-# Stand-ins for the URLs of servers not started yet, so that every other variable is
-# validated before seconds are spent starting PostgreSQL.
-_PLACEHOLDER_DATABASE_URL = "postgresql://embedded/cronbeat"
-_PLACEHOLDER_REDIS_URL = "unix:///embedded/redis.sock"
 
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 # honcho SIGKILLs a process that ignores its SIGTERM after 5 s; this bounds honcho itself.
 _HONCHO_STOP_TIMEOUT_S = 20.0
 _POLL_INTERVAL_S = 0.2
-_HEALTH_TIMEOUT_S = 1.0
 _HEALTH_WARN_AFTER_S = 60.0
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off", ""}
 
 log = logging.getLogger("cronbeat.devrun")
-
-
-@dataclasses.dataclass(frozen=True)
-class Plan:
-    """What one ``make run`` starts, decided from the environment alone."""
-
-    data_dir: Path
-    port: int
-    web_host: str
-    processes: tuple[str, ...]
-    embedded_postgres: bool
-    embedded_redis: bool
-
-    @property
-    def api_url(self) -> str:
-        # A wildcard is where gunicorn binds, not an address a browser can open.
-        host = "127.0.0.1" if self.web_host in {"0.0.0.0", "::"} else self.web_host  # noqa: S104
-        if ":" in host:
-            host = f"[{host}]"
-        return f"http://{host}:{self.port}"
-
-
-def plan_from_env(environ: Mapping[str, str]) -> Plan:
-    """Validate ``environ`` and decide what to start.
-
-    Raises:
-        ConfigError: a variable is malformed; the message names it.
-    """
-    embedded_postgres = not environ.get("DATABASE_URL", "").strip()
-    embedded_redis = not environ.get("REDIS_URL", "").strip()
-    probe = dict(environ)
-    if embedded_postgres:
-        probe["DATABASE_URL"] = _PLACEHOLDER_DATABASE_URL
-    if embedded_redis:
-        probe["REDIS_URL"] = _PLACEHOLDER_REDIS_URL
-    Settings.from_env(probe)
-
-    raw_dir = environ.get("CRONBEAT_DATA_DIR", "").strip()
-    data_dir = Path(raw_dir).expanduser().resolve() if raw_dir else ROOT / ".cronbeat"
-    processes = PROCESSES + (OPTIONAL_PROCESSES if _flag(environ, "CRONBEAT_FLOWER") else ())
-    return Plan(
-        data_dir=data_dir,
-        port=_port(environ),
-        web_host=environ.get("CRONBEAT_WEB_HOST", "").strip() or DEFAULT_WEB_HOST,
-        processes=processes,
-        embedded_postgres=embedded_postgres,
-        embedded_redis=embedded_redis,
-    )
-
-
-def _port(environ: Mapping[str, str]) -> int:
-    raw = environ.get("PORT", "").strip()
-    if not raw:
-        return DEFAULT_PORT
-    try:
-        port = int(raw)
-    except ValueError:
-        raise ConfigError(f"PORT must be a port number, got {raw!r}") from None
-    if not 1 <= port <= 65535:
-        raise ConfigError(f"PORT must be between 1 and 65535, got {port}")
-    return port
-
-
-def _flag(environ: Mapping[str, str], name: str) -> bool:
-    raw = environ.get(name, "").strip().lower()
-    if raw in _TRUE:
-        return True
-    if raw in _FALSE:
-        return False
-    raise ConfigError(f"{name} must be true or false, got {raw!r}")
-
-
-def child_environment(
-    plan: Plan, environ: Mapping[str, str], database_url: str, redis_url: str
-) -> dict[str, str]:
-    """Return the environment of the Procfile processes: ``environ`` plus what devrun decided."""
-    env = dict(environ)
-    env["DATABASE_URL"] = database_url
-    env["REDIS_URL"] = redis_url
-    # Absolute, so every process finds the same folder whatever its working directory.
-    env["CRONBEAT_DATA_DIR"] = str(plan.data_dir)
-    env[MARK] = str(plan.data_dir)
-    env["PORT"] = str(plan.port)
-    env["CRONBEAT_WEB_HOST"] = plan.web_host
-    if plan.embedded_postgres or plan.embedded_redis:
-        # Embedded servers mean a laptop, where a webhook to localhost is the usual test.
-        env.setdefault("CRONBEAT_ALLOW_PRIVATE_TARGETS", "true")
-    # Through honcho's pipe, a block-buffered log line would show up minutes late.
-    env.setdefault("PYTHONUNBUFFERED", "1")
-    # gunicorn and celery are the venv's scripts, next to this interpreter (not resolved:
-    # the venv's python is a symlink to the base interpreter).
-    bin_dir = str(Path(sys.executable).parent)
-    env["PATH"] = os.pathsep.join(p for p in (bin_dir, env.get("PATH", "")) if p)
-    return env
 
 
 def migrate(database_url: str) -> None:
@@ -250,7 +138,7 @@ def supervise(plan: Plan, environ: Mapping[str, str]) -> int:
     # pgserver asks platformdirs for a runtime folder at import; the /tmp fallback it warns
     # about is fine for a lock file, and the warning reads like a failure.
     warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
-    if not _port_free(plan.web_host, plan.port):
+    if not port_free(plan.web_host, plan.port):
         # Before anything starts: gunicorn would fail to bind, and a probe could mistake
         # the program on that port for our API.
         log.error("port %d on %s is already in use by another program; choose another with "
@@ -369,7 +257,7 @@ def _wait(
             log.error("the launcher is gone; stopping")
             return 1
         if not announced:
-            health = _health_status(plan.api_url)
+            health = health_status(plan.api_url)
             # Only our own answer counts: another program on the port must never be
             # announced as the API.
             if health == 200:
@@ -381,42 +269,6 @@ def _wait(
         time.sleep(_POLL_INTERVAL_S)
     log.info("%s received; stopping", stop.signal_name)
     return 0
-
-
-# Bypass any http_proxy from the environment: the probe is for our own loopback server.
-_no_proxy_opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
-
-def _health_status(api_url: str) -> int | None:
-    """Return 200 if ``GET /healthz`` answers as Cronbeat's does, else its status or None.
-
-    Cronbeat answers ``{"status": "ok"}`` as JSON; any other 200 is reported as 0.
-    """
-    try:
-        with _no_proxy_opener.open(f"{api_url}/healthz", timeout=_HEALTH_TIMEOUT_S) as response:
-            status = int(response.status)
-            body = response.read(256)
-    except urllib.error.HTTPError as exc:
-        return exc.code
-    except OSError:  # URLError, refused, reset, timeout: not up yet
-        return None
-    try:
-        ours = json.loads(body) == {"status": "ok"}
-    except ValueError:
-        ours = False
-    return status if ours or status != 200 else 0
-
-
-def _port_free(host: str, port: int) -> bool:
-    """Whether nothing listens on ``host:port`` (bound as gunicorn binds, with reuse)."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind((host, port))
-        except OSError:
-            return False
-    return True
 
 
 def _start_postgres(pg_dir: Path) -> EmbeddedPostgres:

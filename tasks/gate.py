@@ -109,14 +109,18 @@ class DeploymentGate(bootsteps.StartStopStep):
             return
         want = gate.presence.active
         changed = False
-        for queue in gate.queues:
-            consuming = consumer.consuming_from(queue)
-            if want and not consuming:
-                c.add_task_queue(queue)
-                changed = True
-            elif not want and consuming:
-                c.cancel_task_queue(queue)
-                changed = True
+        try:
+            for queue in gate.queues:
+                consuming = consumer.consuming_from(queue)
+                if want and not consuming:
+                    c.add_task_queue(queue)
+                    changed = True
+                elif not want and consuming:
+                    c.cancel_task_queue(queue)
+                    changed = True
+        except Exception as exc:  # the broker went away: the consumer restarts, we retry
+            log.warning("could not change what this worker consumes (%s)", type(exc).__name__,
+                        extra={"action": "deploy.consume_failed"})
         now = time.monotonic()
         gate.last_apply = now
         gate.consuming = bool(gate.queues) and all(

@@ -319,7 +319,7 @@ def test_make_run_refuses_a_port_another_program_listens_on(tmp_path: Path) -> N
 def test_the_health_probe_recognises_only_cronbeat_s_answer() -> None:
     from http.server import BaseHTTPRequestHandler, HTTPServer
 
-    from devrun.supervisor import _health_status
+    from devrun.probes import health_status
 
     answers = iter([(200, b'{"status": "ok"}'), (200, b"<html>hello</html>"), (404, b"")])
 
@@ -338,7 +338,7 @@ def test_the_health_probe_recognises_only_cronbeat_s_answer() -> None:
     thread.start()
     try:
         url = f"http://127.0.0.1:{server.server_address[1]}"
-        assert [_health_status(url) for _ in range(3)] == [200, 0, 404]
+        assert [health_status(url) for _ in range(3)] == [200, 0, 404]
     finally:
         server.shutdown()
 
@@ -430,7 +430,7 @@ def test_docker_compose_runs_migrations_before_the_processes_that_need_them() ->
 
 
 def test_make_run_starts_web_worker_dispatcher_and_beat_and_flower_only_on_request() -> None:
-    from devrun.supervisor import PROCESSES, plan_from_env
+    from devrun.plan import PROCESSES, plan_from_env
 
     assert set(PROCESSES) <= set(procfile_commands())
     assert plan_from_env({}).processes == ("web", "worker", "dispatcher", "beat")
