@@ -1,21 +1,126 @@
-"""Plan one claimed trigger's due occurrences (pure: ``now`` is an argument)."""
+"""Occurrences: which are due, which run and which are missed (pure: ``now`` is an argument).
+
+One module for the one concept, used by the dispatcher and by edits alike:
+
+* :func:`due_occurrences` enumerates a trigger's due occurrences from its stored
+  ``next_run_at``: the first real occurrence at or after it, then each next one from the
+  scheduled instant, never from the wall clock. Both paths count this way, so their
+  rows share keys ``(trigger_id, scheduled_for)``.
+* The dispatcher: :func:`plan_trigger` decides each due occurrence's fate by the
+  trigger's misfire policy (:func:`decide`). An occurrence is *on time* when the
+  dispatcher sees it at most ``misfire_grace_s`` after its scheduled instant; on-time
+  occurrences always run. A *misfired* one (the scheduler was down, or the trigger was
+  late past its grace) follows the policy:
+
+  - ``run_once``: only the latest due occurrence runs; earlier misfired ones are missed.
+  - ``run_all``: the latest :data:`MAX_CATCH_UP_RUNS` due occurrences run; older
+    misfired ones are missed.
+  - ``skip``: every misfired occurrence is missed; the next future one runs as usual.
+
+* An edit that moves a due trigger's ``next_run_at`` (a new schedule, a pause, a
+  delete) takes its due occurrences away from the dispatcher, so it records them
+  itself as ``missed`` (:func:`missed_rows`; the statement is
+  :func:`app.queries.missed.record_missed`).
+
+Nothing is dropped silently: every occurrence becomes either a run or a ``missed`` row.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
 import functools
+from collections.abc import Sequence
+from typing import Any
 
-from app.enums import MisfirePolicy
-from app.misfire import MAX_CATCH_UP_RUNS, MAX_OCCURRENCES_PER_CLAIM, Occurrence, decide
-from app.scheduling import next_run_at
+from app import scheduling
+from app.enums import InvocationStatus, MisfirePolicy
+from app.errors import InvalidSchedule
+from app.models import Trigger
 
 _ONE_SECOND = dt.timedelta(seconds=1)
+
+#: ``run_all`` replays at most this many occurrences after an outage. A minutely trigger
+#: after a day's outage would otherwise fire 1,440 times at once at its target, which
+#: no receiver wants; the older ones are recorded missed.
+MAX_CATCH_UP_RUNS = 100
+
+#: A dispatcher records at most this many occurrences of one trigger per claim, so a
+#: trigger with a long backlog (a minutely schedule after a month's outage) cannot hold
+#: a batch for long; it stays due and is claimed again in the same tick.
+MAX_OCCURRENCES_PER_CLAIM = 1000
+
+
+@dataclasses.dataclass(frozen=True)
+class Occurrence:
+    scheduled_for: dt.datetime
+    status: InvocationStatus  # PENDING (it runs) or MISSED
+
+
+def decide(
+    due: Sequence[dt.datetime],
+    *,
+    exhausted: bool,
+    now: dt.datetime,
+    policy: MisfirePolicy,
+    grace_s: int,
+    limit: int = MAX_OCCURRENCES_PER_CLAIM,
+) -> list[Occurrence]:
+    """Decide the fate of the first ``limit`` occurrences in ``due``.
+
+    Args:
+        due: due occurrences (all ``<= now``), oldest first. When ``exhausted`` is false
+            the list was cut short; it must then hold at least ``limit +
+            MAX_CATCH_UP_RUNS`` entries, so each decided occurrence knows whether enough
+            later ones follow it.
+        exhausted: ``due`` holds every due occurrence (the next one is after ``now``).
+
+    Returns:
+        One :class:`Occurrence` per decided entry, in order.
+    """
+    if not exhausted and len(due) < limit + MAX_CATCH_UP_RUNS:
+        raise ValueError("a cut-short list needs limit + MAX_CATCH_UP_RUNS entries")
+    grace = dt.timedelta(seconds=grace_s)
+    decided: list[Occurrence] = []
+    for index, scheduled_for in enumerate(due[:limit]):
+        later = len(due) - index - 1 if exhausted else MAX_CATCH_UP_RUNS
+        if now - scheduled_for <= grace:
+            runs = True
+        elif policy is MisfirePolicy.RUN_ONCE:
+            runs = later == 0
+        elif policy is MisfirePolicy.RUN_ALL:
+            runs = later < MAX_CATCH_UP_RUNS
+        else:
+            runs = False
+        status = InvocationStatus.PENDING if runs else InvocationStatus.MISSED
+        decided.append(Occurrence(scheduled_for, status))
+    return decided
+
 
 # next_run_at is pure, and triggers that share a schedule are due at the same instant
 # (thousands of "0 * * * *" triggers at the top of the hour), so one computation serves
 # them all within a batch.
-_next_run_at = functools.lru_cache(maxsize=65_536)(next_run_at)
+_next_run_at = functools.lru_cache(maxsize=65_536)(scheduling.next_run_at)
+
+
+def due_occurrences(
+    cron_expression: str, timezone: str, stored_next_run_at: dt.datetime, now: dt.datetime,
+    limit: int,
+) -> tuple[list[dt.datetime], dt.datetime]:
+    """Return up to ``limit`` due occurrences (``<= now``), oldest first, and the next one.
+
+    The next one is the first occurrence after those returned: after ``now`` when every
+    due occurrence was returned, else the first due one left out.
+
+    Raises:
+        InvalidSchedule: the stored expression no longer computes.
+    """
+    due: list[dt.datetime] = []
+    occurrence = _next_run_at(cron_expression, timezone, stored_next_run_at - _ONE_SECOND)
+    while occurrence <= now and len(due) < limit:
+        due.append(occurrence)
+        occurrence = _next_run_at(cron_expression, timezone, occurrence)
+    return due, occurrence
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,15 +160,69 @@ def plan_trigger(
             [stored_next_run_at], exhausted=True, now=now, policy=policy, grace_s=grace_s
         )
         return TriggerPlan(occurrences, None)
-    due: list[dt.datetime] = []
-    wanted = limit + MAX_CATCH_UP_RUNS
-    occurrence = _next_run_at(cron_expression, timezone, stored_next_run_at - _ONE_SECOND)
-    while occurrence <= now and len(due) < wanted:
-        due.append(occurrence)
-        occurrence = _next_run_at(cron_expression, timezone, occurrence)
+    due, occurrence = due_occurrences(cron_expression, timezone, stored_next_run_at, now,
+                                      limit + MAX_CATCH_UP_RUNS)
     exhausted = occurrence > now
     decided = decide(
         due, exhausted=exhausted, now=now, policy=policy, grace_s=grace_s, limit=limit
     )
     following = due[len(decided)] if len(decided) < len(due) else occurrence
     return TriggerPlan(decided, following)
+
+
+RESCHEDULED_REASON = "missed: the schedule was changed before it ran"
+DISABLED_REASON = "missed: the trigger was disabled before it ran"
+DELETED_REASON = "missed: the trigger was deleted before it ran"
+
+#: One edit records at most this many of a trigger's due occurrences, oldest first, one
+#: row each; the last row's message then names the end of the rest of the backlog. A
+#: minutely trigger behind by a day would otherwise write 1,440 rows per trigger, and a
+#: sync of a thousand such triggers a million.
+MAX_MISSED_PER_EDIT = 100
+
+def missed_rows(
+    old: Trigger, next_run_at: dt.datetime | None, *, now: dt.datetime, reason: str
+) -> list[dict[str, Any]]:
+    """Return the ``missed`` invocation rows an edit of ``old`` must record.
+
+    ``old`` is the trigger as stored before the edit and ``next_run_at`` what the edit
+    sets (None: disabled or deleted). Nothing is due, or nothing is taken away, unless
+    ``old`` is enabled, its ``next_run_at`` is at or before ``now`` and the edit changes it.
+    """
+    if (
+        not old.enabled
+        or old.next_run_at is None
+        or old.next_run_at > now
+        or next_run_at == old.next_run_at
+    ):
+        return []
+    due, more = _due_for_edit(old, now)
+    rows = [
+        {
+            "trigger_id": old.id, "tenant_id": old.tenant_id, "project_id": old.project_id,
+            "scheduled_for": scheduled_for, "status": InvocationStatus.MISSED.value,
+            "manual": False, "attempt": 0, "created_at": now, "finished_at": now,
+            "last_error": reason,
+        }
+        for scheduled_for in due
+    ]
+    if more:
+        rows[-1]["last_error"] = (
+            f"{reason} (so were the later occurrences up to {now.isoformat()})"
+        )
+    return rows
+
+
+def _due_for_edit(old: Trigger, now: dt.datetime) -> tuple[list[dt.datetime], bool]:
+    # The due instants (at most MAX_MISSED_PER_EDIT) and whether more are due.
+    assert old.next_run_at is not None
+    if old.cron_expression is None:
+        return [old.next_run_at], False
+    try:
+        due, following = due_occurrences(old.cron_expression, old.timezone, old.next_run_at,
+                                         now, MAX_MISSED_PER_EDIT)
+    except InvalidSchedule:
+        # A stored expression that no longer computes (the dispatcher records it
+        # failed): the one instant known to be due is recorded.
+        return [old.next_run_at], False
+    return due, following <= now

@@ -11,7 +11,8 @@ finished while its ``run_at`` is unchanged, whatever ``enabled`` the definition 
 As with a single save, disabling a trigger stops its scheduled invocations (and a
 definition that says ``enabled: false`` for a one-time trigger that fired stops its
 retries), and an update or delete that moves the ``next_run_at`` of a trigger already
-due records the occurrences it takes away as missed (:mod:`app.overdue`), in one INSERT.
+due records the occurrences it takes away as missed
+(:func:`app.occurrences.missed_rows`), in one INSERT.
 """
 
 from __future__ import annotations
@@ -27,11 +28,12 @@ from sqlalchemy.dialects.postgresql import UUID
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from app import overdue
+from app import occurrences
 from app.enums import TargetKind
 from app.limits import MAX_SYNC_TRIGGERS
 from app.models import Trigger
 from app.queries.cancellation import DELETED_REASON, cancel_pending, stop_scheduled_runs
+from app.queries.missed import record_missed
 from app.queries.triggers import project_triggers
 from app.triggers import (
     EDITABLE,
@@ -135,8 +137,10 @@ def sync_triggers(
             created.append({**row, "tenant_id": tenant_id, "project_id": project_id,
                             "version": 1, "created_at": now})
         else:
-            reason = overdue.RESCHEDULED_REASON if row["enabled"] else overdue.DISABLED_REASON
-            missed.extend(overdue.missed_rows(old, row["next_run_at"], now=now, reason=reason))
+            reason = (occurrences.RESCHEDULED_REASON if row["enabled"]
+                      else occurrences.DISABLED_REASON)
+            missed.extend(occurrences.missed_rows(old, row["next_run_at"], now=now,
+                                                  reason=reason))
             updated.append({**row, "id": old.id, "version": old.version + 1})
     wanted = set(names)
     gone = [t for name, t in existing.items() if name not in wanted]
@@ -153,11 +157,11 @@ def sync_triggers(
     cancel_pending(session, tenant_id, [t.id for t in gone], now=now, reason=DELETED_REASON)
     stop_scheduled_runs(session, tenant_id, stopping, now=now)
     for trigger in gone:
-        missed.extend(overdue.missed_rows(trigger, None, now=now,
-                                          reason=overdue.DELETED_REASON))
+        missed.extend(occurrences.missed_rows(trigger, None, now=now,
+                                          reason=occurrences.DELETED_REASON))
     # Before the DELETE: the rows of deleted triggers need them to exist (the foreign
     # key then sets their trigger_id NULL, as for the rest of their history).
-    overdue.record_missed(session, missed)
+    record_missed(session, missed)
     if gone:
         session.execute(
             delete(Trigger)

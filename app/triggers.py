@@ -9,7 +9,7 @@ trigger of another tenant is simply "not found".
 saving never fires a run by itself, and re-enabling never fires a burst of the
 occurrences missed while the trigger was off, because the next one is counted from now.
 An edit that moves the ``next_run_at`` of a trigger already due records the occurrences
-it takes away as missed (:mod:`app.overdue`).
+it takes away as missed (:func:`app.occurrences.missed_rows`).
 """
 
 from __future__ import annotations
@@ -26,13 +26,14 @@ from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from app import overdue, scheduling
+from app import occurrences, scheduling
 from app.enums import MisfirePolicy, OverlapPolicy, TargetKind
 from app.errors import InvalidSchedule, InvalidTrigger, NameTaken, NotFound, StaleVersion
 from app.limits import RUN_AT_LIMIT
 from app.models import Trigger
 from app.queries import triggers as queries
 from app.queries.cancellation import DELETED_REASON, cancel_pending, stop_scheduled_runs
+from app.queries.missed import record_missed
 
 # What a trigger gets for every column its definition leaves out. Kept here rather than
 # read back from the server defaults so that a declarative sync can tell "unchanged"
@@ -305,8 +306,8 @@ def update_trigger(
     if new["target_kind"] is TargetKind.WEBHOOK and new["signing_secret"] is None:
         generated = new["signing_secret"] = new_signing_secret()
     next_run_at = next_run_after_save(trigger, new, now)
-    reason = overdue.RESCHEDULED_REASON if new["enabled"] else overdue.DISABLED_REASON
-    missed = overdue.missed_rows(trigger, next_run_at, now=now, reason=reason)
+    reason = occurrences.RESCHEDULED_REASON if new["enabled"] else occurrences.DISABLED_REASON
+    missed = occurrences.missed_rows(trigger, next_run_at, now=now, reason=reason)
     with _unique_name(session, new["name"]):
         for column, value in new.items():
             setattr(trigger, column, value)
@@ -315,7 +316,7 @@ def update_trigger(
         trigger.updated_at = now
     # Only once the write stands: a caller that catches NameTaken and commits must not
     # keep missed rows for occurrences the dispatcher will still run.
-    overdue.record_missed(session, missed)
+    record_missed(session, missed)
     return trigger, generated
 
 
@@ -325,7 +326,7 @@ def delete_trigger(
 ) -> None:
     """Delete a trigger after cancelling its pending invocations (its history stays).
 
-    A due occurrence not recorded yet is recorded missed (see :mod:`app.overdue`).
+    A due occurrence not recorded yet is recorded missed (see :func:`app.occurrences.missed_rows`).
 
     Raises:
         NotFound: no such trigger in this tenant's project.
@@ -335,8 +336,8 @@ def delete_trigger(
     if expected_version is not None and trigger.version != expected_version:
         raise StaleVersion(f"the trigger is at version {trigger.version}")
     cancel_pending(session, tenant_id, [trigger.id], now=now, reason=DELETED_REASON)
-    overdue.record_missed(session, overdue.missed_rows(
-        trigger, None, now=now, reason=overdue.DELETED_REASON))
+    record_missed(session, occurrences.missed_rows(
+        trigger, None, now=now, reason=occurrences.DELETED_REASON))
     session.delete(trigger)
     session.flush()
 
@@ -352,9 +353,10 @@ def delete_triggers_by_ref(
     gone = queries.project_triggers_with_ref(session, tenant_id, project_id, ref)
     ids = [trigger.id for trigger in gone]
     cancel_pending(session, tenant_id, ids, now=now, reason=DELETED_REASON)
-    overdue.record_missed(session, [
+    record_missed(session, [
         row for trigger in gone
-        for row in overdue.missed_rows(trigger, None, now=now, reason=overdue.DELETED_REASON)
+        for row in occurrences.missed_rows(trigger, None, now=now,
+                                           reason=occurrences.DELETED_REASON)
     ])
     if ids:
         session.execute(

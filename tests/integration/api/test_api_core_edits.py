@@ -1,6 +1,6 @@
 """Edits racing the dispatcher and the workers, against real PostgreSQL.
 
-What an edit does to a trigger that is already due (app.overdue), a cancel racing a
+What an edit does to a trigger that is already due (app.occurrences.missed_rows), a cancel racing a
 retry (app.invocations), manual runs beside the schedule's own keys (app.manual), and
 disabling a trigger whose invocations are still pending or running (app.queries.cancellation).
 """
@@ -18,7 +18,7 @@ from sqlalchemy import Engine, event, select, text
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from app import invocations, manual, overdue, sync, triggers
+from app import invocations, manual, occurrences, sync, triggers
 from app.dispatch import DispatchOptions, dispatch_tick
 from app.enums import InvocationStatus
 from app.errors import Conflict
@@ -98,7 +98,7 @@ def test_rescheduling_a_due_trigger_records_each_due_occurrence_missed(
         updated, _ = triggers.update_trigger(
             session, "t1", "p1", trigger.id, {"cron_expression": "*/10 * * * *"}, now=later)
         assert updated.next_run_at == _at(5, 10)
-    reason = overdue.RESCHEDULED_REASON
+    reason = occurrences.RESCHEDULED_REASON
     assert _history(db, trigger.id) == [
         (_at(5, 1), MISSED, reason, later),
         (_at(5, 2), MISSED, reason, later),
@@ -141,9 +141,9 @@ def test_pausing_or_deleting_a_due_trigger_records_its_occurrence_missed(
     with db.begin() as session:
         triggers.update_trigger(session, "t1", "p1", paused.id, {"enabled": False}, now=later)
         triggers.delete_trigger(session, "t1", "p1", deleted.id, now=later)
-    assert _history(db, paused.id) == [(_at(5, 1), MISSED, overdue.DISABLED_REASON, later)]
+    assert _history(db, paused.id) == [(_at(5, 1), MISSED, occurrences.DISABLED_REASON, later)]
     # The deleted trigger's history stays, detached from it like the rest of it.
-    assert _history(db, None) == [(_at(5, 1), MISSED, overdue.DELETED_REASON, later)]
+    assert _history(db, None) == [(_at(5, 1), MISSED, occurrences.DELETED_REASON, later)]
 
 
 def test_deleting_by_ref_records_the_due_occurrences_of_each(db: sessionmaker[Session]):
@@ -165,7 +165,7 @@ def test_moving_the_run_at_of_a_due_one_time_trigger_records_the_old_one_missed(
         updated, _ = triggers.update_trigger(session, "t1", "p1", trigger.id,
                                              {"run_at": _at(6, 0)}, now=later)
         assert updated.next_run_at == _at(6, 0)
-    assert _history(db, trigger.id) == [(run_at, MISSED, overdue.RESCHEDULED_REASON, later)]
+    assert _history(db, trigger.id) == [(run_at, MISSED, occurrences.RESCHEDULED_REASON, later)]
 
 
 def test_a_long_backlog_is_recorded_up_to_the_cap_and_its_last_row_says_so(
@@ -177,10 +177,10 @@ def test_a_long_backlog_is_recorded_up_to_the_cap_and_its_last_row_says_so(
         triggers.update_trigger(session, "t1", "p1", trigger.id, {"timezone": "Europe/Paris"},
                                 now=much_later)
     rows = _history(db, trigger.id)
-    assert len(rows) == overdue.MAX_MISSED_PER_EDIT
+    assert len(rows) == occurrences.MAX_MISSED_PER_EDIT
     assert rows[0][0] == _at(5, 1) and rows[-1][0] == _at(5, 1) + 99 * MINUTE
-    assert rows[-2][2] == overdue.RESCHEDULED_REASON
-    assert rows[-1][2] == (f"{overdue.RESCHEDULED_REASON} (so were the later occurrences"
+    assert rows[-2][2] == occurrences.RESCHEDULED_REASON
+    assert rows[-1][2] == (f"{occurrences.RESCHEDULED_REASON} (so were the later occurrences"
                            f" up to {much_later.isoformat()})")
 
 
@@ -205,10 +205,10 @@ def test_a_sync_records_what_it_takes_from_due_triggers_in_one_insert(
         ids = {t.name: t.id for t in session.scalars(select(Trigger))}
         assert session.get(Trigger, ids["kept"]).next_run_at == _at(5, 1)
     assert [row[:3] for row in _history(db, ids["moved"])] == [
-        (_at(5, 1), MISSED, overdue.RESCHEDULED_REASON),
-        (_at(5, 2), MISSED, overdue.RESCHEDULED_REASON)]
-    assert [row[2] for row in _history(db, ids["paused"])] == [overdue.DISABLED_REASON] * 2
-    assert [row[2] for row in _history(db, None)] == [overdue.DELETED_REASON] * 2
+        (_at(5, 1), MISSED, occurrences.RESCHEDULED_REASON),
+        (_at(5, 2), MISSED, occurrences.RESCHEDULED_REASON)]
+    assert [row[2] for row in _history(db, ids["paused"])] == [occurrences.DISABLED_REASON] * 2
+    assert [row[2] for row in _history(db, None)] == [occurrences.DELETED_REASON] * 2
     assert _history(db, ids["kept"]) == []
 
 

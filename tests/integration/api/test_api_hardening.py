@@ -308,13 +308,18 @@ def _chunked_post(address: str, key: str, body: bytes, padding: int) -> bytes:
     sender.start()
     answer = b""
     try:
-        while not answer.endswith(b"}") and b"\r\n\r\n" not in answer[-4:]:
+        # Until the head and the Content-Length bytes of body it announces have come.
+        while True:
+            head, sep, body_part = answer.partition(b"\r\n\r\n")
+            if sep:
+                length = next((int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
+                               if line.lower().startswith(b"content-length:")), 0)
+                if len(body_part) >= length:
+                    break
             data = sock.recv(65536)
             if not data:
                 break
             answer += data
-            if b"\r\n\r\n" in answer and answer.rstrip().endswith(b"}"):
-                break
     except OSError:
         pass
     finally:
