@@ -29,21 +29,12 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app import occurrences
-from app.enums import TargetKind
 from app.limits import MAX_SYNC_TRIGGERS
 from app.models import Trigger
 from app.queries.cancellation import DELETED_REASON, cancel_pending, stop_scheduled_runs
 from app.queries.missed import record_missed
 from app.queries.triggers import project_triggers
-from app.triggers import (
-    EDITABLE,
-    InvalidTrigger,
-    NameTaken,
-    complete_definition,
-    is_finished_one_time,
-    new_signing_secret,
-    next_run_after_save,
-)
+from app.triggers import EDITABLE, InvalidTrigger, NameTaken, apply_definition
 
 # The columns an update rewrites: the whole definition, plus what saving derives.
 _UPDATED = (*EDITABLE, "next_run_at", "version", "updated_at")
@@ -103,44 +94,32 @@ def sync_triggers(
     missed: list[dict[str, Any]] = []
     secrets: dict[str, str] = {}
     for position, definition in enumerate(desired):
+        old = existing.get(definition["name"])
         try:
-            row = complete_definition(definition)
-            old = existing.get(row["name"])
-            if row["target_kind"] is TargetKind.WEBHOOK and "signing_secret" not in definition:
-                kept = old.signing_secret if old is not None else None
-                if kept is None and not dry_run:
-                    kept = secrets[row["name"]] = new_signing_secret()
-                row["signing_secret"] = kept
-            if old is not None and is_finished_one_time(old) and row["run_at"] == old.run_at:
-                # The same file applied again after its one-time trigger fired: that
-                # occurrence is done, and the definition's `enabled` (true by default)
-                # must not try to arm a run_at now in the past. It stays finished; a
-                # changed run_at is a new occurrence and is checked as any other.
-                row["enabled"] = False
-            if old is not None and not row["enabled"] and (
-                old.enabled or (definition.get("enabled") is False and is_finished_one_time(old))
-            ):
-                # Said explicitly for a fired one-time trigger: re-applying a file that
-                # leaves `enabled` out must not cancel the retries of its last run.
-                stopping.append(old.id)
-            if old is not None and all(getattr(old, c) == row[c] for c in EDITABLE):
-                unchanged.append(row["name"])
-                continue
-            row["next_run_at"] = next_run_after_save(old, row, now, cache)
+            applied = apply_definition(
+                old, definition, now=now, explicit_enabled=definition.get("enabled"),
+                declarative=True, generate_secret=not dry_run, cache=cache)
         except InvalidTrigger as exc:
             # Keyed by the trigger's name: a sync file is edited by name, not by index.
             name = str(definition.get("name", position))
             raise InvalidTrigger(f"triggers.{name}.{exc.field}", exc.message,
                                  path=("triggers", name, *exc.path)) from None
+        row = applied.row
+        if applied.generated_secret is not None:
+            secrets[row["name"]] = applied.generated_secret
+        if applied.stop_runs:
+            assert old is not None
+            stopping.append(old.id)
+        if not applied.changed:
+            unchanged.append(row["name"])
+            continue
+        row["next_run_at"] = applied.next_run_at
         row["updated_at"] = now
         if old is None:
             created.append({**row, "tenant_id": tenant_id, "project_id": project_id,
                             "version": 1, "created_at": now})
         else:
-            reason = (occurrences.RESCHEDULED_REASON if row["enabled"]
-                      else occurrences.DISABLED_REASON)
-            missed.extend(occurrences.missed_rows(old, row["next_run_at"], now=now,
-                                                  reason=reason))
+            missed.extend(applied.missed)
             updated.append({**row, "id": old.id, "version": old.version + 1})
     wanted = set(names)
     gone = [t for name, t in existing.items() if name not in wanted]

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import dataclasses
 import datetime as dt
 import secrets
 import uuid
@@ -232,6 +233,70 @@ def list_triggers(
     return list(session.execute(statement.order_by(Trigger.id).limit(limit)).scalars())
 
 
+@dataclasses.dataclass(frozen=True)
+class Applied:
+    """What saving a definition over a stored trigger (or none) comes to; nothing written."""
+
+    #: The complete definition to store (every editable column).
+    row: dict[str, Any]
+    #: False when it equals what is stored: nothing is written (no version bump).
+    changed: bool
+    #: The trigger's scheduled runs must stop (it is being disabled).
+    stop_runs: bool
+    next_run_at: dt.datetime | None
+    #: Due occurrences the save takes away, to record as missed.
+    missed: list[dict[str, Any]]
+    #: A signing secret generated for a webhook that had none (shown once), or None.
+    generated_secret: str | None
+
+
+def apply_definition(
+    old: Trigger | None, definition: Mapping[str, Any], *, now: dt.datetime,
+    explicit_enabled: bool | None, declarative: bool, generate_secret: bool = True,
+    cache: dict[tuple[str, str], dt.datetime] | None = None,
+) -> Applied:
+    """Decide what saving ``definition`` over ``old`` does: the one rule of PATCH and sync.
+
+    * A webhook without a signing secret keeps the stored one, or gets a fresh one
+      (when ``generate_secret``; a dry run does not).
+    * Disabling stops the trigger's scheduled runs when it was enabled, or when the
+      caller said ``enabled: false`` itself (a fired one-time trigger is disabled
+      already, and its retries must stop too).
+    * A fired one-time trigger saved with its ``run_at`` unchanged stays finished when
+      the save is ``declarative`` (a sync re-applying its file); an explicit resume
+      (PATCH) is checked like any other run_at, which lies in the past.
+    * ``next_run_at`` follows :func:`next_run_after_save`; due occurrences the save moves
+      away are returned as missed rows (:func:`app.occurrences.missed_rows`).
+
+    Raises:
+        InvalidTrigger: the definition is invalid.
+    """
+    row = complete_definition(definition)
+    generated = None
+    if row["target_kind"] is TargetKind.WEBHOOK and row["signing_secret"] is None:
+        if old is not None and old.target_kind is TargetKind.WEBHOOK and old.signing_secret:
+            row["signing_secret"] = old.signing_secret
+        elif generate_secret:
+            generated = row["signing_secret"] = new_signing_secret()
+    if (old is not None and declarative and is_finished_one_time(old)
+            and row["run_at"] == old.run_at):
+        # The same file applied again after its one-time trigger fired: that occurrence
+        # is done, and the definition's `enabled` (true by default) must not try to arm
+        # a run_at now in the past. A changed run_at is a new occurrence.
+        row["enabled"] = False
+    stop_runs = old is not None and not row["enabled"] and (
+        old.enabled or explicit_enabled is False)
+    if old is not None and all(getattr(old, column) == row[column] for column in EDITABLE):
+        return Applied(row, False, stop_runs, old.next_run_at, [], None)
+    next_run_at = next_run_after_save(old, row, now, cache)
+    missed: list[dict[str, Any]] = []
+    if old is not None:
+        reason = (occurrences.RESCHEDULED_REASON if row["enabled"]
+                  else occurrences.DISABLED_REASON)
+        missed = occurrences.missed_rows(old, next_run_at, now=now, reason=reason)
+    return Applied(row, True, stop_runs, next_run_at, missed, generated)
+
+
 def create_trigger(
     session: Session, tenant_id: str, project_id: str, values: Mapping[str, Any], *,
     now: dt.datetime,
@@ -295,29 +360,24 @@ def update_trigger(
         merged["run_at"] = None
     if changes.get("run_at") is not None and "cron_expression" not in changes:
         merged["cron_expression"] = None
-    new = complete_definition(merged)
-    if changes.get("enabled") is False:
+    applied = apply_definition(trigger, merged, now=now,
+                               explicit_enabled=changes.get("enabled"), declarative=False)
+    if applied.stop_runs:
         stop_scheduled_runs(session, tenant_id, [trigger.id], now=now)
-    if all(getattr(trigger, column) == new[column] for column in EDITABLE):
+    if not applied.changed:
         # Nothing differs (an empty PATCH, a resume of a running trigger): no write, so
         # the version, the ETag and updated_at stay what the caller may already hold.
         return trigger, None
-    generated = None
-    if new["target_kind"] is TargetKind.WEBHOOK and new["signing_secret"] is None:
-        generated = new["signing_secret"] = new_signing_secret()
-    next_run_at = next_run_after_save(trigger, new, now)
-    reason = occurrences.RESCHEDULED_REASON if new["enabled"] else occurrences.DISABLED_REASON
-    missed = occurrences.missed_rows(trigger, next_run_at, now=now, reason=reason)
-    with _unique_name(session, new["name"]):
-        for column, value in new.items():
+    with _unique_name(session, applied.row["name"]):
+        for column, value in applied.row.items():
             setattr(trigger, column, value)
-        trigger.next_run_at = next_run_at
+        trigger.next_run_at = applied.next_run_at
         trigger.version += 1
         trigger.updated_at = now
     # Only once the write stands: a caller that catches NameTaken and commits must not
     # keep missed rows for occurrences the dispatcher will still run.
-    record_missed(session, missed)
-    return trigger, generated
+    record_missed(session, applied.missed)
+    return trigger, applied.generated_secret
 
 
 def delete_trigger(
