@@ -229,7 +229,9 @@ class TriggerFieldsSchema(ma.Schema):
     payload = JsonValue(metadata={"description": "Any JSON, at most 64 KiB."})
     message_template = Str(allow_none=True,
                            validate=[utf8_max(MAX_TEMPLATE_BYTES), check_template],
-                           metadata={"description": "Jinja2, compiled when saved."})
+                           metadata={"description": "A logic-less Mustache subset ({{ payload.x }},"
+                                                     " {{#list}}...{{/list}}), parsed when saved;"
+                                                     " see README."})
     max_attempts = fields.Integer(strict=True, validate=validate.Range(*MAX_ATTEMPTS))
     backoff_base_s = fields.Integer(strict=True, validate=validate.Range(*BACKOFF_S))
     backoff_cap_s = fields.Integer(strict=True, validate=validate.Range(*BACKOFF_S))
