@@ -10,7 +10,7 @@ from api import auth
 from api.parser import Blueprint
 from api.schemas.common import ApiKeyCreateSchema, NewApiKeySchema
 from api.state import state, transaction
-from app import apikeys
+from app.editing import apikeys
 
 log = logging.getLogger(__name__)
 

@@ -16,8 +16,8 @@ from webargs.flaskparser import abort
 from api.errors import UNAUTHORIZED_HEADERS
 from api.schemas.fields import PROJECT_ID_PATTERN, PROJECT_ID_RULE
 from api.state import state
-from app import apikeys
 from app.config import MAX_TOKEN_CHARS
+from app.editing import apikeys
 
 # Longer than any key or token we issue (a configured token is refused at start if it is
 # longer); refusing early keeps hashing bounded.

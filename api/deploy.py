@@ -25,10 +25,11 @@ from api.auth import bearer_token
 from api.parser import Blueprint
 from api.schemas.fields import FullMatch, Str, StrictBool
 from api.state import state
-from app import apikeys, deploy
-from app.deploy import DEPLOYMENT_ID_PATTERN, DEPLOYMENT_ID_RULE
-from app.deploy_report import status_json
-from app.deploying import activate_deployment
+from app.deploys import deploy
+from app.deploys.deploy import DEPLOYMENT_ID_PATTERN, DEPLOYMENT_ID_RULE
+from app.deploys.deploy_report import status_json
+from app.deploys.deploying import activate_deployment
+from app.editing import apikeys
 from messaging.publisher import kick_tick
 
 log = logging.getLogger(__name__)

@@ -15,7 +15,7 @@ from api.schemas.views import (
     InvocationPageSchema,
 )
 from api.state import state, transaction
-from app import invocations
+from app.editing import invocations
 
 blp = Blueprint(
     "invocations", __name__, url_prefix="/api/v1/projects/<project_id>",

@@ -8,7 +8,7 @@ from api import auth
 from api.auth import bearer_token
 from api.parser import Blueprint
 from api.state import state
-from app import apikeys
+from app.editing import apikeys
 from app.metrics import collect, render
 
 blp = Blueprint("metrics", __name__, description="Prometheus metrics for operators.")

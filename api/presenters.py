@@ -13,10 +13,10 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from api.schemas.fields import REDACTED
-from app import scheduling
-from app.descriptions import describe_cron
 from app.enums import TargetKind
 from app.models import Invocation, InvocationAttempt, Trigger
+from app.schedule import scheduling
+from app.schedule.descriptions import describe_cron
 
 
 def _local(moment: dt.datetime, timezone: str) -> dt.datetime:

@@ -9,8 +9,8 @@ from api.parser import Blueprint
 from api.presenters import describe_cron
 from api.schemas.common import ScheduleCheckResultSchema, ScheduleCheckSchema
 from api.state import db_now, state
-from app import scheduling
 from app.errors import InvalidSchedule
+from app.schedule import scheduling
 
 PREVIEW_COUNT = 5
 

@@ -39,8 +39,8 @@ from api.schemas.views import (
     TriggerSchema,
 )
 from api.state import state, transaction
-from app import manual, sync, triggers
-from app.invocations import last_invocations
+from app.editing import manual, sync, triggers
+from app.editing.invocations import last_invocations
 from app.models import Trigger
 
 log = logging.getLogger(__name__)

@@ -17,7 +17,7 @@ from sqlalchemy import extract, func, select
 from sqlalchemy.dialects.postgresql import array
 from sqlalchemy.orm import Session
 
-from app import processes
+from app.deploys import processes
 from app.enums import InvocationStatus
 from app.models import DispatcherHeartbeat, Invocation, SchedulerState, Trigger
 

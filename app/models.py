@@ -246,7 +246,7 @@ class Deployment(Base):
     """A deployment id that was activated at least once: when, and at which generation.
 
     A process whose deployment is listed here but is not the active one was superseded;
-    one whose deployment was never activated is a standby (see :mod:`app.deploy`).
+    one whose deployment was never activated is a standby (see :mod:`app.deploys.deploy`).
     """
 
     __tablename__ = "deployments"
@@ -261,7 +261,7 @@ class Deployment(Base):
 class ProcessHeartbeat(Base):
     """One live worker, dispatcher or beat process, as it last reported itself.
 
-    Written by the process every few seconds (:mod:`app.processes`); a row not seen for
+    Written by the process every few seconds (:mod:`app.deploys.processes`); a row not seen for
     ``processes.LIVE_TTL_S`` is a dead process, and rows older than
     ``processes.EXPIRE_AFTER_S`` are deleted.
     """

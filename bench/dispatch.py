@@ -25,7 +25,7 @@ from sqlalchemy import text
 
 from app.config import Settings
 from app.db import create_database, drop_database, make_engine, make_session_factory
-from app.dispatch import DispatchOptions, dispatch_tick
+from app.firing.dispatch import DispatchOptions, dispatch_tick
 from messaging.publisher import publish_runs
 from tasks.celery_app import RUN_QUEUE, RUN_TASK, celery_app, configure
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import timeit
 from datetime import UTC, datetime, timedelta
 
-from app.scheduling import next_run_at
+from app.schedule.scheduling import next_run_at
 
 CASES: list[tuple[str, str]] = [
     ("*/5 * * * *", "UTC"),

@@ -61,7 +61,7 @@ def _sessions(settings: Settings) -> Any:
 
 @command_group
 def _api_key_commands(commands: Commands) -> None:
-    from app.apikeys import KEY_NAME_PATTERN, TENANT_PATTERN
+    from app.editing.apikeys import KEY_NAME_PATTERN, TENANT_PATTERN
 
     group = commands.add_parser("api-key", help="create and revoke tenants' API keys")
     actions = group.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -78,7 +78,7 @@ def _api_key_commands(commands: Commands) -> None:
 
 
 def _api_key_create(args: argparse.Namespace) -> int:
-    from app import apikeys
+    from app.editing import apikeys
 
     settings = Settings.from_env()
     with _sessions(settings).begin() as session:
@@ -93,7 +93,7 @@ def _api_key_create(args: argparse.Namespace) -> int:
 
 
 def _api_key_revoke(args: argparse.Namespace) -> int:
-    from app import apikeys
+    from app.editing import apikeys
 
     settings = Settings.from_env()
     with _sessions(settings).begin() as session:
@@ -137,9 +137,9 @@ def _dispatch(args: argparse.Namespace) -> int:
 
     # Importing the worker module configures the Celery app from the environment.
     import tasks.worker  # noqa: F401
-    from app.deploy import Superseded
+    from app.deploys.deploy import Superseded
+    from app.deploys.presence import Presence
     from app.enums import ProcessKind
-    from app.presence import Presence
     from tasks.runtime import get_runtime
     from tasks.ticks import run_tick
 
@@ -188,7 +188,7 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 @command_group
 def _deploy_commands(commands: Commands) -> None:
-    from app.deploy import DEPLOYMENT_ID_PATTERN, DEPLOYMENT_ID_RULE
+    from app.deploys.deploy import DEPLOYMENT_ID_PATTERN, DEPLOYMENT_ID_RULE
 
     group = commands.add_parser("deploy", help="deployments: which code's processes run")
     actions = group.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -227,7 +227,7 @@ def _activation_json(activation: Any) -> str:
 
 def _deploy_activate(args: argparse.Namespace) -> int:
     import tasks.worker  # noqa: F401 - configures the Celery app from the environment
-    from app.deploying import activate_deployment
+    from app.deploys.deploying import activate_deployment
     from messaging.publisher import kick_tick
     from tasks.celery_app import celery_app
     from tasks.runtime import get_runtime
@@ -242,7 +242,7 @@ def _deploy_activate(args: argparse.Namespace) -> int:
 
 def _deploy_reset(args: argparse.Namespace) -> int:
     import tasks.worker  # noqa: F401 - configures the Celery app from the environment
-    from app.deploying import reset_deployments
+    from app.deploys.deploying import reset_deployments
     from messaging.publisher import kick_tick
     from tasks.celery_app import celery_app
     from tasks.runtime import get_runtime
@@ -255,8 +255,8 @@ def _deploy_reset(args: argparse.Namespace) -> int:
 def _deploy_status(args: argparse.Namespace) -> int:
     import json
 
-    from app import deploy
-    from app.deploy_report import status_json, status_text
+    from app.deploys import deploy
+    from app.deploys.deploy_report import status_json, status_text
 
     settings = Settings.from_env()
     with _sessions(settings).begin() as session:
@@ -282,8 +282,8 @@ def _health_commands(commands: Commands) -> None:
 def _health(args: argparse.Namespace) -> int:
     import socket
 
-    from app import processes
-    from app.deploy_report import health_verdict
+    from app.deploys import processes
+    from app.deploys.deploy_report import health_verdict
 
     settings = Settings.from_env()
     hostname = socket.gethostname()

@@ -1,7 +1,7 @@
 """Beat's scheduler, gated by deployment: only the active deployment's beats send ticks.
 
 Run as ``celery -A tasks.worker beat`` (``beat_scheduler`` names this class). A beat
-registers itself (:mod:`app.presence`) and sends ticks only while its role is
+registers itself (:mod:`app.deploys.presence`) and sends ticks only while its role is
 ``active``; a standby or superseded beat stays up, sending nothing, and starts the
 moment its deployment is activated. Several beats of the active deployment may run at
 once (on different machines): each sends its own ticks, and the dispatcher's SKIP LOCKED
@@ -15,8 +15,8 @@ from typing import Any
 
 from celery.beat import PersistentScheduler
 
+from app.deploys.presence import Presence
 from app.enums import ProcessKind
-from app.presence import Presence
 from tasks.runtime import get_runtime
 
 #: The longest beat sleeps between looks at its role: how late a newly activated beat's

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from app.deploy import Superseded
+from app.deploys.deploy import Superseded
 from tasks.celery_app import DISPATCH_QUEUE, DISPATCH_TASK, celery_app
 from tasks.ticks import run_tick
 

@@ -4,9 +4,9 @@ A consumer bootstep. At start (before the consumer's first ``consume``) a proces
 deployment is not active cancels its Cronbeat queues, so a standby never receives a
 message. Then, every :data:`APPLY_INTERVAL_S` on the worker's own event loop (where
 Celery's remote-control commands run too, so the consumer is never touched from another
-thread), it makes what the consumer consumes match the role that :mod:`app.presence`
+thread), it makes what the consumer consumes match the role that :mod:`app.deploys.presence`
 keeps current: it starts consuming the moment its deployment is activated, and stops
-the moment another one is. The fence (:mod:`app.deploy`) guards every claim regardless,
+the moment another one is. The fence (:mod:`app.deploys.deploy`) guards every claim regardless,
 so a message received in between is handed back, never run by the wrong deployment.
 
 The heartbeat row says whether the consumer really consumes: an active worker that
@@ -22,9 +22,9 @@ from typing import Any
 
 from celery import bootsteps
 
-from app import processes
+from app.deploys import processes
+from app.deploys.presence import Presence
 from app.enums import ProcessRole
-from app.presence import Presence
 from tasks.celery_app import DISPATCH_QUEUE, RUN_QUEUE
 from tasks.runtime import get_runtime
 

@@ -10,11 +10,11 @@ from celery import Celery
 from kombu.exceptions import OperationalError as BrokerError
 from redis.exceptions import RedisError
 
-from app.deploy import Superseded
+from app.deploys.deploy import Superseded
 from app.errors import TargetUnavailable
+from app.firing.runner import run_invocation
 from app.limits import TIMEOUT_S
 from app.queries.leases import LEASE_GRACE_S
-from app.runner import run_invocation
 from messaging.publisher import publish_runs
 from tasks.celery_app import RUN_TASK, celery_app
 from tasks.runtime import get_runtime

@@ -10,8 +10,8 @@ from typing import Any
 from kombu.exceptions import OperationalError as KombuOperationalError
 from redis.exceptions import RedisError
 
-from app.dispatch import DispatchOptions, dispatch_tick
 from app.errors import TransientError
+from app.firing.dispatch import DispatchOptions, dispatch_tick
 from messaging.publisher import publish_runs
 from tasks.celery_app import celery_app
 from tasks.runtime import get_runtime

@@ -6,7 +6,7 @@ import marshmallow as ma
 from marshmallow import fields, validate
 
 from api.schemas.fields import MAX_CRON_CHARS, FullMatch, Str
-from app.apikeys import KEY_NAME_PATTERN, TENANT_PATTERN
+from app.editing.apikeys import KEY_NAME_PATTERN, TENANT_PATTERN
 
 
 class ErrorSchema(ma.Schema):

@@ -10,7 +10,9 @@ from typing import Any
 import marshmallow as ma
 from marshmallow import ValidationError, fields, validate
 
-from app import scheduling
+# Compiles in the sandbox the workers render messages in, so a template that saves is
+# one that compiles there.
+from app.delivery.templating import compile_template
 from app.errors import InvalidSchedule, InvalidTemplate
 from app.limits import (  # noqa: F401 - re-exported for the schemas
     MAX_CRON_CHARS,
@@ -18,10 +20,7 @@ from app.limits import (  # noqa: F401 - re-exported for the schemas
     MAX_PAYLOAD_BYTES,
     MAX_TEMPLATE_BYTES,
 )
-
-# Compiles in the sandbox the workers render messages in, so a template that saves is
-# one that compiles there.
-from app.templating import compile_template
+from app.schedule import scheduling
 
 NAME_PATTERN = r"^[A-Za-z0-9._-]{1,200}$"
 # What reads show in place of a webhook's header values and URL password.

@@ -2,7 +2,7 @@
 
 The schemas check each field and the rules that span fields, and turn the nested
 ``target`` into the trigger's columns. Whether ``run_at`` lies ahead and what
-``next_run_at`` becomes are decided by :mod:`app.triggers`, which knows the request's
+``next_run_at`` becomes are decided by :mod:`app.editing.triggers`, which knows the request's
 ``now`` and the stored trigger.
 """
 
@@ -36,8 +36,7 @@ from api.schemas.fields import (
     utf8_max,
 )
 from api.state import state
-from app import scheduling
-from app.delivery import DEFAULT_TASK_QUEUE, RESERVED_HEADERS
+from app.delivery.send import DEFAULT_TASK_QUEUE, RESERVED_HEADERS
 from app.enums import MisfirePolicy, OverlapPolicy
 from app.limits import (
     BACKOFF_S,
@@ -49,6 +48,7 @@ from app.limits import (
     RUN_AT_LIMIT,
     TIMEOUT_S,
 )
+from app.schedule import scheduling
 
 METHODS = ("POST", "PUT", "PATCH", "GET", "DELETE")
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,256}")

@@ -18,7 +18,7 @@ FENCE_LOCK_KEY = 0x63726F6E62656174
 
 
 def fence_shared(session: Session) -> None:
-    """Hold the deploy fence shared until commit (every claim; :func:`app.deploy.fence`)."""
+    """Hold the deploy fence shared until commit (every claim; :func:`app.deploys.deploy.fence`)."""
     session.execute(select(func.pg_advisory_xact_lock_shared(FENCE_LOCK_KEY)))
 
 

@@ -12,7 +12,7 @@ from app.models import Invocation
 
 
 def record_missed(session: Session, rows: Sequence[dict[str, Any]]) -> None:
-    """Insert ``rows`` (from :func:`app.occurrences.missed_rows`), batched; a key already
+    """Insert ``rows`` (from :func:`app.schedule.occurrences.missed_rows`), batched; a key already
     taken is kept."""
     if not rows:
         return

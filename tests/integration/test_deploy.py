@@ -18,9 +18,9 @@ import pytest
 from sqlalchemy import func, insert, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
-from app import deploy, processes
 from app.config import Settings
-from app.deploy import (
+from app.deploys import deploy, processes
+from app.deploys.deploy import (
     ActivationRefused,
     Observation,
     Superseded,
@@ -30,10 +30,10 @@ from app.deploy import (
     read_state,
     role_of,
 )
-from app.dispatch import DispatchOptions, dispatch_tick
 from app.enums import InvocationStatus, ProcessKind, ProcessRole
+from app.firing.dispatch import DispatchOptions, dispatch_tick
+from app.firing.runner import run_invocation
 from app.models import Deployment, Invocation, Trigger
-from app.runner import run_invocation
 from tests.conftest import ROOT
 from tests.support.processes import register
 

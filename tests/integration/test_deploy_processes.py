@@ -21,7 +21,7 @@ import pytest
 from sqlalchemy import func, insert, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from app import processes
+from app.deploys import processes
 from app.enums import InvocationStatus
 from app.models import Invocation, InvocationAttempt, Trigger
 from tests.conftest import ROOT

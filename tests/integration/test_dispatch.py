@@ -15,9 +15,9 @@ from sqlalchemy import func, insert, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.config import Settings
-from app.dispatch import DispatchOptions, dispatch_tick
 from app.enums import InvocationStatus
 from app.errors import TransientError
+from app.firing.dispatch import DispatchOptions, dispatch_tick
 from app.models import Invocation, InvocationAttempt, Trigger
 from messaging.publisher import publish_runs
 from tasks.celery_app import RUN_QUEUE, celery_app, configure

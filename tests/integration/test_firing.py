@@ -21,9 +21,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from standardwebhooks.webhooks import Webhook
 
 from app.config import Settings
-from app.dispatch import DispatchOptions, dispatch_tick
 from app.enums import InvocationStatus
 from app.errors import TransientError
+from app.firing.dispatch import DispatchOptions, dispatch_tick
 from app.models import Invocation, InvocationAttempt, Trigger
 from messaging.publisher import publish_runs
 from tasks.celery_app import DISPATCH_QUEUE, DISPATCH_TASK, RUN_QUEUE

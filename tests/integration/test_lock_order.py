@@ -18,7 +18,7 @@ import pytest
 from sqlalchemy import func, insert, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
-from app import sync, triggers
+from app.editing import sync, triggers
 from app.enums import InvocationStatus
 from app.models import Invocation, Trigger
 from app.queries import claims

@@ -9,11 +9,11 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.deploy import activate
+from app.deploys.deploy import activate
+from app.deploys.processes import RUN_QUEUE
 from app.enums import ProcessKind, ProcessRole
 from app.metrics import collect, render
 from app.models import DispatcherHeartbeat, Invocation, Trigger
-from app.processes import RUN_QUEUE
 from tests.support.processes import register
 
 

@@ -13,16 +13,16 @@ import pytest
 from sqlalchemy import NullPool, create_engine, func, select, text, update
 from standardwebhooks.webhooks import Webhook
 
-from app import delivery
 from app.config import Settings
 from app.db import make_engine, make_session_factory
-from app.delivery import DeliveryResult, Verdict
+from app.delivery import send as delivery
+from app.delivery.netguard import REFUSED_MESSAGE
+from app.delivery.send import DeliveryResult, Verdict
 from app.enums import InvocationStatus
+from app.firing.runner import RunOutcome, run_invocation
 from app.models import Invocation
-from app.netguard import REFUSED_MESSAGE
 from app.queries import leases
 from app.queries.claims import take_expired_leases
-from app.runner import RunOutcome, run_invocation
 from tests.support.receiver import Receiver
 from tests.support.runs import (
     DEADLINE_S,
@@ -151,7 +151,7 @@ def test_an_unexpected_error_in_delivery_fails_the_invocation_with_its_type_only
     def crash(**_: Any) -> DeliveryResult:
         raise RuntimeError("Authorization: Bearer s3cret")
 
-    with caplog.at_level("ERROR", logger="app.runner"):
+    with caplog.at_level("ERROR", logger="app.firing.runner"):
         outcome = run_invocation(db, settings, invocation_id, send_task=no_task,
                                  send_webhook_=crash)
 
@@ -415,7 +415,7 @@ def test_a_database_blip_after_the_delivery_is_waited_out_and_the_outcome_record
         return DeliveryResult(verdict=Verdict.SUCCEEDED, response_status=200,
                               response_excerpt="ok")
 
-    with caplog.at_level("WARNING", logger="app.runner"):
+    with caplog.at_level("WARNING", logger="app.firing.runner"):
         outcome = run_invocation(sessions, own, invocation_id, send_task=no_task,
                                  send_webhook_=deliver_then_lose_the_database)
     reopened.join()
@@ -502,7 +502,7 @@ def test_a_failed_attempt_is_logged_with_its_reason(
 
     url = f"http://127.0.0.1:{_closed_port()}/hook?token=s3cret"
     invocation_id = add_invocation(db, add_trigger(db, webhook_url=url, max_attempts=1))
-    with caplog.at_level(logging.INFO, logger="app.runner"):
+    with caplog.at_level(logging.INFO, logger="app.firing.runner"):
         run_invocation(db, settings, invocation_id, send_task=no_task)
     finished = [r for r in caplog.records if getattr(r, "action", "") == "run.finished"]
     assert [(r.levelname, r.getMessage()) for r in finished] == [

@@ -20,7 +20,7 @@ import pytest
 from celery import Celery
 
 from app.config import Settings
-from app.delivery import Verdict, send_webhook
+from app.delivery.send import Verdict, send_webhook
 from app.enums import InvocationStatus
 from app.errors import TargetUnavailable
 from app.queries.leases import LEASE_GRACE_S

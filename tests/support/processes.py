@@ -7,7 +7,7 @@ import uuid
 from sqlalchemy import text
 from sqlalchemy.orm import Session, sessionmaker
 
-from app import processes
+from app.deploys import processes
 from app.enums import ProcessKind, ProcessRole
 
 

@@ -1,4 +1,5 @@
-"""Saving a definition: the one rule PATCH and sync share (app.triggers.apply_definition)."""
+"""Saving a definition: the one rule PATCH and sync share
+(app.editing.triggers.apply_definition)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,8 @@ import uuid
 
 import pytest
 
+from app.editing.triggers import DEFAULTS, EDITABLE, apply_definition, complete_definition
 from app.models import Trigger
-from app.triggers import DEFAULTS, EDITABLE, apply_definition, complete_definition
 
 UTC = dt.UTC
 NOW = dt.datetime(2026, 6, 1, 12, 0, 20, tzinfo=UTC)

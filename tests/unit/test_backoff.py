@@ -6,7 +6,7 @@ import datetime as dt
 
 import pytest
 
-from app.backoff import MAX_RETRY_AFTER_S, backoff_delay_s, next_retry_delay_s, retry_after_s
+from app.firing.backoff import MAX_RETRY_AFTER_S, backoff_delay_s, next_retry_delay_s, retry_after_s
 
 NOW = dt.datetime(2026, 3, 7, 5, 0, 0, tzinfo=dt.UTC)
 

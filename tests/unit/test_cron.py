@@ -7,9 +7,9 @@ from datetime import UTC, date, datetime
 
 import pytest
 
-from app import cron
 from app.errors import InvalidSchedule, PermanentError
-from app.scheduling import next_run_times, validate_schedule
+from app.schedule import cron
+from app.schedule.scheduling import next_run_times, validate_schedule
 
 
 def utc(*fields: int) -> datetime:

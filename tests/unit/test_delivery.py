@@ -6,8 +6,8 @@ import datetime as dt
 
 import pytest
 
-from app import delivery
-from app.delivery import RESERVED_HEADERS, build_headers, send_webhook
+from app.delivery import send as delivery
+from app.delivery.send import RESERVED_HEADERS, build_headers, send_webhook
 from app.errors import PermanentError
 
 NOW = dt.datetime(2026, 3, 7, 5, 0, 0, tzinfo=dt.UTC)

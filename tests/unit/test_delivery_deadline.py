@@ -5,7 +5,7 @@ from __future__ import annotations
 import socket
 import time
 
-from app.webhook_transport import request_deadline
+from app.delivery.webhook_transport import request_deadline
 
 
 def test_the_watchdog_wakes_a_read_blocked_at_the_deadline() -> None:

@@ -6,8 +6,8 @@ import datetime as dt
 
 import pytest
 
-from app.descriptions import describe_cron
-from app.scheduling import next_run_times
+from app.schedule.descriptions import describe_cron
+from app.schedule.scheduling import next_run_times
 
 AFTER = dt.datetime(2026, 6, 1, tzinfo=dt.UTC)
 

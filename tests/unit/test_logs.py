@@ -53,12 +53,12 @@ def test_a_text_line_names_an_exception_by_type_only_without_its_traceback() -> 
     try:
         raise ConnectionError("GET https://hooks.example/x?token=s3cr3t failed")
     except ConnectionError:
-        record = logging.getLogger("app.runner").makeRecord(
-            "app.runner", logging.ERROR, __file__, 1, "delivery failed", (), sys.exc_info(),
+        record = logging.getLogger("app.firing.runner").makeRecord(
+            "app.firing.runner", logging.ERROR, __file__, 1, "delivery failed", (), sys.exc_info(),
             extra={"action": "run.delivery_error"})
     text = TextFormatter().format(record)
     assert text.endswith(
-        "app.runner: delivery failed [action=run.delivery_error error=ConnectionError]")
+        "app.firing.runner: delivery failed [action=run.delivery_error error=ConnectionError]")
     assert "s3cr3t" not in text and "Traceback" not in text and "\n" not in text
     # The record is left as it was for any other handler.
     assert record.exc_info is not None and record.exc_info[0] is ConnectionError

@@ -7,7 +7,7 @@ import datetime as dt
 import pytest
 
 from app.enums import InvocationStatus, MisfirePolicy
-from app.occurrences import MAX_CATCH_UP_RUNS, decide, plan_trigger
+from app.schedule.occurrences import MAX_CATCH_UP_RUNS, decide, plan_trigger
 
 UTC = dt.UTC
 NOW = dt.datetime(2026, 6, 1, 12, 0, 30, tzinfo=UTC)

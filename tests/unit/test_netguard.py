@@ -9,8 +9,14 @@ import time
 
 import pytest
 
+from app.delivery.netguard import (
+    REFUSED_MESSAGE,
+    check_address,
+    check_host,
+    refusal,
+    resolve_within,
+)
 from app.errors import TargetRefused, TargetUnavailable
-from app.netguard import REFUSED_MESSAGE, check_address, check_host, refusal, resolve_within
 
 
 @pytest.mark.parametrize(
@@ -68,7 +74,7 @@ def test_the_refusal_message_names_no_address_and_no_class() -> None:
 def test_the_refused_address_and_class_go_to_the_debug_log(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    with caplog.at_level("DEBUG", logger="app.netguard"), pytest.raises(TargetRefused):
+    with caplog.at_level("DEBUG", logger="app.delivery.netguard"), pytest.raises(TargetRefused):
         check_address("10.1.2.3")
     [record] = caplog.records
     assert record.levelname == "DEBUG"

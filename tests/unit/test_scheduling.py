@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from app.errors import InvalidSchedule
-from app.scheduling import (
+from app.schedule.scheduling import (
     MAX_PREVIEW,
     is_fixed_time,
     next_run_at,

@@ -11,9 +11,9 @@ from croniter import croniter
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from app import cron
 from app.errors import InvalidSchedule
-from app.scheduling import next_run_at, next_run_times, validate_timezone
+from app.schedule import cron
+from app.schedule.scheduling import next_run_at, next_run_times, validate_timezone
 
 SETTINGS = settings(max_examples=200, deadline=None)
 MINUTE = timedelta(minutes=1)

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from app.errors import InvalidTemplate, PermanentError
-from app.templating import (
+from app.delivery.templating import (
     MAX_MESSAGE_CHARS,
     MAX_RENDER_STEPS,
     compile_template,
     render_message,
 )
+from app.errors import InvalidTemplate, PermanentError
 
 CONTEXT = {
     "trigger": {"id": "0b0e7a5c-0000-4000-8000-000000000001", "name": "nightly report"},

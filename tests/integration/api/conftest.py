@@ -18,8 +18,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from werkzeug.test import TestResponse
 
 from api import create_app
-from app import apikeys
 from app.config import Settings
+from app.editing import apikeys
 
 ADMIN_TOKEN = "test-admin-token-0123456789"  # the suite's settings (tests/conftest.py)
 PROJECT = "proj-1"

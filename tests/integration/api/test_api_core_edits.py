@@ -1,8 +1,9 @@
 """Edits racing the dispatcher and the workers, against real PostgreSQL.
 
-What an edit does to a trigger that is already due (app.occurrences.missed_rows), a cancel racing a
-retry (app.invocations), manual runs beside the schedule's own keys (app.manual), and
-disabling a trigger whose invocations are still pending or running (app.queries.cancellation).
+What an edit does to a trigger that is already due (app.schedule.occurrences.missed_rows),
+a cancel racing a retry (app.editing.invocations), manual runs beside the schedule's own
+keys (app.editing.manual), and disabling a trigger whose invocations are still pending
+or running (app.queries.cancellation).
 """
 
 from __future__ import annotations
@@ -18,12 +19,13 @@ from sqlalchemy import Engine, event, select, text
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from app import invocations, manual, occurrences, sync, triggers
-from app.dispatch import DispatchOptions, dispatch_tick
+from app.editing import invocations, manual, sync, triggers
 from app.enums import InvocationStatus
 from app.errors import Conflict
+from app.firing.dispatch import DispatchOptions, dispatch_tick
 from app.models import Invocation, Trigger
 from app.queries import leases
+from app.schedule import occurrences
 
 UTC = dt.UTC
 NOW = dt.datetime(2026, 3, 7, 5, 0, 30, tzinfo=UTC)

@@ -1,4 +1,5 @@
-"""The editing core (app.triggers, app.sync, app.invocations) against real PostgreSQL."""
+"""The editing core (app.editing.triggers, app.editing.sync, app.editing.invocations)
+against real PostgreSQL."""
 
 from __future__ import annotations
 
@@ -9,10 +10,10 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from app import invocations, manual, sync, triggers
-from app.dispatch import DispatchOptions, dispatch_tick
+from app.editing import invocations, manual, sync, triggers
 from app.enums import InvocationStatus
 from app.errors import Conflict, NotFound
+from app.firing.dispatch import DispatchOptions, dispatch_tick
 from app.models import Invocation, Trigger
 
 UTC = dt.UTC

@@ -15,12 +15,13 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from api import create_app
-from app import apikeys, deploy
 from app.config import Settings
-from app.deploy import read_state
+from app.deploys import deploy
+from app.deploys.deploy import read_state
+from app.deploys.processes import RUN_QUEUE
+from app.editing import apikeys
 from app.enums import ProcessKind, ProcessRole
 from app.models import Deployment
-from app.processes import RUN_QUEUE
 from tasks.celery_app import DISPATCH_QUEUE
 from tests.integration.api.conftest import ADMIN_TOKEN, assert_error
 from tests.support.processes import register, register_fleet

@@ -29,8 +29,8 @@ from schemathesis.specs.openapi.checks import (
 from sqlalchemy.orm import Session, sessionmaker
 
 from api.openapi import spec_dict
-from app import manual, triggers
 from app.config import Settings
+from app.editing import manual, triggers
 from tasks.celery_app import RUN_QUEUE
 from tests.integration.api.conftest import ADMIN_TOKEN, mint_key
 

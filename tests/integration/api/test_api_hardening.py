@@ -19,10 +19,10 @@ from flask.testing import FlaskClient
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from app import scheduling
 from app.config import Settings
 from app.errors import ConfigError
 from app.models import ApiKey, Trigger
+from app.schedule import scheduling
 from tests.conftest import ROOT
 from tests.integration.api.conftest import ADMIN_TOKEN, Caller, assert_error, mint_key
 

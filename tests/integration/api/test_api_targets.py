@@ -47,7 +47,7 @@ def test_a_task_queue_the_operator_did_not_allow_is_a_422_naming_target_queue(
 def test_a_task_target_without_a_queue_needs_the_operator_to_allow_celery(
     app: Flask, api: Caller, db: sessionmaker[Session],
 ):
-    # No queue means Celery's default queue "celery" (app.delivery.DEFAULT_TASK_QUEUE).
+    # No queue means Celery's default queue "celery" (app.delivery.send.DEFAULT_TASK_QUEUE).
     assert api.create(name="default", target=_task())["target"]["queue"] is None
     with operator_queues(app, "reports"):
         for target in (_task(), _task(queue=None)):

@@ -20,11 +20,11 @@ from typing import Any
 from sqlalchemy import Row, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from app import deploy
+from app.deploys import deploy
 from app.enums import InvocationStatus, MisfirePolicy
 from app.errors import CronbeatError
-from app.occurrences import TriggerPlan, plan_trigger
 from app.queries import claims
+from app.schedule.occurrences import TriggerPlan, plan_trigger
 
 log = logging.getLogger(__name__)
 

@@ -12,8 +12,8 @@ from collections.abc import Callable
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from app import deploy
-from app.deploy import Activation
+from app.deploys import deploy
+from app.deploys.deploy import Activation
 
 log = logging.getLogger(__name__)
 

@@ -25,10 +25,10 @@ import requests
 import urllib3
 from standardwebhooks.webhooks import EmptyWebhookSecretError, Webhook
 
-from app.backoff import retry_after_s
+from app.delivery.netguard import DNS_TIMEOUT_S, check_host
+from app.delivery.webhook_transport import RequestDeadline, http_session, request_deadline
 from app.errors import PermanentError, TargetRefused, TargetUnavailable
-from app.netguard import DNS_TIMEOUT_S, check_host
-from app.webhook_transport import RequestDeadline, http_session, request_deadline
+from app.firing.backoff import retry_after_s
 
 log = logging.getLogger(__name__)
 
@@ -251,7 +251,7 @@ def send_webhook(
         # path may hold a token.
         raise PermanentError("the webhook URL has an invalid port") from None
     # One wall clock for the whole attempt, the name lookup included: see
-    # app.webhook_transport for why requests' own timeouts do not bound it.
+    # app.delivery.webhook_transport for why requests' own timeouts do not bound it.
     with request_deadline(timeout_s) as deadline, http_session(allow_private) as session:
         if not allow_private:
             check_host(parts.hostname or "", port or (443 if parts.scheme == "https" else 80),

@@ -2,9 +2,9 @@
 
 Every worker, dispatcher and beat process starts one :class:`Presence`. Its thread holds
 one database connection of its own that ``LISTEN``\\ s on the deploy channel, and every
-:data:`~app.processes.HEARTBEAT_INTERVAL_S` (or at once, when an activation or a reset
+:data:`~app.deploys.processes.HEARTBEAT_INTERVAL_S` (or at once, when an activation or a reset
 is notified) reads the scheduler state, computes the process's role
-(:func:`app.deploy.role_of`) and writes its heartbeat row. The process reads
+(:func:`app.deploys.deploy.role_of`) and writes its heartbeat row. The process reads
 :attr:`Presence.role` (a plain attribute read, no I/O) to decide whether to consume or
 tick; the deploy fence still guards every claim, so a role read a moment late can cost
 a handed-back message, never a claim by the wrong deployment.
@@ -27,9 +27,9 @@ from collections.abc import Callable
 
 from sqlalchemy import Connection, Engine, NullPool, create_engine, text
 
-from app import deploy, processes
 from app.config import Settings
 from app.db import CONNECT_TIMEOUT_S
+from app.deploys import deploy, processes
 from app.enums import ProcessKind, ProcessRole
 
 log = logging.getLogger(__name__)

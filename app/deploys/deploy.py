@@ -21,10 +21,10 @@ deployment was never activated, and nothing was activated since it started) and 
 consume nothing and send no ticks. Both are functions of the state row, so the moment an
 activation commits, exactly one deployment's processes are active: the fence stops the
 old ones' claims in the same instant, and ``NOTIFY`` wakes every process to change its
-role within milliseconds (:mod:`app.presence`).
+role within milliseconds (:mod:`app.deploys.presence`).
 
 **Guarded activation**: activating an id with no live worker and no live beat or
-dispatcher (:mod:`app.processes`) is refused unless forced, so a typo cannot stop the
+dispatcher (:mod:`app.deploys.processes`) is refused unless forced, so a typo cannot stop the
 fleet. ``reset`` turns gating off again.
 """
 
@@ -38,7 +38,7 @@ from sqlalchemy import exists, false, func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
-from app import processes
+from app.deploys import processes
 from app.enums import ProcessRole
 from app.errors import Conflict, PermanentError
 from app.models import Deployment, SchedulerState

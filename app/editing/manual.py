@@ -26,10 +26,10 @@ from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session
 
+from app.editing.triggers import get_trigger
 from app.enums import InvocationStatus
 from app.errors import Conflict
 from app.models import Invocation, Trigger
-from app.triggers import get_trigger
 
 #: Instants one manual run tries before giving up; a collision needs another manual run
 #: of the same trigger in the same microsecond, so a handful is plenty.

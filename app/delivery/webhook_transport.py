@@ -11,7 +11,7 @@ timeout at all. urllib3's ``Timeout(total=...)`` only shortens the per-read time
 once, before the response is read, so it does not help either.
 
 :func:`request_deadline` bounds all of it. Under it, connections resolve names with
-:func:`app.netguard.resolve_within` and connect address by address within what is left,
+:func:`app.delivery.netguard.resolve_within` and connect address by address within what is left,
 and a watchdog timer shuts down, at the deadline, every socket the request opened: a
 read blocked in the status line, the headers, the TLS handshake or the body returns at
 once. The watchdog shuts down a duplicate of each socket's descriptor (``dup``), never
@@ -36,8 +36,8 @@ from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
 from urllib3.util.connection import _set_socket_options, allowed_gai_family
 
+from app.delivery.netguard import DNS_TIMEOUT_S, REFUSED_MESSAGE, refusal, resolve_within
 from app.errors import TargetRefused
-from app.netguard import DNS_TIMEOUT_S, REFUSED_MESSAGE, refusal, resolve_within
 
 log = logging.getLogger(__name__)
 

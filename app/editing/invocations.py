@@ -14,11 +14,11 @@ from sqlalchemy import select, tuple_, update
 from sqlalchemy.dialects.postgresql import distinct_on
 from sqlalchemy.orm import Session
 
+from app.editing.triggers import get_trigger
 from app.enums import InvocationStatus
 from app.errors import Conflict, NotFound
 from app.models import Invocation, InvocationAttempt
 from app.queries.cancellation import CANCELLABLE, cancel_values
-from app.triggers import get_trigger
 
 CANCELLED_REASON = "cancelled by user"
 

@@ -2,7 +2,7 @@
 
 cron-descriptor phrases the parts ("At 02:30 AM", "every 2 days", "Monday through
 Friday"), but it joins the two day fields by its own rule. Cronie's rule (see
-:class:`app.cron.DaySpec`) decides here instead: when both day fields restrict the days
+:class:`app.schedule.cron.DaySpec`) decides here instead: when both day fields restrict the days
 and either starts with ``*``, a day must match both ("every 2 days, and only on
 Monday": the odd days of the month that are Mondays); when both restrict and neither
 starts with ``*``, either is enough ("on day 13 of the month, or on Friday").
@@ -14,7 +14,7 @@ import re
 
 from cron_descriptor import ExpressionDescriptor, Options
 
-from app import cron
+from app.schedule import cron
 
 _ALL_DAYS_OF_MONTH = sum(1 << day for day in range(1, 32))
 _ALL_WEEKDAYS = (1 << 7) - 1

@@ -3,7 +3,7 @@
 Triggers are matched by name: a new name is created, a known one is updated when its
 definition differs (and left alone, version and all, when it does not), and every
 trigger the set does not name is deleted. ``next_run_at`` follows the same rule as a
-single save (:func:`app.triggers.next_run_after_save`), computed once per distinct
+single save (:func:`app.editing.triggers.next_run_after_save`), computed once per distinct
 (expression, zone) and written set-based: one INSERT, one UPDATE ... FROM (VALUES ...),
 one DELETE, whatever the size of the set. A one-time trigger that already fired stays
 finished while its ``run_at`` is unchanged, whatever ``enabled`` the definition says.
@@ -12,7 +12,7 @@ As with a single save, disabling a trigger stops its scheduled invocations (and 
 definition that says ``enabled: false`` for a one-time trigger that fired stops its
 retries), and an update or delete that moves the ``next_run_at`` of a trigger already
 due records the occurrences it takes away as missed
-(:func:`app.occurrences.missed_rows`), in one INSERT.
+(:func:`app.schedule.occurrences.missed_rows`), in one INSERT.
 """
 
 from __future__ import annotations
@@ -28,13 +28,13 @@ from sqlalchemy.dialects.postgresql import UUID
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from app import occurrences
+from app.editing.triggers import EDITABLE, InvalidTrigger, NameTaken, apply_definition
 from app.limits import MAX_SYNC_TRIGGERS
 from app.models import Trigger
 from app.queries.cancellation import DELETED_REASON, cancel_pending, stop_scheduled_runs
 from app.queries.missed import record_missed
 from app.queries.triggers import project_triggers
-from app.triggers import EDITABLE, InvalidTrigger, NameTaken, apply_definition
+from app.schedule import occurrences
 
 # The columns an update rewrites: the whole definition, plus what saving derives.
 _UPDATED = (*EDITABLE, "next_run_at", "version", "updated_at")

@@ -2,7 +2,8 @@
 
 This module knows calendars, not time zones: :func:`next_match` answers "what is the
 first local wall-clock minute at or after this one that the expression matches?" on naive
-datetimes. :mod:`app.scheduling` maps wall times to real instants and applies the DST rules.
+datetimes. :mod:`app.schedule.scheduling` maps wall times to real instants and applies
+the DST rules.
 
 The dialect is cronie / Debian cron, which is what people who write crontabs expect:
 

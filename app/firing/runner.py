@@ -8,7 +8,7 @@ invocation already finished changes nothing. One call is three units of work:
    without running (trigger deleted, a cron trigger disabled, cancel requested, another
    run of the trigger going under overlap ``skip``) or claim it as a new attempt with a
    lease and insert the attempt's row. Both are conditional writes in :mod:`app.queries.leases`,
-   behind the deploy fence of :mod:`app.deploy` (only the active deployment's workers
+   behind the deploy fence of :mod:`app.deploys.deploy` (only the active deployment's workers
    start attempts).
 2. *Deliver* (no transaction): render the message template and send the webhook or the
    task message. Slow network I/O never holds a database connection or lock.
@@ -34,10 +34,8 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from app import deploy
-from app.backoff import next_retry_delay_s
 from app.config import Settings
-from app.delivery import (
+from app.delivery.send import (
     DEFAULT_TASK_QUEUE,
     DeliveryResult,
     SendTask,
@@ -47,11 +45,13 @@ from app.delivery import (
     send_task_message,
     send_webhook,
 )
+from app.delivery.templating import render_message
+from app.deploys import deploy
 from app.enums import InvocationStatus, OverlapPolicy, TargetKind
 from app.errors import PermanentError, TransientError
+from app.firing.backoff import next_retry_delay_s
 from app.models import Invocation, Trigger
 from app.queries import leases
-from app.templating import render_message
 
 log = logging.getLogger(__name__)
 

@@ -33,10 +33,10 @@ import functools
 from collections.abc import Sequence
 from typing import Any
 
-from app import scheduling
 from app.enums import InvocationStatus, MisfirePolicy
 from app.errors import InvalidSchedule
 from app.models import Trigger
+from app.schedule import scheduling
 
 _ONE_SECOND = dt.timedelta(seconds=1)
 

@@ -9,7 +9,7 @@ trigger of another tenant is simply "not found".
 saving never fires a run by itself, and re-enabling never fires a burst of the
 occurrences missed while the trigger was off, because the next one is counted from now.
 An edit that moves the ``next_run_at`` of a trigger already due records the occurrences
-it takes away as missed (:func:`app.occurrences.missed_rows`).
+it takes away as missed (:func:`app.schedule.occurrences.missed_rows`).
 """
 
 from __future__ import annotations
@@ -27,7 +27,6 @@ from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from app import occurrences, scheduling
 from app.enums import MisfirePolicy, OverlapPolicy, TargetKind
 from app.errors import InvalidSchedule, InvalidTrigger, NameTaken, NotFound, StaleVersion
 from app.limits import RUN_AT_LIMIT
@@ -35,6 +34,7 @@ from app.models import Trigger
 from app.queries import triggers as queries
 from app.queries.cancellation import DELETED_REASON, cancel_pending, stop_scheduled_runs
 from app.queries.missed import record_missed
+from app.schedule import occurrences, scheduling
 
 # What a trigger gets for every column its definition leaves out. Kept here rather than
 # read back from the server defaults so that a declarative sync can tell "unchanged"
@@ -266,7 +266,7 @@ def apply_definition(
       the save is ``declarative`` (a sync re-applying its file); an explicit resume
       (PATCH) is checked like any other run_at, which lies in the past.
     * ``next_run_at`` follows :func:`next_run_after_save`; due occurrences the save moves
-      away are returned as missed rows (:func:`app.occurrences.missed_rows`).
+      away are returned as missed rows (:func:`app.schedule.occurrences.missed_rows`).
 
     Raises:
         InvalidTrigger: the definition is invalid.
@@ -386,7 +386,8 @@ def delete_trigger(
 ) -> None:
     """Delete a trigger after cancelling its pending invocations (its history stays).
 
-    A due occurrence not recorded yet is recorded missed (see :func:`app.occurrences.missed_rows`).
+    A due occurrence not recorded yet is recorded missed (see
+    :func:`app.schedule.occurrences.missed_rows`).
 
     Raises:
         NotFound: no such trigger in this tenant's project.

@@ -4,7 +4,7 @@ Nothing here touches a database, Celery or the clock: the reference time is alwa
 argument, and the same arguments always give the same answer.
 
 An expression is evaluated against the local wall clock of the trigger's time zone (see
-:mod:`app.cron` for the dialect) and every result is converted straight back to an aware
+:mod:`app.schedule.cron` for the dialect) and every result is converted straight back to an aware
 UTC datetime on a whole minute. Daylight-saving transitions follow cronie's split between
 two kinds of jobs:
 
@@ -31,8 +31,8 @@ import importlib.resources
 from datetime import MAXYEAR, UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from app import cron
 from app.errors import InvalidSchedule
+from app.schedule import cron
 
 __all__ = [
     "MAX_PREVIEW",

@@ -8,7 +8,7 @@ public and a private address together. IPv6 addresses that embed an IPv4 address
 (IPv4-mapped ``::ffff:a.b.c.d``, 6to4, Teredo, NAT64 ``64:ff9b::/96``) are judged by the
 IPv4 address they lead to.
 
-Resolving here and connecting later leaves a gap (DNS rebinding); :mod:`app.delivery`
+Resolving here and connecting later leaves a gap (DNS rebinding); :mod:`app.delivery.send`
 closes it by checking the peer address of every socket it opens with :func:`refusal`.
 """
 

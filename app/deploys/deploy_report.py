@@ -6,9 +6,9 @@ import datetime as dt
 from collections.abc import Sequence
 from typing import Any
 
-from app.deploy import DeployStatus
+from app.deploys.deploy import DeployStatus
+from app.deploys.processes import ProcessView
 from app.enums import ProcessRole
-from app.processes import ProcessView
 
 
 def _instant(value: dt.datetime | None) -> str | None:

@@ -1,7 +1,7 @@
 """The process registry: every worker, dispatcher and beat reports itself every few seconds.
 
 One row per process (:class:`app.models.ProcessHeartbeat`), upserted by the process's
-presence thread (:mod:`app.presence`) with its role and, for a worker, whether its
+presence thread (:mod:`app.deploys.presence`) with its role and, for a worker, whether its
 consumer is consuming. A row not seen for :data:`LIVE_TTL_S` belongs to a dead process
 (it is no longer *live*: activation guards and ``deploy status`` ignore it); rows not
 seen for :data:`EXPIRE_AFTER_S` are deleted by whichever process writes next.

@@ -1,0 +1,3 @@
+"""Editing: triggers (create, update, delete, the one save path), sync, run now, cancel,
+history reads, API keys.
+"""
