@@ -35,8 +35,8 @@ DISPATCH_QUEUE = "cronbeat.dispatch"
 
 
 @dataclasses.dataclass(frozen=True)
-class Identity:
-    """Who a process is; fixed for its lifetime."""
+class _Who:
+    """What names a process: fixed for its lifetime."""
 
     id: uuid.UUID
     deployment_id: str | None
@@ -44,6 +44,12 @@ class Identity:
     hostname: str
     pid: int
     queues: tuple[str, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class Identity(_Who):
+    """Who a process is, and the generation in force when it started."""
+
     registered_generation: int
 
 
@@ -59,15 +65,9 @@ class Report:
 
 
 @dataclasses.dataclass(frozen=True)
-class ProcessView:
+class ProcessView(_Who):
     """One row of the registry, as read back, with its age."""
 
-    id: uuid.UUID
-    deployment_id: str | None
-    kind: ProcessKind
-    hostname: str
-    pid: int
-    queues: tuple[str, ...]
     role: ProcessRole
     consuming: bool | None
     problem: str | None

@@ -3,7 +3,7 @@
 Triggers are matched by name: a new name is created, a known one is updated when its
 definition differs (and left alone, version and all, when it does not), and every
 trigger the set does not name is deleted. ``next_run_at`` follows the same rule as a
-single save (:func:`app.editing.triggers.next_run_after_save`), computed once per distinct
+single save (:func:`app.editing.definitions.next_run_after_save`), computed once per distinct
 (expression, zone) and written set-based: one INSERT, one UPDATE ... FROM (VALUES ...),
 one DELETE, whatever the size of the set. A one-time trigger that already fired stays
 finished while its ``run_at`` is unchanged, whatever ``enabled`` the definition says.
@@ -28,7 +28,8 @@ from sqlalchemy.dialects.postgresql import UUID
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from app.editing.triggers import EDITABLE, InvalidTrigger, NameTaken, apply_definition
+from app.editing.definitions import EDITABLE, apply_definition
+from app.errors import InvalidTrigger, NameTaken
 from app.limits import MAX_SYNC_TRIGGERS
 from app.models import Trigger
 from app.queries.cancellation import DELETED_REASON, cancel_pending, stop_scheduled_runs

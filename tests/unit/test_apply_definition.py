@@ -1,5 +1,5 @@
 """Saving a definition: the one rule PATCH and sync share
-(app.editing.triggers.apply_definition)."""
+(app.editing.definitions.apply_definition)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import uuid
 
 import pytest
 
-from app.editing.triggers import DEFAULTS, EDITABLE, apply_definition, complete_definition
+from app.editing.definitions import DEFAULTS, EDITABLE, apply_definition, complete_definition
 from app.models import Trigger
 
 UTC = dt.UTC

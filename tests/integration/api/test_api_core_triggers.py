@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from app import errors
 from app.editing import invocations, manual, sync, triggers
 from app.enums import InvocationStatus
 from app.errors import Conflict, NotFound
@@ -49,7 +50,7 @@ def test_a_one_time_trigger_runs_at_its_run_at_which_must_lie_ahead(db: sessionm
         trigger = triggers.create_trigger(
             session, "t1", "p1", {"name": "once", "run_at": later, **HOOK}, now=NOW)
     assert trigger.next_run_at == later
-    with pytest.raises(triggers.InvalidTrigger) as caught, db.begin() as session:
+    with pytest.raises(errors.InvalidTrigger) as caught, db.begin() as session:
         triggers.create_trigger(session, "t1", "p1",
                                 {"name": "past", "run_at": NOW, **HOOK}, now=NOW)
     assert caught.value.field == "run_at"
@@ -60,7 +61,7 @@ def test_a_duplicate_name_is_name_taken_and_the_transaction_stays_usable(
 ):
     with db.begin() as session:
         triggers.create_trigger(session, "t1", "p1", _nightly(), now=NOW)
-        with pytest.raises(triggers.NameTaken):
+        with pytest.raises(errors.NameTaken):
             triggers.create_trigger(session, "t1", "p1", _nightly(), now=NOW)
         triggers.create_trigger(session, "t1", "p1", _nightly(name="other"), now=NOW)
     with db.begin() as session:
@@ -114,7 +115,7 @@ def test_disabling_cancels_pending_runs_and_re_enabling_counts_from_now(
 def test_a_stale_version_is_refused(db: sessionmaker[Session]):
     with db.begin() as session:
         trigger = triggers.create_trigger(session, "t1", "p1", _nightly(), now=NOW)
-    with pytest.raises(triggers.StaleVersion), db.begin() as session:
+    with pytest.raises(errors.StaleVersion), db.begin() as session:
         triggers.update_trigger(session, "t1", "p1", trigger.id, {"description": "x"},
                                 now=NOW, expected_version=7)
 
@@ -215,10 +216,10 @@ def test_a_dry_run_sync_reports_the_same_and_writes_nothing(db: sessionmaker[Ses
 def test_sync_refuses_duplicate_names_and_bad_definitions_without_writing(
     db: sessionmaker[Session],
 ):
-    with pytest.raises(triggers.InvalidTrigger) as caught, db.begin() as session:
+    with pytest.raises(errors.InvalidTrigger) as caught, db.begin() as session:
         sync.sync_triggers(session, "t1", "p1", [_nightly(), _nightly()], now=NOW)
     assert caught.value.field == "triggers"
-    with pytest.raises(triggers.InvalidTrigger) as caught, db.begin() as session:
+    with pytest.raises(errors.InvalidTrigger) as caught, db.begin() as session:
         sync.sync_triggers(session, "t1", "p1",
                            [_nightly(name="a"), _nightly(name="b", run_at=NOW,
                                                          cron_expression=None)], now=NOW)
@@ -248,7 +249,7 @@ def test_renaming_onto_a_taken_name_is_name_taken_and_changes_nothing(
         triggers.create_trigger(session, "t1", "p1", _nightly(name="a"), now=NOW)
         second = triggers.create_trigger(session, "t1", "p1", _nightly(name="b"), now=NOW)
     with db.begin() as session:
-        with pytest.raises(triggers.NameTaken):
+        with pytest.raises(errors.NameTaken):
             triggers.update_trigger(session, "t1", "p1", second.id, {"name": "a"}, now=NOW)
         assert triggers.get_trigger(session, "t1", "p1", second.id).version == 1
     with db.begin() as session:
@@ -258,10 +259,10 @@ def test_renaming_onto_a_taken_name_is_name_taken_and_changes_nothing(
 def test_the_core_refuses_a_run_at_past_the_year_9000(db: sessionmaker[Session]):
     far = dt.datetime(9999, 12, 31, 23, tzinfo=UTC)
     once = _nightly(name="once", cron_expression=None, run_at=far, timezone="Etc/GMT-14")
-    with pytest.raises(triggers.InvalidTrigger) as caught, db.begin() as session:
+    with pytest.raises(errors.InvalidTrigger) as caught, db.begin() as session:
         sync.sync_triggers(session, "t1", "p1", [once], now=NOW)
     assert caught.value.field == "triggers.once.run_at"
-    with pytest.raises(triggers.InvalidTrigger) as caught, db.begin() as session:
+    with pytest.raises(errors.InvalidTrigger) as caught, db.begin() as session:
         triggers.create_trigger(session, "t1", "p1", dict(once, enabled=False), now=NOW)
     assert caught.value.field == "run_at"
     with db.begin() as session:
@@ -293,6 +294,6 @@ def test_re_syncing_a_one_time_trigger_the_dispatcher_fired_leaves_it_finished(
     with db.begin() as session:
         still = session.scalars(select(Trigger)).one()
         assert (still.enabled, still.next_run_at, still.version) == (False, None, 1)
-    with pytest.raises(triggers.InvalidTrigger) as caught, db.begin() as session:
+    with pytest.raises(errors.InvalidTrigger) as caught, db.begin() as session:
         sync.sync_triggers(session, "t1", "p1", [dict(once, run_at=NOW)], now=later)
     assert caught.value.field == "triggers.once.run_at"

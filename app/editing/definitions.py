@@ -1,0 +1,229 @@
+"""A trigger's definition: its defaults, its checks, and what saving it comes to (pure).
+
+:func:`apply_definition` is the one save rule that a PATCH and a sync both follow;
+``next_run_at`` is decided here (:func:`next_run_after_save`): saving never fires a run
+by itself, and re-enabling never fires a burst of the occurrences missed while the
+trigger was off, because the next one is counted from now.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import datetime as dt
+import secrets
+from collections.abc import Mapping
+from typing import Any
+
+from app.enums import MisfirePolicy, OverlapPolicy, TargetKind
+from app.errors import InvalidSchedule, InvalidTrigger
+from app.limits import RUN_AT_LIMIT
+from app.models import Trigger
+from app.schedule import occurrences, scheduling
+
+# What a trigger gets for every column its definition leaves out. Kept here rather than
+# read back from the server defaults so that a declarative sync can tell "unchanged"
+# from "changed" without a round trip.
+DEFAULTS: dict[str, Any] = {
+    "description": "",
+    "enabled": True,
+    "cron_expression": None,
+    "timezone": "UTC",
+    "run_at": None,
+    "target_kind": TargetKind.WEBHOOK,
+    "webhook_url": None,
+    "webhook_method": "POST",
+    "webhook_headers": {},
+    "signing_secret": None,
+    "task_name": None,
+    "task_queue": None,
+    "payload": {},
+    "message_template": None,
+    "max_attempts": 3,
+    "backoff_base_s": 2,
+    "backoff_cap_s": 300,
+    "timeout_s": 30,
+    "misfire_policy": MisfirePolicy.RUN_ONCE,
+    "misfire_grace_s": 300,
+    "overlap_policy": OverlapPolicy.ALLOW,
+    "ref": None,
+}
+#: The columns a definition may set.
+EDITABLE = ("name", *DEFAULTS)
+SCHEDULE_COLUMNS = ("cron_expression", "timezone", "run_at")
+TARGET_COLUMNS = (
+    "target_kind", "webhook_url", "webhook_method", "webhook_headers", "signing_secret",
+    "task_name", "task_queue",
+)
+
+
+def new_signing_secret() -> str:
+    """Return a fresh Standard Webhooks secret: ``whsec_`` + base64 of 24 random bytes."""
+    return "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode("ascii")
+
+
+def complete_definition(values: Mapping[str, Any]) -> dict[str, Any]:
+    """Fill a definition's missing columns with their defaults and check it as a whole.
+
+    Returns:
+        Every column of :data:`EDITABLE`; the target columns of the other kind cleared.
+
+    Raises:
+        InvalidTrigger: no schedule or two, a naive ``run_at`` or one past
+            :data:`RUN_AT_LIMIT`, a bad zone or expression, a backoff cap below its base,
+            or an incomplete target.
+    """
+    unknown = set(values) - set(EDITABLE)
+    assert not unknown, f"not trigger columns: {sorted(unknown)}"
+    row = {**DEFAULTS, **values}
+    if (row["cron_expression"] is None) == (row["run_at"] is None):
+        raise InvalidTrigger("cron_expression", "give exactly one of cron_expression or run_at")
+    try:
+        scheduling.validate_timezone(row["timezone"])
+    except InvalidSchedule as exc:
+        raise InvalidTrigger("timezone", exc.message) from None
+    if row["cron_expression"] is not None:
+        try:
+            scheduling.validate_schedule(row["cron_expression"], row["timezone"])
+        except InvalidSchedule as exc:
+            raise InvalidTrigger("cron_expression", exc.message) from None
+    elif row["run_at"].tzinfo is None:
+        raise InvalidTrigger("run_at", "must carry a UTC offset")
+    else:
+        row["run_at"] = row["run_at"].astimezone(dt.UTC)
+        if row["run_at"] >= RUN_AT_LIMIT:
+            raise InvalidTrigger("run_at", f"must be before {RUN_AT_LIMIT.date().isoformat()}")
+    if row["backoff_cap_s"] < row["backoff_base_s"]:
+        raise InvalidTrigger("backoff_cap_s", "must be at least backoff_base_s")
+    row["target_kind"] = TargetKind(row["target_kind"])
+    if row["target_kind"] is TargetKind.WEBHOOK:
+        if not row["webhook_url"]:
+            raise InvalidTrigger("target", "a webhook target needs a url")
+        row.update(task_name=None, task_queue=None)
+    else:
+        if not row["task_name"]:
+            raise InvalidTrigger("target", "a task target needs a task_name")
+        row.update(webhook_url=None, webhook_method="POST", webhook_headers={},
+                   signing_secret=None)
+    return row
+
+
+def is_finished_one_time(trigger: Trigger) -> bool:
+    """Return whether ``trigger`` is a one-time trigger whose occurrence was dispatched.
+
+    The dispatcher leaves such a trigger disabled, without ``next_run_at``, and with
+    ``last_scheduled_for`` at its ``run_at``.
+    """
+    return (
+        trigger.run_at is not None
+        and not trigger.enabled
+        and trigger.next_run_at is None
+        and trigger.last_scheduled_for == trigger.run_at
+    )
+
+
+def next_run_after_save(
+    old: Trigger | None,
+    new: Mapping[str, Any],
+    now: dt.datetime,
+    cache: dict[tuple[str, str], dt.datetime] | None = None,
+) -> dt.datetime | None:
+    """Decide ``next_run_at`` for a trigger being saved as ``new`` (``old``: as stored).
+
+    Disabled: NULL. Created, re-enabled or rescheduled: the first occurrence after
+    ``now`` (one-time: ``run_at``, which must then lie ahead). Otherwise unchanged, so an
+    edit of the description neither skips nor repeats an occurrence.
+
+    ``cache`` maps (expression, zone) to a computed time, for callers saving many.
+
+    Raises:
+        InvalidTrigger: ``run_at`` is not in the future, or the expression never fires
+            in its zone.
+    """
+    if not new["enabled"]:
+        return None
+    if (
+        old is not None
+        and old.enabled
+        and old.next_run_at is not None
+        and all(getattr(old, column) == new[column] for column in SCHEDULE_COLUMNS)
+    ):
+        return old.next_run_at
+    if new["cron_expression"] is None:
+        if new["run_at"] <= now:
+            raise InvalidTrigger("run_at", "must be in the future")
+        return new["run_at"]
+    key = (new["cron_expression"], new["timezone"])
+    if cache is not None and key in cache:
+        return cache[key]
+    try:
+        found = scheduling.next_run_at(key[0], key[1], now)
+    except InvalidSchedule as exc:
+        raise InvalidTrigger("cron_expression", exc.message) from None
+    if cache is not None:
+        cache[key] = found
+    return found
+
+
+@dataclasses.dataclass(frozen=True)
+class Applied:
+    """What saving a definition over a stored trigger (or none) comes to; nothing written."""
+
+    #: The complete definition to store (every editable column).
+    row: dict[str, Any]
+    #: False when it equals what is stored: nothing is written (no version bump).
+    changed: bool
+    #: The trigger's scheduled runs must stop (it is being disabled).
+    stop_runs: bool
+    next_run_at: dt.datetime | None
+    #: Due occurrences the save takes away, to record as missed.
+    missed: list[dict[str, Any]]
+    #: A signing secret generated for a webhook that had none (shown once), or None.
+    generated_secret: str | None
+
+
+def apply_definition(
+    old: Trigger | None, definition: Mapping[str, Any], *, now: dt.datetime,
+    explicit_enabled: bool | None, declarative: bool, generate_secret: bool = True,
+    cache: dict[tuple[str, str], dt.datetime] | None = None,
+) -> Applied:
+    """Decide what saving ``definition`` over ``old`` does: the one rule of PATCH and sync.
+
+    * A webhook without a signing secret keeps the stored one, or gets a fresh one
+      (when ``generate_secret``; a dry run does not).
+    * Disabling stops the trigger's scheduled runs when it was enabled, or when the
+      caller said ``enabled: false`` itself (a fired one-time trigger is disabled
+      already, and its retries must stop too).
+    * A fired one-time trigger saved with its ``run_at`` unchanged stays finished when
+      the save is ``declarative`` (a sync re-applying its file); an explicit resume
+      (PATCH) is checked like any other run_at, which lies in the past.
+    * ``next_run_at`` follows :func:`next_run_after_save`; due occurrences the save moves
+      away are returned as missed rows (:func:`app.schedule.occurrences.missed_rows`).
+
+    Raises:
+        InvalidTrigger: the definition is invalid.
+    """
+    row = complete_definition(definition)
+    generated = None
+    if row["target_kind"] is TargetKind.WEBHOOK and row["signing_secret"] is None:
+        if old is not None and old.target_kind is TargetKind.WEBHOOK and old.signing_secret:
+            row["signing_secret"] = old.signing_secret
+        elif generate_secret:
+            generated = row["signing_secret"] = new_signing_secret()
+    if (old is not None and declarative and is_finished_one_time(old)
+            and row["run_at"] == old.run_at):
+        # The same file applied again after its one-time trigger fired: that occurrence
+        # is done, and the definition's `enabled` (true by default) must not try to arm
+        # a run_at now in the past. A changed run_at is a new occurrence.
+        row["enabled"] = False
+    stop_runs = old is not None and not row["enabled"] and (
+        old.enabled or explicit_enabled is False)
+    if old is not None and all(getattr(old, column) == row[column] for column in EDITABLE):
+        return Applied(row, False, stop_runs, old.next_run_at, [], None)
+    next_run_at = next_run_after_save(old, row, now, cache)
+    missed: list[dict[str, Any]] = []
+    if old is not None:
+        reason = (occurrences.RESCHEDULED_REASON if row["enabled"]
+                  else occurrences.DISABLED_REASON)
+        missed = occurrences.missed_rows(old, next_run_at, now=now, reason=reason)
+    return Applied(row, True, stop_runs, next_run_at, missed, generated)
