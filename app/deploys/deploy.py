@@ -5,14 +5,14 @@ activations (and resets). Until a deployment is first activated, gating is off (
 boxes need no CI step). Afterwards only processes whose ``CRONBEAT_DEPLOYMENT_ID`` equals
 the active id may claim triggers or start run attempts.
 
-**The fence** is a shared transaction-level advisory lock, taken in the same transaction
-as the claim it guards; activation takes the same lock exclusively before it updates the
-row, so it waits for every claim in flight. A claim therefore either commits before the
+**The fence** is a lock held shared by every claiming transaction and exclusively by
+an activation (:func:`app.queries.locks.fence_shared`, ``fence_exclusive``), so an
+activation waits for every claim in flight. A claim therefore either commits before the
 activation (and counts as started before it) or reads the row after the activation
 committed, sees the new active id, and stops. No process of another deployment can
-commit a claim after ``activate`` returned. (An advisory lock rather than ``FOR SHARE``
-on the row: thousands of share-lockers of one row a minute would each write a tuple
-lock and churn multixacts; advisory locks live in memory only.)
+commit a claim after ``activate`` returned. (Not a share lock on the row: thousands of
+share-lockers of one row a minute would each write a tuple lock and churn multixacts;
+the fence's lock lives in memory only; see :mod:`app.queries.locks`.)
 
 **Roles** (:func:`role_of`): the fence decides what may commit; a process's role decides
 whether it asks at all. ``active`` processes consume and tick; a ``standby`` (its

@@ -177,8 +177,8 @@ def _update_rows(
 
 
 def _insert_rows(session: Session, rows: list[dict[str, Any]]) -> None:
-    # Batched into multi-row INSERTs by SQLAlchemy. The advisory lock keeps other syncs
-    # away, but a single create may still take a new name first.
+    # Batched into multi-row INSERTs by SQLAlchemy. The project's lock (app.queries.locks)
+    # keeps other syncs away, but a single create may still take a new name first.
     try:
         with session.begin_nested():
             session.execute(insert(Trigger.__table__), rows)

@@ -51,7 +51,7 @@ from app.enums import InvocationStatus, OverlapPolicy, TargetKind
 from app.errors import PermanentError, TransientError
 from app.firing.backoff import next_retry_delay_s
 from app.models import Invocation, Trigger
-from app.queries import leases
+from app.queries import leases, locks
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +103,7 @@ def _not_runnable_reason(
     session: Session, invocation: Invocation, trigger: Trigger | None
 ) -> tuple[InvocationStatus, str] | None:
     # For overlap skip this takes the trigger's run lock (until commit) before looking
-    # for another running invocation; see leases.lock_trigger_runs.
+    # for another running invocation; see locks.lock_trigger_runs.
     if invocation.cancel_requested:
         return InvocationStatus.CANCELLED, "cancelled: cancel requested"
     if trigger is None:
@@ -117,7 +117,7 @@ def _not_runnable_reason(
         # Manual runs are the user's explicit request; pausing leaves them alone.
         return InvocationStatus.CANCELLED, "cancelled: the trigger is disabled"
     if trigger.overlap_policy is OverlapPolicy.SKIP:
-        leases.lock_trigger_runs(session, trigger.id)
+        locks.lock_trigger_runs(session, trigger.id)
         if leases.other_run_in_progress(session, trigger.id, invocation.id):
             return InvocationStatus.SKIPPED, "skipped: another run of the trigger is running"
     return None

@@ -17,7 +17,7 @@ here is taken in one global order, and by primary key within a table:
 2. one project (advisory, :func:`.locks.lock_project`): a sync, a delete by ref;
 3. triggers, ``ORDER BY id`` ``FOR UPDATE`` (:mod:`.triggers`): a sync, a delete by ref,
    a single-row edit;
-4. one trigger's runs (advisory, :func:`.leases.lock_trigger_runs`): the run path's
+4. one trigger's runs (advisory, :func:`.locks.lock_trigger_runs`): the run path's
    overlap check;
 5. invocations, ``ORDER BY id`` ``FOR UPDATE`` (:func:`.locks.by_id`): cancels
    (:mod:`.cancellation`); or ``SKIP LOCKED``: mark_published, the dispatcher's claims

@@ -61,17 +61,6 @@ class Claim:
     started_at: dt.datetime
 
 
-def lock_trigger_runs(session: Session, trigger_id: uuid.UUID) -> None:
-    """Serialize, until commit, the start of runs of one trigger (overlap policy skip)."""
-    # Without it two runs of one trigger can each check "is another one running?"
-    # before either's claim commits, and both run. A transaction-scoped advisory lock,
-    # not FOR UPDATE on the trigger row: the dispatcher claims trigger rows with SKIP
-    # LOCKED and would skip a trigger whose run is merely starting. Only the first 64
-    # bits of the id are the key; a collision only serializes two unrelated starts.
-    key = int.from_bytes(trigger_id.bytes[:8], "big", signed=True)
-    session.execute(select(func.pg_advisory_xact_lock(key)))
-
-
 def other_run_in_progress(
     session: Session, trigger_id: uuid.UUID, invocation_id: uuid.UUID
 ) -> bool:

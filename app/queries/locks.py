@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import hashlib
+import uuid
 from typing import Any
 
 from sqlalchemy import ColumnElement, Select, func, select
@@ -27,15 +28,33 @@ def fence_exclusive(session: Session) -> None:
     session.execute(select(func.pg_advisory_xact_lock(FENCE_LOCK_KEY)))
 
 
-def project_lock_key(tenant_id: str, project_id: str) -> int:
-    """The advisory-lock key of one project (a signed 64-bit hash of its ids)."""
-    digest = hashlib.sha256(f"cronbeat.sync:{tenant_id}/{project_id}".encode()).digest()
-    return int.from_bytes(digest[:8], "big", signed=True)
+# Advisory locks of one purpose share a namespace: the first key of PostgreSQL's
+# two-key form (which never overlaps the one-key form the fence uses). The second key
+# is a 32-bit hash of what is locked; a collision only serializes two unrelated calls.
+PROJECT_NAMESPACE = 0x63620001  # "cb" 0001
+TRIGGER_RUNS_NAMESPACE = 0x63620002
+
+
+def _hash32(text: str) -> int:
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "big", signed=True)
 
 
 def lock_project(session: Session, tenant_id: str, project_id: str) -> None:
     """Hold the project's lock until commit: its multi-trigger edits run one at a time."""
-    session.execute(select(func.pg_advisory_xact_lock(project_lock_key(tenant_id, project_id))))
+    key = _hash32(f"{tenant_id}/{project_id}")
+    session.execute(select(func.pg_advisory_xact_lock(PROJECT_NAMESPACE, key)))
+
+
+def lock_trigger_runs(session: Session, trigger_id: uuid.UUID) -> None:
+    """Serialize, until commit, the start of runs of one trigger (overlap policy skip).
+
+    Without it two runs of one trigger can each check "is another one running?" before
+    either's claim commits, and both run. An advisory lock, not ``FOR UPDATE`` on the
+    trigger row: the dispatcher claims trigger rows with ``SKIP LOCKED`` and would skip
+    a trigger whose run is merely starting.
+    """
+    key = _hash32(str(trigger_id))
+    session.execute(select(func.pg_advisory_xact_lock(TRIGGER_RUNS_NAMESPACE, key)))
 
 
 def by_id(*conditions: ColumnElement[bool], skip_locked: bool = False) -> Select[Any]:

@@ -176,3 +176,20 @@ def _mark_in(session: Session, *, ids: list[uuid.UUID], now: dt.datetime) -> Non
 
 def _cancel_in(session: Session, *, trigger_id: uuid.UUID, now: dt.datetime) -> None:
     cancel_pending(session, "t1", [trigger_id], now=now, reason="trigger deleted")
+
+
+def test_each_advisory_lock_purpose_has_its_own_namespace(db: sessionmaker[Session]) -> None:
+    from app.queries import locks
+
+    with db.begin() as session:
+        locks.fence_shared(session)
+        locks.lock_project(session, "t1", "p1")
+        locks.lock_trigger_runs(session, uuid.uuid4())
+        held = session.execute(text(
+            "SELECT classid::bigint, objsubid FROM pg_locks WHERE locktype = 'advisory'"
+            " AND pid = pg_backend_pid() ORDER BY objsubid, classid")).all()
+    fence_high = locks.FENCE_LOCK_KEY >> 32
+    # The fence: PostgreSQL's one-key form (objsubid 1); the others: the two-key form
+    # (objsubid 2), each under its purpose's first key.
+    assert [(row.classid, row.objsubid) for row in held] == [
+        (fence_high, 1), (locks.PROJECT_NAMESPACE, 2), (locks.TRIGGER_RUNS_NAMESPACE, 2)]

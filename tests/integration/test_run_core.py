@@ -21,7 +21,7 @@ from app.delivery.send import DeliveryResult, Verdict
 from app.enums import InvocationStatus
 from app.firing.runner import RunOutcome, run_invocation
 from app.models import Invocation
-from app.queries import leases
+from app.queries import leases, locks
 from app.queries.claims import take_expired_leases
 from tests.support.receiver import Receiver
 from tests.support.runs import (
@@ -228,7 +228,7 @@ def test_overlap_skip_sees_an_earlier_claim_that_commits_while_it_waits(
         outcomes.append(run_invocation(db, settings, later, send_task=no_task))
 
     with db.begin() as first:
-        leases.lock_trigger_runs(first, trigger_id)
+        locks.lock_trigger_runs(first, trigger_id)
         assert leases.claim_attempt(first, earlier, lease_s=60, deployment_id="a")
         # The later run starts while the earlier claim is uncommitted: without the
         # trigger's lock it would see the earlier one pending, not running, and run.
