@@ -405,3 +405,18 @@ def test_the_real_server_refuses_newlines_duplicates_and_lax_booleans_and_never_
     assert status == 201 and str(body["signing_secret"]).startswith("whsec_")
     assert headers["Cache-Control"] == "no-store"
     assert _triggers(db) == 1
+
+
+def test_the_metrics_401_names_the_metrics_token(settings: Settings, db: sessionmaker[Session]
+                                                 ) -> None:
+    import dataclasses
+
+    from api import create_app
+
+    app = create_app(dataclasses.replace(settings, metrics_token="metrics-token-0123456789"))
+    try:
+        body = assert_error(app.test_client().get("/metrics"), 401)
+        assert body["message"] == ("The metrics token is required (Authorization: Bearer "
+                                   "<CRONBEAT_METRICS_TOKEN>).")
+    finally:
+        app.extensions["cronbeat"].engine.dispose()
