@@ -10,8 +10,7 @@ from typing import Any
 import marshmallow as ma
 from marshmallow import ValidationError, fields, validate
 
-# Compiles in the sandbox the workers render messages in, so a template that saves is
-# one that compiles there.
+# Parses as the workers parse it, so a template that saves is one they can render.
 from app.delivery.templating import compile_template
 from app.errors import InvalidSchedule, InvalidTemplate
 from app.limits import (  # noqa: F401 - re-exported for the schemas
@@ -144,7 +143,7 @@ def check_timezone(value: str) -> None:
 
 
 def check_template(value: str) -> None:
-    """Compile a message template in the workers' sandbox; refuse one that fails there."""
+    """Parse a message template as the workers do; refuse one that does not parse."""
     try:
         compile_template(value)
     except InvalidTemplate as exc:
