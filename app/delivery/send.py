@@ -17,16 +17,23 @@ import enum
 import json
 import logging
 import re
+import socket
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
-import requests
-import urllib3
 from standardwebhooks.webhooks import EmptyWebhookSecretError, Webhook
 
-from app.delivery.netguard import DNS_TIMEOUT_S, check_host
-from app.delivery.webhook_transport import RequestDeadline, http_session, request_deadline
+from app.delivery.netguard import (
+    DNS_TIMEOUT_S,
+    REFUSED_MESSAGE,
+    Resolver,
+    check_address,
+    check_host,
+    resolve_within,
+)
+from app.delivery.webhook_transport import Pin, TransportError, is_ip_literal, perform
 from app.errors import PermanentError, TargetRefused, TargetUnavailable
 from app.firing.backoff import retry_after_s
 
@@ -160,33 +167,17 @@ def _checked_header(name: str, value: str) -> tuple[str, str]:
             f"webhook header {name} contains characters outside latin-1"
         ) from None
     # RFC 9110 5.5: leading and trailing whitespace is not part of a field value, and
-    # requests refuses a value that starts with it.
+    # HTTP clients refuse a value that starts with it.
     return name, value.strip(" \t")
 
 
-def _read_excerpt(response: requests.Response, deadline: RequestDeadline) -> str:
-    # Stop at the excerpt's size or the deadline, whichever first: a body trickling in a
-    # byte per read-timeout must not hold the attempt past its lease. read1 returns what
-    # has arrived rather than waiting to fill its size, so when the watchdog ends a read
-    # blocked at the deadline, everything that arrived before is kept.
-    data = b""
-    try:
-        while len(data) < _EXCERPT_BYTES and deadline.remaining_s() > 0:
-            chunk = response.raw.read1(_EXCERPT_BYTES - len(data), decode_content=True)
-            if not chunk:
-                break
-            data += chunk
-    except (requests.RequestException, urllib3.exceptions.HTTPError, OSError):
-        pass  # the status already decided the attempt; keep what arrived
-    return data.decode(_codec(response.encoding), errors="replace")[:EXCERPT_CHARS]
-
-
-def _codec(charset: str | None) -> str:
+def _codec(content_type: str | None) -> str:
     """The receiver's charset if Python knows it, else UTF-8 (with replacement).
 
     A 2xx with ``charset=bogus`` (or ``utf8mb4``, ``binary``, ``none``) was delivered;
     reading its excerpt must not turn it into a failure.
     """
+    charset = _charset(content_type)
     if charset:
         try:
             return codecs.lookup(charset).name
@@ -195,28 +186,34 @@ def _codec(charset: str | None) -> str:
     return "utf-8"
 
 
-# What urllib3 puts before a connection error's words: the connection object's repr
-# ("HTTPConnection(host='...', port=443): " or "<...HTTPConnection object at 0x...>: ").
-_CONNECTION_REPR = re.compile(r"^\s*<?[\w.]+(?:\(host=[^)]*\)| object at 0x[0-9a-f]+>)\s*:\s*")
-_ERRNO = re.compile(r"\[Errno -?\d+\]\s*")
-_ESTABLISH = "Failed to establish a new connection: "
+def _charset(content_type: str | None) -> str | None:
+    for part in (content_type or "").split(";")[1:]:
+        name, _, value = part.partition("=")
+        if name.strip().lower() == "charset":
+            return value.strip().strip('"') or None
+    return None
 
 
-def _describe(exc: requests.RequestException) -> str:
-    """The cause of a connection failure in words, for the tenant's last_error.
+def _pin(host: str, port: int, timeout_s: float, allow_private: bool,
+         resolve: Resolver) -> Pin | None:
+    """Look ``host`` up once, check every address, and pin the connection to them.
 
-    urllib3 wraps the real cause in MaxRetryError, whose text repeats the URL path, which
-    may hold a token (Slack-style hook URLs); the cause's own text starts with a
-    connection object's repr (an internal class name, the host and port). Neither is
-    shown: "connection failed: Connection refused".
+    The transport connects only to the addresses returned here (and checks each socket's
+    address again before opening it), so a second lookup that answers differently (DNS
+    rebinding) is never made.
     """
-    inner = exc.args[0] if exc.args else exc
-    cause = getattr(inner, "reason", None) or inner
-    if isinstance(cause, urllib3.exceptions.ProtocolError) and len(cause.args) > 1:
-        # ('Connection aborted.', RemoteDisconnected('Remote end closed ...'))
-        cause = cause.args[1]
-    text = _ERRNO.sub("", _CONNECTION_REPR.sub("", str(cause))).replace(_ESTABLISH, "")
-    return text.strip() or "the connection broke"
+    if is_ip_literal(host):
+        if not allow_private:
+            check_address(host)
+        return None
+    if allow_private:
+        infos = resolve_within(host, port, timeout_s, resolve=resolve, type=socket.SOCK_STREAM)
+        addresses = sorted({str(info[4][0]) for info in infos})
+        if not addresses:
+            raise TargetUnavailable(f"{host} resolves to no address")
+    else:
+        addresses = check_host(host, port, resolve=resolve, timeout_s=timeout_s)
+    return Pin(host=host, port=port, addresses=addresses)
 
 
 def send_webhook(
@@ -228,10 +225,12 @@ def send_webhook(
     timeout_s: float,
     allow_private: bool,
     now: dt.datetime,
+    resolve: Resolver = socket.getaddrinfo,
 ) -> DeliveryResult:
     """Send one webhook request; never follow a redirect.
 
-    ``now`` is the attempt's start, the reference for an HTTP-date ``Retry-After``.
+    ``now`` is the attempt's start, the reference for an HTTP-date ``Retry-After``;
+    ``resolve`` looks names up (``getaddrinfo``; tests answer for a name of their own).
 
     Returns:
         The classified response, its status and the first characters of its body.
@@ -245,58 +244,54 @@ def send_webhook(
     if parts.scheme not in ("http", "https"):
         raise TargetRefused(f"the webhook URL must be http or https, not {parts.scheme!r}")
     try:
-        port = parts.port
+        port = parts.port or (443 if parts.scheme == "https" else 80)
     except ValueError:
         # Out of range (":99999") or not a number. The URL stays out of the message: its
         # path may hold a token.
         raise PermanentError("the webhook URL has an invalid port") from None
-    # One wall clock for the whole attempt, the name lookup included: see
-    # app.delivery.webhook_transport for why requests' own timeouts do not bound it.
-    with request_deadline(timeout_s) as deadline, http_session(allow_private) as session:
-        if not allow_private:
-            check_host(parts.hostname or "", port or (443 if parts.scheme == "https" else 80),
-                       timeout_s=min(DNS_TIMEOUT_S, deadline.remaining_s()))
-        try:
-            response = session.request(
-                method.upper(),
-                url,
-                data=body.encode("utf-8"),
-                headers=dict(headers),
-                timeout=(min(CONNECT_TIMEOUT_S, timeout_s), timeout_s),
-                allow_redirects=False,
-                stream=True,
-            )
-        except (requests.Timeout, requests.ConnectionError) as exc:
-            if deadline.expired or isinstance(exc, requests.Timeout):
-                # The cause's text adds nothing once the deadline cut it short.
-                cause = "" if deadline.expired else f": {_describe(exc)}"
-                raise TargetUnavailable(f"timed out after {timeout_s:g} s{cause}") from exc
-            raise TargetUnavailable(f"connection failed: {_describe(exc)}") from exc
-        except requests.exceptions.InvalidHeader as exc:
-            # Its message quotes the header's value, often a credential.
-            raise PermanentError("invalid webhook request: a header is not valid") from exc
-        except (requests.exceptions.InvalidURL, requests.exceptions.InvalidSchema,
-                requests.exceptions.MissingSchema) as exc:
-            # Their messages quote the URL, whose path may hold a token.
-            raise PermanentError(
-                f"invalid webhook request: {type(exc).__name__}: the URL is not valid"
-            ) from exc
-        with response:
-            status = response.status_code
-            excerpt = _read_excerpt(response, deadline)
-            verdict = classify_status(status)
-            error = None
-            if verdict is not Verdict.SUCCEEDED:
-                error = f"HTTP {status}"
-                if 300 <= status < 400:
-                    error += " (redirects are not followed)"
-            return DeliveryResult(
-                verdict=verdict,
-                response_status=status,
-                response_excerpt=excerpt,
-                error=error,
-                retry_after_s=retry_after_s(response.headers.get("Retry-After"), now),
-            )
+    host = parts.hostname or ""
+    if not host:
+        raise TargetRefused("the webhook URL has no host")
+    # One wall clock for the whole attempt, the name lookup included.
+    started = time.monotonic()
+    pin = _pin(host, port, min(DNS_TIMEOUT_S, timeout_s), allow_private, resolve)
+    remaining_s = timeout_s - (time.monotonic() - started)
+    if remaining_s <= 0:
+        raise TargetUnavailable(f"timed out after {timeout_s:g} s")
+    try:
+        response = perform(
+            method.upper(), url, headers, body.encode("utf-8"),
+            timeout_s=remaining_s, connect_timeout_s=min(CONNECT_TIMEOUT_S, remaining_s),
+            pin=pin, guarded=not allow_private, excerpt_bytes=_EXCERPT_BYTES,
+        )
+    except TransportError as exc:
+        if exc.kind == "refused":
+            raise TargetRefused(REFUSED_MESSAGE) from None
+        if exc.kind == "timeout":
+            raise TargetUnavailable(f"timed out after {timeout_s:g} s") from None
+        if exc.kind == "url":
+            # The URL stays out of the message: its path may hold a token.
+            raise PermanentError("invalid webhook request: the URL is not valid") from None
+        if exc.kind == "tls":
+            raise TargetUnavailable(f"TLS failed: {exc.detail}") from None
+        if exc.kind == "protocol":
+            raise TargetUnavailable(f"bad answer: {exc.detail}") from None
+        raise TargetUnavailable(f"connection failed: {exc.detail}") from None
+    status = response.status
+    verdict = classify_status(status)
+    error = None
+    if verdict is not Verdict.SUCCEEDED:
+        error = f"HTTP {status}"
+        if 300 <= status < 400:
+            error += " (redirects are not followed)"
+    excerpt = response.body.decode(_codec(response.content_type), errors="replace")
+    return DeliveryResult(
+        verdict=verdict,
+        response_status=status,
+        response_excerpt=excerpt[:EXCERPT_CHARS],
+        error=error,
+        retry_after_s=retry_after_s(response.retry_after, now),
+    )
 
 
 def send_task_message(

@@ -1,228 +1,248 @@
-"""The HTTP transport of webhooks: a wall-clock deadline over the whole request, and the
-SSRF guard on every socket it opens.
+"""The HTTP transport of webhooks: libcurl (pycurl) through its public options only.
 
-A webhook attempt must end well inside its lease (the trigger's ``timeout_s`` plus
-:data:`app.queries.leases.LEASE_GRACE_S`), or the sweep takes it back and the occurrence is
-delivered twice. requests' timeouts do not bound a request: the read timeout applies to
-each socket read, so a target sending one byte every half second holds it for as long
-as it likes, in the status line and headers as well as the body; a name with many
-blackholed addresses costs the connect timeout once per address; and getaddrinfo has no
-timeout at all. urllib3's ``Timeout(total=...)`` only shortens the per-read timeout
-once, before the response is read, so it does not help either.
+Why libcurl: one attempt needs a wall-clock deadline over the whole request (connect,
+TLS, a status line and body trickled a byte at a time), a say in which address every
+socket connects to, and cheap reuse of connections from many threads. libcurl has all
+three as documented options: ``TIMEOUT_MS`` bounds the transfer as a whole,
+``RESOLVE`` pins the names to addresses we looked up and checked, and
+``OPENSOCKETFUNCTION`` sees the address of every socket before it is opened, so a
+refused address never gets a TCP handshake. The transfer runs in C with the GIL
+released, so a thread waiting on a slow receiver costs no CPU, and each thread's handle
+keeps its connections open for the next request to the same origin.
 
-:func:`request_deadline` bounds all of it. Under it, connections resolve names with
-:func:`app.delivery.netguard.resolve_within` and connect address by address within what is left,
-and a watchdog timer shuts down, at the deadline, every socket the request opened: a
-read blocked in the status line, the headers, the TLS handshake or the body returns at
-once. The watchdog shuts down a duplicate of each socket's descriptor (``dup``), never
-the descriptor urllib3 closes, so it cannot reach a number the process has reused.
+:func:`perform` is the only entry point; it knows nothing of invocations, signatures or
+retries (:mod:`app.delivery.send`).
 """
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
-import logging
+import dataclasses
+import ipaddress
+import os
 import socket
 import threading
-import time
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Mapping, Sequence
 
-import requests
-from requests.adapters import HTTPAdapter
-from urllib3.connection import HTTPConnection, HTTPSConnection
-from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
-from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
-from urllib3.util.connection import _set_socket_options, allowed_gai_family
+import certifi
+import pycurl
 
-from app.delivery.netguard import DNS_TIMEOUT_S, REFUSED_MESSAGE, refusal, resolve_within
-from app.errors import TargetRefused
+from app.delivery.netguard import refusal
 
-log = logging.getLogger(__name__)
+#: Connections each thread's handle keeps open for reuse (libcurl's MAXCONNECTS).
+MAX_CACHED_CONNECTIONS = 8
 
-
-class RequestDeadline:
-    """The instant a request must be over by, and the watchdog that enforces it."""
-
-    def __init__(self, timeout_s: float) -> None:
-        self.timeout_s = timeout_s
-        self._at = time.monotonic() + timeout_s
-        self._lock = threading.Lock()
-        self._watched: list[socket.socket] = []
-        self._expired = False
-        self._over = False
-        self._timer = threading.Timer(timeout_s, self._expire)
-        self._timer.daemon = True
-
-    @property
-    def expired(self) -> bool:
-        """Whether the watchdog fired (the request was cut short)."""
-        with self._lock:
-            return self._expired
-
-    def remaining_s(self) -> float:
-        return self._at - time.monotonic()
-
-    def watch(self, sock: socket.socket) -> bool:
-        """Shut ``sock`` down at the deadline; False if it has already passed."""
-        with self._lock:
-            if self._expired or self._over:
-                return False
-            self._watched.append(sock.dup())
-            return True
-
-    def _expire(self) -> None:
-        with self._lock:
-            if self._over:
-                return
-            self._expired = True
-            for sock in self._watched:
-                # Wakes any thread blocked reading it; the connection then looks closed.
-                with contextlib.suppress(OSError):
-                    sock.shutdown(socket.SHUT_RDWR)
-
-    def _start(self) -> None:
-        self._timer.start()
-
-    def _end(self) -> None:
-        self._timer.cancel()
-        with self._lock:
-            self._over = True
-            for sock in self._watched:
-                sock.close()
-            self._watched.clear()
+_PROTOCOLS = pycurl.PROTO_HTTP | pycurl.PROTO_HTTPS
+# libcurl error codes (curl/curl.h) that ended a transfer after the status line arrived
+# without spoiling its answer: our excerpt limit stopped the body (WRITE_ERROR), or the
+# deadline or the peer cut the body short.
+_BODY_CUT_SHORT = frozenset({
+    pycurl.E_WRITE_ERROR, pycurl.E_OPERATION_TIMEDOUT, pycurl.E_RECV_ERROR,
+    pycurl.E_PARTIAL_FILE, pycurl.E_BAD_CONTENT_ENCODING,
+})
+# CURLE_WEIRD_SERVER_REPLY (8): pycurl still names it E_FTP_WEIRD_SERVER_REPLY.
+_WEIRD_SERVER_REPLY = pycurl.E_FTP_WEIRD_SERVER_REPLY
+_TLS_ERRORS = frozenset({
+    pycurl.E_SSL_CONNECT_ERROR, pycurl.E_PEER_FAILED_VERIFICATION,
+    pycurl.E_SSL_CACERT_BADFILE, pycurl.E_SSL_CERTPROBLEM, pycurl.E_SSL_CIPHER,
+})
 
 
-_DEADLINE: contextvars.ContextVar[RequestDeadline | None] = contextvars.ContextVar(
-    "webhook_request_deadline", default=None
-)
+class TransportError(Exception):
+    """The request got no HTTP answer; ``kind`` says why, ``detail`` in words."""
+
+    def __init__(self, kind: str, detail: str = "") -> None:
+        super().__init__(kind, detail)
+        #: "timeout", "connect", "refused", "tls", "protocol" or "url".
+        self.kind = kind
+        self.detail = detail
 
 
-@contextlib.contextmanager
-def request_deadline(timeout_s: float) -> Iterator[RequestDeadline]:
-    """Bound every connection opened in this block (in this thread) by ``timeout_s``."""
-    deadline = RequestDeadline(timeout_s)
-    token = _DEADLINE.set(deadline)
-    deadline._start()
-    try:
-        yield deadline
-    finally:
-        deadline._end()
-        _DEADLINE.reset(token)
+@dataclasses.dataclass(frozen=True)
+class Response:
+    """What arrived: the status, the first bytes of the body, and two headers."""
+
+    status: int
+    body: bytes
+    content_type: str | None
+    retry_after: str | None
 
 
-def _connect(conn: HTTPConnection, deadline: RequestDeadline) -> socket.socket:
-    # urllib3's create_connection, with the lookup and every address's connect limited
-    # to what is left of the deadline.
-    host = conn._dns_host.strip("[]")
-    infos = resolve_within(
-        host, conn.port, min(DNS_TIMEOUT_S, deadline.remaining_s()),
-        family=allowed_gai_family(), type=socket.SOCK_STREAM,
-    )
-    error: OSError | None = None
-    for family, kind, proto, _, address in infos:
-        remaining_s = deadline.remaining_s()
-        if remaining_s <= 0:
-            break
-        timeout_s = remaining_s if conn.timeout is None else min(conn.timeout, remaining_s)
-        sock = socket.socket(family, kind, proto)
-        try:
-            _set_socket_options(sock, conn.socket_options)
-            sock.settimeout(timeout_s)
-            if conn.source_address:
-                sock.bind(conn.source_address)
-            sock.connect(address)
-        except OSError as exc:
-            sock.close()
-            error = exc
-            continue
-        if not deadline.watch(sock):
-            sock.close()
-            break
-        return sock
-    if not infos:
-        raise NewConnectionError(conn, f"{host} resolves to no address")
-    if error is None or isinstance(error, TimeoutError):
-        raise ConnectTimeoutError(conn, f"connecting took longer than {deadline.timeout_s:g} s")
-    raise NewConnectionError(conn, f"Failed to establish a new connection: {error}")
+@dataclasses.dataclass(frozen=True)
+class Pin:
+    """Connect ``host:port`` to these addresses only (looked up and checked by the caller)."""
+
+    host: str
+    port: int
+    addresses: Sequence[str]
+
+    def resolve_entry(self) -> str:
+        listed = ",".join(f"[{a}]" if ":" in a else a for a in self.addresses)
+        return f"{self.host}:{self.port}:{listed}"
 
 
-class _TimedHTTPConnection(HTTPConnection):
-    # _new_conn is urllib3's (private) hook for "open the TCP socket".
-    def _new_conn(self) -> socket.socket:
-        deadline = _DEADLINE.get()
-        if deadline is None:
-            return super()._new_conn()
-        return _connect(self, deadline)
+class _Handles(threading.local):
+    def __init__(self) -> None:
+        # One handle per guard mode: a connection opened while private targets were
+        # allowed is never reused by a guarded request.
+        self.by_guard: dict[bool, pycurl.Curl] = {}
 
 
-class _TimedHTTPSConnection(HTTPSConnection):
-    def _new_conn(self) -> socket.socket:
-        deadline = _DEADLINE.get()
-        if deadline is None:
-            return super()._new_conn()
-        return _connect(self, deadline)
+_HANDLES = _Handles()
 
 
-def _refuse_peer(sock: socket.socket) -> None:
-    peer = str(sock.getpeername()[0])
-    reason = refusal(peer)
-    if reason is not None:
-        sock.close()
-        # The address stays out of the tenant's error: it maps the operator's network.
-        log.debug("delivery: connected peer refused",
-                  extra={"action": "delivery.peer_refused", "address": peer, "reason": reason})
-        raise TargetRefused(REFUSED_MESSAGE)
+def _handle(guarded: bool) -> pycurl.Curl:
+    handle = _HANDLES.by_guard.get(guarded)
+    if handle is None:
+        handle = _HANDLES.by_guard[guarded] = pycurl.Curl()
+    else:
+        # Back to defaults; the connection cache and the pinned names stay.
+        handle.reset()
+    return handle
 
 
-class _GuardedHTTPConnection(_TimedHTTPConnection):
-    # Checking the address of the socket actually connected closes the DNS-rebinding gap
-    # between check_host's lookup and the connection's own.
-    def _new_conn(self) -> socket.socket:
-        sock = super()._new_conn()
-        _refuse_peer(sock)
-        return sock
+class _Exchange:
+    """The callbacks of one transfer: the excerpt, two headers, the guard's verdicts."""
+
+    def __init__(self, excerpt_bytes: int, guarded: bool) -> None:
+        self.excerpt_bytes = excerpt_bytes
+        self.guarded = guarded
+        self.chunks: list[bytes] = []
+        self.size = 0
+        self.retry_after: str | None = None
+        self.refused = False
+
+    def write(self, data: bytes) -> int | None:
+        room = self.excerpt_bytes - self.size
+        if room > 0:
+            self.chunks.append(data[:room])
+            self.size += min(room, len(data))
+        # Returning a different count ends the transfer (E_WRITE_ERROR): the rest of a
+        # large body is never downloaded.
+        return None if self.size < self.excerpt_bytes else 0
+
+    def header(self, line: bytes) -> None:
+        if line[:5] == b"HTTP/":
+            # A new response (after a 100 Continue, say): its headers replace any before.
+            self.retry_after = None
+        name, sep, value = line.partition(b":")
+        if sep and name.strip().lower() == b"retry-after":
+            self.retry_after = value.strip().decode("latin-1")
+
+    def open_socket(self, purpose: int, address: tuple[int, int, int, tuple]) -> object:
+        family, kind, protocol, sockaddr = address
+        if self.guarded:
+            try:
+                refused = refusal(str(sockaddr[0])) is not None
+            except ValueError:
+                refused = True
+            if refused:
+                # Before any packet is sent: an internal address gets no handshake, and
+                # whether its port is open or closed cannot show in the error.
+                self.refused = True
+                return pycurl.SOCKET_BAD
+        return socket.socket(family, kind, protocol)
 
 
-class _GuardedHTTPSConnection(_TimedHTTPSConnection):
-    def _new_conn(self) -> socket.socket:
-        sock = super()._new_conn()
-        _refuse_peer(sock)
-        return sock
+def perform(
+    method: str,
+    url: str,
+    headers: Mapping[str, str],
+    body: bytes,
+    *,
+    timeout_s: float,
+    connect_timeout_s: float,
+    pin: Pin | None,
+    guarded: bool,
+    excerpt_bytes: int,
+) -> Response:
+    """Send one request and return its answer within ``timeout_s`` of wall clock.
 
+    Redirects are not followed, no proxy from the environment is used, and only http and
+    https are spoken. With ``guarded``, every address a socket would connect to is
+    checked by :func:`app.delivery.netguard.refusal` first.
 
-def _pool(base: type[HTTPConnectionPool], connection: type[HTTPConnection]) -> type[Any]:
-    return type(f"{connection.__name__}Pool", (base,), {"ConnectionCls": connection})
-
-
-_POOLS = {
-    False: {"http": _pool(HTTPConnectionPool, _TimedHTTPConnection),
-            "https": _pool(HTTPSConnectionPool, _TimedHTTPSConnection)},
-    True: {"http": _pool(HTTPConnectionPool, _GuardedHTTPConnection),
-           "https": _pool(HTTPSConnectionPool, _GuardedHTTPSConnection)},
-}
-
-
-class _Adapter(HTTPAdapter):
-    def __init__(self, guarded: bool) -> None:
-        self._guarded = guarded
-        super().__init__(max_retries=0)
-
-    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
-        super().init_poolmanager(*args, **kwargs)
-        self.poolmanager.pool_classes_by_scheme = dict(_POOLS[self._guarded])
-
-
-def http_session(allow_private: bool) -> requests.Session:
-    """Return a session whose connections keep to the current request_deadline.
-
-    Unless ``allow_private``, every connected peer is checked by the SSRF guard too.
+    Raises:
+        TransportError: no answer (its ``kind`` says which failure).
     """
-    session = requests.Session()
-    # No proxy from the environment: the guard must judge the target, not a proxy.
-    session.trust_env = False
-    adapter = _Adapter(guarded=not allow_private)
-    session.mount("http://", adapter)
-    session.mount("https://", adapter)
-    return session
+    handle = _handle(guarded)
+    exchange = _Exchange(excerpt_bytes, guarded)
+    handle.setopt(pycurl.URL, url)
+    handle.setopt(pycurl.PROTOCOLS, _PROTOCOLS)
+    handle.setopt(pycurl.NOSIGNAL, 1)
+    handle.setopt(pycurl.PROXY, "")
+    handle.setopt(pycurl.NOPROXY, "*")
+    handle.setopt(pycurl.MAXCONNECTS, MAX_CACHED_CONNECTIONS)
+    handle.setopt(pycurl.HTTP_VERSION, pycurl.CURL_HTTP_VERSION_1_1)
+    handle.setopt(pycurl.CAINFO, certifi.where())
+    handle.setopt(pycurl.TIMEOUT_MS, max(1, int(timeout_s * 1000)))
+    handle.setopt(pycurl.CONNECTTIMEOUT_MS, max(1, int(connect_timeout_s * 1000)))
+    handle.setopt(pycurl.ACCEPT_ENCODING, "")
+    if pin is not None:
+        handle.setopt(pycurl.RESOLVE, [pin.resolve_entry()])
+    # "Expect:" stops libcurl waiting up to a second for a 100 Continue on large bodies.
+    lines = [f"{name}: {value}" if value else f"{name};" for name, value in headers.items()]
+    handle.setopt(pycurl.HTTPHEADER, [*lines, "Expect:"])
+    handle.setopt(pycurl.CUSTOMREQUEST, method)
+    if method == "HEAD":
+        handle.setopt(pycurl.NOBODY, 1)
+    else:
+        handle.setopt(pycurl.POSTFIELDS, body)
+    handle.setopt(pycurl.WRITEFUNCTION, exchange.write)
+    handle.setopt(pycurl.HEADERFUNCTION, exchange.header)
+    handle.setopt(pycurl.OPENSOCKETFUNCTION, exchange.open_socket)
+    try:
+        handle.perform()
+    except pycurl.error as exc:
+        code = exc.args[0]
+        status = int(handle.getinfo(pycurl.RESPONSE_CODE) or 0)
+        if not (status and code in _BODY_CUT_SHORT):
+            raise _failure(handle, exchange, code) from None
+    else:
+        status = int(handle.getinfo(pycurl.RESPONSE_CODE))
+    return Response(
+        status=status,
+        body=b"".join(exchange.chunks),
+        content_type=handle.getinfo(pycurl.CONTENT_TYPE),
+        retry_after=exchange.retry_after,
+    )
+
+
+def _failure(handle: pycurl.Curl, exchange: _Exchange, code: int) -> TransportError:
+    # libcurl's own message names the host and port; the tenant's error does not need
+    # them, so it is built from the error code and the socket's errno.
+    if exchange.refused:
+        return TransportError("refused")
+    if code == pycurl.E_OPERATION_TIMEDOUT:
+        return TransportError("timeout")
+    if code in _TLS_ERRORS:
+        verify = code == pycurl.E_PEER_FAILED_VERIFICATION
+        return TransportError("tls", "certificate verification failed" if verify
+                              else "TLS handshake failed")
+    if code in (pycurl.E_URL_MALFORMAT, pycurl.E_UNSUPPORTED_PROTOCOL):
+        return TransportError("url")
+    if code == pycurl.E_GOT_NOTHING:
+        return TransportError("connect", "the server closed the connection without answering")
+    if code == _WEIRD_SERVER_REPLY:
+        return TransportError("protocol", "the answer is not HTTP")
+    os_errno = os_errno_of(handle)
+    if code == pycurl.E_COULDNT_RESOLVE_HOST:
+        return TransportError("connect", "the name does not resolve")
+    if os_errno:
+        return TransportError("connect", os.strerror(os_errno))
+    if code == pycurl.E_COULDNT_CONNECT:
+        return TransportError("connect", "could not connect")
+    return TransportError("connect", "the connection broke")
+
+
+def os_errno_of(handle: pycurl.Curl) -> int:
+    """The errno of the socket call that failed the transfer, 0 if none did."""
+    return int(handle.getinfo(pycurl.OS_ERRNO) or 0)
+
+
+def is_ip_literal(host: str) -> bool:
+    """Whether ``host`` (as in a URL, IPv6 without brackets) is an address, not a name."""
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True

@@ -34,7 +34,8 @@ from app.enums import InvocationStatus
 from app.models import Invocation, InvocationAttempt
 
 # The lease is the trigger's timeout_s plus this. A webhook's whole request (DNS,
-# connect, response, excerpt) ends by timeout_s (app.delivery.webhook_transport); the grace
+# connect, response, excerpt) ends by timeout_s (libcurl's total timeout,
+# app.delivery.webhook_transport); the grace
 # covers the rest: rendering the template (a bounded number of steps), publishing a task message
 # (about 20 s at most, tasks.run), and the finishing transaction with its retries
 # (runner.FINISH_RETRY_DELAYS_S). Too short and a slow but healthy attempt is taken

@@ -18,7 +18,7 @@ from tests.support.runs import add_invocation, add_trigger, attempts, load, no_t
 pytestmark = pytest.mark.slow
 
 
-@pytest.mark.parametrize("charset", ["bogus", "utf8mb4", "binary", "none", "utf-8\x00"])
+@pytest.mark.parametrize("charset", ["bogus", "utf8mb4", "binary", "none", ""])
 def test_a_2xx_with_a_charset_python_does_not_know_is_recorded_succeeded(
     db, settings: Settings, receiver: Receiver, charset: str
 ) -> None:
@@ -35,6 +35,21 @@ def test_a_2xx_with_a_charset_python_does_not_know_is_recorded_succeeded(
     # Read as UTF-8 when the charset is unknown.
     assert invocation.response_excerpt == "d\u00e9livr\u00e9 ok"
     assert receiver.count == 1
+
+
+def test_a_nul_byte_in_a_header_is_a_bad_answer_not_a_crash(
+    db, settings: Settings, receiver: Receiver
+) -> None:
+    # Not HTTP (RFC 9110 5.5): the status cannot be trusted, so the attempt is retried.
+    receiver.script(Reply(status=200, body="ok",
+                          headers={"Content-Type": "text/plain; charset=utf-8\x00"}))
+    invocation_id = add_invocation(db, add_trigger(db, receiver, max_attempts=1))
+
+    outcome = run_invocation(db, settings, invocation_id, send_task=no_task)
+
+    assert outcome == RunOutcome(status=InvocationStatus.FAILED, attempt=1)
+    assert load(db, invocation_id).last_error == (
+        "gave up after 1 attempts: bad answer: the answer is not HTTP")
 
 
 def _closed_port() -> int:
