@@ -11,21 +11,42 @@ CONNECT_TIMEOUT_S = 5
 POOL_TIMEOUT_S = 10
 
 
-def make_engine(settings: Settings, *, pool_size: int = 5) -> Engine:
+def make_engine(
+    settings: Settings,
+    *,
+    pool_size: int = 5,
+    pre_ping: bool = True,
+    statement_timeout_s: int | None = None,
+) -> Engine:
     """Return an engine for the settings' database.
 
     Every session works in READ COMMITTED (PostgreSQL's default), which the claim
     statements in :mod:`app.queries.claims` are written for.
+
+    Args:
+        pool_size: connections kept open; a process running N threads that each hold
+            one for a transaction wants N.
+        pre_ping: test each connection on checkout (a round trip). Workers turn it off
+            and retry a unit of work on a dead connection instead.
+        statement_timeout_s: PostgreSQL's statement_timeout and
+            idle_in_transaction_session_timeout for these connections: no statement,
+            and no transaction left open by a stuck thread, outlives it.
     """
+    connect_args: dict[str, object] = {"connect_timeout": CONNECT_TIMEOUT_S}
+    if statement_timeout_s is not None:
+        limit_ms = statement_timeout_s * 1000
+        connect_args["options"] = (
+            f"-c statement_timeout={limit_ms} -c idle_in_transaction_session_timeout={limit_ms}"
+        )
     return create_engine(
         settings.database_url,
         pool_size=pool_size,
         max_overflow=5,
-        pool_pre_ping=True,
+        pool_pre_ping=pre_ping,
         # A database that accepts TCP but never answers must fail a request or a probe,
         # not hang it: libpq gives up connecting after this, and a request waits at most
         # pool_timeout for a pooled connection.
-        connect_args={"connect_timeout": CONNECT_TIMEOUT_S},
+        connect_args=connect_args,
         pool_timeout=POOL_TIMEOUT_S,
         # Statement parameters (payloads, headers, secrets) stay out of exception
         # messages, which end up in logs.

@@ -17,7 +17,7 @@ from celery.beat import PersistentScheduler
 
 from app.deploys.presence import Presence
 from app.enums import ProcessKind
-from tasks.runtime import get_runtime
+from tasks.runtime import get_settings
 
 #: The longest beat sleeps between looks at its role: how late a newly activated beat's
 #: first tick can be.
@@ -31,7 +31,7 @@ class FencedScheduler(PersistentScheduler):
 
     def __init__(self, *args: Any, lazy: bool = False, **kwargs: Any) -> None:
         self._last_loop = time.monotonic()
-        self.presence = Presence(get_runtime().settings, ProcessKind.BEAT, status=self._status)
+        self.presence = Presence(get_settings(), ProcessKind.BEAT, status=self._status)
         # `celery beat` also builds a lazy instance, only to print its banner: that one
         # never ticks and must not register.
         if not lazy:

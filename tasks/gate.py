@@ -26,7 +26,7 @@ from app.deploys import processes
 from app.deploys.presence import Presence
 from app.enums import ProcessRole
 from tasks.celery_app import DISPATCH_QUEUE, RUN_QUEUE
-from tasks.runtime import get_runtime
+from tasks.runtime import get_settings
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ class _Gate:
         self.consuming = False
         self.not_consuming_since: float | None = None
         self.presence = Presence(
-            get_runtime().settings, processes.kind_for_queues(queues), queues, self.status
+            get_settings(), processes.kind_for_queues(queues), queues, self.status
         )
 
     def status(self) -> tuple[bool | None, str | None]:

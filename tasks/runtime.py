@@ -1,7 +1,9 @@
 """What a task needs from its process: settings, a session factory, the Celery app.
 
 Built once per process, lazily, so a prefork child opens its own connections after the
-fork and importing this module opens none.
+fork and importing this module opens none. A worker sizes it first
+(:func:`configure_for_worker`): one pooled connection per delivery thread, no pre-ping
+(a unit of work on a dead connection is tried again instead), and a statement timeout.
 """
 
 from __future__ import annotations
@@ -15,6 +17,21 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.config import Settings
 from app.db import make_engine, make_session_factory
 
+#: A worker's statements are small (one invocation's claim or finish); one that runs
+#: this long, or a transaction left open this long, is ended by PostgreSQL. It stands
+#: in for the prefork pool's hard time limit, which threads do not have.
+WORKER_STATEMENT_TIMEOUT_S = 60
+
+
+@dataclasses.dataclass(frozen=True)
+class EngineOptions:
+    pool_size: int = 5
+    pre_ping: bool = True
+    statement_timeout_s: int | None = None
+
+
+_OPTIONS = [EngineOptions()]
+
 
 @dataclasses.dataclass(frozen=True)
 class Runtime:
@@ -24,8 +41,30 @@ class Runtime:
 
 
 @functools.cache
+def get_settings() -> Settings:
+    """This process's settings, read from the environment once."""
+    return Settings.from_env()
+
+
+@functools.cache
 def get_runtime() -> Runtime:
     """Return this process's runtime, built from the environment on first use."""
-    settings = Settings.from_env()
-    engine = make_engine(settings)
+    settings = get_settings()
+    options = _OPTIONS[0]
+    engine = make_engine(
+        settings, pool_size=options.pool_size, pre_ping=options.pre_ping,
+        statement_timeout_s=options.statement_timeout_s,
+    )
     return Runtime(settings=settings, engine=engine, sessions=make_session_factory(engine))
+
+
+def configure_for_worker(threads: int) -> None:
+    """Size the runtime for a worker of ``threads`` concurrent tasks (before first use)."""
+    _OPTIONS[0] = EngineOptions(
+        pool_size=max(threads, 1), pre_ping=False,
+        statement_timeout_s=WORKER_STATEMENT_TIMEOUT_S,
+    )
+    if get_runtime.cache_info().currsize:
+        # Built already (nothing has connected yet at worker_init): build it again.
+        get_runtime().engine.dispose()
+        get_runtime.cache_clear()

@@ -4,16 +4,29 @@ from __future__ import annotations
 
 from typing import Any
 
-from celery.signals import setup_logging, worker_process_init
+from celery.concurrency.thread import TaskPool as ThreadsPool
+from celery.signals import setup_logging, worker_init, worker_process_init
 
 from app.logs import configure_logging
 from tasks import gate
-from tasks.celery_app import celery_app, configure
-from tasks.runtime import get_runtime
+from tasks.celery_app import RUN_TASK, celery_app, configure
+from tasks.overrun import OverrunWatch
+from tasks.run import RUN_TIME_LIMIT_S
+from tasks.runtime import configure_for_worker, get_runtime, get_settings
 
-app = configure(celery_app, get_runtime().settings)
+app = configure(celery_app, get_settings())
 # Workers consume Cronbeat's queues only while their deployment is the active one.
 gate.install(app)
+
+
+@worker_init.connect
+def _size_for_threads(sender: Any, **_: Any) -> None:
+    # The threads pool (the Procfile's worker): one pooled connection per thread, and
+    # the prefork hard time limit's stand-ins (tasks.overrun, statement_timeout).
+    pool = sender.pool_cls
+    if pool is ThreadsPool or pool in ("threads", "celery.concurrency.thread:TaskPool"):
+        configure_for_worker(int(sender.concurrency))
+        OverrunWatch(RUN_TASK, RUN_TIME_LIMIT_S).start()
 
 
 @worker_process_init.connect
@@ -26,4 +39,4 @@ def _fresh_connections_after_fork(**_: Any) -> None:
 def _cronbeat_logging(**_: Any) -> None:
     # Connecting here stops Celery from installing its own handlers: worker and beat
     # log through ours (text or JSON lines, CRONBEAT_LOG_FORMAT) like web does.
-    configure_logging(get_runtime().settings)
+    configure_logging(get_settings())

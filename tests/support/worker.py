@@ -30,11 +30,12 @@ STOP_TIMEOUT_S = 20.0
 class WorkerProcess:
     """One worker at a time, restartable: start, kill (SIGKILL), stop (SIGTERM), restart."""
 
-    def __init__(self, log_dir: Path, *, queues: str = QUEUES, concurrency: int = 2,
-                 **env: str) -> None:
+    def __init__(self, log_dir: Path, *, queues: str = QUEUES, concurrency: int = 4,
+                 pool: str = "threads", **env: str) -> None:
         self.log_dir = log_dir
         self.queues = queues
         self.concurrency = concurrency
+        self.pool = pool
         self.default_env = {
             "CRONBEAT_ALLOW_PRIVATE_TARGETS": "true",
             "CRONBEAT_DEPLOYMENT_ID": DEFAULT_DEPLOYMENT_ID,
@@ -74,7 +75,7 @@ class WorkerProcess:
         self.log_path = self.log_dir / f"worker-{self._starts}-{self.name}.log"
         command = [
             sys.executable, "-m", "celery", "-A", "tasks.worker", "worker",
-            "-Q", self.queues, "-c", str(self.concurrency), "--pool", "prefork",
+            "-Q", self.queues, "-c", str(self.concurrency), "--pool", self.pool,
             "--without-heartbeat", "--without-gossip", "--without-mingle",
             "-n", f"{self.name}@%h", "--loglevel", "INFO",
         ]
