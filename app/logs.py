@@ -80,6 +80,10 @@ class TextFormatter(logging.Formatter):
         return text
 
 
+#: Celery's loggers of a line per task received and per task done.
+CELERY_TASK_LOGGERS = ("celery.app.trace", "celery.worker.strategy")
+
+
 def configure_logging(settings: Settings) -> None:
     """Send this process's logs to stderr in the configured format and level."""
     handler = logging.StreamHandler(sys.stderr)
@@ -92,3 +96,8 @@ def configure_logging(settings: Settings) -> None:
         root.removeHandler(existing)
     root.addHandler(handler)
     root.setLevel(settings.log_level)
+    # One line per attempt at INFO (app.firing.runner's finish): Celery's own two per
+    # task ("received", "succeeded in") come back at debug.
+    quiet = logging.WARNING if root.getEffectiveLevel() > logging.DEBUG else logging.NOTSET
+    for name in CELERY_TASK_LOGGERS:
+        logging.getLogger(name).setLevel(quiet)

@@ -51,7 +51,7 @@ from app.enums import InvocationStatus, OverlapPolicy, TargetKind
 from app.errors import PermanentError, TransientError
 from app.firing.backoff import next_retry_delay_s
 from app.models import Invocation, Trigger
-from app.queries import leases, locks
+from app.queries import attempts, leases, locks
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +81,8 @@ class _Run:
     attempt: int
     started_at: dt.datetime
     scheduled_for: dt.datetime
-    trigger: Trigger
+    trigger_id: uuid.UUID
+    target: attempts.Target
     log_ids: dict[str, Any]
 
 
@@ -89,13 +90,16 @@ def _iso_utc(value: dt.datetime) -> str:
     return value.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
 
 
-def _log_ids(invocation: Invocation) -> dict[str, Any]:
+def _log_ids(
+    tenant_id: str, project_id: str, trigger_id: uuid.UUID | None, invocation_id: uuid.UUID,
+    scheduled_for: dt.datetime,
+) -> dict[str, Any]:
     return {
-        "tenant_id": invocation.tenant_id,
-        "project_id": invocation.project_id,
-        "trigger_id": str(invocation.trigger_id) if invocation.trigger_id else None,
-        "invocation_id": str(invocation.id),
-        "scheduled_for": _iso_utc(invocation.scheduled_for),
+        "tenant_id": tenant_id,
+        "project_id": project_id,
+        "trigger_id": str(trigger_id) if trigger_id else None,
+        "invocation_id": str(invocation_id),
+        "scheduled_for": _iso_utc(scheduled_for),
     }
 
 
@@ -128,7 +132,33 @@ def _start(
 ) -> _Run | RunOutcome:
     # The deploy fence first: it share-locks the scheduler state until this transaction
     # commits, so an activation of another deployment waits for this claim, and no
-    # attempt of a superseded deployment can start after the activation returned.
+    # attempt of a superseded deployment can start after the activation returned. The
+    # claim reads the active deployment in its own snapshot, taken after the lock.
+    locks.fence_shared(session)
+    claimed = attempts.claim(session, invocation_id, settings.deployment_id)
+    if claimed is None:
+        # Not the common case: a duplicate, early, cancelled, deleted, paused, overlap
+        # skip, or a superseded deployment. The slow path looks at each.
+        return _start_slow(session, settings, invocation_id)
+    ids = _log_ids(claimed.tenant_id, claimed.project_id, claimed.trigger_id,
+                   invocation_id, claimed.scheduled_for)
+    ids["attempt"] = claimed.attempt
+    log.debug("run: attempt claimed", extra={"action": "run.claimed",
+                                             "deployment_id": settings.deployment_id, **ids})
+    return _Run(
+        invocation_id=invocation_id,
+        attempt=claimed.attempt,
+        started_at=claimed.started_at,
+        scheduled_for=claimed.scheduled_for,
+        trigger_id=claimed.trigger_id,
+        target=claimed.target,
+        log_ids=ids,
+    )
+
+
+def _start_slow(
+    session: Session, settings: Settings, invocation_id: uuid.UUID
+) -> _Run | RunOutcome:
     deploy.fence(session, settings.deployment_id)
     row = session.execute(
         select(Invocation, Trigger, func.now())
@@ -140,11 +170,12 @@ def _start(
                                                        "invocation_id": str(invocation_id)})
         return RunOutcome(status=None)
     invocation, trigger, now = row
-    ids = _log_ids(invocation)
+    ids = _log_ids(invocation.tenant_id, invocation.project_id, invocation.trigger_id,
+                   invocation.id, invocation.scheduled_for)
     if invocation.status is not InvocationStatus.PENDING:
         # A duplicate or late message: another message ran (or is running) it.
-        log.info("run: not pending, nothing to do",
-                 extra={"action": "run.duplicate", "status": invocation.status.value, **ids})
+        log.debug("run: not pending, nothing to do",
+                  extra={"action": "run.duplicate", "status": invocation.status.value, **ids})
         return RunOutcome(status=None)
     if (
         invocation.run_after is not None
@@ -173,14 +204,15 @@ def _start(
         return RunOutcome(status=None)
     leases.record_attempt_started(session, invocation_id, claim.attempt, settings.deployment_id)
     ids["attempt"] = claim.attempt
-    log.info("run: attempt claimed", extra={"action": "run.claimed",
-                                            "deployment_id": settings.deployment_id, **ids})
+    log.debug("run: attempt claimed", extra={"action": "run.claimed",
+                                             "deployment_id": settings.deployment_id, **ids})
     return _Run(
         invocation_id=invocation_id,
         attempt=claim.attempt,
         started_at=claim.started_at,
         scheduled_for=invocation.scheduled_for,
-        trigger=trigger,
+        trigger_id=trigger.id,
+        target=attempts.Target.of(trigger),
         log_ids=ids,
     )
 
@@ -188,9 +220,9 @@ def _start(
 def _deliver(
     run: _Run, settings: Settings, send_task: SendTask, send_webhook_: SendWebhook
 ) -> DeliveryResult:
-    trigger = run.trigger
+    trigger = run.target
     occurrence = {
-        "trigger": {"id": str(trigger.id), "name": trigger.name},
+        "trigger": {"id": str(run.trigger_id), "name": trigger.name},
         "invocation": str(run.invocation_id),
         "scheduled_for": _iso_utc(run.scheduled_for),
         "attempt": run.attempt,
@@ -232,10 +264,10 @@ def _deliver(
 def _finish(
     session: Session, run: _Run, result: DeliveryResult, rand: Callable[[], float]
 ) -> RunOutcome:
-    trigger = run.trigger
+    trigger = run.target
     error = result.error
     retry_delay_s = None
-    status = InvocationStatus.SUCCEEDED
+    status: InvocationStatus | None = InvocationStatus.SUCCEEDED
     if result.verdict is Verdict.PERMANENT:
         status = InvocationStatus.FAILED
     elif result.verdict is Verdict.TRANSIENT:
@@ -247,33 +279,25 @@ def _finish(
                 rand,
                 result.retry_after_s,
             )
+            status = None
+            error = error or "transient failure"
         else:
             status = InvocationStatus.FAILED
             error = f"gave up after {run.attempt} attempts: {error}"
-    if retry_delay_s is None:
-        held = leases.finish_attempt(
-            session, run.invocation_id, run.attempt, status=status, error=error,
-            response_status=result.response_status, response_excerpt=result.response_excerpt,
-        )
-        outcome = RunOutcome(status=status if held else None, attempt=run.attempt)
-    else:
-        left = leases.release_for_retry(
-            session, run.invocation_id, run.attempt, delay_s=retry_delay_s,
-            error=error or "transient failure",
-            response_status=result.response_status, response_excerpt=result.response_excerpt,
-        )
-        held = left is not None
-        retry = retry_delay_s if left is InvocationStatus.PENDING else None
-        outcome = RunOutcome(status=left, attempt=run.attempt, retry_in_s=retry)
-    attempt_error = result.error
-    if not held:
-        attempt_error = "; ".join(
-            part for part in (attempt_error, "finished after its lease was taken back") if part
-        )
-    leases.record_attempt_finished(
-        session, run.invocation_id, run.attempt, outcome=result.verdict.value,
-        response_status=result.response_status, error=attempt_error,
+    lost_error = "; ".join(
+        part for part in (result.error, "finished after its lease was taken back") if part
     )
+    left = attempts.finish(
+        session, run.invocation_id, run.attempt,
+        status=status, retry_delay_s=retry_delay_s, published=True,
+        error=error, attempt_error=result.error, lost_error=lost_error,
+        outcome=result.verdict.value, response_status=result.response_status,
+        response_excerpt=result.response_excerpt,
+    )
+    held = left is not None
+    retry = retry_delay_s if left is InvocationStatus.PENDING else None
+    outcome = RunOutcome(status=left, attempt=run.attempt, retry_in_s=retry)
+    attempt_error = result.error if held else lost_error
     extra = {
         "action": "run.finished" if held else "run.finished_without_lease",
         "outcome": result.verdict.value,
@@ -320,8 +344,7 @@ def run_invocation(
             seconds first (FINISH_RETRY_DELAYS_S), since its delivery already happened.
     """
     invocation_id = uuid.UUID(str(invocation_id))
-    with sessions.begin() as session:
-        started = _start(session, settings, invocation_id)
+    started = _start_retrying(sessions, settings, invocation_id)
     if isinstance(started, RunOutcome):
         return started
     try:
@@ -347,6 +370,26 @@ def run_invocation(
             error=f"delivery failed with an internal error ({type(exc).__name__})",
         )
     return _finish_retrying(sessions, started, result, rand)
+
+
+def _start_retrying(
+    sessions: sessionmaker[Session], settings: Settings, invocation_id: uuid.UUID
+) -> _Run | RunOutcome:
+    # Workers do not ping a pooled connection before each use (a round trip per unit of
+    # work): a connection PostgreSQL closed since (a restart, a failover, an idle
+    # timeout) fails its first statement, SQLAlchemy drops the pool's connections of
+    # that age, and the start is tried once more on a fresh one. Nothing was written
+    # by the failed try: the connection died before its commit.
+    for last in (False, True):
+        try:
+            with sessions.begin() as session:
+                return _start(session, settings, invocation_id)
+        except DBAPIError as exc:
+            if last or not exc.connection_invalidated:
+                raise
+            log.info("run: the database connection was gone, starting again",
+                     extra={"action": "run.start_retry", "invocation_id": str(invocation_id)})
+    raise AssertionError("unreachable: the last try returns or raises")
 
 
 def _finish_retrying(

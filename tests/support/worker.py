@@ -39,6 +39,8 @@ class WorkerProcess:
         self.default_env = {
             "CRONBEAT_ALLOW_PRIVATE_TARGETS": "true",
             "CRONBEAT_DEPLOYMENT_ID": DEFAULT_DEPLOYMENT_ID,
+            # Celery's "Task ... succeeded" lines, which tests wait for, are debug lines.
+            "CRONBEAT_LOG_LEVEL": "debug",
             **env,
         }
         self.env: dict[str, str] = {}

@@ -5,7 +5,10 @@ from __future__ import annotations
 import json
 import logging
 
-from app.logs import JsonFormatter, TextFormatter
+import pytest
+
+from app.config import Settings
+from app.logs import CELERY_TASK_LOGGERS, JsonFormatter, TextFormatter, configure_logging
 
 
 def _record(**extra: object) -> logging.LogRecord:
@@ -71,3 +74,21 @@ def test_a_text_line_leaves_out_celery_s_task_data_dict() -> None:
     assert TextFormatter().format(record).endswith("celery.app.trace: Task t succeeded")
     ours = TextFormatter().format(_record(data="kept"))
     assert ours.endswith("[data=kept]")
+
+
+@pytest.mark.parametrize(("level", "expected"), [("INFO", logging.WARNING),
+                                                 ("DEBUG", logging.DEBUG)])
+def test_celery_s_per_task_lines_are_debug_lines(level: str, expected: int) -> None:
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    try:
+        configure_logging(Settings.from_env({
+            "DATABASE_URL": "postgresql://u@h/d", "REDIS_URL": "redis://h/0",
+            "CRONBEAT_LOG_LEVEL": level.lower()}))
+        assert {logging.getLogger(name).getEffectiveLevel()
+                for name in CELERY_TASK_LOGGERS} == {expected}
+    finally:
+        root.handlers[:] = saved[0]
+        root.setLevel(saved[1])
+        for name in CELERY_TASK_LOGGERS:
+            logging.getLogger(name).setLevel(logging.NOTSET)

@@ -1,0 +1,275 @@
+"""An attempt's two statements: claim it (with its attempt row) and finish it.
+
+The common path of a run costs one statement to start and one to finish, each built
+once at import (SQLAlchemy caches their compiled form, so a call binds values and sends
+the SQL). Both are the conditional writes of :mod:`app.queries.leases` folded together
+with data-modifying CTEs, and safe against the same racers for the same reasons:
+
+* :func:`claim` moves a due, pending, runnable invocation to running, inserts its
+  attempt row, and returns everything the delivery needs, in one statement. It claims
+  only what the slow path (:mod:`app.firing.runner`) would claim without looking further:
+  the trigger exists and is runnable, the overlap policy is not ``skip`` (which takes a
+  lock first), no cancel is requested, and this process's deployment is the active one
+  (read in this statement's snapshot, taken after the caller holds the deploy fence).
+  Anything else returns no row, and the caller takes the slow path.
+* :func:`finish` records the outcome on the invocation, if the attempt still holds it,
+  and on the attempt row, whether or not it does, in one statement.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import uuid
+from typing import Any
+
+from sqlalchemy import (
+    Boolean,
+    Float,
+    Integer,
+    String,
+    and_,
+    bindparam,
+    case,
+    exists,
+    func,
+    insert,
+    literal,
+    not_,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.orm import Session
+
+from app.enums import InvocationStatus, OverlapPolicy
+from app.models import Invocation, InvocationAttempt, SchedulerState, Trigger
+from app.queries.leases import LEASE_GRACE_S
+
+_inv = Invocation.__table__
+_trg = Trigger.__table__
+_att = InvocationAttempt.__table__
+_state = SchedulerState.__table__
+
+#: The trigger's columns a delivery reads, returned by the claim.
+TARGET_COLUMNS = (
+    "name", "payload", "message_template", "target_kind", "task_name", "task_queue",
+    "webhook_url", "webhook_method", "webhook_headers", "signing_secret", "timeout_s",
+    "max_attempts", "backoff_base_s", "backoff_cap_s",
+)
+
+
+def _seconds(column: Any) -> Any:
+    return func.make_interval(0, 0, 0, 0, 0, 0, column)
+
+
+def _build_claim() -> Any:
+    deployment = bindparam("b_deployment_id", type_=String)
+    may_run = exists(
+        select(literal(1)).select_from(_state).where(
+            _state.c.id == 1,
+            or_(_state.c.active_deployment_id.is_(None),
+                _state.c.active_deployment_id == deployment),
+        )
+    )
+    claimed = (
+        update(_inv)
+        .where(
+            _inv.c.id == bindparam("b_invocation_id"),
+            _inv.c.status == InvocationStatus.PENDING,
+            or_(_inv.c.run_after.is_(None), _inv.c.run_after <= func.now()),
+            _inv.c.cancel_requested.is_(False),
+            _trg.c.id == _inv.c.trigger_id,
+            or_(_trg.c.enabled, _inv.c.manual, _trg.c.run_at.is_not(None)),
+            _trg.c.overlap_policy != OverlapPolicy.SKIP,
+            may_run,
+        )
+        .values(
+            status=InvocationStatus.RUNNING,
+            attempt=_inv.c.attempt + 1,
+            lease_expires_at=func.now() + _seconds(_trg.c.timeout_s + LEASE_GRACE_S),
+            started_at=func.now(),
+            deployment_id=deployment,
+        )
+        .returning(
+            _inv.c.id, _inv.c.attempt, _inv.c.started_at, _inv.c.scheduled_for,
+            _inv.c.tenant_id, _inv.c.project_id, _inv.c.trigger_id,
+            *(_trg.c[name] for name in TARGET_COLUMNS),
+        )
+        .cte("claimed")
+    )
+    attempt_row = insert(_att).from_select(
+        ["invocation_id", "number", "deployment_id", "started_at"],
+        select(claimed.c.id, claimed.c.attempt, deployment, claimed.c.started_at),
+    ).cte("attempt_row")
+    return select(claimed).add_cte(attempt_row)
+
+
+def _build_finish() -> Any:
+    retry = bindparam("b_retry", type_=Boolean)
+    cancel = _inv.c.cancel_requested.is_(True)
+    retrying = and_(retry, not_(cancel))
+    finished = (
+        update(_inv)
+        .where(
+            _inv.c.id == bindparam("b_invocation_id"),
+            _inv.c.status == InvocationStatus.RUNNING,
+            _inv.c.attempt == bindparam("b_attempt", type_=Integer),
+        )
+        .values(
+            # A retry returns it to pending, unless a cancel was requested meanwhile.
+            status=case(
+                (retrying, InvocationStatus.PENDING.value),
+                (retry, InvocationStatus.CANCELLED.value),
+                else_=bindparam("b_status", type_=String),
+            ),
+            run_after=case(
+                (retrying, func.now() + _seconds(bindparam("b_delay_s", type_=Float))),
+                (retry, None),
+                else_=_inv.c.run_after,
+            ),
+            finished_at=case((retrying, None), else_=func.now()),
+            # A retry published at once counts as sent now; one left to the dispatcher
+            # (a long wait, app.firing.runner) keeps enqueued_at NULL until it is.
+            enqueued_at=case(
+                (and_(retrying, bindparam("b_published", type_=Boolean)), func.now()),
+                (retrying, None),
+                else_=_inv.c.enqueued_at,
+            ),
+            lease_expires_at=None,
+            last_error=case(
+                (and_(retry, cancel), "cancelled: cancel requested during a retry"),
+                else_=bindparam("b_error", type_=String),
+            ),
+            response_status=bindparam("b_response_status", type_=Integer),
+            response_excerpt=bindparam("b_response_excerpt", type_=String),
+        )
+        .returning(_inv.c.status)
+        .cte("finished")
+    )
+    held = exists(select(finished.c.status))
+    return (
+        update(_att)
+        .where(
+            _att.c.invocation_id == bindparam("b_invocation_id"),
+            _att.c.number == bindparam("b_attempt", type_=Integer),
+        )
+        .values(
+            # The attempt row is this attempt's own history, held or not (see
+            # leases.record_attempt_finished).
+            outcome=bindparam("b_outcome", type_=String),
+            response_status=bindparam("b_response_status", type_=Integer),
+            error=case((held, bindparam("b_attempt_error", type_=String)),
+                       else_=bindparam("b_lost_error", type_=String)),
+            finished_at=func.now(),
+        )
+        .returning(select(finished.c.status).scalar_subquery())
+    )
+
+
+_CLAIM = _build_claim()
+_FINISH = _build_finish()
+
+
+@dataclasses.dataclass(frozen=True)
+class Target:
+    """The trigger's columns a delivery reads (TARGET_COLUMNS), as of the claim."""
+
+    name: str
+    payload: Any
+    message_template: str | None
+    target_kind: Any
+    task_name: str | None
+    task_queue: str | None
+    webhook_url: str | None
+    webhook_method: str | None
+    webhook_headers: Any
+    signing_secret: str | None
+    timeout_s: int
+    max_attempts: int
+    backoff_base_s: Any
+    backoff_cap_s: Any
+
+    @classmethod
+    def of(cls, source: Any) -> Target:
+        """Read the columns from a row mapping or a Trigger."""
+        get = source.__getitem__ if hasattr(source, "__getitem__") else source.__getattribute__
+        return cls(**{name: get(name) for name in TARGET_COLUMNS})
+
+
+@dataclasses.dataclass(frozen=True)
+class Claimed:
+    """A claimed attempt and the trigger's columns its delivery reads."""
+
+    invocation_id: uuid.UUID
+    attempt: int
+    started_at: dt.datetime
+    scheduled_for: dt.datetime
+    tenant_id: str
+    project_id: str
+    trigger_id: uuid.UUID
+    target: Target
+
+
+def claim(session: Session, invocation_id: uuid.UUID, deployment_id: str | None) -> Claimed | None:
+    """Claim the invocation as a new attempt if the common path allows; None otherwise.
+
+    The caller holds the deploy fence (app.deploys.deploy.fence's lock) already.
+    """
+    row = session.connection().execute(
+        _CLAIM, {"b_invocation_id": invocation_id, "b_deployment_id": deployment_id}
+    ).first()
+    if row is None:
+        return None
+    values = row._mapping
+    return Claimed(
+        invocation_id=values["id"],
+        attempt=values["attempt"],
+        started_at=values["started_at"],
+        scheduled_for=values["scheduled_for"],
+        tenant_id=values["tenant_id"],
+        project_id=values["project_id"],
+        trigger_id=values["trigger_id"],
+        target=Target.of(values),
+    )
+
+
+def finish(
+    session: Session,
+    invocation_id: uuid.UUID,
+    attempt: int,
+    *,
+    status: InvocationStatus | None,
+    retry_delay_s: float | None,
+    published: bool,
+    error: str | None,
+    attempt_error: str | None,
+    lost_error: str,
+    outcome: str,
+    response_status: int | None,
+    response_excerpt: str | None,
+) -> InvocationStatus | None:
+    """Record how attempt ``attempt`` ended; the invocation's new status, None if lost.
+
+    Either ``status`` (final) or ``retry_delay_s`` (back to pending) is given; a retry
+    whose cancel was requested meanwhile ends cancelled. ``attempt_error`` goes on the
+    attempt row if the attempt still held the invocation, ``lost_error`` if not.
+    """
+    retry = retry_delay_s is not None
+    assert retry != (status is not None), "a final status or a retry, not both"
+    assert status is None or status.is_final
+    result = session.connection().execute(_FINISH, {
+        "b_invocation_id": invocation_id,
+        "b_attempt": attempt,
+        "b_retry": retry,
+        "b_delay_s": retry_delay_s or 0.0,
+        "b_published": published,
+        "b_status": status.value if status else InvocationStatus.FAILED.value,
+        "b_error": error,
+        "b_attempt_error": attempt_error,
+        "b_lost_error": lost_error,
+        "b_outcome": outcome,
+        "b_response_status": response_status,
+        "b_response_excerpt": response_excerpt,
+    }).scalar()
+    return None if result is None else InvocationStatus(result)
