@@ -198,6 +198,13 @@ class Invocation(Base):
                           text("run_after")),
             postgresql_where=text("status = 'pending'"),
         ),
+        # Retries waiting in the database for the dispatcher (claims.take_due_retries):
+        #   WHERE status = 'pending' AND enqueued_at IS NULL AND run_after <= :now
+        Index(
+            "ix_invocations_retry_due",
+            "run_after",
+            postgresql_where=text("status = 'pending' AND enqueued_at IS NULL"),
+        ),
         # The sweep's "running too long" query: WHERE status = 'running' AND
         # lease_expires_at < now().
         Index(

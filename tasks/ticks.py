@@ -12,6 +12,7 @@ from redis.exceptions import RedisError
 
 from app.errors import TransientError
 from app.firing.dispatch import DispatchOptions, dispatch_tick
+from messaging.backlog import oldest_waiting_run
 from messaging.publisher import publish_runs
 from tasks.celery_app import celery_app
 from tasks.runtime import get_runtime
@@ -39,4 +40,7 @@ def run_tick(now: dt.datetime | None = None) -> dict[str, Any]:
         # One tick interval, plus the time a tick may take to reach a trigger.
         min_grace_s=runtime.settings.tick_seconds + 30,
     )
-    return dispatch_tick(runtime.sessions, publish, options, now=now).as_dict()
+    return dispatch_tick(
+        runtime.sessions, publish, options, now=now,
+        oldest_waiting=lambda: oldest_waiting_run(celery_app),
+    ).as_dict()

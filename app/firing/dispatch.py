@@ -30,6 +30,13 @@ log = logging.getLogger(__name__)
 
 #: Publishes one run_trigger message per invocation id; returns how many it published.
 Publish = Callable[[Sequence[uuid.UUID]], int]
+#: The invocation id of the oldest run message still waiting in the queue, None if none
+#: (or unknown): messaging.backlog.oldest_waiting_run.
+OldestWaiting = Callable[[], uuid.UUID | None]
+
+#: How far out of order two publishers' messages may reach the queue (see
+#: claims.lost_before).
+REORDER_MARGIN = dt.timedelta(seconds=5)
 
 #: A safety net, not a tuning knob: a tick whose loop claims this many batches has a bug
 #: (the due set is fixed by the tick's ``now``), and stopping beats spinning forever.
@@ -50,6 +57,7 @@ class TickReport:
     missed: int = 0  # occurrences recorded missed
     published: int = 0  # messages published for new invocations
     republished: int = 0  # pending invocations whose lost message was published again
+    retries: int = 0  # retries published as their wait in the database ended
     leases_expired: int = 0  # running invocations taken back after their lease ran out
     batches: int = 0
     duration_ms: float = 0.0
@@ -84,11 +92,15 @@ def dispatch_tick(
     options: DispatchOptions,
     *,
     now: dt.datetime | None = None,
+    oldest_waiting: OldestWaiting | None = None,
 ) -> TickReport:
     """Run one tick until nothing due at ``now`` is left; then sweep.
 
     Args:
         now: the tick's instant; by default the database's ``now()``, read once.
+        oldest_waiting: reads the run queue's oldest waiting message, so that the
+            sweep re-publishes only lost messages, never a backlog's; without it, age
+            alone decides.
 
     Returns:
         What the tick did.
@@ -111,9 +123,9 @@ def dispatch_tick(
         except Exception:
             # Whatever broke this tick's dispatching (a broker outage, a database
             # blip), the sweep still gets its turn: it repairs what earlier ticks left.
-            _sweep(sessions, publish, now, options, report)
+            _sweep(sessions, publish, now, options, report, oldest_waiting)
             raise
-        _sweep(sessions, publish, now, options, report)
+        _sweep(sessions, publish, now, options, report, oldest_waiting)
     finally:
         report.duration_ms = round((time.perf_counter() - started) * 1000, 3)
         log.info("tick done", extra={"action": "dispatch.tick", "tick": report.as_dict()})
@@ -267,16 +279,22 @@ def _sweep(
     now: dt.datetime,
     options: DispatchOptions,
     report: TickReport,
+    oldest_waiting: OldestWaiting | None,
 ) -> None:
-    """Publish again what lost its message, batch by batch, while batches come back full."""
+    """Publish due retries, and again what lost its message, while batches come back full."""
     stale_before = now - dt.timedelta(seconds=options.republish_after_s)
+    waiting = oldest_waiting() if oldest_waiting is not None else None
+    lost_before = claims.lost_before(stale_before, waiting, REORDER_MARGIN)
     for _ in range(MAX_SWEEP_BATCHES_PER_TICK):
         # Atomic so that the rows this sweeper marks are exactly the rows it publishes;
         # if it dies after the commit, the marks age and a later sweep publishes them.
         with sessions.begin() as session:
             deploy.fence(session, options.deployment_id)
-            lost = claims.take_stale_pending(session, now, stale_before, options.batch_size)
+            retries = claims.take_due_retries(session, now, options.batch_size)
+            lost = claims.take_stale_pending(session, now, lost_before, options.batch_size)
             expired = claims.take_expired_leases(session, now, options.batch_size)
+        if retries:
+            publish(retries)
         again = lost + expired
         if again:
             publish(again)
@@ -285,7 +303,8 @@ def _sweep(
                 extra={"action": "dispatch.sweep",
                        "sweep": {"republished": len(lost), "leases_expired": len(expired)}},
             )
+        report.retries += len(retries)
         report.republished += len(lost)
         report.leases_expired += len(expired)
-        if len(lost) < options.batch_size and len(expired) < options.batch_size:
+        if max(len(retries), len(lost), len(expired)) < options.batch_size:
             return

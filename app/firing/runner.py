@@ -262,7 +262,8 @@ def _deliver(
 
 
 def _finish(
-    session: Session, run: _Run, result: DeliveryResult, rand: Callable[[], float]
+    session: Session, run: _Run, result: DeliveryResult, rand: Callable[[], float],
+    max_countdown_s: float,
 ) -> RunOutcome:
     trigger = run.target
     error = result.error
@@ -287,15 +288,19 @@ def _finish(
     lost_error = "; ".join(
         part for part in (result.error, "finished after its lease was taken back") if part
     )
+    # A retry due within a tick goes out now as a countdown message; a longer one waits
+    # in the database (pending, run_after, enqueued_at NULL) and the dispatcher
+    # publishes it when due (claims.take_due_retries): no worker holds it meanwhile.
+    published = retry_delay_s is not None and retry_delay_s <= max_countdown_s
     left = attempts.finish(
         session, run.invocation_id, run.attempt,
-        status=status, retry_delay_s=retry_delay_s, published=True,
+        status=status, retry_delay_s=retry_delay_s, published=published,
         error=error, attempt_error=result.error, lost_error=lost_error,
         outcome=result.verdict.value, response_status=result.response_status,
         response_excerpt=result.response_excerpt,
     )
     held = left is not None
-    retry = retry_delay_s if left is InvocationStatus.PENDING else None
+    retry = retry_delay_s if left is InvocationStatus.PENDING and published else None
     outcome = RunOutcome(status=left, attempt=run.attempt, retry_in_s=retry)
     attempt_error = result.error if held else lost_error
     extra = {
@@ -369,7 +374,7 @@ def run_invocation(
             verdict=Verdict.PERMANENT,
             error=f"delivery failed with an internal error ({type(exc).__name__})",
         )
-    return _finish_retrying(sessions, started, result, rand)
+    return _finish_retrying(sessions, started, result, rand, float(settings.tick_seconds))
 
 
 def _start_retrying(
@@ -394,7 +399,7 @@ def _start_retrying(
 
 def _finish_retrying(
     sessions: sessionmaker[Session], run: _Run, result: DeliveryResult,
-    rand: Callable[[], float],
+    rand: Callable[[], float], max_countdown_s: float,
 ) -> RunOutcome:
     # The delivery happened: if its outcome is not recorded, the lease runs out and the
     # sweep delivers it again. So a database blip (a failover, a restart, a dropped
@@ -409,8 +414,10 @@ def _finish_retrying(
                     if recorded is not None:
                         status, run_after_in_s = recorded
                         retry = run_after_in_s if status is InvocationStatus.PENDING else None
+                        if retry is not None and retry > max_countdown_s:
+                            retry = None  # the dispatcher publishes it when due
                         return RunOutcome(status=status, attempt=run.attempt, retry_in_s=retry)
-                return _finish(session, run, result, rand)
+                return _finish(session, run, result, rand, max_countdown_s)
         except DBAPIError as exc:
             transient = isinstance(exc, OperationalError | InterfaceError)
             if delay_s is None or not (transient or exc.connection_invalidated):

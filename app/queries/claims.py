@@ -19,6 +19,7 @@ from sqlalchemy import (
     Boolean,
     ColumnElement,
     DateTime,
+    Interval,
     Row,
     Select,
     Text,
@@ -247,7 +248,9 @@ def mark_published(session: Session, invocation_ids: Sequence[uuid.UUID], now: d
     return session.connection().execute(statement).rowcount
 
 
-def stale_pending_query(stale_before: dt.datetime, limit: int) -> Select[tuple[uuid.UUID]]:
+def stale_pending_query(
+    stale_before: dt.datetime | ColumnElement[Any], limit: int
+) -> Select[tuple[uuid.UUID]]:
     """Select (and lock, skipping locked) pending invocations last sent before a cutoff."""
     # The expression is ix_invocations_pending_last_sent's, so this is a range scan
     # over the stale rows only.
@@ -263,13 +266,37 @@ def stale_pending_query(stale_before: dt.datetime, limit: int) -> Select[tuple[u
     )
 
 
+def lost_before(
+    stale_before: dt.datetime, oldest_waiting: uuid.UUID | None, margin: dt.timedelta
+) -> ColumnElement[dt.datetime]:
+    """The instant before which a pending row's message is lost, not waiting.
+
+    ``stale_before``, or, while a backlog waits in the queue, ``margin`` before the
+    oldest waiting message was sent, whichever is earlier: the queue is FIFO, so what
+    was sent before that message has left the queue (messaging.backlog). The margin
+    covers publishers whose messages reach Redis a moment out of order.
+    """
+    cutoff: ColumnElement[dt.datetime] = literal(stale_before, _TS)
+    if oldest_waiting is None:
+        return cutoff
+    waiting_sent = (
+        select(func.coalesce(Invocation.enqueued_at, Invocation.created_at))
+        .where(Invocation.id == oldest_waiting)
+        .scalar_subquery()
+    )
+    # LEAST ignores a NULL: a waiting message whose invocation is gone changes nothing.
+    return func.least(cutoff, waiting_sent - literal(margin, Interval()))
+
+
 def take_stale_pending(
-    session: Session, now: dt.datetime, stale_before: dt.datetime, limit: int
+    session: Session, now: dt.datetime, stale_before: dt.datetime | ColumnElement[Any],
+    limit: int,
 ) -> list[uuid.UUID]:
     """Re-mark as published now, and return, pending invocations whose message is lost."""
     # A pending row whose message went out (or should have: committed but never
-    # published) before ``stale_before`` and never started has lost its message: a
-    # dispatcher crashed between commit and publish, or Redis restarted empty. Setting
+    # published) before ``stale_before`` (see lost_before) and never started has lost
+    # its message: a dispatcher crashed between commit and publish, or Redis restarted
+    # empty. Setting
     # enqueued_at in the same statement that picks the rows is the claim: SKIP LOCKED
     # keeps two sweepers off the same rows, and once this commits the rows no longer
     # look stale, so each lost message is published again by one sweeper only.
@@ -277,6 +304,37 @@ def take_stale_pending(
     statement = (
         update(Invocation)
         .where(Invocation.id.in_(stale))
+        .values(enqueued_at=now)
+        .returning(Invocation.id)
+        .execution_options(synchronize_session=False)
+    )
+    return list(session.connection().execute(statement).scalars())
+
+
+def take_due_retries(session: Session, now: dt.datetime, limit: int) -> list[uuid.UUID]:
+    """Mark as published now, and return, retries whose wait (run_after) is over.
+
+    A retry longer than a tick waits in the database, not as a countdown message held
+    in a worker's memory: the runner leaves it pending with ``run_after`` and
+    ``enqueued_at`` NULL, and the dispatcher publishes it once due. Setting enqueued_at
+    in the statement that picks the rows is the claim (SKIP LOCKED, as the sweep).
+    """
+    # ix_invocations_retry_due holds exactly the rows this reads.
+    due = (
+        select(Invocation.id)
+        .where(
+            Invocation.status == InvocationStatus.PENDING,
+            Invocation.enqueued_at.is_(None),
+            Invocation.run_after <= now,
+        )
+        .order_by(Invocation.run_after)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+        .scalar_subquery()
+    )
+    statement = (
+        update(Invocation)
+        .where(Invocation.id.in_(due))
         .values(enqueued_at=now)
         .returning(Invocation.id)
         .execution_options(synchronize_session=False)

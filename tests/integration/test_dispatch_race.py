@@ -73,8 +73,8 @@ def test_three_dispatchers_racing_over_5000_due_triggers_record_and_publish_each
         assert sum(r["created"] for r in reports) == TRIGGERS
         assert sum(r["claimed"] for r in reports) == TRIGGERS
         assert set(reports[0]) == {"now", "claimed", "created", "missed", "published",
-                                   "republished", "leases_expired", "swept", "batches",
-                                   "duration_ms"}
+                                   "republished", "retries", "leases_expired", "swept",
+                                   "batches", "duration_ms"}
         published = Counter(queued_ids(client))
         assert len(published) == TRIGGERS
         assert set(published.values()) == {1}
