@@ -42,6 +42,12 @@ REORDER_MARGIN = dt.timedelta(seconds=5)
 #: (the due set is fixed by the tick's ``now``), and stopping beats spinning forever.
 MAX_BATCHES_PER_TICK = 10_000
 
+#: A batch writes at most about this many invocation rows (runs and missed rows): the
+#: claimed triggers past it are left as they were, still due, for the next batch of
+#: the same tick. One trigger's claim writes at most MAX_OCCURRENCES_PER_CLAIM... in
+#: practice far fewer, since missed occurrences fold (occurrences.fold_missed).
+MAX_ROWS_PER_BATCH = 10_000
+
 #: A wiped broker may leave a large backlog to re-publish; one tick sweeps at most this
 #: many batches, so it still ends in bounded time, and the next tick goes on.
 MAX_SWEEP_BATCHES_PER_TICK = 20
@@ -57,7 +63,7 @@ class TickReport:
     missed: int = 0  # occurrences recorded missed
     published: int = 0  # messages published for new invocations
     republished: int = 0  # pending invocations whose lost message was published again
-    retries: int = 0  # retries published as their wait in the database ended
+    retries: int = 0  # unsent runs published: retries whose wait ended, failed publishes
     leases_expired: int = 0  # running invocations taken back after their lease ran out
     batches: int = 0
     duration_ms: float = 0.0
@@ -150,10 +156,13 @@ def _dispatch_all(
     """Claim and record batches until nothing due at ``now`` is left; publish each."""
     # Publishing batch N overlaps claiming batch N+1: the database round trips release
     # the GIL while the publisher thread encodes messages. One thread keeps the batches
-    # in order.
+    # in order. Once a publish failed, no further batch is committed: the broker is
+    # down, and the triggers left due are claimed by the next tick.
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="publish") as publisher:
         futures = []
         for _ in range(MAX_BATCHES_PER_TICK):
+            if any(f.done() and f.exception() is not None for f in futures):
+                break
             new_ids = _dispatch_batch(sessions, now, options, report)
             if new_ids is None:
                 break
@@ -169,8 +178,8 @@ def _dispatch_all(
             except Exception as exc:
                 failures.append(exc)
     if failures:
-        # Committed but unpublished rows are safe: the sweep of a later tick publishes
-        # them once they are older than republish_after_s.
+        # Committed but unpublished rows are safe: they are marked unsent, and the
+        # next tick's sweep publishes them (claims.take_unpublished).
         raise failures[0]
 
 
@@ -196,6 +205,8 @@ def _dispatch_batch(
         trigger_ids: list[uuid.UUID] = []
         scheduled_fors: list[dt.datetime] = []
         misseds: list[bool] = []
+        reasons: list[str | None] = []
+        advanced: list[Row[Any]] = []
         next_run_ats: list[dt.datetime | None] = []
         last_scheduled: list[dt.datetime | None] = []
         for row in rows:
@@ -207,16 +218,23 @@ def _dispatch_batch(
                     policy=MisfirePolicy(row.misfire_policy),
                     grace_s=max(row.misfire_grace_s, options.min_grace_s),
                     now=now,
+                    missed_reason=claims.MISSED_REASON,
                 )
             except (CronbeatError, ValueError, OverflowError) as exc:
                 # One trigger whose schedule no longer computes (a zone dropped from
                 # tzdata, a hand-edited row) must not stop every other trigger's runs.
                 # Its due occurrence is recorded failed, saying why, and it is disabled.
                 plan = _unschedulable(session, row, now, exc)
+            if advanced and len(trigger_ids) + len(plan.occurrences) > MAX_ROWS_PER_BATCH:
+                # The batch's budget is spent: this trigger and the rest of the claim
+                # stay as they are (due), and the next batch claims them again.
+                break
             for occurrence in plan.occurrences:
                 trigger_ids.append(row.id)
                 scheduled_fors.append(occurrence.scheduled_for)
                 misseds.append(occurrence.status is InvocationStatus.MISSED)
+                reasons.append(occurrence.reason)
+            advanced.append(row)
             next_run_ats.append(plan.next_run_at)
             last_scheduled.append(
                 plan.occurrences[-1].scheduled_for if plan.occurrences else None
@@ -226,17 +244,18 @@ def _dispatch_batch(
             trigger_ids=trigger_ids,
             scheduled_fors=scheduled_fors,
             misseds=misseds,
+            reasons=reasons,
             now=now,
         )
         claims.advance_triggers(
             session,
-            trigger_ids=[row.id for row in rows],
+            trigger_ids=[row.id for row in advanced],
             next_run_ats=next_run_ats,
             last_scheduled_fors=last_scheduled,
             enableds=[next_at is not None for next_at in next_run_ats],
         )
     report.batches += 1
-    report.claimed += len(rows)
+    report.claimed += len(advanced)
     new_ids = [inv_id for inv_id, status in inserted if status == InvocationStatus.PENDING]
     report.created += len(new_ids)
     report.missed += len(inserted) - len(new_ids)
@@ -266,11 +285,23 @@ def _publish(
     invocation_ids: Sequence[uuid.UUID],
     now: dt.datetime,
 ) -> int:
-    """Publish, then record the messages as sent; returns how many were published."""
-    count = publish(invocation_ids)
-    with sessions.begin() as session:
-        claims.mark_published(session, invocation_ids, now)
-    return count
+    """Publish a committed batch (recorded as published at ``now`` by its insert).
+
+    Raises:
+        Whatever ``publish`` raised, after recording the batch as unsent, so the next
+        tick publishes it rather than the sweep CRONBEAT_REPUBLISH_AFTER_S later.
+    """
+    try:
+        return publish(invocation_ids)
+    except Exception:
+        try:
+            with sessions.begin() as session:
+                claims.unmark_published(session, invocation_ids, now)
+        except Exception:
+            # The rows keep enqueued_at = now: the sweep publishes them once stale.
+            log.warning("could not record a failed publish", exc_info=True,
+                        extra={"action": "dispatch.unmark_failed"})
+        raise
 
 
 def _sweep(
@@ -290,7 +321,8 @@ def _sweep(
         # if it dies after the commit, the marks age and a later sweep publishes them.
         with sessions.begin() as session:
             deploy.fence(session, options.deployment_id)
-            retries = claims.take_due_retries(session, now, options.batch_size)
+            retries = claims.take_unpublished(session, now, options.batch_size,
+                                              settle=REORDER_MARGIN)
             lost = claims.take_stale_pending(session, now, lost_before, options.batch_size)
             expired = claims.take_expired_leases(session, now, options.batch_size)
         if retries:

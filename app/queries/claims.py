@@ -80,6 +80,9 @@ def _array_element(value: object) -> str:
     if isinstance(value, dt.datetime):
         assert value.tzinfo is not None, "timestamps are aware"
         return value.isoformat()
+    if isinstance(value, str):
+        # Quoted, with backslashes and double quotes escaped: array input syntax.
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
     raise TypeError(f"no array literal for {type(value).__name__}")
 
 
@@ -115,9 +118,15 @@ def insert_invocations(
     trigger_ids: Sequence[uuid.UUID],
     scheduled_fors: Sequence[dt.datetime],
     misseds: Sequence[bool],
+    reasons: Sequence[str | None],
     now: dt.datetime,
 ) -> list[tuple[uuid.UUID, str]]:
-    """Insert one invocation per occurrence; return (id, status) of the rows inserted."""
+    """Insert one invocation per occurrence; return (id, status) of the rows inserted.
+
+    A pending row is recorded as published at ``now`` (its message goes out right after
+    the commit; if that publish fails, :func:`unmark_published` says so). A missed row
+    carries its reason (``reasons``, or :data:`MISSED_REASON` where None).
+    """
     # ON CONFLICT DO NOTHING on UNIQUE (trigger_id, scheduled_for): should any path ever
     # record an occurrence twice (a dispatcher racing a trigger edit, a replayed batch),
     # the database keeps the first and the second inserts nothing, so it is never
@@ -127,6 +136,7 @@ def insert_invocations(
         ("trigger_id", UUID(as_uuid=True), trigger_ids),
         ("scheduled_for", _TS, scheduled_fors),
         ("missed", Boolean, misseds),
+        ("reason", Text, reasons),
     )
     triggers = Trigger.__table__
     missed = source.c.missed
@@ -140,7 +150,8 @@ def insert_invocations(
         ),
         literal(now, _TS),
         case((missed, literal(now, _TS)), else_=None),
-        case((missed, literal(MISSED_REASON)), else_=None),
+        case((missed, func.coalesce(source.c.reason, literal(MISSED_REASON))), else_=None),
+        case((missed, None), else_=literal(now, _TS)),
     ).select_from(source.join(triggers, triggers.c.id == source.c.trigger_id))
     invocations = Invocation.__table__
     statement = (
@@ -155,6 +166,7 @@ def insert_invocations(
                 invocations.c.created_at,
                 invocations.c.finished_at,
                 invocations.c.last_error,
+                invocations.c.enqueued_at,
             ],
             rows,
         )
@@ -311,13 +323,38 @@ def take_stale_pending(
     return list(session.connection().execute(statement).scalars())
 
 
-def take_due_retries(session: Session, now: dt.datetime, limit: int) -> list[uuid.UUID]:
-    """Mark as published now, and return, retries whose wait (run_after) is over.
+def unmark_published(session: Session, invocation_ids: Sequence[uuid.UUID],
+                     now: dt.datetime) -> int:
+    """Record that these invocations' messages did not go out (the publish failed)."""
+    # Only the rows this tick marked and nobody has claimed since; SKIP LOCKED as in
+    # mark_published. The next tick's take_unpublished publishes them.
+    locked = by_id(
+        Invocation.id == func.any(_pg_array("unpub_ids", invocation_ids, UUID(as_uuid=True))),
+        Invocation.status == InvocationStatus.PENDING,
+        Invocation.enqueued_at == now,
+        skip_locked=True,
+    )
+    statement = (
+        update(Invocation)
+        .where(Invocation.id.in_(locked.scalar_subquery()))
+        .values(enqueued_at=None)
+        .execution_options(synchronize_session=False)
+    )
+    return session.connection().execute(statement).rowcount
 
-    A retry longer than a tick waits in the database, not as a countdown message held
-    in a worker's memory: the runner leaves it pending with ``run_after`` and
-    ``enqueued_at`` NULL, and the dispatcher publishes it once due. Setting enqueued_at
-    in the statement that picks the rows is the claim (SKIP LOCKED, as the sweep).
+
+def take_unpublished(
+    session: Session, now: dt.datetime, limit: int, *, settle: dt.timedelta
+) -> list[uuid.UUID]:
+    """Mark as published now, and return, pending invocations whose message is due, unsent.
+
+    ``enqueued_at`` NULL means no message went out: a retry longer than a tick waits in
+    the database, not as a countdown message held in a worker's memory (the runner
+    leaves it pending with ``run_after``), and is published once due; a tick's or a
+    request's publish that failed is published at the next tick, not after
+    CRONBEAT_REPUBLISH_AFTER_S. A row younger than ``settle`` without run_after is left
+    to the request that is publishing it. Setting enqueued_at in the statement that
+    picks the rows is the claim (SKIP LOCKED, as the sweep).
     """
     # ix_invocations_retry_due holds exactly the rows this reads.
     due = (
@@ -325,9 +362,8 @@ def take_due_retries(session: Session, now: dt.datetime, limit: int) -> list[uui
         .where(
             Invocation.status == InvocationStatus.PENDING,
             Invocation.enqueued_at.is_(None),
-            Invocation.run_after <= now,
+            func.coalesce(Invocation.run_after, Invocation.created_at + settle) <= now,
         )
-        .order_by(Invocation.run_after)
         .limit(limit)
         .with_for_update(skip_locked=True)
         .scalar_subquery()

@@ -51,10 +51,49 @@ MAX_CATCH_UP_RUNS = 100
 MAX_OCCURRENCES_PER_CLAIM = 1000
 
 
+#: Of one trigger's missed occurrences in one claim or one edit, at most this many (the
+#: latest) are recorded one row each; older ones become one summary row with their count.
+#: One rule for the dispatcher and for edits (:func:`fold_missed`), so a minutely
+#: trigger behind by a day writes about a hundred rows, not 1,440.
+MAX_MISSED_ROWS = 100
+
+
 @dataclasses.dataclass(frozen=True)
 class Occurrence:
     scheduled_for: dt.datetime
     status: InvocationStatus  # PENDING (it runs) or MISSED
+    #: A missed row's reason when it is not the plain one (a summary row's count).
+    reason: str | None = None
+
+
+def fold_missed(
+    occurrences: Sequence[Occurrence], reason: str, *, complete: bool,
+    up_to: dt.datetime | None = None,
+) -> list[Occurrence]:
+    """Return the rows to record: every run, and missed ones folded by the one rule.
+
+    ``complete`` says the list reaches the trigger's present (the next occurrence is
+    after now): then the latest :data:`MAX_MISSED_ROWS` missed ones keep a row each.
+    Otherwise more are due after these, so all of these missed ones are older than those
+    and fold. Folded occurrences become one row at the latest of them, whose reason
+    counts them; their other instants get no row. ``up_to`` (an edit's now) adds that the
+    occurrences after the list, up to that instant, were missed too.
+    """
+    missed = [o for o in occurrences if o.status is InvocationStatus.MISSED]
+    keep = MAX_MISSED_ROWS if complete else 0
+    folded = missed[: max(len(missed) - keep, 0)]
+    if not folded or (len(folded) == 1 and up_to is None):
+        return list(occurrences)
+    first, last = folded[0].scheduled_for, folded[-1].scheduled_for
+    text = (f"{reason} (this row stands for {len(folded)} missed occurrences from "
+            f"{first.isoformat()} to {last.isoformat()}")
+    text += f", and so were the later ones up to {up_to.isoformat()})" if up_to else ")"
+    gone = {o.scheduled_for for o in folded[:-1]}
+    return [
+        Occurrence(last, InvocationStatus.MISSED, text) if o.scheduled_for == last else o
+        for o in occurrences
+        if o.scheduled_for not in gone
+    ]
 
 
 def decide(
@@ -143,8 +182,12 @@ def plan_trigger(
     grace_s: int,
     now: dt.datetime,
     limit: int = MAX_OCCURRENCES_PER_CLAIM,
+    missed_reason: str = "missed",
 ) -> TriggerPlan:
     """Return the occurrences due at ``now`` with their fate, and the next run time.
+
+    Missed occurrences are folded by :func:`fold_missed` (``missed_reason`` is the
+    plain reason a summary row's text starts with).
 
     A one-time trigger (no cron expression) has one occurrence, at ``stored_next_run_at``
     (its run_at), and is then finished. A cron trigger's occurrences are enumerated from
@@ -167,18 +210,16 @@ def plan_trigger(
         due, exhausted=exhausted, now=now, policy=policy, grace_s=grace_s, limit=limit
     )
     following = due[len(decided)] if len(decided) < len(due) else occurrence
-    return TriggerPlan(decided, following)
+    complete = exhausted and len(decided) == len(due)
+    return TriggerPlan(fold_missed(decided, missed_reason, complete=complete), following)
 
 
 RESCHEDULED_REASON = "missed: the schedule was changed before it ran"
 DISABLED_REASON = "missed: the trigger was disabled before it ran"
 DELETED_REASON = "missed: the trigger was deleted before it ran"
 
-#: One edit records at most this many of a trigger's due occurrences, oldest first, one
-#: row each; the last row's message then names the end of the rest of the backlog. A
-#: minutely trigger behind by a day would otherwise write 1,440 rows per trigger, and a
-#: sync of a thousand such triggers a million.
-MAX_MISSED_PER_EDIT = 100
+#: The name this bound had when only edits folded their missed occurrences.
+MAX_MISSED_PER_EDIT = MAX_MISSED_ROWS
 
 def missed_rows(
     old: Trigger, next_run_at: dt.datetime | None, *, now: dt.datetime, reason: str
@@ -197,30 +238,28 @@ def missed_rows(
     ):
         return []
     due, more = _due_for_edit(old, now)
-    rows = [
+    missed = [Occurrence(at, InvocationStatus.MISSED) for at in due]
+    recorded = fold_missed(missed, reason, complete=not more, up_to=now if more else None)
+    return [
         {
             "trigger_id": old.id, "tenant_id": old.tenant_id, "project_id": old.project_id,
-            "scheduled_for": scheduled_for, "status": InvocationStatus.MISSED.value,
+            "scheduled_for": o.scheduled_for, "status": InvocationStatus.MISSED.value,
             "manual": False, "attempt": 0, "created_at": now, "finished_at": now,
-            "last_error": reason,
+            "last_error": o.reason or reason,
         }
-        for scheduled_for in due
+        for o in recorded
     ]
-    if more:
-        rows[-1]["last_error"] = (
-            f"{reason} (so were the later occurrences up to {now.isoformat()})"
-        )
-    return rows
 
 
 def _due_for_edit(old: Trigger, now: dt.datetime) -> tuple[list[dt.datetime], bool]:
-    # The due instants (at most MAX_MISSED_PER_EDIT) and whether more are due.
+    # The due instants (as many as a dispatcher's claim enumerates) and whether more
+    # are due after them.
     assert old.next_run_at is not None
     if old.cron_expression is None:
         return [old.next_run_at], False
     try:
         due, following = due_occurrences(old.cron_expression, old.timezone, old.next_run_at,
-                                         now, MAX_MISSED_PER_EDIT)
+                                         now, MAX_OCCURRENCES_PER_CLAIM + MAX_CATCH_UP_RUNS)
     except InvalidSchedule:
         # A stored expression that no longer computes (the dispatcher records it
         # failed): the one instant known to be due is recorded.

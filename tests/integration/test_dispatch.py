@@ -166,18 +166,43 @@ def test_a_scheduler_down_for_three_hours_applies_the_misfire_policy(
     assert all(r.finished_at == now and "misfire grace" in r.last_error for r in missed_rows)
 
 
+def _crash(ids: Sequence[uuid.UUID]) -> int:
+    raise TransientError("fault hook: the broker refuses the publish after commit")
+
+
+def test_a_failed_publish_is_published_by_the_next_tick_exactly_once(
+    db: sessionmaker[Session], broker: redis.Redis
+) -> None:
+    trigger_id = add_trigger(
+        db, cron_expression="0 * * * *", next_run_at=dt.datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
+    )
+    with pytest.raises(TransientError, match="fault hook"):
+        dispatch_tick(db, _crash, OPTIONS, now=NOW)
+    assert [r[1] for r in invocations(db, trigger_id)] == [InvocationStatus.PENDING]
+    with db.begin() as session:
+        invocation_id, enqueued_at = session.execute(
+            select(Invocation.id, Invocation.enqueued_at)).one()
+    assert (enqueued_at, queued_ids(broker)) == (None, [])  # recorded as unsent
+    # The next tick publishes it, well before CRONBEAT_REPUBLISH_AFTER_S.
+    soon = dispatch_tick(db, publish, OPTIONS, now=NOW + dt.timedelta(seconds=30))
+    assert (soon.retries, soon.republished) == (1, 0)
+    assert queued_ids(broker) == [str(invocation_id)]
+    after = dispatch_tick(db, publish, OPTIONS, now=NOW + dt.timedelta(seconds=45))
+    assert (after.retries, after.republished) == (0, 0)
+    assert len(queued_ids(broker)) == 1
+
+
 def test_a_crash_between_commit_and_publish_is_delivered_by_the_next_sweep_exactly_once(
     db: sessionmaker[Session], broker: redis.Redis
 ) -> None:
     trigger_id = add_trigger(
         db, cron_expression="0 * * * *", next_run_at=dt.datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
     )
-
-    def crash(ids: Sequence[uuid.UUID]) -> int:
-        raise TransientError("fault hook: the dispatcher dies after commit, before publish")
-
     with pytest.raises(TransientError, match="fault hook"):
-        dispatch_tick(db, crash, OPTIONS, now=NOW)
+        dispatch_tick(db, _crash, OPTIONS, now=NOW)
+    # The process died before it could record the failure: the row still reads as sent.
+    with db.begin() as session:
+        session.execute(update(Invocation).values(enqueued_at=NOW))
     assert [r[1] for r in invocations(db, trigger_id)] == [InvocationStatus.PENDING]
     assert queued_ids(broker) == []
     # Not yet stale: a tick within republish_after_s leaves it to the (dead) publisher.

@@ -7,7 +7,14 @@ import datetime as dt
 import pytest
 
 from app.enums import InvocationStatus, MisfirePolicy
-from app.schedule.occurrences import MAX_CATCH_UP_RUNS, decide, plan_trigger
+from app.schedule.occurrences import (
+    MAX_CATCH_UP_RUNS,
+    MAX_MISSED_ROWS,
+    Occurrence,
+    decide,
+    fold_missed,
+    plan_trigger,
+)
 
 UTC = dt.UTC
 NOW = dt.datetime(2026, 6, 1, 12, 0, 30, tzinfo=UTC)
@@ -136,9 +143,35 @@ def test_a_minutely_trigger_a_month_behind_is_recorded_in_bounded_chunks() -> No
         grace_s=60,
         now=NOW,
         limit=1000,
+        missed_reason="missed: late",
     )
-    assert len(plan.occurrences) == 1000
-    assert {o.status for o in plan.occurrences} == {MISS}
-    assert plan.next_run_at == NOW.replace(second=0) - dt.timedelta(days=30) + dt.timedelta(
-        minutes=1000
-    )
+    start = NOW.replace(second=0) - dt.timedelta(days=30)
+    last = start + dt.timedelta(minutes=999)
+    # More are due after this chunk, so all 1,000 are older than what follows: one row.
+    assert plan.occurrences == [Occurrence(last, MISS, (
+        f"missed: late (this row stands for 1000 missed occurrences from "
+        f"{start.isoformat()} to {last.isoformat()})"))]
+    assert plan.next_run_at == start + dt.timedelta(minutes=1000)
+
+
+def test_the_last_chunk_of_a_backlog_keeps_the_latest_missed_rows_and_folds_the_rest() -> None:
+    start = NOW.replace(second=0) - dt.timedelta(minutes=300)
+    plan = plan_trigger(cron_expression="* * * * *", timezone="UTC", stored_next_run_at=start,
+                        policy=MisfirePolicy.RUN_ONCE, grace_s=60, now=NOW,
+                        missed_reason="missed: late")
+    # 301 due: the latest runs, the 100 before it keep a row each, 200 fold into one.
+    assert len(plan.occurrences) == 1 + MAX_MISSED_ROWS + 1
+    summary, *kept, run = plan.occurrences
+    assert (summary.scheduled_for, summary.status) == (start + dt.timedelta(minutes=199), MISS)
+    assert summary.reason == (
+        f"missed: late (this row stands for 200 missed occurrences from {start.isoformat()} "
+        f"to {(start + dt.timedelta(minutes=199)).isoformat()})")
+    assert [o.scheduled_for for o in kept] == [
+        start + dt.timedelta(minutes=200 + i) for i in range(MAX_MISSED_ROWS)]
+    assert {(o.status, o.reason) for o in kept} == {(MISS, None)}
+    assert (run.scheduled_for, run.status) == (start + dt.timedelta(minutes=300), RUN)
+
+
+def test_a_few_missed_occurrences_are_not_folded() -> None:
+    rows = [Occurrence(NOW - dt.timedelta(minutes=i), MISS) for i in (3, 2, 1)]
+    assert fold_missed(rows, "missed", complete=True) == rows

@@ -170,7 +170,7 @@ def test_moving_the_run_at_of_a_due_one_time_trigger_records_the_old_one_missed(
     assert _history(db, trigger.id) == [(run_at, MISSED, occurrences.RESCHEDULED_REASON, later)]
 
 
-def test_a_long_backlog_is_recorded_up_to_the_cap_and_its_last_row_says_so(
+def test_a_long_backlog_is_recorded_as_one_summary_row_by_the_dispatcher_s_rule(
     db: sessionmaker[Session],
 ):
     trigger = _create(db, _minutely())
@@ -178,12 +178,30 @@ def test_a_long_backlog_is_recorded_up_to_the_cap_and_its_last_row_says_so(
     with db.begin() as session:
         triggers.update_trigger(session, "t1", "p1", trigger.id, {"timezone": "Europe/Paris"},
                                 now=much_later)
+    # 1,440 due; an edit looks at as many as a dispatcher's claim (1,100) and folds them
+    # (occurrences.fold_missed): one row, with the count and the rest up to now.
+    enumerated = occurrences.MAX_OCCURRENCES_PER_CLAIM + occurrences.MAX_CATCH_UP_RUNS
+    last = _at(5, 1) + (enumerated - 1) * MINUTE
+    assert _history(db, trigger.id) == [(last, MISSED, (
+        f"{occurrences.RESCHEDULED_REASON} (this row stands for {enumerated} missed "
+        f"occurrences from {_at(5, 1).isoformat()} to {last.isoformat()}, and so were the "
+        f"later ones up to {much_later.isoformat()})"), much_later)]
+
+
+def test_a_backlog_within_one_claim_keeps_its_latest_rows_and_folds_the_older(
+    db: sessionmaker[Session],
+):
+    trigger = _create(db, _minutely())
+    later = _at(5, 1) + 149 * MINUTE + dt.timedelta(seconds=30)
+    with db.begin() as session:
+        triggers.update_trigger(session, "t1", "p1", trigger.id, {"timezone": "Europe/Paris"},
+                                now=later)
     rows = _history(db, trigger.id)
-    assert len(rows) == occurrences.MAX_MISSED_PER_EDIT
-    assert rows[0][0] == _at(5, 1) and rows[-1][0] == _at(5, 1) + 99 * MINUTE
-    assert rows[-2][2] == occurrences.RESCHEDULED_REASON
-    assert rows[-1][2] == (f"{occurrences.RESCHEDULED_REASON} (so were the later occurrences"
-                           f" up to {much_later.isoformat()})")
+    assert len(rows) == 1 + occurrences.MAX_MISSED_ROWS
+    assert rows[0][0] == _at(5, 1) + 49 * MINUTE
+    assert "this row stands for 50 missed occurrences" in rows[0][2]
+    assert [r[0] for r in rows[1:]] == [_at(5, 1) + (50 + i) * MINUTE for i in range(100)]
+    assert {r[2] for r in rows[1:]} == {occurrences.RESCHEDULED_REASON}
 
 
 def test_a_sync_records_what_it_takes_from_due_triggers_in_one_insert(
