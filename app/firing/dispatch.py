@@ -203,6 +203,8 @@ def _dispatch_batch(
         if not rows:
             return None
         trigger_ids: list[uuid.UUID] = []
+        tenant_ids: list[str] = []
+        project_ids: list[str] = []
         scheduled_fors: list[dt.datetime] = []
         misseds: list[bool] = []
         reasons: list[str | None] = []
@@ -231,6 +233,8 @@ def _dispatch_batch(
                 break
             for occurrence in plan.occurrences:
                 trigger_ids.append(row.id)
+                tenant_ids.append(row.tenant_id)
+                project_ids.append(row.project_id)
                 scheduled_fors.append(occurrence.scheduled_for)
                 misseds.append(occurrence.status is InvocationStatus.MISSED)
                 reasons.append(occurrence.reason)
@@ -242,6 +246,8 @@ def _dispatch_batch(
         inserted = claims.insert_invocations(
             session,
             trigger_ids=trigger_ids,
+            tenant_ids=tenant_ids,
+            project_ids=project_ids,
             scheduled_fors=scheduled_fors,
             misseds=misseds,
             reasons=reasons,

@@ -116,6 +116,8 @@ def insert_invocations(
     session: Session,
     *,
     trigger_ids: Sequence[uuid.UUID],
+    tenant_ids: Sequence[str],
+    project_ids: Sequence[str],
     scheduled_fors: Sequence[dt.datetime],
     misseds: Sequence[bool],
     reasons: Sequence[str | None],
@@ -134,16 +136,19 @@ def insert_invocations(
     source = _unnest(
         "occurrence",
         ("trigger_id", UUID(as_uuid=True), trigger_ids),
+        ("tenant_id", Text, tenant_ids),
+        ("project_id", Text, project_ids),
         ("scheduled_for", _TS, scheduled_fors),
         ("missed", Boolean, misseds),
         ("reason", Text, reasons),
     )
-    triggers = Trigger.__table__
     missed = source.c.missed
+    # The tenant and project come with the claim (claim_due_triggers): no join back to
+    # the triggers the caller holds locked.
     rows = select(
         source.c.trigger_id,
-        triggers.c.tenant_id,
-        triggers.c.project_id,
+        source.c.tenant_id,
+        source.c.project_id,
         source.c.scheduled_for,
         case(
             (missed, InvocationStatus.MISSED.value), else_=InvocationStatus.PENDING.value
@@ -152,7 +157,7 @@ def insert_invocations(
         case((missed, literal(now, _TS)), else_=None),
         case((missed, func.coalesce(source.c.reason, literal(MISSED_REASON))), else_=None),
         case((missed, None), else_=literal(now, _TS)),
-    ).select_from(source.join(triggers, triggers.c.id == source.c.trigger_id))
+    ).select_from(source)
     invocations = Invocation.__table__
     statement = (
         pg_insert(invocations)
