@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench openapi clean
+.PHONY: run test lint bench bench-e2e openapi clean
 
 $(STAMP): setup.cfg pyproject.toml constraints.txt
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Cronbeat needs Python 3.11+"'
@@ -32,6 +32,10 @@ openapi: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m bench.dispatch
+
+## Benchmark (not a test): N webhook triggers end to end against plain Celery tasks doing requests.post.
+bench-e2e: $(STAMP)
+	$(PY) -m bench.e2e
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

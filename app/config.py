@@ -125,6 +125,9 @@ class Settings:
     # A pending invocation whose message was published this long ago and never started
     # is published again (the broker lost it, e.g. Redis restarted without persistence).
     republish_after_s: int = 300
+    #: At most this many of one tenant's invocations run at once across the fleet; a
+    #: run over it waits TENANT_WAIT_S and tries again (0: no cap).
+    tenant_max_running: int = 32
     log_format: str = "text"
     log_level: str = "INFO"
     # The queues a tenant's task target may send to (the operator's own Celery queues).
@@ -168,6 +171,7 @@ class Settings:
             allow_private_targets=_bool(env, "CRONBEAT_ALLOW_PRIVATE_TARGETS", False),
             dispatch_batch_size=_int(env, "CRONBEAT_DISPATCH_BATCH_SIZE", 5000, 1, 100_000),
             republish_after_s=_int(env, "CRONBEAT_REPUBLISH_AFTER_S", 300, 5, 86_400),
+            tenant_max_running=_int(env, "CRONBEAT_TENANT_MAX_RUNNING", 32, 0, 100_000),
             log_format=_choice(env, "CRONBEAT_LOG_FORMAT", "text", ("text", "json")),
             log_level=_choice(
                 env, "CRONBEAT_LOG_LEVEL", "info", ("debug", "info", "warning", "error")

@@ -205,6 +205,12 @@ class Invocation(Base):
             "run_after",
             postgresql_where=text("status = 'pending' AND enqueued_at IS NULL"),
         ),
+        # A tenant's running invocations, counted at each claim (the tenant's cap).
+        Index(
+            "ix_invocations_running_tenant",
+            "tenant_id",
+            postgresql_where=text("status = 'running'"),
+        ),
         # The sweep's "running too long" query: WHERE status = 'running' AND
         # lease_expires_at < now().
         Index(

@@ -77,6 +77,8 @@ BASELINE_LEAD_S = 1.0
 #: receiver) before the first measured round: long enough replies keep all threads busy.
 WARMUP_DELAY_MS = 100
 POLL_S = 0.1
+#: The CPU readings before a round are taken this long before its boundary.
+READING_LEAD_S = 0.3
 
 CpuKey = tuple[int, float]  # (pid, create_time): a pid reused during a round is another key
 
@@ -250,7 +252,36 @@ def read_cpu(groups: dict[str, int]) -> Reading:
     reading["machine"] = {(0, 0.0): machine.user + machine.nice + machine.system
                           + machine.irq + machine.softirq}
     reading["wall"] = {(0, 0.0): time.monotonic()}
+    every: dict[CpuKey, float] = {}
+    for process in psutil.process_iter(["cmdline", "name", "create_time"]):
+        with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
+            key = (process.pid, process.info["create_time"])
+            every[key] = _cpu_s(process.cpu_times(), reaped=False)
+            _TITLES[key] = " ".join(process.info["cmdline"] or []) or process.info["name"]
+    reading["every process"] = every
     return reading
+
+
+_TITLES: dict[CpuKey, str] = {}
+
+
+def busiest_others(before: Reading, after: Reading, own_pids: set[int],
+                   limit: int = 3) -> list[tuple[str, float]]:
+    """The processes not of this run that used the most CPU between two readings."""
+    ours = {key for label, found in after.items() if label in
+            ("postgres", "redis") or label not in _SHARED for key in found}
+    spent = []
+    for key, value in after["every process"].items():
+        if key in ours or key[0] in own_pids:
+            continue
+        used = value - before["every process"].get(key, 0.0)
+        if used > 0:
+            spent.append((f"{_TITLES.get(key, '?')[:70]} (pid {key[0]})", used))
+    return sorted(spent, key=lambda item: -item[1])[:limit]
+
+
+#: Readings that are not a process group of this run.
+_SHARED = ("postgres, all processes", "machine", "wall", "every process", "driver")
 
 
 def cpu_spent(before: Reading, after: Reading) -> dict[str, float]:
@@ -336,7 +367,7 @@ class Outcome:
         wall = self.cpu_s["wall"]
         ours = sum(value for label, value in self.cpu_s.items()
                    if label not in ("machine", "wall", "postgres, all processes",
-                                    "publisher"))
+                                    "every process", "publisher"))
         ours += self.receiver_cpu_s
         machine = self.cpu_s["machine"]
         return machine / wall, (machine - ours) / wall
@@ -371,6 +402,7 @@ class Bench:
     engine: Engine
     broker: redis.Redis
     receiver: ReceiverClient
+    receiver_pid: int
     cronbeat_env: dict[str, str]
     worker: Spawned
     dispatcher: Spawned
@@ -424,7 +456,8 @@ class Bench:
         if not warmup:
             print(f"  cronbeat, delay {delay_ms} ms: {count:,} triggers due at "
                   f"{boundary_at:%H:%M:%S}, waiting {boundary - time.time():.1f} s", flush=True)
-        _sleep_until(boundary)
+        # The readings take a few tens of ms: done just before B, not at it.
+        _sleep_until(boundary - READING_LEAD_S)
         receiver_before = self.receiver.stats()
         before = read_cpu(groups)
         children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -465,6 +498,7 @@ class Bench:
             tick_row = conn.execute(text(
                 "SELECT last_tick_report FROM dispatcher_heartbeat")).first()
         notes.append(f"invocations by status {statuses}, attempts by outcome {outcomes}")
+        notes.append(self._others(before, after))
         notes.extend(f"last_error x{n}: {error}" for error, n in errors)
         if tick_row is not None and tick_row[0]:
             report = tick_row[0]
@@ -494,10 +528,11 @@ class Bench:
             print(f"  baseline, delay {delay_ms} ms: {count:,} messages from "
                   f"{dt.datetime.fromtimestamp(boundary):%H:%M:%S.%f}"[:-3], flush=True)
         groups = {"worker": self.baseline.pid}
-        _sleep_until(boundary)
+        _sleep_until(boundary - READING_LEAD_S)
         receiver_before = self.receiver.stats()
         before = read_cpu(groups)
         usage_before = resource.getrusage(resource.RUSAGE_SELF)
+        _sleep_until(boundary)
         started = time.perf_counter()
         for ident, body in zip(ids, bodies, strict=True):
             baseline_tasks.post.apply_async(
@@ -520,11 +555,16 @@ class Bench:
         notes = [f"publishing {count:,} messages (apply_async loop): {published_s:.3f} s, "
                  f"{count / published_s:,.0f}/s",
                  f"tasks succeeded {log.count('succeeded in'):,}, raised "
-                 f"{len(re.findall(r'] raised', log)):,}"]
+                 f"{len(re.findall(r'] raised', log)):,}", self._others(before, after)]
         notes.extend(_log_problems(self.baseline, offset))
         return self._outcome("baseline", delay_ms, count, boundary, set(ids), cpu,
                              ("worker", "publisher", "redis"), receiver_before, complete,
                              notes)
+
+    def _others(self, before: Reading, after: Reading) -> str:
+        busiest = busiest_others(before, after, {os.getpid(), self.receiver_pid})
+        listed = "; ".join(f"{title}: {used:.2f} s" for title, used in busiest)
+        return f"busiest processes not of this run: {listed or 'none'}"
 
     def _wait(self, count: int, finished: Any) -> bool:
         """Until ``finished()`` reaches ``count``; asked whenever the receiver has all
@@ -636,8 +676,9 @@ def print_pair(cronbeat: Outcome, baseline: Outcome) -> None:
         _per_delivery_ms(baseline, "postgres"), 3, ratio=False)
     row("  receiver CPU per request, ms", _per_request_ms(cronbeat),
         _per_request_ms(baseline), 3, ratio=False)
-    row("  receiver: connections accepted", cronbeat.receiver["accepted_connections"],
-        baseline.receiver["accepted_connections"], 0, ratio=False)
+    row("  receiver: new connections carrying webhooks",
+        cronbeat.receiver["webhook_connections"], baseline.receiver["webhook_connections"],
+        0, ratio=False)
     row("  receiver: most connections open at once",
         cronbeat.receiver["max_open_connections"], baseline.receiver["max_open_connections"],
         0, ratio=False)
@@ -792,12 +833,13 @@ def main() -> None:
             broker = redis.Redis.from_url(redis_url)
             broker.flushdb()
             print("processes (cwd: the repository root; PYTHONPATH=. for the celery ones):")
-            _receiver, worker, dispatcher, baseline, cronbeat_env = _start_fleet(
+            receiver_process, worker, dispatcher, baseline, cronbeat_env = _start_fleet(
                 fleet, args, database_url, redis_url)
             port = int((log_dir / "receiver.port").read_text())
             bench = Bench(engine=engine, broker=broker, receiver=ReceiverClient(port),
-                          cronbeat_env=cronbeat_env, worker=worker, dispatcher=dispatcher,
-                          baseline=baseline, tick_mode=args.tick, timeout_s=args.timeout)
+                          receiver_pid=receiver_process.pid, cronbeat_env=cronbeat_env,
+                          worker=worker, dispatcher=dispatcher, baseline=baseline,
+                          tick_mode=args.tick, timeout_s=args.timeout)
             if args.tick == "cli":
                 shown = " ".join(f"{key}={value}" for key, value in cronbeat_env.items()
                                  if key.startswith(("CRONBEAT_", "DATABASE_URL", "REDIS_URL")))

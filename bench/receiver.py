@@ -43,6 +43,7 @@ class State:
         self.open = 0
         self.max_open = 0
         self.accepted = 0
+        self.webhook_connections = 0
         self.in_flight = 0
         self.max_in_flight = 0
         self.bad = 0
@@ -52,6 +53,7 @@ class State:
         self.records = []
         self.max_open = self.open
         self.accepted = 0
+        self.webhook_connections = 0
         self.max_in_flight = self.in_flight
         self.bad = 0
 
@@ -65,6 +67,9 @@ class State:
             "open_connections": self.open,
             "max_open_connections": self.max_open,
             "accepted_connections": self.accepted,
+            # Connections whose first webhook request arrived since the reset (control
+            # requests, one connection each, are not counted).
+            "webhook_connections": self.webhook_connections,
             "max_in_flight": self.max_in_flight,
             "bad_requests": self.bad,
         }
@@ -95,6 +100,7 @@ async def _serve(state: State, reader: asyncio.StreamReader,
     state.open += 1
     state.accepted += 1
     state.max_open = max(state.max_open, state.open)
+    carried_webhook = False
     try:
         while True:
             try:
@@ -130,6 +136,9 @@ async def _serve(state: State, reader: asyncio.StreamReader,
                     found = _BODY_ID.search(body)
                     ident = found.group(1) if found else b"?"
                 state.records.append((arrived, ident))
+                if not carried_webhook:
+                    carried_webhook = True
+                    state.webhook_connections += 1
                 state.in_flight += 1
                 state.max_in_flight = max(state.max_in_flight, state.in_flight)
                 try:

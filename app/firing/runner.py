@@ -61,6 +61,10 @@ FINISH_RETRY_DELAYS_S = (0.5, 1.0, 2.0, 4.0)
 
 SendWebhook = Callable[..., DeliveryResult]
 
+#: A run whose tenant has CRONBEAT_TENANT_MAX_RUNNING invocations running tries again
+#: after this.
+TENANT_WAIT_S = 2.0
+
 
 @dataclasses.dataclass(frozen=True)
 class RunOutcome:
@@ -135,7 +139,8 @@ def _start(
     # attempt of a superseded deployment can start after the activation returned. The
     # claim reads the active deployment in its own snapshot, taken after the lock.
     locks.fence_shared(session)
-    claimed = attempts.claim(session, invocation_id, settings.deployment_id)
+    claimed = attempts.claim(session, invocation_id, settings.deployment_id,
+                             settings.tenant_max_running)
     if claimed is None:
         # Not the common case: a duplicate, early, cancelled, deleted, paused, overlap
         # skip, or a superseded deployment. The slow path looks at each.
@@ -194,6 +199,16 @@ def _start_slow(
                  extra={"action": f"run.{status.value}", "reason": reason, **ids})
         return RunOutcome(status=status, attempt=invocation.attempt)
     assert trigger is not None
+    cap = settings.tenant_max_running
+    if cap and attempts.tenant_running(session, invocation.tenant_id) >= cap:
+        # Fair tenants: one tenant's slow or hanging targets hold at most `cap` worker
+        # threads; its next run waits a moment and tries again, and the thread goes to
+        # whatever is next in the queue, another tenant's run included.
+        if not attempts.defer(session, invocation_id, TENANT_WAIT_S):
+            return RunOutcome(status=None)
+        log.debug("run: the tenant is at its cap, waiting",
+                  extra={"action": "run.tenant_capped", "cap": cap, **ids})
+        return RunOutcome(status=None, retry_in_s=TENANT_WAIT_S)
     claim = leases.claim_attempt(
         session,
         invocation_id,

@@ -63,6 +63,37 @@ def _seconds(column: Any) -> Any:
     return func.make_interval(0, 0, 0, 0, 0, 0, column)
 
 
+def _running_of(tenant_id: Any) -> Any:
+    """How many of the tenant's invocations run now (ix_invocations_running_tenant)."""
+    running = _inv.alias("running")
+    return (
+        select(func.count())
+        .select_from(running)
+        .where(running.c.tenant_id == tenant_id, running.c.status == InvocationStatus.RUNNING)
+        .scalar_subquery()
+    )
+
+
+def tenant_running(session: Session, tenant_id: str) -> int:
+    """How many of ``tenant_id``'s invocations are running now."""
+    return int(session.connection().execute(select(_running_of(literal(tenant_id)))).scalar_one())
+
+
+def defer(session: Session, invocation_id: uuid.UUID, delay_s: float) -> bool:
+    """Leave a pending invocation for ``delay_s`` (its tenant is at its cap); True if done.
+
+    Its message is published again with that countdown right after the commit, so it
+    counts as sent now.
+    """
+    statement = (
+        update(_inv)
+        .where(_inv.c.id == invocation_id, _inv.c.status == InvocationStatus.PENDING)
+        .values(run_after=func.now() + _seconds(literal(delay_s, Float)),
+                enqueued_at=func.now())
+    )
+    return session.connection().execute(statement).rowcount == 1
+
+
 def _build_claim() -> Any:
     deployment = bindparam("b_deployment_id", type_=String)
     may_run = exists(
@@ -83,6 +114,12 @@ def _build_claim() -> Any:
             or_(_trg.c.enabled, _inv.c.manual, _trg.c.run_at.is_not(None)),
             _trg.c.overlap_policy != OverlapPolicy.SKIP,
             may_run,
+            # The tenant's cap (0: none). A soft cap: claims racing at one instant may
+            # each see the tenant one below it.
+            or_(
+                bindparam("b_tenant_cap", type_=Integer) == 0,
+                _running_of(_inv.c.tenant_id) < bindparam("b_tenant_cap", type_=Integer),
+            ),
         )
         .values(
             status=InvocationStatus.RUNNING,
@@ -211,13 +248,17 @@ class Claimed:
     target: Target
 
 
-def claim(session: Session, invocation_id: uuid.UUID, deployment_id: str | None) -> Claimed | None:
+def claim(
+    session: Session, invocation_id: uuid.UUID, deployment_id: str | None, tenant_cap: int,
+) -> Claimed | None:
     """Claim the invocation as a new attempt if the common path allows; None otherwise.
 
     The caller holds the deploy fence (app.deploys.deploy.fence's lock) already.
+    ``tenant_cap`` is CRONBEAT_TENANT_MAX_RUNNING (0: no cap).
     """
     row = session.connection().execute(
-        _CLAIM, {"b_invocation_id": invocation_id, "b_deployment_id": deployment_id}
+        _CLAIM, {"b_invocation_id": invocation_id, "b_deployment_id": deployment_id,
+                 "b_tenant_cap": tenant_cap}
     ).first()
     if row is None:
         return None

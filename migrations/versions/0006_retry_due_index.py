@@ -1,8 +1,10 @@
-"""invocations: index the retries that wait in the database for the dispatcher
+"""invocations: index the retries that wait in the database, and each tenant's running rows
 
 A retry longer than a tick is no longer a countdown message held by a worker: it stays
 pending with run_after and no enqueued_at, and each tick publishes the ones now due. The
 partial index holds only those rows, so the tick reads the due ones and nothing else.
+Each attempt's claim counts its tenant's running invocations (the tenant's cap): a
+partial index of the running rows by tenant.
 
 Revision ID: 0006
 Revises: 0005
@@ -28,7 +30,15 @@ def upgrade() -> None:
         unique=False,
         postgresql_where=sa.text("status = 'pending' AND enqueued_at IS NULL"),
     )
+    op.create_index(
+        "ix_invocations_running_tenant",
+        "invocations",
+        ["tenant_id"],
+        unique=False,
+        postgresql_where=sa.text("status = 'running'"),
+    )
 
 
 def downgrade() -> None:
+    op.drop_index("ix_invocations_running_tenant", table_name="invocations")
     op.drop_index("ix_invocations_retry_due", table_name="invocations")
