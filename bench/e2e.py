@@ -736,17 +736,20 @@ def _celery_env(base: dict[str, str], **extra: str) -> tuple[dict[str, str], dic
 
 
 @contextlib.contextmanager
-def _terminate_on_sigterm() -> Iterator[None]:
-    """SIGTERM ends the run like Ctrl-C does: through the finally blocks."""
+def _interruptible() -> Iterator[None]:
+    """Ctrl-C and SIGTERM end the run through the finally blocks (even when the shell
+    started it with SIGINT ignored, as in the background)."""
 
     def stop(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGTERM, stop)
+    previous = {signum: signal.signal(signum, stop) for signum in (signal.SIGINT,
+                                                                    signal.SIGTERM)}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def _start_fleet(fleet: Fleet, args: argparse.Namespace, database_url: str,
@@ -818,7 +821,7 @@ def main() -> None:
     engine: Engine | None = None
     outcomes: list[tuple[Outcome, Outcome]] = []
     try:
-        with _terminate_on_sigterm():
+        with _interruptible():
             config = Config(str(ROOT / "alembic.ini"))
             config.set_main_option("sqlalchemy.url", database_url)
             command.upgrade(config, "head")
@@ -864,6 +867,10 @@ def main() -> None:
             for cronbeat, base in outcomes:
                 print_pair(cronbeat, base)
             print(f"\nlogs: {log_dir}")
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: stopping every process it started (logs: {log_dir})",
+              file=sys.stderr)
+        raise SystemExit(130) from None
     finally:
         fleet.stop_all()
         if engine is not None:

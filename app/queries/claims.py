@@ -86,30 +86,63 @@ def _array_element(value: object) -> str:
     raise TypeError(f"no array literal for {type(value).__name__}")
 
 
+_CLAIM_COLUMNS = (
+    Trigger.id,
+    Trigger.tenant_id,
+    Trigger.project_id,
+    Trigger.cron_expression,
+    Trigger.timezone,
+    Trigger.run_at,
+    Trigger.next_run_at,
+    Trigger.misfire_policy,
+    Trigger.misfire_grace_s,
+)
+
+
 def claim_due_triggers(session: Session, now: dt.datetime, limit: int) -> Sequence[Row[Any]]:
-    """Lock and return up to ``limit`` enabled triggers due at ``now``, oldest first."""
+    """Lock and return up to ``limit`` enabled triggers due at ``now``, fairly by tenant.
+
+    Fair: the batch takes each tenant's oldest due trigger, then each tenant's second,
+    and so on (oldest first within each round), so a tenant with 100,000 due triggers
+    puts its first ones in the batch beside every other tenant's, not ahead of them.
+    """
     # FOR UPDATE SKIP LOCKED: a second dispatcher skips the rows this one holds instead
     # of waiting, and finds them advanced (no longer due) once this one commits; under
-    # READ COMMITTED a row it reads after that commit is re-checked against the WHERE.
-    # The WHERE matches ix_triggers_due's predicate, so only due rows are read.
-    statement = (
-        select(
-            Trigger.id,
-            Trigger.tenant_id,
-            Trigger.project_id,
-            Trigger.cron_expression,
-            Trigger.timezone,
-            Trigger.run_at,
-            Trigger.next_run_at,
-            Trigger.misfire_policy,
-            Trigger.misfire_grace_s,
-        )
-        .where(Trigger.enabled, Trigger.next_run_at.is_not(None), Trigger.next_run_at <= now)
+    # READ COMMITTED a row it reads after that commit is re-checked against the WHERE
+    # (which is why the due condition is on the locked table itself). The ranking reads
+    # only due rows (ix_triggers_due's predicate); it cannot take the locks itself
+    # (FOR UPDATE refuses window functions), so it picks candidates that are then locked.
+    due = and_(Trigger.enabled, Trigger.next_run_at.is_not(None), Trigger.next_run_at <= now)
+    round_ = func.row_number().over(
+        partition_by=Trigger.tenant_id, order_by=Trigger.next_run_at
+    ).label("round")
+    ranked = select(Trigger.id, Trigger.next_run_at, round_).where(due).subquery("ranked")
+    candidates = (
+        select(ranked.c.id, ranked.c.round, ranked.c.next_run_at)
+        .order_by(ranked.c.round, ranked.c.next_run_at)
+        .limit(limit)
+        .subquery("candidates")
+    )
+    fair = (
+        select(*_CLAIM_COLUMNS)
+        .join(candidates, candidates.c.id == Trigger.id)
+        .where(due)
+        .order_by(candidates.c.round, candidates.c.next_run_at)
+        .with_for_update(of=Trigger, skip_locked=True)
+    )
+    rows = session.connection().execute(fair).all()
+    if rows:
+        return rows
+    # Every candidate is held by another dispatcher (or nothing is due): the plain
+    # claim by due time decides whether anything is left for this one.
+    plain = (
+        select(*_CLAIM_COLUMNS)
+        .where(due)
         .order_by(Trigger.next_run_at)
         .limit(limit)
         .with_for_update(skip_locked=True)
     )
-    return session.connection().execute(statement).all()
+    return session.connection().execute(plain).all()
 
 
 def insert_invocations(
