@@ -2,11 +2,13 @@
 
 What it measures, in one run, for each receiver delay (default 0 and 200 ms):
 
-* **Cronbeat**: N cron webhook triggers (``* * * * *``, UTC, timeout_s 30) whose
-  next_run_at is the same whole minute B, run by the Procfile's processes: the
-  ``worker`` line (threads pool, 64 threads) and the ``dispatcher`` line, which gets
-  one tick at B as beat would send it (or ``--tick cli``: ``python -m cli dispatch
-  --once`` started at B). It waits until all N invocations are final.
+* **Cronbeat**: N cron webhook triggers (``* * * * *``, UTC, timeout_s 30, spread
+  over ``--tenants`` tenants, 100 by default, so that no tenant reaches
+  CRONBEAT_TENANT_MAX_RUNNING) whose next_run_at is the same whole minute B, run by
+  the Procfile's processes: the ``worker`` line (threads pool, 64 threads) and the
+  ``dispatcher`` line, which gets one tick at B as beat would send it (or ``--tick
+  cli``: ``python -m cli dispatch --once`` started at B). It waits until all N
+  invocations are final.
 * **Baseline**: plain Celery tasks doing ``requests.post(url, json=body, timeout=30)``
   (bench/baseline_tasks.py) on a worker with the same pool and concurrency, N messages
   published with ``apply_async`` in a loop from B on.
@@ -409,6 +411,7 @@ class Bench:
     baseline: Spawned
     tick_mode: str
     timeout_s: float
+    tenants: int
 
     def clean(self) -> None:
         """Invocations, attempts and triggers gone; Redis db emptied (bindings kept)."""
@@ -426,10 +429,11 @@ class Bench:
                 text(
                     "INSERT INTO triggers (tenant_id, project_id, name, cron_expression,"
                     " timezone, next_run_at, target_kind, webhook_url, timeout_s)"
-                    " SELECT 'bench', 'e2e', 'e2e-' || g, '* * * * *', 'UTC', :boundary,"
-                    " 'webhook', :url, 30 FROM generate_series(1, :n) AS g"
+                    " SELECT 'bench-' || (g % :tenants), 'e2e', 'e2e-' || g, '* * * * *',"
+                    " 'UTC', :boundary, 'webhook', :url, 30 FROM generate_series(1, :n) AS g"
                 ),
-                {"boundary": boundary, "url": self.receiver.url, "n": count},
+                {"boundary": boundary, "url": self.receiver.url, "n": count,
+                 "tenants": self.tenants},
             )
         with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
             conn.execute(text("VACUUM ANALYZE triggers, invocations"))
@@ -801,6 +805,10 @@ def main() -> None:
     parser.add_argument("--tick", choices=("dispatcher", "cli"), default="dispatcher",
                         help="the dispatcher process gets one tick message at B, or "
                              "`python -m cli dispatch --once` starts at B")
+    parser.add_argument("--tenants", type=int, default=100,
+                        help="the triggers' tenants, round robin: with 1, one tenant's "
+                             "CRONBEAT_TENANT_MAX_RUNNING (default 32) caps its running "
+                             "invocations below the worker's threads")
     parser.add_argument("--warmup", type=int, default=256,
                         help="deliveries of the unmeasured warm-up round of each side")
     parser.add_argument("--timeout", type=float, default=300.0,
@@ -814,7 +822,8 @@ def main() -> None:
     database_url = admin.rsplit("/", 1)[0] + "/" + DB_NAME
     log_dir = Path(tempfile.mkdtemp(prefix="cronbeat-bench-e2e-"))
     print(f"cronbeat end-to-end benchmark: N = {args.count:,}, delays {delays} ms, "
-          f"concurrency {args.concurrency}, tick via {args.tick}; logs in {log_dir}")
+          f"concurrency {args.concurrency}, tick via {args.tick}, {args.tenants} tenants; "
+          f"logs in {log_dir}")
     drop_database(admin, DB_NAME)
     create_database(admin, DB_NAME)
     fleet = Fleet(log_dir)
@@ -842,7 +851,8 @@ def main() -> None:
             bench = Bench(engine=engine, broker=broker, receiver=ReceiverClient(port),
                           receiver_pid=receiver_process.pid, cronbeat_env=cronbeat_env,
                           worker=worker, dispatcher=dispatcher, baseline=baseline,
-                          tick_mode=args.tick, timeout_s=args.timeout)
+                          tick_mode=args.tick, timeout_s=args.timeout,
+                          tenants=args.tenants)
             if args.tick == "cli":
                 shown = " ".join(f"{key}={value}" for key, value in cronbeat_env.items()
                                  if key.startswith(("CRONBEAT_", "DATABASE_URL", "REDIS_URL")))

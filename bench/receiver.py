@@ -152,6 +152,10 @@ async def _serve(state: State, reader: asyncio.StreamReader,
                 return
     except ConnectionError:
         return
+    except asyncio.CancelledError:
+        # Shutting down: end quietly (asyncio's stream callback would log a cancelled
+        # handler as an error).
+        return
     finally:
         state.open -= 1
         writer.close()

@@ -137,8 +137,9 @@ def _start(
     # The deploy fence first: it share-locks the scheduler state until this transaction
     # commits, so an activation of another deployment waits for this claim, and no
     # attempt of a superseded deployment can start after the activation returned. The
-    # claim reads the active deployment in its own snapshot, taken after the lock.
-    locks.fence_shared(session)
+    # claim reads the active deployment in its own snapshot, taken after the lock. With
+    # the tenant cap on, the tenant's claim lock comes in the same round trip.
+    attempts.lock_for_claim(session, invocation_id, settings.tenant_max_running)
     claimed = attempts.claim(session, invocation_id, settings.deployment_id,
                              settings.tenant_max_running)
     if claimed is None:

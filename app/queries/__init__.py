@@ -17,9 +17,12 @@ here is taken in one global order, and by primary key within a table:
 2. one project (advisory, :func:`.locks.lock_project`): a sync, a delete by ref;
 3. triggers, ``ORDER BY id`` ``FOR UPDATE`` (:mod:`.triggers`): a sync, a delete by ref,
    a single-row edit;
-4. one trigger's runs (advisory, :func:`.locks.lock_trigger_runs`): the run path's
+4. one tenant's runs (advisory, :data:`.locks.TENANT_RUNS_NAMESPACE`, taken with the
+   fence in one statement by :func:`.attempts.lock_for_claim`): every attempt's claim
+   while the tenant cap is on, so the cap is counted by one claim at a time;
+5. one trigger's runs (advisory, :func:`.locks.lock_trigger_runs`): the run path's
    overlap check;
-5. invocations, ``ORDER BY id`` ``FOR UPDATE`` (:func:`.locks.by_id`): cancels
+6. invocations, ``ORDER BY id`` ``FOR UPDATE`` (:func:`.locks.by_id`): cancels
    (:mod:`.cancellation`); or ``SKIP LOCKED``: mark_published, the dispatcher's claims
    and the sweep, which never wait.
 

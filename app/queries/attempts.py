@@ -45,6 +45,7 @@ from sqlalchemy.orm import Session
 from app.enums import InvocationStatus, OverlapPolicy
 from app.models import Invocation, InvocationAttempt, SchedulerState, Trigger
 from app.queries.leases import LEASE_GRACE_S
+from app.queries.locks import FENCE_LOCK_KEY, TENANT_RUNS_NAMESPACE, fence_shared
 
 _inv = Invocation.__table__
 _trg = Trigger.__table__
@@ -61,6 +62,29 @@ TARGET_COLUMNS = (
 
 def _seconds(column: Any) -> Any:
     return func.make_interval(0, 0, 0, 0, 0, 0, column)
+
+
+_LOCK_FOR_CLAIM = select(
+    # Evaluated left to right: the fence first (lock order 1), then the tenant (4).
+    func.pg_advisory_xact_lock_shared(FENCE_LOCK_KEY),
+    func.pg_advisory_xact_lock(TENANT_RUNS_NAMESPACE, func.hashtext(_inv.c.tenant_id)),
+).where(_inv.c.id == bindparam("b_invocation_id"))
+
+
+def lock_for_claim(session: Session, invocation_id: uuid.UUID, tenant_cap: int) -> None:
+    """Hold the deploy fence (shared) and, with a tenant cap, the tenant's claim lock.
+
+    Both until commit, in one round trip. The tenant's lock makes the cap exact: the
+    claim counts the tenant's running invocations in a snapshot taken after every
+    earlier claim of the tenant committed. An unknown id takes the fence alone.
+    """
+    if not tenant_cap:
+        fence_shared(session)
+        return
+    found = session.connection().execute(
+        _LOCK_FOR_CLAIM, {"b_invocation_id": invocation_id}).first()
+    if found is None:
+        fence_shared(session)
 
 
 def _running_of(tenant_id: Any) -> Any:
@@ -114,8 +138,7 @@ def _build_claim() -> Any:
             or_(_trg.c.enabled, _inv.c.manual, _trg.c.run_at.is_not(None)),
             _trg.c.overlap_policy != OverlapPolicy.SKIP,
             may_run,
-            # The tenant's cap (0: none). A soft cap: claims racing at one instant may
-            # each see the tenant one below it.
+            # The tenant's cap (0: none), exact under lock_for_claim's tenant lock.
             or_(
                 bindparam("b_tenant_cap", type_=Integer) == 0,
                 _running_of(_inv.c.tenant_id) < bindparam("b_tenant_cap", type_=Integer),
@@ -253,8 +276,8 @@ def claim(
 ) -> Claimed | None:
     """Claim the invocation as a new attempt if the common path allows; None otherwise.
 
-    The caller holds the deploy fence (app.deploys.deploy.fence's lock) already.
-    ``tenant_cap`` is CRONBEAT_TENANT_MAX_RUNNING (0: no cap).
+    The caller holds :func:`lock_for_claim`'s locks already. ``tenant_cap`` is
+    CRONBEAT_TENANT_MAX_RUNNING (0: no cap).
     """
     row = session.connection().execute(
         _CLAIM, {"b_invocation_id": invocation_id, "b_deployment_id": deployment_id,

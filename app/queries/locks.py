@@ -33,6 +33,9 @@ def fence_exclusive(session: Session) -> None:
 # is a 32-bit hash of what is locked; a collision only serializes two unrelated calls.
 PROJECT_NAMESPACE = 0x63620001  # "cb" 0001
 TRIGGER_RUNS_NAMESPACE = 0x63620002
+#: One tenant's claims while CRONBEAT_TENANT_MAX_RUNNING is on; the second key is
+#: PostgreSQL's hashtext(tenant_id), computed in the claim's own statement.
+TENANT_RUNS_NAMESPACE = 0x63620003
 
 
 def _hash32(text: str) -> int:
