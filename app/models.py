@@ -198,7 +198,7 @@ class Invocation(Base):
                           text("run_after")),
             postgresql_where=text("status = 'pending'"),
         ),
-        # Retries waiting in the database for the dispatcher (claims.take_due_retries):
+        # Retries waiting in the database for the dispatcher (sweep.take_unpublished):
         #   WHERE status = 'pending' AND enqueued_at IS NULL AND run_after <= :now
         Index(
             "ix_invocations_retry_due",

@@ -1,7 +1,7 @@
 """What waits in the run queue: the oldest run_trigger message not yet taken by a worker.
 
 The dispatcher's sweep re-publishes a pending invocation only when its message is lost,
-not when it is waiting behind a backlog (app.queries.claims.take_stale_pending). Redis
+not when it is waiting behind a backlog (app.queries.sweep.take_stale_pending). Redis
 queues are FIFO: kombu LPUSHes and workers BRPOP from the other end, so every message
 published before the oldest one still waiting has been taken by some worker. A pending
 invocation published well before that one is therefore not in the queue: either a

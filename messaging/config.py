@@ -26,7 +26,7 @@ MAX_RETRY_COUNTDOWN_S = 86_400
 # Safe because the visibility timeout recovers nothing Cronbeat relies on: a dead
 # worker's running invocation comes back when its lease runs out, and a pending one
 # whose message went down with the worker is published again by the dispatcher's
-# sweep CRONBEAT_REPUBLISH_AFTER_S after it was due (app.queries.claims.take_stale_pending).
+# sweep CRONBEAT_REPUBLISH_AFTER_S after it was due (app.queries.sweep.take_stale_pending).
 VISIBILITY_TIMEOUT_S = 2 * MAX_RETRY_COUNTDOWN_S
 
 def configure(app: Celery, settings: Settings) -> Celery:

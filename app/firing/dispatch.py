@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.deploys import deploy
 from app.enums import InvocationStatus, MisfirePolicy
 from app.errors import CronbeatError
-from app.queries import claims
+from app.queries import claims, sweep
 from app.schedule.occurrences import TriggerPlan, plan_trigger
 
 log = logging.getLogger(__name__)
@@ -35,7 +35,7 @@ Publish = Callable[[Sequence[uuid.UUID]], int]
 OldestWaiting = Callable[[], uuid.UUID | None]
 
 #: How far out of order two publishers' messages may reach the queue (see
-#: claims.lost_before).
+#: sweep.lost_before).
 REORDER_MARGIN = dt.timedelta(seconds=5)
 
 #: A safety net, not a tuning knob: a tick whose loop claims this many batches has a bug
@@ -179,7 +179,7 @@ def _dispatch_all(
                 failures.append(exc)
     if failures:
         # Committed but unpublished rows are safe: they are marked unsent, and the
-        # next tick's sweep publishes them (claims.take_unpublished).
+        # next tick's sweep publishes them (sweep.take_unpublished).
         raise failures[0]
 
 
@@ -321,16 +321,16 @@ def _sweep(
     """Publish due retries, and again what lost its message, while batches come back full."""
     stale_before = now - dt.timedelta(seconds=options.republish_after_s)
     waiting = oldest_waiting() if oldest_waiting is not None else None
-    lost_before = claims.lost_before(stale_before, waiting, REORDER_MARGIN)
+    lost_before = sweep.lost_before(stale_before, waiting, REORDER_MARGIN)
     for _ in range(MAX_SWEEP_BATCHES_PER_TICK):
         # Atomic so that the rows this sweeper marks are exactly the rows it publishes;
         # if it dies after the commit, the marks age and a later sweep publishes them.
         with sessions.begin() as session:
             deploy.fence(session, options.deployment_id)
-            retries = claims.take_unpublished(session, now, options.batch_size,
+            retries = sweep.take_unpublished(session, now, options.batch_size,
                                               settle=REORDER_MARGIN)
-            lost = claims.take_stale_pending(session, now, lost_before, options.batch_size)
-            expired = claims.take_expired_leases(session, now, options.batch_size)
+            lost = sweep.take_stale_pending(session, now, lost_before, options.batch_size)
+            expired = sweep.take_expired_leases(session, now, options.batch_size)
         if retries:
             publish(retries)
         again = lost + expired

@@ -146,13 +146,17 @@ def _start(
         # Not the common case: a duplicate, early, cancelled, deleted, paused, overlap
         # skip, or a superseded deployment. The slow path looks at each.
         return _start_slow(session, settings, invocation_id)
+    return _run_of(claimed, settings)
+
+
+def _run_of(claimed: attempts.Claimed, settings: Settings) -> _Run:
     ids = _log_ids(claimed.tenant_id, claimed.project_id, claimed.trigger_id,
-                   invocation_id, claimed.scheduled_for)
+                   claimed.invocation_id, claimed.scheduled_for)
     ids["attempt"] = claimed.attempt
     log.debug("run: attempt claimed", extra={"action": "run.claimed",
                                              "deployment_id": settings.deployment_id, **ids})
     return _Run(
-        invocation_id=invocation_id,
+        invocation_id=claimed.invocation_id,
         attempt=claimed.attempt,
         started_at=claimed.started_at,
         scheduled_for=claimed.scheduled_for,
@@ -219,18 +223,12 @@ def _start_slow(
     if claim is None:
         return RunOutcome(status=None)
     leases.record_attempt_started(session, invocation_id, claim.attempt, settings.deployment_id)
-    ids["attempt"] = claim.attempt
-    log.debug("run: attempt claimed", extra={"action": "run.claimed",
-                                             "deployment_id": settings.deployment_id, **ids})
-    return _Run(
-        invocation_id=invocation_id,
-        attempt=claim.attempt,
-        started_at=claim.started_at,
-        scheduled_for=invocation.scheduled_for,
-        trigger_id=trigger.id,
+    return _run_of(attempts.Claimed(
+        invocation_id=invocation_id, attempt=claim.attempt, started_at=claim.started_at,
+        scheduled_for=invocation.scheduled_for, tenant_id=invocation.tenant_id,
+        project_id=invocation.project_id, trigger_id=trigger.id,
         target=attempts.Target.of(trigger),
-        log_ids=ids,
-    )
+    ), settings)
 
 
 def _deliver(
@@ -306,7 +304,7 @@ def _finish(
     )
     # A retry due within a tick goes out now as a countdown message; a longer one waits
     # in the database (pending, run_after, enqueued_at NULL) and the dispatcher
-    # publishes it when due (claims.take_due_retries): no worker holds it meanwhile.
+    # publishes it when due (sweep.take_unpublished): no worker holds it meanwhile.
     published = retry_delay_s is not None and retry_delay_s <= max_countdown_s
     left = attempts.finish(
         session, run.invocation_id, run.attempt,

@@ -1,9 +1,10 @@
 """The statements that lock rows, and the one order they lock them in.
 
 Every ``FOR UPDATE`` and every advisory lock of Cronbeat is in this package: the
-dispatcher's claims and sweep (:mod:`.claims`), the run path's leases (:mod:`.leases`),
-cancels (:mod:`.cancellation`), the editing paths' trigger and key locks
-(:mod:`.triggers`, :mod:`.apikeys`), and the advisory locks (:mod:`.locks`). The rest of
+dispatcher's claims (:mod:`.claims`) and sweep (:mod:`.sweep`), the run path's leases
+(:mod:`.leases`) and attempts (:mod:`.attempts`), cancels (:mod:`.cancellation`), the
+editing paths' trigger and key locks (:mod:`.triggers`, :mod:`.apikeys`), and the
+advisory locks (:mod:`.locks`). The rest of
 ``app`` calls these functions and locks nothing itself.
 
 The lock order: every transaction that locks several rows takes them in this order.

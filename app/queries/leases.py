@@ -6,7 +6,7 @@ statement of one unit of work sees the same instant, and all workers share one c
 
 Who else writes an invocation while a run holds it: duplicate ``run_trigger`` messages
 (the broker redelivers, the sweep re-publishes), the dispatcher's sweep taking back an
-expired lease (:func:`app.queries.claims.take_expired_leases`), and the API requesting a cancel.
+expired lease (:func:`app.queries.sweep.take_expired_leases`), and the API requesting a cancel.
 The comment beside each conditional write says why it is safe against them.
 """
 

@@ -10,6 +10,8 @@
 * ``celery_client``: the test process's Celery app, configured from ``settings``, to
   publish messages (``messaging.publisher.publish_runs``) onto the worker's broker.
 * ``receiver``: a webhook receiver on 127.0.0.1 for one test.
+* ``broker``: a Redis client on the test broker, with the run queue empty before and
+  after the test (``celery_app`` is configured for it).
 """
 
 from __future__ import annotations
@@ -18,10 +20,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import redis
 from celery import Celery
 
 from app.config import Settings
-from tasks.celery_app import celery_app, configure
+from tasks.celery_app import RUN_QUEUE, celery_app, configure
 from tests.support.receiver import Receiver, running_receiver
 from tests.support.worker import QUEUES, WorkerProcess
 
@@ -71,3 +74,13 @@ def celery_client(settings: Settings) -> Celery:
 @pytest.fixture
 def receiver() -> Iterator[Receiver]:
     yield from running_receiver()
+
+
+@pytest.fixture
+def broker(settings: Settings) -> Iterator[redis.Redis]:
+    configure(celery_app, settings)
+    client = redis.Redis.from_url(settings.redis_url)
+    client.delete(RUN_QUEUE)
+    yield client
+    client.delete(RUN_QUEUE)
+    client.close()

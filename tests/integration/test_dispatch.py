@@ -6,7 +6,7 @@ import base64
 import datetime as dt
 import json
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
@@ -14,27 +14,17 @@ import redis
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.config import Settings
 from app.enums import InvocationStatus
 from app.errors import TransientError
 from app.firing.dispatch import DispatchOptions, dispatch_tick
 from app.models import Invocation, InvocationAttempt, Trigger
 from messaging.publisher import publish_runs
-from tasks.celery_app import RUN_QUEUE, celery_app, configure
+from tasks.celery_app import RUN_QUEUE, celery_app
 
 UTC = dt.UTC
 NOW = dt.datetime(2026, 6, 1, 12, 0, 20, tzinfo=UTC)
 OPTIONS = DispatchOptions(batch_size=500, republish_after_s=60)
 
-
-@pytest.fixture
-def broker(settings: Settings) -> Iterator[redis.Redis]:
-    configure(celery_app, settings)
-    client = redis.Redis.from_url(settings.redis_url)
-    client.delete(RUN_QUEUE)
-    yield client
-    client.delete(RUN_QUEUE)
-    client.close()
 
 
 def queued_ids(client: redis.Redis) -> list[str]:

@@ -6,17 +6,15 @@ import datetime as dt
 import uuid
 from collections.abc import Sequence
 
-import pytest
 import redis
 from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.config import Settings
 from app.firing.dispatch import DispatchOptions, dispatch_tick
 from app.models import Invocation
 from app.queries import claims
 from messaging.publisher import publish_runs
-from tasks.celery_app import RUN_QUEUE, celery_app, configure
+from tasks.celery_app import RUN_QUEUE, celery_app
 
 NOW = dt.datetime(2026, 6, 1, 12, 0, 20, tzinfo=dt.UTC)
 
@@ -45,15 +43,6 @@ def test_a_batch_takes_each_tenant_s_oldest_due_trigger_first(
     assert [row.tenant_id for row in rows] == (
         ["tenant-a", "tenant-b", "tenant-a", "tenant-b"] + ["tenant-a"] * 6)
 
-
-@pytest.fixture
-def broker(settings: Settings):
-    configure(celery_app, settings)
-    client = redis.Redis.from_url(settings.redis_url)
-    client.delete(RUN_QUEUE)
-    yield client
-    client.delete(RUN_QUEUE)
-    client.close()
 
 
 def test_a_tick_publishes_the_other_tenant_s_run_within_the_first_batch(

@@ -22,7 +22,7 @@ from app.enums import InvocationStatus
 from app.firing.runner import RunOutcome, run_invocation
 from app.models import Invocation
 from app.queries import leases, locks
-from app.queries.claims import take_expired_leases
+from app.queries.sweep import take_expired_leases
 from tests.support.receiver import Receiver
 from tests.support.runs import (
     DEADLINE_S,

@@ -21,8 +21,8 @@ from standardwebhooks.webhooks import Webhook
 from app.config import Settings
 from app.enums import InvocationStatus
 from app.models import Invocation, Trigger
-from app.queries.claims import take_expired_leases
 from app.queries.leases import LEASE_GRACE_S
+from app.queries.sweep import take_expired_leases
 from messaging.publisher import publish_runs
 from tasks.run import RUN_TIME_LIMIT_S, run_trigger
 from tests.support.receiver import Receiver, Reply

@@ -130,7 +130,7 @@ def test_the_sweeps_lost_message_query_is_a_range_scan_of_its_expression_index(
 ) -> None:
     from sqlalchemy.dialects import postgresql
 
-    from app.queries.claims import stale_pending_query
+    from app.queries.sweep import stale_pending_query
 
     with engine.begin() as conn:
         conn.execute(text(

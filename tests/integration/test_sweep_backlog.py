@@ -9,9 +9,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
-import pytest
 import redis
 from sqlalchemy import func, select, text, update
 from sqlalchemy.orm import Session, sessionmaker
@@ -20,10 +19,10 @@ from app.config import Settings
 from app.enums import InvocationStatus
 from app.firing.dispatch import DispatchOptions, dispatch_tick
 from app.firing.runner import RunOutcome, run_invocation
-from app.models import Invocation
+from app.models import Invocation, InvocationAttempt
 from messaging.backlog import oldest_waiting_run
 from messaging.publisher import publish_runs
-from tasks.celery_app import RUN_QUEUE, celery_app, configure
+from tasks.celery_app import RUN_QUEUE, celery_app
 from tests.support.receiver import Receiver, Reply
 from tests.support.runs import add_invocation, add_trigger, load, no_task
 
@@ -32,15 +31,6 @@ NOW = dt.datetime(2026, 6, 1, 12, 0, 20, tzinfo=dt.UTC)
 OPTIONS = DispatchOptions(batch_size=5000, republish_after_s=5)
 BACKLOG = 1500
 
-
-@pytest.fixture
-def broker(settings: Settings) -> Iterator[redis.Redis]:
-    configure(celery_app, settings)
-    client = redis.Redis.from_url(settings.redis_url)
-    client.delete(RUN_QUEUE)
-    yield client
-    client.delete(RUN_QUEUE)
-    client.close()
 
 
 def publish(ids: Sequence[uuid.UUID]) -> int:
@@ -125,26 +115,31 @@ def test_a_retry_longer_than_a_tick_waits_in_the_database_and_is_published_when_
     db: sessionmaker[Session], broker: redis.Redis, settings: Settings, receiver: Receiver
 ) -> None:
     receiver.script(Reply(503, body="busy"))
-    # Backoff of 10 minutes (no jitter below the cap: base = cap).
+    # A backoff of 10 minutes: full jitter draws from [0, 600 s]; the draw is fixed at
+    # its top, past one tick (60 s).
     trigger_id = add_trigger(db, receiver, backoff_base_s=600, backoff_cap_s=600,
                              next_run_at=dt.datetime(2100, 1, 1, tzinfo=dt.UTC))
     invocation_id = add_invocation(db, trigger_id)
 
-    outcome = run_invocation(db, settings, invocation_id, send_task=no_task)
+    outcome = run_invocation(db, settings, invocation_id, send_task=no_task,
+                             rand=lambda: 1.0)
 
     # No countdown message: the task publishes nothing, the row waits.
     assert outcome == RunOutcome(status=InvocationStatus.PENDING, attempt=1, retry_in_s=None)
     with db.begin() as session:
+        # run_after is the finish's now() plus the delay; the attempt row's finished_at
+        # is that same now().
         row = session.execute(
             select(Invocation.status, Invocation.enqueued_at,
-                   func.extract("epoch", Invocation.run_after - Invocation.started_at))
+                   func.extract("epoch", Invocation.run_after - InvocationAttempt.finished_at))
+            .join(InvocationAttempt, InvocationAttempt.invocation_id == Invocation.id)
             .where(Invocation.id == invocation_id)
         ).one()
     status, enqueued_at, wait_s = row
     assert (status, enqueued_at) == (InvocationStatus.PENDING, None)
     run_after = load(db, invocation_id).run_after
     assert run_after is not None
-    assert 0 < float(wait_s) <= 600
+    assert float(wait_s) == 600
 
     before = dispatch_tick(db, publish, OPTIONS, now=run_after - dt.timedelta(seconds=1),
                            oldest_waiting=waiting)

@@ -1,0 +1,182 @@
+"""The sweep's statements: what lost its message, what waits unsent, what outlived its lease.
+
+Like :mod:`app.queries.claims`, every function takes the caller's ``Session``, never
+commits, and is set-based and safe beside other dispatchers (``SKIP LOCKED``); the
+comment beside each says why.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Any
+
+from sqlalchemy import (
+    ColumnElement,
+    DateTime,
+    Interval,
+    Select,
+    and_,
+    case,
+    func,
+    literal,
+    select,
+    update,
+)
+from sqlalchemy.orm import Session
+
+from app.enums import InvocationStatus
+from app.models import Invocation, InvocationAttempt, Trigger
+
+_TS = DateTime(timezone=True)
+
+
+def stale_pending_query(
+    stale_before: dt.datetime | ColumnElement[Any], limit: int
+) -> Select[tuple[uuid.UUID]]:
+    """Select (and lock, skipping locked) pending invocations last sent before a cutoff."""
+    # The expression is ix_invocations_pending_last_sent's, so this is a range scan
+    # over the stale rows only.
+    last_sent = func.greatest(
+        func.coalesce(Invocation.enqueued_at, Invocation.created_at), Invocation.run_after
+    )
+    return (
+        select(Invocation.id)
+        .where(Invocation.status == InvocationStatus.PENDING, last_sent < stale_before)
+        .order_by(last_sent)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+
+
+def lost_before(
+    stale_before: dt.datetime, oldest_waiting: uuid.UUID | None, margin: dt.timedelta
+) -> ColumnElement[dt.datetime]:
+    """The instant before which a pending row's message is lost, not waiting.
+
+    ``stale_before``, or, while a backlog waits in the queue, ``margin`` before the
+    oldest waiting message was sent, whichever is earlier: the queue is FIFO, so what
+    was sent before that message has left the queue (messaging.backlog). The margin
+    covers publishers whose messages reach Redis a moment out of order.
+    """
+    cutoff: ColumnElement[dt.datetime] = literal(stale_before, _TS)
+    if oldest_waiting is None:
+        return cutoff
+    waiting_sent = (
+        select(func.coalesce(Invocation.enqueued_at, Invocation.created_at))
+        .where(Invocation.id == oldest_waiting)
+        .scalar_subquery()
+    )
+    # LEAST ignores a NULL: a waiting message whose invocation is gone changes nothing.
+    return func.least(cutoff, waiting_sent - literal(margin, Interval()))
+
+
+def take_stale_pending(
+    session: Session, now: dt.datetime, stale_before: dt.datetime | ColumnElement[Any],
+    limit: int,
+) -> list[uuid.UUID]:
+    """Re-mark as published now, and return, pending invocations whose message is lost."""
+    # A pending row whose message went out (or should have: committed but never
+    # published) before ``stale_before`` (see lost_before) and never started has lost
+    # its message: a dispatcher crashed between commit and publish, or Redis restarted
+    # empty. Setting
+    # enqueued_at in the same statement that picks the rows is the claim: SKIP LOCKED
+    # keeps two sweepers off the same rows, and once this commits the rows no longer
+    # look stale, so each lost message is published again by one sweeper only.
+    stale = stale_pending_query(stale_before, limit).scalar_subquery()
+    statement = (
+        update(Invocation)
+        .where(Invocation.id.in_(stale))
+        .values(enqueued_at=now)
+        .returning(Invocation.id)
+        .execution_options(synchronize_session=False)
+    )
+    return list(session.connection().execute(statement).scalars())
+
+
+def take_unpublished(
+    session: Session, now: dt.datetime, limit: int, *, settle: dt.timedelta
+) -> list[uuid.UUID]:
+    """Mark as published now, and return, pending invocations whose message is due, unsent.
+
+    ``enqueued_at`` NULL means no message went out: a retry longer than a tick waits in
+    the database, not as a countdown message held in a worker's memory (the runner
+    leaves it pending with ``run_after``), and is published once due; a tick's or a
+    request's publish that failed is published at the next tick, not after
+    CRONBEAT_REPUBLISH_AFTER_S. A row younger than ``settle`` without run_after is left
+    to the request that is publishing it. Setting enqueued_at in the statement that
+    picks the rows is the claim (SKIP LOCKED, as the sweep).
+    """
+    # ix_invocations_retry_due holds exactly the rows this reads.
+    due = (
+        select(Invocation.id)
+        .where(
+            Invocation.status == InvocationStatus.PENDING,
+            Invocation.enqueued_at.is_(None),
+            func.coalesce(Invocation.run_after, Invocation.created_at + settle) <= now,
+        )
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+        .scalar_subquery()
+    )
+    statement = (
+        update(Invocation)
+        .where(Invocation.id.in_(due))
+        .values(enqueued_at=now)
+        .returning(Invocation.id)
+        .execution_options(synchronize_session=False)
+    )
+    return list(session.connection().execute(statement).scalars())
+
+
+def take_expired_leases(session: Session, now: dt.datetime, limit: int) -> list[uuid.UUID]:
+    """Return running invocations whose lease ran out to pending; return their ids."""
+    # The worker that held the lease died (or hangs past its timeout). The conditional
+    # WHERE status = 'running' AND lease_expires_at < now makes the take-back happen
+    # once; the late worker's own finish is conditional on (running, its attempt), so
+    # it cannot overwrite what the next attempt does. Invocations that used their last
+    # attempt are failed instead of retried.
+    expired = (
+        select(Invocation.id)
+        .where(Invocation.status == InvocationStatus.RUNNING, Invocation.lease_expires_at < now)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+        .scalar_subquery()
+    )
+    out_of_attempts = (
+        select(literal(True))
+        .where(
+            and_(Trigger.id == Invocation.trigger_id, Invocation.attempt >= Trigger.max_attempts)
+        )
+        .exists()
+    )
+    statement = (
+        update(Invocation)
+        .where(Invocation.id.in_(expired))
+        .values(
+            status=case(
+                (out_of_attempts, InvocationStatus.FAILED.value),
+                else_=InvocationStatus.PENDING.value,
+            ),
+            lease_expires_at=None,
+            run_after=None,
+            enqueued_at=now,
+            finished_at=case((out_of_attempts, literal(now, _TS)), else_=None),
+            last_error="worker lost: the lease expired before the attempt finished",
+        )
+        .returning(Invocation.id, Invocation.status)
+        .execution_options(synchronize_session=False)
+    )
+    rows = session.connection().execute(statement).all()
+    taken = [row.id for row in rows]
+    if taken:
+        session.connection().execute(
+            update(InvocationAttempt)
+            .where(
+                InvocationAttempt.invocation_id.in_(taken),
+                InvocationAttempt.outcome.is_(None),
+            )
+            .values(outcome="abandoned", finished_at=now, error="lease expired")
+            .execution_options(synchronize_session=False)
+        )
+    return [row.id for row in rows if row.status == InvocationStatus.PENDING]
