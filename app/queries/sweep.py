@@ -49,6 +49,18 @@ def stale_pending_query(
     )
 
 
+def _mark_sent(session: Session, picked: Any, now: dt.datetime) -> list[uuid.UUID]:
+    """Set enqueued_at = ``now`` on the rows ``picked`` selects (and locks); their ids."""
+    statement = (
+        update(Invocation)
+        .where(Invocation.id.in_(picked))
+        .values(enqueued_at=now)
+        .returning(Invocation.id)
+        .execution_options(synchronize_session=False)
+    )
+    return list(session.connection().execute(statement).scalars())
+
+
 def lost_before(
     stale_before: dt.datetime, oldest_waiting: uuid.UUID | None, margin: dt.timedelta
 ) -> ColumnElement[dt.datetime]:
@@ -79,19 +91,11 @@ def take_stale_pending(
     # A pending row whose message went out (or should have: committed but never
     # published) before ``stale_before`` (see lost_before) and never started has lost
     # its message: a dispatcher crashed between commit and publish, or Redis restarted
-    # empty. Setting
-    # enqueued_at in the same statement that picks the rows is the claim: SKIP LOCKED
+    # empty. Setting enqueued_at in the same statement that picks the rows is the claim: SKIP LOCKED
     # keeps two sweepers off the same rows, and once this commits the rows no longer
     # look stale, so each lost message is published again by one sweeper only.
     stale = stale_pending_query(stale_before, limit).scalar_subquery()
-    statement = (
-        update(Invocation)
-        .where(Invocation.id.in_(stale))
-        .values(enqueued_at=now)
-        .returning(Invocation.id)
-        .execution_options(synchronize_session=False)
-    )
-    return list(session.connection().execute(statement).scalars())
+    return _mark_sent(session, stale, now)
 
 
 def take_unpublished(
@@ -119,14 +123,7 @@ def take_unpublished(
         .with_for_update(skip_locked=True)
         .scalar_subquery()
     )
-    statement = (
-        update(Invocation)
-        .where(Invocation.id.in_(due))
-        .values(enqueued_at=now)
-        .returning(Invocation.id)
-        .execution_options(synchronize_session=False)
-    )
-    return list(session.connection().execute(statement).scalars())
+    return _mark_sent(session, due, now)
 
 
 def take_expired_leases(session: Session, now: dt.datetime, limit: int) -> list[uuid.UUID]:
