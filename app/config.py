@@ -128,6 +128,9 @@ class Settings:
     #: At most this many of one tenant's invocations run at once across the fleet; a
     #: run over it waits TENANT_WAIT_S and tries again (0: no cap).
     tenant_max_running: int = 32
+    #: Days of run history kept (invocations and attempts, by scheduled_for); older days
+    #: are rolled up into trigger_day_stats and dropped (app.history.retention).
+    history_retention_days: int = 30
     log_format: str = "text"
     log_level: str = "INFO"
     # The queues a tenant's task target may send to (the operator's own Celery queues).
@@ -172,6 +175,7 @@ class Settings:
             dispatch_batch_size=_int(env, "CRONBEAT_DISPATCH_BATCH_SIZE", 5000, 1, 100_000),
             republish_after_s=_int(env, "CRONBEAT_REPUBLISH_AFTER_S", 300, 5, 86_400),
             tenant_max_running=_int(env, "CRONBEAT_TENANT_MAX_RUNNING", 32, 0, 100_000),
+            history_retention_days=_int(env, "CRONBEAT_HISTORY_RETENTION_DAYS", 30, 1, 3650),
             log_format=_choice(env, "CRONBEAT_LOG_FORMAT", "text", ("text", "json")),
             log_level=_choice(
                 env, "CRONBEAT_LOG_LEVEL", "info", ("debug", "info", "warning", "error")

@@ -10,10 +10,11 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     CheckConstraint,
+    Date,
     DateTime,
     Enum,
     Float,
-    ForeignKey,
+    ForeignKeyConstraint,
     Index,
     Integer,
     MetaData,
@@ -142,21 +143,25 @@ class Trigger(Base):
 
 
 class Invocation(Base):
-    """One occurrence of a trigger (or a manual run), and the outbox row of its message."""
+    """One occurrence of a trigger (or a manual run), and the outbox row of its message.
+
+    Partitioned by day of ``scheduled_for`` (:mod:`app.history.partitions`), so the
+    history's retention drops whole days instead of deleting rows; every key includes
+    ``scheduled_for``, and a statement that knows it reads one partition.
+    """
 
     __tablename__ = "invocations"
 
     id: Mapped[uuid.UUID] = mapped_column(
         UUID(as_uuid=True), primary_key=True, server_default=text("gen_random_uuid()")
     )
-    # SET NULL, not CASCADE: the history of a deleted trigger stays readable, and a
-    # message still in flight finds its trigger gone and records the run cancelled.
-    trigger_id: Mapped[uuid.UUID | None] = mapped_column(
-        UUID(as_uuid=True), ForeignKey("triggers.id", ondelete="SET NULL")
-    )
+    # No foreign key: deleting a trigger leaves its history as it is (readable by trigger
+    # id until retention drops it) instead of rewriting every row, and a message still
+    # in flight finds its trigger gone and records the run cancelled.
+    trigger_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
     tenant_id: Mapped[str] = mapped_column(String(64))
     project_id: Mapped[str] = mapped_column(String(64))
-    scheduled_for: Mapped[dt.datetime] = mapped_column(Timestamp)
+    scheduled_for: Mapped[dt.datetime] = mapped_column(Timestamp, primary_key=True)
     status: Mapped[InvocationStatus] = mapped_column(
         _enum(InvocationStatus, "invocation_status"),
         server_default=InvocationStatus.PENDING.value,
@@ -181,9 +186,12 @@ class Invocation(Base):
     created_at: Mapped[dt.datetime] = mapped_column(Timestamp, server_default=func.now())
 
     __table_args__ = (
-        # The idempotency key: one invocation per occurrence, whatever races. Its index
-        # also serves "history of one trigger, newest first".
+        # The idempotency key: one invocation per occurrence, whatever races (it holds
+        # the partition key, so each day's partition enforces it for its rows). Its index
+        # also serves "history of one trigger, newest first" and the last invocation.
         UniqueConstraint("trigger_id", "scheduled_for"),
+        # A project's history, newest first (GET /projects/{id}/invocations).
+        Index("ix_invocations_project_history", "tenant_id", "project_id", "scheduled_for"),
         CheckConstraint("attempt >= 0", name="attempt_nonnegative"),
         # The last hour's invocations for /metrics (WHERE created_at > now() - 1 hour).
         # BRIN: rows arrive in created_at order, so a few bytes per block range serve
@@ -218,18 +226,26 @@ class Invocation(Base):
             "lease_expires_at",
             postgresql_where=text("status = 'running'"),
         ),
+        {"postgresql_partition_by": "RANGE (scheduled_for)"},
     )
+    # The id alone is unique (a random UUID); the ORM's identity is the id, so
+    # session.get(Invocation, id) works. The table's key adds the partition key.
+    __mapper_args__ = {"primary_key": [id]}
 
 
 class InvocationAttempt(Base):
-    """One delivery attempt of an invocation: who ran it, on which deployment, and how."""
+    """One delivery attempt of an invocation: who ran it, on which deployment, and how.
+
+    Partitioned like its invocation, by the invocation's ``scheduled_for``: an attempt
+    lives in the same day as its invocation, and both go together.
+    """
 
     __tablename__ = "invocation_attempts"
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
-    invocation_id: Mapped[uuid.UUID] = mapped_column(
-        UUID(as_uuid=True), ForeignKey("invocations.id", ondelete="CASCADE")
-    )
+    invocation_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True))
+    #: The invocation's scheduled_for: the partition key, and half of the foreign key.
+    scheduled_for: Mapped[dt.datetime] = mapped_column(Timestamp, primary_key=True)
     number: Mapped[int] = mapped_column(Integer)
     deployment_id: Mapped[str | None] = mapped_column(String(100))
     started_at: Mapped[dt.datetime] = mapped_column(Timestamp)
@@ -239,7 +255,62 @@ class InvocationAttempt(Base):
     response_status: Mapped[int | None] = mapped_column(Integer)
     error: Mapped[str | None] = mapped_column(Text)
 
-    __table_args__ = (UniqueConstraint("invocation_id", "number"),)
+    __table_args__ = (
+        ForeignKeyConstraint(
+            ["invocation_id", "scheduled_for"],
+            ["invocations.id", "invocations.scheduled_for"],
+            ondelete="CASCADE",
+        ),
+        UniqueConstraint("invocation_id", "number", "scheduled_for"),
+        {"postgresql_partition_by": "RANGE (scheduled_for)"},
+    )
+    __mapper_args__ = {"primary_key": [id]}
+
+
+class TriggerDayStats(Base):
+    """A trigger's runs of one UTC day (by scheduled_for): counts by status and lateness.
+
+    Written by the history's maintenance (:mod:`app.history.retention`) once the day has
+    settled and again, final, right before its partition is dropped; kept forever (a row
+    a trigger a day), so statistics outlive the history they summarise.
+    """
+
+    __tablename__ = "trigger_day_stats"
+
+    trigger_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    day: Mapped[dt.date] = mapped_column(Date, primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(String(64))
+    project_id: Mapped[str] = mapped_column(String(64))
+    pending: Mapped[int] = mapped_column(Integer, server_default="0")
+    running: Mapped[int] = mapped_column(Integer, server_default="0")
+    succeeded: Mapped[int] = mapped_column(Integer, server_default="0")
+    failed: Mapped[int] = mapped_column(Integer, server_default="0")
+    cancelled: Mapped[int] = mapped_column(Integer, server_default="0")
+    skipped: Mapped[int] = mapped_column(Integer, server_default="0")
+    missed: Mapped[int] = mapped_column(Integer, server_default="0")
+    #: Start lateness (started_at - scheduled_for) of the day's started runs, seconds.
+    lateness_p50_s: Mapped[float | None] = mapped_column(Float)
+    lateness_p95_s: Mapped[float | None] = mapped_column(Float)
+    rolled_up_at: Mapped[dt.datetime] = mapped_column(Timestamp, server_default=func.now())
+
+    __table_args__ = (
+        Index("ix_trigger_day_stats_scope", "tenant_id", "project_id", "trigger_id", "day"),
+    )
+
+
+class HistoryState(Base):
+    """The single row of the history's maintenance: what it rolled up and dropped."""
+
+    __tablename__ = "history_state"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, server_default="1")
+    #: Every day up to and including this one has its rollups (NULL: none yet).
+    rolled_up_through: Mapped[dt.date | None] = mapped_column(Date)
+    partitions_dropped: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    rows_dropped: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    last_run_at: Mapped[dt.datetime | None] = mapped_column(Timestamp)
+
+    __table_args__ = (CheckConstraint("id = 1", name="single_row"),)
 
 
 class SchedulerState(Base):

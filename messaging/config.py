@@ -10,6 +10,11 @@ from app.config import Settings
 
 DISPATCH_TASK = "cronbeat.dispatch_due_triggers"
 RUN_TASK = "cronbeat.run_trigger"
+#: The history's maintenance (app.history.retention), on the dispatcher's queue.
+HISTORY_TASK = "cronbeat.maintain_history"
+#: How often beat sends it: partitions are added days ahead, so this only bounds how
+#: long an expired day outlives its retention.
+HISTORY_INTERVAL_S = 900.0
 # Ticks and runs travel on separate queues, so a tick is never stuck behind a burst of
 # ten thousand runs.
 DISPATCH_QUEUE = "cronbeat.dispatch"
@@ -59,6 +64,7 @@ def configure(app: Celery, settings: Settings) -> Celery:
         task_routes={
             DISPATCH_TASK: {"queue": DISPATCH_QUEUE, "routing_key": DISPATCH_QUEUE},
             RUN_TASK: {"queue": RUN_QUEUE, "routing_key": RUN_QUEUE},
+            HISTORY_TASK: {"queue": DISPATCH_QUEUE, "routing_key": DISPATCH_QUEUE},
         },
         beat_schedule={
             "dispatch-due-triggers": {
@@ -66,7 +72,12 @@ def configure(app: Celery, settings: Settings) -> Celery:
                 "schedule": tick,
                 # A tick nobody picked up within one interval is superseded by the next.
                 "options": {"expires": float(settings.tick_seconds)},
-            }
+            },
+            "maintain-history": {
+                "task": HISTORY_TASK,
+                "schedule": HISTORY_INTERVAL_S,
+                "options": {"expires": HISTORY_INTERVAL_S},
+            },
         },
         beat_schedule_filename=str(settings.data_dir / "celerybeat-schedule"),
         # Exits once another deployment is activated (tasks/beat.py).

@@ -7,9 +7,10 @@ from celery import Celery
 from messaging.config import (  # noqa: F401 - the names the worker's modules use
     DISPATCH_QUEUE,
     DISPATCH_TASK,
+    HISTORY_TASK,
     RUN_QUEUE,
     RUN_TASK,
     configure,
 )
 
-celery_app = Celery("cronbeat", include=["tasks.dispatch", "tasks.run"])
+celery_app = Celery("cronbeat", include=["tasks.dispatch", "tasks.maintenance", "tasks.run"])

@@ -159,8 +159,9 @@ def _build_claim() -> Any:
         .cte("claimed")
     )
     attempt_row = insert(_att).from_select(
-        ["invocation_id", "number", "deployment_id", "started_at"],
-        select(claimed.c.id, claimed.c.attempt, deployment, claimed.c.started_at),
+        ["invocation_id", "scheduled_for", "number", "deployment_id", "started_at"],
+        select(claimed.c.id, claimed.c.scheduled_for, claimed.c.attempt, deployment,
+               claimed.c.started_at),
     ).cte("attempt_row")
     return select(claimed).add_cte(attempt_row)
 

@@ -18,7 +18,9 @@ import uuid
 
 from sqlalchemy import (
     ColumnElement,
+    Integer,
     Interval,
+    String,
     and_,
     case,
     func,
@@ -120,11 +122,11 @@ def record_attempt_started(
     # No race: only the one claim that moved the row to running got this number, and
     # UNIQUE (invocation_id, number) would refuse a second one.
     session.execute(
-        insert(InvocationAttempt).values(
-            invocation_id=invocation_id,
-            number=number,
-            deployment_id=deployment_id,
-            started_at=func.now(),
+        insert(InvocationAttempt).from_select(
+            ["invocation_id", "scheduled_for", "number", "deployment_id", "started_at"],
+            select(Invocation.id, Invocation.scheduled_for, literal(number, Integer),
+                   literal(deployment_id, String), func.now())
+            .where(Invocation.id == invocation_id),
         )
     )
 

@@ -7,7 +7,7 @@ import hashlib
 import uuid
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, func, select
+from sqlalchemy import ColumnElement, Connection, Select, func, select
 from sqlalchemy.orm import Session
 
 from app.models import Invocation
@@ -36,6 +36,23 @@ TRIGGER_RUNS_NAMESPACE = 0x63620002
 #: One tenant's claims while CRONBEAT_TENANT_MAX_RUNNING is on; the second key is
 #: PostgreSQL's hashtext(tenant_id), computed in the claim's own statement.
 TENANT_RUNS_NAMESPACE = 0x63620003
+
+
+#: The history's maintenance (app.history.retention): one run at a time, fleet-wide.
+HISTORY_NAMESPACE = 0x63620004
+
+
+def try_lock_history(conn: Connection) -> bool:
+    """Take the history maintenance's lock for this connection's session; False if held.
+
+    Session-level (it outlives the run's many short transactions) and never waited
+    for, so it is part of no lock order.
+    """
+    return bool(conn.execute(select(func.pg_try_advisory_lock(HISTORY_NAMESPACE, 0))).scalar())
+
+
+def unlock_history(conn: Connection) -> None:
+    conn.execute(select(func.pg_advisory_unlock(HISTORY_NAMESPACE, 0)))
 
 
 def _hash32(text: str) -> int:

@@ -245,7 +245,8 @@ def test_an_expired_lease_is_taken_back_and_published_again(
                 ).returning(Invocation.id)
             ).scalar_one()
             session.execute(insert(InvocationAttempt).values(
-                invocation_id=ids[tid], number=1, started_at=started))
+                invocation_id=ids[tid], number=1, started_at=started,
+                scheduled_for=dt.datetime(2026, 6, 1, 11, 55, tzinfo=UTC)))
     report = dispatch_tick(db, publish, OPTIONS, now=NOW)
     assert report.leases_expired == 1
     assert queued_ids(broker) == [str(ids[trigger_id])]

@@ -144,17 +144,18 @@ def test_pausing_or_deleting_a_due_trigger_records_its_occurrence_missed(
         triggers.update_trigger(session, "t1", "p1", paused.id, {"enabled": False}, now=later)
         triggers.delete_trigger(session, "t1", "p1", deleted.id, now=later)
     assert _history(db, paused.id) == [(_at(5, 1), MISSED, occurrences.DISABLED_REASON, later)]
-    # The deleted trigger's history stays, detached from it like the rest of it.
-    assert _history(db, None) == [(_at(5, 1), MISSED, occurrences.DELETED_REASON, later)]
+    # The deleted trigger's history stays, under its trigger id like the rest of it.
+    assert _history(db, deleted.id) == [(_at(5, 1), MISSED, occurrences.DELETED_REASON, later)]
 
 
 def test_deleting_by_ref_records_the_due_occurrences_of_each(db: sessionmaker[Session]):
-    _create(db, _minutely("a", ref="r"))
-    _create(db, _minutely("b", ref="r"))
+    gone = [_create(db, _minutely(name, ref="r")).id for name in ("a", "b")]
     _create(db, _minutely("c", ref="other"))
     with db.begin() as session:
         assert triggers.delete_triggers_by_ref(session, "t1", "p1", "r", now=_at(5, 1, 1)) == 2
-    assert [row[1] for row in _history(db, None)] == [MISSED, MISSED]
+    # Each deleted trigger's history stays under its id.
+    assert [[row[1] for row in _history(db, trigger_id)] for trigger_id in gone] == [
+        [MISSED], [MISSED]]
 
 
 def test_moving_the_run_at_of_a_due_one_time_trigger_records_the_old_one_missed(
@@ -207,8 +208,8 @@ def test_a_backlog_within_one_claim_keeps_its_latest_rows_and_folds_the_older(
 def test_a_sync_records_what_it_takes_from_due_triggers_in_one_insert(
     db: sessionmaker[Session], statements: list[str],
 ):
-    for name in ("moved", "paused", "gone", "kept"):
-        _create(db, _minutely(name))
+    created = {name: _create(db, _minutely(name)).id
+               for name in ("moved", "paused", "gone", "kept")}
     later = _at(5, 2, 30)
     statements.clear()
     with db.begin() as session:
@@ -228,7 +229,8 @@ def test_a_sync_records_what_it_takes_from_due_triggers_in_one_insert(
         (_at(5, 1), MISSED, occurrences.RESCHEDULED_REASON),
         (_at(5, 2), MISSED, occurrences.RESCHEDULED_REASON)]
     assert [row[2] for row in _history(db, ids["paused"])] == [occurrences.DISABLED_REASON] * 2
-    assert [row[2] for row in _history(db, None)] == [occurrences.DELETED_REASON] * 2
+    assert [row[2] for row in _history(db, created["gone"])] == [
+        occurrences.DELETED_REASON] * 2
     assert _history(db, ids["kept"]) == []
 
 

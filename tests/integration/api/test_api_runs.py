@@ -114,7 +114,8 @@ def test_an_invocation_shows_its_attempts(api: Caller, db: sessionmaker[Session]
     with db.begin() as session:
         for number, outcome in ((1, "error"), (2, "failed")):
             session.add(InvocationAttempt(
-                invocation_id=invocation.id, number=number, outcome=outcome,
+                invocation_id=invocation.id, scheduled_for=invocation.scheduled_for,
+                number=number, outcome=outcome,
                 started_at=dt.datetime(2026, 1, 1, tzinfo=UTC), response_status=500))
     body = api.get(f"/invocations/{invocation.id}").json
     assert [a["number"] for a in body["attempts"]] == [1, 2]

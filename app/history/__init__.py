@@ -1,0 +1,1 @@
+"""Run history over time: day partitions, retention, and rollups that outlive it."""

@@ -1,0 +1,177 @@
+"""The history's maintenance on a database of its own, with fixed day partitions.
+
+Retention 3 days at 2026-03-10 12:00 UTC keeps 2026-03-07 onwards. The history:
+
+* 03-01 (no partition: the default partition): A failed once;
+* 03-04: A succeeded 3 times (first attempts 1, 2 and 4 s late) and failed once, B missed twice;
+* 03-05: A succeeded twice and has one run still running (a long retry);
+* 03-06: B succeeded once (10 s late) and was cancelled once;
+* 03-08: A succeeded once (kept).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, create_engine, func, insert, select, text, update
+
+from app.enums import InvocationStatus
+from app.history import partitions
+from app.history.retention import maintain
+from app.history.stats import trigger_stats
+from app.models import HistoryState, Invocation, InvocationAttempt, TriggerDayStats
+from tests.conftest import Services
+
+UTC = dt.UTC
+NOW = dt.datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
+A, B = uuid.UUID(int=0xA), uuid.UUID(int=0xB)
+
+
+def _day(day: int) -> dt.date:
+    return dt.date(2026, 3, day)
+
+
+@pytest.fixture
+def history_db(test_services: Services) -> Iterator[Engine]:
+    engine = create_engine(test_services.url(test_services.new_database()))
+    try:
+        yield engine
+    finally:
+        engine.dispose()
+
+
+def _run(conn: Any, trigger_id: uuid.UUID, day: int, minute: int, status: InvocationStatus,
+         late_s: float | None = None) -> None:
+    scheduled_for = dt.datetime(2026, 3, day, 8, minute, tzinfo=UTC)
+    invocation_id = conn.execute(insert(Invocation).values(
+        trigger_id=trigger_id, tenant_id="t1", project_id="p1", scheduled_for=scheduled_for,
+        status=status, attempt=0 if late_s is None else 1,
+    ).returning(Invocation.id)).scalar_one()
+    if late_s is not None:
+        conn.execute(insert(InvocationAttempt).values(
+            invocation_id=invocation_id, scheduled_for=scheduled_for, number=1,
+            started_at=scheduled_for + dt.timedelta(seconds=late_s)))
+
+
+def _history(engine: Engine) -> None:
+    S = InvocationStatus
+    with engine.begin() as conn:
+        for day in (4, 5, 6, 8):
+            assert partitions.add_day(conn, _day(day))
+        _run(conn, A, 1, 0, S.FAILED, 3)
+        for minute, late_s in enumerate((1, 2, 4)):
+            _run(conn, A, 4, minute, S.SUCCEEDED, late_s)
+        _run(conn, A, 4, 10, S.FAILED, 30)
+        _run(conn, B, 4, 0, S.MISSED)
+        _run(conn, B, 4, 1, S.MISSED)
+        _run(conn, A, 5, 0, S.SUCCEEDED, 1)
+        _run(conn, A, 5, 1, S.SUCCEEDED, 1)
+        _run(conn, A, 5, 2, S.RUNNING, 1)
+        _run(conn, B, 6, 0, S.SUCCEEDED, 10)
+        _run(conn, B, 6, 1, S.CANCELLED)
+        _run(conn, A, 8, 0, S.SUCCEEDED, 5)
+
+
+def _rollups(engine: Engine) -> dict[tuple[uuid.UUID, dt.date], dict[str, Any]]:
+    with engine.connect() as conn:
+        rows = conn.execute(select(TriggerDayStats)).mappings().all()
+    return {
+        (row["trigger_id"], row["day"]): {
+            key: row[key] for key in ("succeeded", "failed", "missed", "cancelled", "running",
+                                      "lateness_p50_s", "lateness_p95_s")
+            if row[key]
+        }
+        for row in rows
+    }
+
+
+def _rows_by_day(engine: Engine) -> dict[str, int]:
+    with engine.connect() as conn:
+        return {
+            str(day): count for day, count in conn.execute(text(
+                "SELECT (scheduled_for AT TIME ZONE 'UTC')::date, count(*) FROM invocations"
+                " GROUP BY 1 ORDER BY 1")).all()
+        }
+
+
+def test_maintenance_drops_only_expired_finished_days_after_rolling_them_up(
+    history_db: Engine,
+) -> None:
+    _history(history_db)
+    report = maintain(history_db, now=NOW, retention_days=3)
+
+    assert report.dropped == [_day(4), _day(6)]
+    assert report.kept_back == [_day(5)]
+    # 03-01 (default partition, deleted) 1 + 03-04: 6 + 03-06: 2.
+    assert report.rows_dropped == 9
+    assert report.added == [_day(9), _day(10), _day(11), _day(12), _day(13)]
+    assert report.rolled_up == [_day(7), _day(8), _day(9)]
+    with history_db.connect() as conn:
+        days = partitions.existing_days(conn)
+        attempts_left = conn.execute(select(func.count()).select_from(InvocationAttempt)).scalar()
+        state = conn.execute(select(HistoryState)).mappings().one()
+    assert [d for d in days if d.year == 2026 and d.month == 3] == [
+        _day(5), _day(8), _day(9), _day(10), _day(11), _day(12), _day(13)]
+    assert _rows_by_day(history_db) == {"2026-03-05": 3, "2026-03-08": 1}
+    assert attempts_left == 4
+    assert (state["rows_dropped"], state["partitions_dropped"], state["rolled_up_through"]) == (
+        9, 2, _day(9))
+    assert _rollups(history_db) == {
+        (A, _day(1)): {"failed": 1, "lateness_p50_s": 3.0, "lateness_p95_s": 3.0},
+        # percentile_cont over 1, 2, 4, 30 s: p50 = 3.0, p95 = 4 + 0.85 * 26.
+        (A, _day(4)): {"succeeded": 3, "failed": 1, "lateness_p50_s": 3.0,
+                       "lateness_p95_s": pytest.approx(26.1)},
+        (B, _day(4)): {"missed": 2},
+        (B, _day(6)): {"succeeded": 1, "cancelled": 1, "lateness_p50_s": 10.0,
+                       "lateness_p95_s": 10.0},
+        (A, _day(8)): {"succeeded": 1, "lateness_p50_s": 5.0, "lateness_p95_s": 5.0},
+    }
+
+    # The long retry finishes: the next run drops its day too, with final rollups.
+    with history_db.begin() as conn:
+        conn.execute(update(Invocation).where(Invocation.status == InvocationStatus.RUNNING)
+                     .values(status=InvocationStatus.SUCCEEDED))
+    again = maintain(history_db, now=NOW + dt.timedelta(minutes=15), retention_days=3)
+    assert (again.dropped, again.kept_back, again.rows_dropped, again.added) == (
+        [_day(5)], [], 3, [])
+    assert _rollups(history_db)[(A, _day(5))] == {
+        "succeeded": 3, "lateness_p50_s": 1.0, "lateness_p95_s": 1.0}
+    assert _rows_by_day(history_db) == {"2026-03-08": 1}
+
+    # Statistics outlive the history: rollups for the dropped days, live for today's.
+    with history_db.begin() as conn:
+        _run(conn, A, 10, 0, InvocationStatus.SUCCEEDED, 2)
+        stats = trigger_stats(conn, "t1", "p1", A, first_day=_day(1), last_day=_day(10))
+        other_tenant = trigger_stats(conn, "t2", "p1", A, first_day=_day(1), last_day=_day(10))
+    assert [(s.day, s.counts["succeeded"], s.counts["failed"], s.lateness_p50_s)
+            for s in stats] == [
+        (_day(1), 0, 1, 3.0), (_day(4), 3, 1, 3.0), (_day(5), 3, 0, 1.0),
+        (_day(8), 1, 0, 5.0), (_day(10), 1, 0, 2.0)]
+    assert other_tenant == []
+
+
+def test_a_second_maintenance_run_at_the_same_time_does_nothing(history_db: Engine) -> None:
+    with history_db.connect() as holder:
+        holder.execute(select(func.pg_advisory_lock(0x63620004, 0)))
+        holder.commit()
+        assert maintain(history_db, now=NOW, retention_days=3).skipped
+        holder.execute(select(func.pg_advisory_unlock(0x63620004, 0)))
+        holder.commit()
+    assert not maintain(history_db, now=NOW, retention_days=3).skipped
+
+
+def test_a_day_whose_rows_reached_the_default_partition_first_stays_there(
+    history_db: Engine,
+) -> None:
+    with history_db.begin() as conn:
+        _run(conn, A, 11, 0, InvocationStatus.SUCCEEDED, 1)
+    report = maintain(history_db, now=NOW, retention_days=3)
+    assert report.added == [_day(9), _day(10), _day(12), _day(13)]
+    with history_db.connect() as conn:
+        where = conn.execute(text(
+            "SELECT tableoid::regclass::text FROM invocations")).scalars().all()
+    assert where == ["invocations_default"]
