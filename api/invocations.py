@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 from typing import Any
 
@@ -13,6 +14,9 @@ from api.schemas.views import (
     InvocationDetailSchema,
     InvocationListQuerySchema,
     InvocationPageSchema,
+    ProjectInvocationQuerySchema,
+    TriggerStatsQuerySchema,
+    TriggerStatsSchema,
 )
 from api.state import state, transaction
 from app.editing import invocations
@@ -37,10 +41,60 @@ def list_invocations(query: dict[str, Any], project_id: str, trigger_id: uuid.UU
         )
         page = rows[:limit]
         items = [invocation_view(row) for row in page]
-    cursor = None
-    if len(rows) > limit:
-        cursor = encode_cursor(page[-1].scheduled_for.isoformat(), str(page[-1].id))
-    return {"items": items, "next": next_link(cursor, query)}
+    return {"items": items, "next": next_link(_cursor(rows, limit), query)}
+
+
+@blp.route("/invocations", methods=["GET"])
+@blp.arguments(ProjectInvocationQuerySchema, location="query")
+@blp.response(200, InvocationPageSchema)
+def list_project_invocations(query: dict[str, Any], project_id: str) -> Any:
+    """The project's invocations, newest first (by scheduled_for), deleted triggers' included.
+
+    Filters: `status`, `trigger_id`, and `since` (inclusive) / `until` (exclusive) on
+    `scheduled_for`. History older than the retention (CRONBEAT_HISTORY_RETENTION_DAYS)
+    is gone; its counts stay in the trigger's `stats`.
+    """
+    limit = query["limit"]
+    with state().sessions.begin() as session:
+        rows = invocations.list_project_invocations(
+            session, auth.tenant_id(), project_id, limit=limit + 1,
+            status=query.get("status"), trigger_id=query.get("trigger_id"),
+            since=query.get("since"), until=query.get("until"),
+            before=decode_time_cursor(query.get("cursor")),
+        )
+        page = rows[:limit]
+        items = [invocation_view(row) for row in page]
+    return {"items": items, "next": next_link(_cursor(rows, limit), query)}
+
+
+@blp.route("/triggers/<uuid:trigger_id>/stats", methods=["GET"])
+@blp.arguments(TriggerStatsQuerySchema, location="query")
+@blp.response(200, TriggerStatsSchema)
+def trigger_stats(query: dict[str, Any], project_id: str, trigger_id: uuid.UUID) -> Any:
+    """A trigger's runs per UTC day: counts by status and start lateness (p50, p95).
+
+    Days past the history's retention come from daily rollups, kept forever; recent
+    days are counted from the history itself. Only days with runs are listed.
+    """
+    with transaction() as (session, now):
+        today = now.date()
+        days = invocations.trigger_stats(
+            session, auth.tenant_id(), project_id, trigger_id, days=query["days"], today=today)
+    return {
+        "trigger_id": trigger_id,
+        "first_day": today - dt.timedelta(days=query["days"] - 1),
+        "last_day": today,
+        "days": [{"day": d.day, "total": d.total, "counts": d.counts,
+                  "lateness_p50_s": d.lateness_p50_s, "lateness_p95_s": d.lateness_p95_s}
+                 for d in days],
+    }
+
+
+def _cursor(rows: list[Any], limit: int) -> str | None:
+    if len(rows) <= limit:
+        return None
+    last = rows[limit - 1]
+    return encode_cursor(last.scheduled_for.isoformat(), str(last.id))
 
 
 @blp.route("/invocations/<uuid:invocation_id>", methods=["GET"])

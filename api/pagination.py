@@ -68,6 +68,8 @@ def _query_text(value: Any) -> str:
         return "true" if value else "false"
     if isinstance(value, enum.Enum):
         return str(value.value)
+    if isinstance(value, dt.datetime):
+        return value.isoformat()
     return str(value)
 
 

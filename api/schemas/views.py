@@ -122,8 +122,10 @@ class PreviewSchema(ma.Schema):
 
 class InvocationSchema(ma.Schema):
     id = fields.UUID(required=True)
-    trigger_id = fields.UUID(required=True, **_NULL,
-                             metadata={"description": "Null once the trigger is deleted."})
+    trigger_id = fields.UUID(
+        required=True, **_NULL,
+        metadata={"description": "The trigger's id, kept after the trigger is deleted (null"
+                  " only for history recorded before that was so)."})
     project_id = fields.String(required=True)
     scheduled_for = fields.DateTime(required=True)
     status = fields.Enum(InvocationStatus, by_value=True, required=True)
@@ -165,3 +167,43 @@ class InvocationListQuerySchema(ma.Schema):
     cursor = Str(validate=validate.Length(max=200),
                  metadata={"description": "The `next` link's cursor."})
     limit = fields.Integer(load_default=50, validate=validate.Range(1, 200))
+
+
+class ProjectInvocationQuerySchema(InvocationListQuerySchema):
+    trigger_id = fields.UUID(metadata={"description": "Only this trigger's (deleted or not)."})
+    since = fields.AwareDateTime(
+        metadata={"description": "Only invocations scheduled at or after this instant."})
+    until = fields.AwareDateTime(
+        metadata={"description": "Only invocations scheduled before this instant."})
+
+    @ma.validates_schema
+    def _ordered(self, data: dict[str, object], **_: object) -> None:
+        since, until = data.get("since"), data.get("until")
+        if since is not None and until is not None and not since < until:  # type: ignore[operator]
+            raise ma.ValidationError("must be after since", "until")
+
+
+class TriggerStatsQuerySchema(ma.Schema):
+    days = fields.Integer(
+        load_default=30, validate=validate.Range(1, 3660),
+        metadata={"description": "How many UTC days, ending today."})
+
+
+class DayStatsSchema(ma.Schema):
+    day = fields.Date(required=True, metadata={"description": "A UTC day of scheduled_for."})
+    total = fields.Integer(required=True)
+    counts = fields.Dict(keys=fields.String(), values=fields.Integer(), required=True,
+                         metadata={"description": "Invocations by status."})
+    lateness_p50_s = fields.Float(
+        required=True, **_NULL,
+        metadata={"description": "Median start lateness (first attempt's start minus the"
+                  " scheduled time), seconds; null if nothing started."})
+    lateness_p95_s = fields.Float(required=True, **_NULL)
+
+
+class TriggerStatsSchema(ma.Schema):
+    trigger_id = fields.UUID(required=True)
+    first_day = fields.Date(required=True)
+    last_day = fields.Date(required=True)
+    days = fields.List(fields.Nested(DayStatsSchema), required=True,
+                       metadata={"description": "Days with runs, oldest first."})

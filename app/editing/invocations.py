@@ -10,13 +10,14 @@ import datetime as dt
 import uuid
 from collections.abc import Iterable
 
-from sqlalchemy import select, tuple_, update
-from sqlalchemy.dialects.postgresql import distinct_on
-from sqlalchemy.orm import Session
+from sqlalchemy import bindparam, func, select, true, tuple_, update
+from sqlalchemy.dialects.postgresql import ARRAY, UUID
+from sqlalchemy.orm import Session, aliased
 
 from app.editing.triggers import get_trigger
 from app.enums import InvocationStatus
 from app.errors import Conflict, NotFound
+from app.history import stats
 from app.models import Invocation, InvocationAttempt
 from app.queries.cancellation import CANCELLABLE, cancel_values
 
@@ -26,18 +27,28 @@ CANCELLED_REASON = "cancelled by user"
 def last_invocations(
     session: Session, tenant_id: str, trigger_ids: Iterable[uuid.UUID]
 ) -> dict[uuid.UUID, Invocation]:
-    """Return each trigger's latest invocation (by scheduled_for), for those that have one."""
-    ids = list(trigger_ids)
+    """Return each trigger's latest invocation (by scheduled_for), for those that have one.
+
+    One index probe per trigger, whatever the history's length: a LATERAL subquery
+    ``ORDER BY scheduled_for DESC LIMIT 1`` per id walks each day partition's
+    (trigger_id, scheduled_for) index backwards and stops at its first row.
+    """
+    ids = list(dict.fromkeys(trigger_ids))
     if not ids:
         return {}
-    # DISTINCT ON walks the (trigger_id, scheduled_for) unique index backwards per trigger.
-    rows = session.execute(
+    wanted = func.unnest(bindparam("ids", ids, type_=ARRAY(UUID(as_uuid=True)))).table_valued(
+        "trigger_id").render_derived(name="wanted")
+    latest = (
         select(Invocation)
-        .where(Invocation.tenant_id == tenant_id, Invocation.trigger_id.in_(ids))
-        .ext(distinct_on(Invocation.trigger_id))
-        .order_by(Invocation.trigger_id, Invocation.scheduled_for.desc())
-    ).scalars()
-    return {row.trigger_id: row for row in rows if row.trigger_id is not None}
+        .where(Invocation.tenant_id == tenant_id,
+               Invocation.trigger_id == wanted.c.trigger_id)
+        .order_by(Invocation.scheduled_for.desc())
+        .limit(1)
+        .lateral("latest")
+    )
+    row = aliased(Invocation, latest)
+    rows = session.execute(select(row).select_from(wanted).join(latest, true())).scalars()
+    return {found.trigger_id: found for found in rows if found.trigger_id is not None}
 
 
 def list_invocations(
@@ -64,6 +75,55 @@ def list_invocations(
         )
     statement = statement.order_by(Invocation.scheduled_for.desc(), Invocation.id.desc())
     return list(session.execute(statement.limit(limit)).scalars())
+
+
+def list_project_invocations(
+    session: Session, tenant_id: str, project_id: str, *, limit: int,
+    status: InvocationStatus | None = None, trigger_id: uuid.UUID | None = None,
+    since: dt.datetime | None = None, until: dt.datetime | None = None,
+    before: tuple[dt.datetime, uuid.UUID] | None = None,
+) -> list[Invocation]:
+    """Return a project's invocations, newest first: deleted triggers' too.
+
+    ``since`` (inclusive) and ``until`` (exclusive) bound ``scheduled_for``, so only
+    the partitions of those days are read; ``before`` is the page cursor.
+    """
+    statement = select(Invocation).where(
+        Invocation.tenant_id == tenant_id, Invocation.project_id == project_id)
+    if status is not None:
+        statement = statement.where(Invocation.status == status)
+    if trigger_id is not None:
+        statement = statement.where(Invocation.trigger_id == trigger_id)
+    if since is not None:
+        statement = statement.where(Invocation.scheduled_for >= since)
+    if until is not None:
+        statement = statement.where(Invocation.scheduled_for < until)
+    if before is not None:
+        statement = statement.where(
+            tuple_(Invocation.scheduled_for, Invocation.id) < tuple_(*before))
+    statement = statement.order_by(Invocation.scheduled_for.desc(), Invocation.id.desc())
+    return list(session.execute(statement.limit(limit)).scalars())
+
+
+def trigger_stats(
+    session: Session, tenant_id: str, project_id: str, trigger_id: uuid.UUID, *,
+    days: int, today: dt.date,
+) -> list[stats.DayStats]:
+    """A trigger's runs per UTC day over the ``days`` days ending ``today`` (rollups + live).
+
+    A deleted trigger's statistics stay readable while it has any.
+
+    Raises:
+        NotFound: no such trigger in this tenant's project, and no history of one.
+    """
+    try:
+        get_trigger(session, tenant_id, project_id, trigger_id)
+    except NotFound:
+        if not stats.has_history(session.connection(), tenant_id, project_id, trigger_id):
+            raise
+    return stats.trigger_stats(
+        session.connection(), tenant_id, project_id, trigger_id,
+        first_day=today - dt.timedelta(days=days - 1), last_day=today)
 
 
 def get_invocation(

@@ -14,7 +14,7 @@ import datetime as dt
 import uuid
 from typing import Any
 
-from sqlalchemy import Connection, Date, and_, cast, func, select
+from sqlalchemy import Connection, Date, and_, cast, exists, func, or_, select
 from sqlalchemy.dialects.postgresql import insert
 
 from app.enums import InvocationStatus
@@ -129,6 +129,15 @@ def trigger_stats(
         rows = conn.execute(live.order_by("day")).all()
         days += [_of(row._mapping) for row in rows]
     return days
+
+
+def has_history(conn: Connection, tenant_id: str, project_id: str,
+                trigger_id: uuid.UUID) -> bool:
+    """Whether the trigger has rollups or invocations in this tenant's project."""
+    def scoped(t: Any) -> Any:
+        return exists().where(t.c.tenant_id == tenant_id, t.c.project_id == project_id,
+                              t.c.trigger_id == trigger_id)
+    return bool(conn.execute(select(or_(scoped(_stats), scoped(_inv)))).scalar())
 
 
 def _of(row: Any) -> DayStats:

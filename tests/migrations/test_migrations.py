@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from alembic import command
@@ -124,3 +125,105 @@ def test_upgrading_from_the_first_revision_keeps_triggers_due_exactly_as_they_we
     assert [tuple(r) for r in rows] == [("nightly", "30 2 * * *", "Europe/Berlin", due, True)]
     assert [tuple(r) for r in pending] == [(due, "pending")]
     assert unscheduled == 0
+
+
+def _snapshot(engine: Any) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    with engine.connect() as conn:
+        invocations = conn.execute(text(
+            "SELECT id, trigger_id, tenant_id, project_id, scheduled_for, status, manual,"
+            " attempt, enqueued_at, started_at, finished_at, last_error, response_status,"
+            " created_at FROM invocations ORDER BY id")).all()
+        attempts = conn.execute(text(
+            "SELECT id, invocation_id, number, deployment_id, started_at, outcome, error"
+            " FROM invocation_attempts ORDER BY id")).all()
+    return [tuple(r) for r in invocations], [tuple(r) for r in attempts]
+
+
+def _constraints(engine: Any) -> set[tuple[str, str, str]]:
+    with engine.connect() as conn:
+        rows = conn.execute(text(
+            "SELECT conrelid::regclass::text, conname, pg_get_constraintdef(oid)"
+            " FROM pg_constraint WHERE conrelid IN ('invocations'::regclass,"
+            " 'invocation_attempts'::regclass) AND conparentid = 0")).all()
+    return {tuple(r) for r in rows}
+
+
+def test_history_with_data_upgrades_to_partitions_and_back_with_every_row(
+    empty_database: str,
+) -> None:
+    config = alembic_config(empty_database)
+    command.upgrade(config, "0006")
+    engine = create_engine(empty_database)
+    base = dt.datetime(2026, 5, 30, 23, 0, tzinfo=UTC)
+    try:
+        with engine.begin() as conn:
+            trigger_ids = conn.execute(text(
+                "INSERT INTO triggers (tenant_id, project_id, name, cron_expression,"
+                " next_run_at, target_kind, webhook_url) SELECT 't1', 'p1', 'minutely-' || g,"
+                " '* * * * *', :due, 'webhook', 'https://example.com'"
+                " FROM generate_series(1, 3) g RETURNING id"), {"due": base}).scalars().all()
+            # 3 triggers x 1,000 minutes from 23:00 on 05-30 (three UTC days), one or
+            # two attempts each, and one row whose trigger was deleted (NULL).
+            conn.execute(text(
+                "INSERT INTO invocations (trigger_id, tenant_id, project_id, scheduled_for,"
+                " status, attempt, started_at, finished_at, last_error)"
+                " SELECT t, 't1', 'p1', :base + g * interval '1 minute',"
+                " CASE WHEN g % 3 = 0 THEN 'failed' ELSE 'succeeded' END, 1 + g % 2,"
+                " :base + g * interval '1 minute' + interval '2 seconds',"
+                " :base + g * interval '1 minute' + interval '3 seconds',"
+                " CASE WHEN g % 3 = 0 THEN 'HTTP 500' END"
+                " FROM unnest(CAST(:ids AS uuid[])) t, generate_series(0, 999) g"),
+                {"base": base, "ids": trigger_ids})
+            conn.execute(text(
+                "INSERT INTO invocations (trigger_id, tenant_id, project_id, scheduled_for,"
+                " status) VALUES (NULL, 't1', 'p1', '2025-01-01T00:00:00Z', 'missed')"))
+            conn.execute(text(
+                "INSERT INTO invocation_attempts (invocation_id, number, deployment_id,"
+                " started_at, outcome) SELECT i.id, n, 'd1', i.started_at, 'succeeded'"
+                " FROM invocations i, generate_series(1, 2) n WHERE n <= i.attempt"))
+        before = _snapshot(engine)
+        assert (len(before[0]), len(before[1])) == (3001, 4500)
+
+        command.upgrade(config, "head")
+        assert _snapshot(engine) == before
+        with engine.connect() as conn:
+            placed = dict(conn.execute(text(
+                "SELECT tableoid::regclass::text, count(*) FROM invocations GROUP BY 1")).all())
+            mismatched = conn.execute(text(
+                "SELECT count(*) FROM invocation_attempts a JOIN invocations i"
+                " ON i.id = a.invocation_id WHERE a.scheduled_for <> i.scheduled_for")).scalar()
+        # Each trigger's 1,000 minutes: 60 on 05-30 (from 23:00), 940 on 05-31.
+        assert placed == {"invocations_p20250101": 1, "invocations_p20260530": 180,
+                          "invocations_p20260531": 2820}
+        assert mismatched == 0
+        head_constraints = _constraints(engine)
+        assert {
+            ("invocations", "pk_invocations", "PRIMARY KEY (id, scheduled_for)"),
+            ("invocations", "uq_invocations_trigger_id_scheduled_for",
+             "UNIQUE (trigger_id, scheduled_for)"),
+            ("invocation_attempts", "pk_invocation_attempts", "PRIMARY KEY (id, scheduled_for)"),
+            ("invocation_attempts", "fk_invocation_attempts_invocation_id_invocations",
+             "FOREIGN KEY (invocation_id, scheduled_for) REFERENCES"
+             " invocations(id, scheduled_for) ON DELETE CASCADE"),
+        } <= head_constraints
+        with engine.begin() as conn:
+            # The attempt ids go on after the copied ones.
+            new_id = conn.execute(text(
+                "INSERT INTO invocation_attempts (invocation_id, scheduled_for, number,"
+                " started_at) SELECT id, scheduled_for, 9, now() FROM invocations"
+                " WHERE trigger_id IS NULL RETURNING id")).scalar_one()
+            conn.execute(text("DELETE FROM invocation_attempts WHERE id = :id"), {"id": new_id})
+        assert new_id == max(row[0] for row in before[1]) + 1
+
+        command.downgrade(config, "0006")
+        assert _snapshot(engine) == before
+        with engine.connect() as conn:
+            kinds = conn.execute(text(
+                "SELECT relname, relkind FROM pg_class WHERE relname IN"
+                " ('invocations', 'invocation_attempts')")).all()
+        assert sorted(kinds) == [("invocation_attempts", "r"), ("invocations", "r")]
+        command.upgrade(config, "head")
+        assert _snapshot(engine) == before
+        assert _constraints(engine) == head_constraints
+    finally:
+        engine.dispose()
