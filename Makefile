@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench bench-e2e openapi clean
+.PHONY: run test lint bench bench-e2e bench-history openapi clean
 
 $(STAMP): setup.cfg pyproject.toml constraints.txt
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Cronbeat needs Python 3.11+"'
@@ -36,6 +36,10 @@ bench: $(STAMP)
 ## Benchmark (not a test): N webhook triggers end to end against plain Celery tasks doing requests.post.
 bench-e2e: $(STAMP)
 	$(PY) -m bench.e2e
+
+## Benchmark (not a test): a list page of 50 triggers with 10,000 invocations each against none; history size.
+bench-history: $(STAMP)
+	$(PY) -m bench.history
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

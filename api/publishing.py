@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import uuid
 from collections.abc import Sequence
 
 from api.state import state
+from app.models import InvocationKey
 from app.queries import claims
 from messaging.publisher import publish_runs
 
@@ -15,7 +15,7 @@ log = logging.getLogger(__name__)
 
 
 def publish_after_commit(
-    invocation_ids: Sequence[uuid.UUID], now: dt.datetime
+    keys: Sequence[InvocationKey], now: dt.datetime
 ) -> dt.datetime | None:
     """Publish ``run_trigger`` for committed invocations, then mark them published at
     ``now``, the request's time (read once, from the database, in its transaction).
@@ -32,8 +32,9 @@ def publish_after_commit(
         ``now`` once they were marked published, or None if publishing failed.
     """
     current = state()
+    invocation_ids = [key.id for key in keys]
     try:
-        publish_runs(current.celery, invocation_ids)
+        publish_runs(current.celery, keys)
     except Exception as exc:  # kombu and redis raise many kinds; all mean "later"
         log.warning("publish failed; the sweep will publish", extra={
             "action": "api.publish_failed", "error": type(exc).__name__,

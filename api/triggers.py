@@ -41,7 +41,7 @@ from api.schemas.views import (
 from api.state import state, transaction
 from app.editing import manual, sync, triggers
 from app.editing.invocations import last_invocations
-from app.models import Trigger
+from app.models import InvocationKey, Trigger
 
 log = logging.getLogger(__name__)
 
@@ -217,7 +217,8 @@ def run(project_id: str, trigger_id: uuid.UUID) -> Any:
                                   "project_id": project_id, "trigger_id": trigger_id,
                                   "invocation_id": invocation.id,
                                   "scheduled_for": view["scheduled_for"]})
-    published_at = publish_after_commit([invocation.id], now)
+    published_at = publish_after_commit(
+        [InvocationKey(invocation.id, invocation.scheduled_for)], now)
     if published_at is not None:
         view["enqueued_at"] = published_at
     return view

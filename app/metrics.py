@@ -19,7 +19,8 @@ from sqlalchemy.orm import Session
 
 from app.deploys import processes
 from app.enums import InvocationStatus
-from app.models import DispatcherHeartbeat, Invocation, SchedulerState, Trigger
+from app.history import partitions
+from app.models import DispatcherHeartbeat, HistoryState, Invocation, SchedulerState, Trigger
 
 #: The window of the "last hour" metrics, in seconds.
 WINDOW_S = 3600
@@ -41,6 +42,12 @@ class Snapshot:
     live_processes: dict[tuple[str, str, str], int] = dataclasses.field(default_factory=dict)
     #: Live processes that report a problem (what `cronbeat health` fails on).
     processes_with_problem: int = 0
+    #: The history's day partitions (app.history), and what its maintenance dropped.
+    history_partitions: int = 0
+    history_oldest_day: dt.date | None = None
+    history_rows_dropped: int = 0
+    history_partitions_dropped: int = 0
+    history_last_maintenance_at: dt.datetime | None = None
 
 
 def collect(session: Session) -> Snapshot:
@@ -75,6 +82,10 @@ def collect(session: Session) -> Snapshot:
     state = session.execute(
         select(SchedulerState.active_deployment_id, SchedulerState.generation)
     ).one()
+    days = partitions.existing_days(session.connection())
+    history = session.execute(select(
+        HistoryState.rows_dropped, HistoryState.partitions_dropped, HistoryState.last_run_at,
+    )).one()
     live_processes: dict[tuple[str, str, str], int] = {}
     with_problem = 0
     for row in processes.live(session):
@@ -94,6 +105,11 @@ def collect(session: Session) -> Snapshot:
         generation=state.generation,
         live_processes=live_processes,
         processes_with_problem=with_problem,
+        history_partitions=len(days),
+        history_oldest_day=days[0] if days else None,
+        history_rows_dropped=history.rows_dropped,
+        history_partitions_dropped=history.partitions_dropped,
+        history_last_maintenance_at=history.last_run_at,
     )
 
 
@@ -155,6 +171,26 @@ class _SnapshotCollector(Collector):
             "cronbeat_live_processes_with_problem",
             "Live processes reporting a problem (an active worker consuming nothing, a "
             "stalled loop).", value=s.processes_with_problem)
+        yield GaugeMetricFamily(
+            "cronbeat_history_partitions",
+            "Day partitions of the run history (CRONBEAT_HISTORY_RETENTION_DAYS kept, a few"
+            " ahead).", value=s.history_partitions)
+        if s.history_oldest_day is not None:
+            yield GaugeMetricFamily(
+                "cronbeat_history_oldest_day_timestamp_seconds",
+                "The start (UTC) of the oldest day of run history kept.",
+                value=partitions.day_start(s.history_oldest_day).timestamp())
+        yield GaugeMetricFamily(
+            "cronbeat_history_rows_dropped", "Invocations removed by retention so far (their"
+            " counts stay in the daily rollups).", value=s.history_rows_dropped)
+        yield GaugeMetricFamily(
+            "cronbeat_history_partitions_dropped", "Day partitions dropped by retention so far.",
+            value=s.history_partitions_dropped)
+        if s.history_last_maintenance_at is not None:
+            yield GaugeMetricFamily(
+                "cronbeat_history_maintenance_age_seconds",
+                "Seconds since the history's maintenance last ran.",
+                value=(s.now - s.history_last_maintenance_at).total_seconds())
 
 
 def render(snapshot: Snapshot) -> bytes:

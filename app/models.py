@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import (
     BigInteger,
@@ -140,6 +140,13 @@ class Trigger(Base):
             postgresql_where=text("enabled AND next_run_at IS NOT NULL"),
         ),
     )
+
+
+class InvocationKey(NamedTuple):
+    """An invocation's full key: with ``scheduled_for`` a lookup reads one day partition."""
+
+    id: uuid.UUID
+    scheduled_for: dt.datetime
 
 
 class Invocation(Base):

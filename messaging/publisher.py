@@ -11,6 +11,7 @@ are ordinary ``run_trigger`` tasks that any Celery worker consumes.
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 from collections.abc import Iterable
 
@@ -23,10 +24,23 @@ from messaging.config import DISPATCH_QUEUE, DISPATCH_TASK, RUN_QUEUE, RUN_TASK
 PIPELINE_SIZE = 1000
 
 
+#: What names a run: its invocation id, or the id with its scheduled_for (the full key,
+#: which lets the worker's statements read one day partition of the history).
+Run = uuid.UUID | str | tuple[uuid.UUID | str, dt.datetime]
+
+
+def run_args(run: Run) -> tuple[str, ...]:
+    """The arguments of ``run``'s message: ``(id,)`` or ``(id, scheduled_for)``."""
+    if isinstance(run, tuple):
+        invocation_id, scheduled_for = run
+        return str(invocation_id), scheduled_for.isoformat()
+    return (str(run),)
+
+
 def publish_runs(
-    app: Celery, invocation_ids: Iterable[uuid.UUID | str], *, countdown_s: float | None = None
+    app: Celery, runs: Iterable[Run], *, countdown_s: float | None = None
 ) -> int:
-    """Publish one ``run_trigger(invocation_id)`` message per id over one producer.
+    """Publish one ``run_trigger(invocation_id[, scheduled_for])`` message per run.
 
     The message's task id is the invocation id, so Flower and the worker logs show the
     invocation. Returns the number of messages published.
@@ -43,17 +57,18 @@ def publish_runs(
     serializer = app.conf.task_serializer
     count = 0
     with app.producer_or_acquire() as producer, producer.batch(max_size=PIPELINE_SIZE):
-        for invocation_id in invocation_ids:
-            text_id = str(invocation_id)
+        for run in runs:
+            args = run_args(run)
+            text_id = args[0]
             producer.publish(
-                ((text_id,), {}, {"callbacks": None, "errbacks": None, "chain": None,
-                                  "chord": None}),
+                (args, {}, {"callbacks": None, "errbacks": None, "chain": None,
+                            "chord": None}),
                 # The anonymous exchange with the queue name as routing key, as Celery
                 # itself publishes to a direct exchange: no binding lookup per message.
                 exchange="",
                 routing_key=RUN_QUEUE,
                 serializer=serializer,
-                headers={**headers, "id": text_id, "argsrepr": repr((text_id,))},
+                headers={**headers, "id": text_id, "argsrepr": repr(args)},
                 delivery_mode=2,
                 retry=False,
                 declare=[],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import uuid
 from typing import Any
@@ -15,7 +16,7 @@ from app.errors import TargetUnavailable
 from app.firing.runner import run_invocation
 from app.limits import TIMEOUT_S
 from app.queries.leases import LEASE_GRACE_S
-from messaging.publisher import publish_runs
+from messaging.publisher import Run, publish_runs
 from tasks.celery_app import RUN_TASK, celery_app
 from tasks.runtime import get_runtime
 
@@ -81,11 +82,26 @@ def _send_task(name: str, body: Any, queue: str) -> None:
     publish_user_task(celery_app, name, body, queue)
 
 
+def _scheduled_for(text: str | None) -> dt.datetime | None:
+    """The message's scheduled_for, None if absent or not an instant with an offset."""
+    if text is None:
+        return None
+    try:
+        parsed = dt.datetime.fromisoformat(text)
+    except (TypeError, ValueError):
+        return None
+    return parsed if parsed.tzinfo is not None else None
+
+
 @celery_app.task(
     name=RUN_TASK, acks_late=True, ignore_result=True, time_limit=RUN_TIME_LIMIT_S
 )
-def run_trigger(invocation_id: str) -> None:
+def run_trigger(invocation_id: str, scheduled_for: str | None = None) -> None:
     """Run one attempt of invocation ``invocation_id``; safe to receive any number of times.
+
+    ``scheduled_for`` (ISO 8601, sent by this version's publishers) completes the key, so
+    the attempt's statements read one day partition; without it, or with one that does
+    not match, the run takes the path by id alone.
 
     Raises:
         kombu / redis errors: publishing the retry failed. The invocation is already
@@ -98,10 +114,13 @@ def run_trigger(invocation_id: str) -> None:
         log.warning("run_trigger: not an invocation id",
                     extra={"action": "run.bad_id", "invocation_id": invocation_id})
         return
+    key = _scheduled_for(scheduled_for)
+    run: Run = invocation_id if key is None else (invocation_id, key)
     runtime = get_runtime()
     try:
         outcome = run_invocation(
-            runtime.sessions, runtime.settings, parsed_id, send_task=_send_task
+            runtime.sessions, runtime.settings, parsed_id, send_task=_send_task,
+            scheduled_for=key,
         )
     except Superseded as exc:
         # Nothing was written: hand the message back for the active deployment's
@@ -109,10 +128,10 @@ def run_trigger(invocation_id: str) -> None:
         # the activation; a message reaches a worker of another deployment only then.
         log.info("run_trigger: handed back (%s)", exc.message,
                  extra={"action": "run.handed_back", "invocation_id": invocation_id})
-        publish_runs(celery_app, [invocation_id])
+        publish_runs(celery_app, [run])
         return
     if outcome.retry_in_s is not None:
         # After run_invocation's commit, never before: a worker that picked the retry up
         # at once must find the row pending.
         countdown_s = outcome.retry_in_s if outcome.retry_in_s > 0 else None
-        publish_runs(celery_app, [invocation_id], countdown_s=countdown_s)
+        publish_runs(celery_app, [run], countdown_s=countdown_s)

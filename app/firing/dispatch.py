@@ -23,13 +23,14 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.deploys import deploy
 from app.enums import InvocationStatus, MisfirePolicy
 from app.errors import CronbeatError
+from app.models import InvocationKey
 from app.queries import claims, sweep
 from app.schedule.occurrences import TriggerPlan, plan_trigger
 
 log = logging.getLogger(__name__)
 
-#: Publishes one run_trigger message per invocation id; returns how many it published.
-Publish = Callable[[Sequence[uuid.UUID]], int]
+#: Publishes one run_trigger message per invocation (by its key); returns how many.
+Publish = Callable[[Sequence[InvocationKey]], int]
 #: The invocation id of the oldest run message still waiting in the queue, None if none
 #: (or unknown): messaging.backlog.oldest_waiting_run.
 OldestWaiting = Callable[[], uuid.UUID | None]
@@ -262,7 +263,7 @@ def _dispatch_batch(
         )
     report.batches += 1
     report.claimed += len(advanced)
-    new_ids = [inv_id for inv_id, status in inserted if status == InvocationStatus.PENDING]
+    new_ids = [key for key, status in inserted if status == InvocationStatus.PENDING]
     report.created += len(new_ids)
     report.missed += len(inserted) - len(new_ids)
     return new_ids
@@ -288,7 +289,7 @@ def _unschedulable(
 def _publish(
     sessions: sessionmaker[Session],
     publish: Publish,
-    invocation_ids: Sequence[uuid.UUID],
+    invocation_ids: Sequence[InvocationKey],
     now: dt.datetime,
 ) -> int:
     """Publish a committed batch (recorded as published at ``now`` by its insert).
@@ -302,7 +303,7 @@ def _publish(
     except Exception:
         try:
             with sessions.begin() as session:
-                claims.unmark_published(session, invocation_ids, now)
+                claims.unmark_published(session, [key.id for key in invocation_ids], now)
         except Exception:
             # The rows keep enqueued_at = now: the sweep publishes them once stale.
             log.warning("could not record a failed publish", exc_info=True,

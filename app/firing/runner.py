@@ -132,16 +132,18 @@ def _not_runnable_reason(
 
 
 def _start(
-    session: Session, settings: Settings, invocation_id: uuid.UUID
+    session: Session, settings: Settings, invocation_id: uuid.UUID,
+    scheduled_for: dt.datetime | None,
 ) -> _Run | RunOutcome:
     # The deploy fence first: it share-locks the scheduler state until this transaction
     # commits, so an activation of another deployment waits for this claim, and no
     # attempt of a superseded deployment can start after the activation returned. The
     # claim reads the active deployment in its own snapshot, taken after the lock. With
     # the tenant cap on, the tenant's claim lock comes in the same round trip.
-    attempts.lock_for_claim(session, invocation_id, settings.tenant_max_running)
+    attempts.lock_for_claim(session, invocation_id, settings.tenant_max_running,
+                            scheduled_for)
     claimed = attempts.claim(session, invocation_id, settings.deployment_id,
-                             settings.tenant_max_running)
+                             settings.tenant_max_running, scheduled_for)
     if claimed is None:
         # Not the common case: a duplicate, early, cancelled, deleted, paused, overlap
         # skip, or a superseded deployment. The slow path looks at each.
@@ -307,7 +309,7 @@ def _finish(
     # publishes it when due (sweep.take_unpublished): no worker holds it meanwhile.
     published = retry_delay_s is not None and retry_delay_s <= max_countdown_s
     left = attempts.finish(
-        session, run.invocation_id, run.attempt,
+        session, run.invocation_id, run.scheduled_for, run.attempt,
         status=status, retry_delay_s=retry_delay_s, published=published,
         error=error, attempt_error=result.error, lost_error=lost_error,
         outcome=result.verdict.value, response_status=result.response_status,
@@ -342,8 +344,12 @@ def run_invocation(
     send_task: SendTask,
     send_webhook_: SendWebhook = send_webhook,
     rand: Callable[[], float] = random.random,
+    scheduled_for: dt.datetime | None = None,
 ) -> RunOutcome:
     """Run one attempt of an invocation, if it is due and nobody else runs it.
+
+    ``scheduled_for``, when known, completes the invocation's key so the common path
+    reads one day partition; a wrong one only sends the run down the path by id.
 
     Safe to call again for the same id at any time. Commits its own transactions (it is
     a unit of work's edge, called by the task); delivery happens between them.
@@ -363,7 +369,7 @@ def run_invocation(
             seconds first (FINISH_RETRY_DELAYS_S), since its delivery already happened.
     """
     invocation_id = uuid.UUID(str(invocation_id))
-    started = _start_retrying(sessions, settings, invocation_id)
+    started = _start_retrying(sessions, settings, invocation_id, scheduled_for)
     if isinstance(started, RunOutcome):
         return started
     try:
@@ -392,7 +398,8 @@ def run_invocation(
 
 
 def _start_retrying(
-    sessions: sessionmaker[Session], settings: Settings, invocation_id: uuid.UUID
+    sessions: sessionmaker[Session], settings: Settings, invocation_id: uuid.UUID,
+    scheduled_for: dt.datetime | None,
 ) -> _Run | RunOutcome:
     # Workers do not ping a pooled connection before each use (a round trip per unit of
     # work): a connection PostgreSQL closed since (a restart, a failover, an idle
@@ -402,7 +409,7 @@ def _start_retrying(
     for last in (False, True):
         try:
             with sessions.begin() as session:
-                return _start(session, settings, invocation_id)
+                return _start(session, settings, invocation_id, scheduled_for)
         except DBAPIError as exc:
             if last or not exc.connection_invalidated:
                 raise

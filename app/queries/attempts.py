@@ -25,6 +25,7 @@ from typing import Any
 
 from sqlalchemy import (
     Boolean,
+    DateTime,
     Float,
     Integer,
     String,
@@ -64,14 +65,28 @@ def _seconds(column: Any) -> Any:
     return func.make_interval(0, 0, 0, 0, 0, 0, column)
 
 
+def _this_invocation(table: Any = _inv) -> Any:
+    """``id = :b_invocation_id``, and its day when the caller knows it.
+
+    With ``b_scheduled_for`` NULL the second term folds to true when PostgreSQL plans
+    the statement; with a value it prunes the history to that day's partition.
+    """
+    scheduled_for = bindparam("b_scheduled_for", type_=DateTime(timezone=True))
+    return and_(table.c.id == bindparam("b_invocation_id"),
+                or_(scheduled_for.is_(None), table.c.scheduled_for == scheduled_for))
+
+
 _LOCK_FOR_CLAIM = select(
     # Evaluated left to right: the fence first (lock order 1), then the tenant (4).
     func.pg_advisory_xact_lock_shared(FENCE_LOCK_KEY),
     func.pg_advisory_xact_lock(TENANT_RUNS_NAMESPACE, func.hashtext(_inv.c.tenant_id)),
-).where(_inv.c.id == bindparam("b_invocation_id"))
+).where(_this_invocation())
 
 
-def lock_for_claim(session: Session, invocation_id: uuid.UUID, tenant_cap: int) -> None:
+def lock_for_claim(
+    session: Session, invocation_id: uuid.UUID, tenant_cap: int,
+    scheduled_for: dt.datetime | None = None,
+) -> None:
     """Hold the deploy fence (shared) and, with a tenant cap, the tenant's claim lock.
 
     Both until commit, in one round trip. The tenant's lock makes the cap exact: the
@@ -82,7 +97,8 @@ def lock_for_claim(session: Session, invocation_id: uuid.UUID, tenant_cap: int) 
         fence_shared(session)
         return
     found = session.connection().execute(
-        _LOCK_FOR_CLAIM, {"b_invocation_id": invocation_id}).first()
+        _LOCK_FOR_CLAIM, {"b_invocation_id": invocation_id, "b_scheduled_for": scheduled_for}
+    ).first()
     if found is None:
         fence_shared(session)
 
@@ -130,7 +146,7 @@ def _build_claim() -> Any:
     claimed = (
         update(_inv)
         .where(
-            _inv.c.id == bindparam("b_invocation_id"),
+            _this_invocation(),
             _inv.c.status == InvocationStatus.PENDING,
             or_(_inv.c.run_after.is_(None), _inv.c.run_after <= func.now()),
             _inv.c.cancel_requested.is_(False),
@@ -174,6 +190,7 @@ def _build_finish() -> Any:
         update(_inv)
         .where(
             _inv.c.id == bindparam("b_invocation_id"),
+            _inv.c.scheduled_for == bindparam("b_scheduled_for"),
             _inv.c.status == InvocationStatus.RUNNING,
             _inv.c.attempt == bindparam("b_attempt", type_=Integer),
         )
@@ -213,6 +230,7 @@ def _build_finish() -> Any:
         update(_att)
         .where(
             _att.c.invocation_id == bindparam("b_invocation_id"),
+            _att.c.scheduled_for == bindparam("b_scheduled_for"),
             _att.c.number == bindparam("b_attempt", type_=Integer),
         )
         .values(
@@ -274,6 +292,7 @@ class Claimed:
 
 def claim(
     session: Session, invocation_id: uuid.UUID, deployment_id: str | None, tenant_cap: int,
+    scheduled_for: dt.datetime | None = None,
 ) -> Claimed | None:
     """Claim the invocation as a new attempt if the common path allows; None otherwise.
 
@@ -282,7 +301,7 @@ def claim(
     """
     row = session.connection().execute(
         _CLAIM, {"b_invocation_id": invocation_id, "b_deployment_id": deployment_id,
-                 "b_tenant_cap": tenant_cap}
+                 "b_tenant_cap": tenant_cap, "b_scheduled_for": scheduled_for}
     ).first()
     if row is None:
         return None
@@ -302,6 +321,7 @@ def claim(
 def finish(
     session: Session,
     invocation_id: uuid.UUID,
+    scheduled_for: dt.datetime,
     attempt: int,
     *,
     status: InvocationStatus | None,
@@ -325,6 +345,7 @@ def finish(
     assert status is None or status.is_final
     result = session.connection().execute(_FINISH, {
         "b_invocation_id": invocation_id,
+        "b_scheduled_for": scheduled_for,
         "b_attempt": attempt,
         "b_retry": retry,
         "b_delay_s": retry_delay_s or 0.0,

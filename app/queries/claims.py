@@ -37,7 +37,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql.selectable import TableValuedAlias
 
 from app.enums import InvocationStatus
-from app.models import DispatcherHeartbeat, Invocation, Trigger
+from app.models import DispatcherHeartbeat, Invocation, InvocationKey, Trigger
 from app.queries.locks import by_id
 
 _TS = DateTime(timezone=True)
@@ -153,8 +153,8 @@ def insert_invocations(
     misseds: Sequence[bool],
     reasons: Sequence[str | None],
     now: dt.datetime,
-) -> list[tuple[uuid.UUID, str]]:
-    """Insert one invocation per occurrence; return (id, status) of the rows inserted.
+) -> list[tuple[InvocationKey, str]]:
+    """Insert one invocation per occurrence; return (key, status) of the rows inserted.
 
     A pending row is recorded as published at ``now`` (its message goes out right after
     the commit; if that publish fails, :func:`unmark_published` says so). A missed row
@@ -207,9 +207,10 @@ def insert_invocations(
             rows,
         )
         .on_conflict_do_nothing(constraint="uq_invocations_trigger_id_scheduled_for")
-        .returning(invocations.c.id, invocations.c.status)
+        .returning(invocations.c.id, invocations.c.scheduled_for, invocations.c.status)
     )
-    return [(row.id, row.status) for row in session.connection().execute(statement)]
+    return [(InvocationKey(row.id, row.scheduled_for), row.status)
+            for row in session.connection().execute(statement)]
 
 
 def record_unschedulable(

@@ -26,7 +26,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session
 
 from app.enums import InvocationStatus
-from app.models import Invocation, InvocationAttempt, Trigger
+from app.models import Invocation, InvocationAttempt, InvocationKey, Trigger
 
 _TS = DateTime(timezone=True)
 
@@ -49,16 +49,16 @@ def stale_pending_query(
     )
 
 
-def _mark_sent(session: Session, picked: Any, now: dt.datetime) -> list[uuid.UUID]:
-    """Set enqueued_at = ``now`` on the rows ``picked`` selects (and locks); their ids."""
+def _mark_sent(session: Session, picked: Any, now: dt.datetime) -> list[InvocationKey]:
+    """Set enqueued_at = ``now`` on the rows ``picked`` selects (and locks); their keys."""
     statement = (
         update(Invocation)
         .where(Invocation.id.in_(picked))
         .values(enqueued_at=now)
-        .returning(Invocation.id)
+        .returning(Invocation.id, Invocation.scheduled_for)
         .execution_options(synchronize_session=False)
     )
-    return list(session.connection().execute(statement).scalars())
+    return [InvocationKey(*row) for row in session.connection().execute(statement)]
 
 
 def lost_before(
@@ -86,7 +86,7 @@ def lost_before(
 def take_stale_pending(
     session: Session, now: dt.datetime, stale_before: dt.datetime | ColumnElement[Any],
     limit: int,
-) -> list[uuid.UUID]:
+) -> list[InvocationKey]:
     """Re-mark as published now, and return, pending invocations whose message is lost."""
     # A pending row whose message went out (or should have: committed but never
     # published) before ``stale_before`` (see lost_before) and never started has lost
@@ -100,7 +100,7 @@ def take_stale_pending(
 
 def take_unpublished(
     session: Session, now: dt.datetime, limit: int, *, settle: dt.timedelta
-) -> list[uuid.UUID]:
+) -> list[InvocationKey]:
     """Mark as published now, and return, pending invocations whose message is due, unsent.
 
     ``enqueued_at`` NULL means no message went out: a retry longer than a tick waits in
@@ -126,7 +126,7 @@ def take_unpublished(
     return _mark_sent(session, due, now)
 
 
-def take_expired_leases(session: Session, now: dt.datetime, limit: int) -> list[uuid.UUID]:
+def take_expired_leases(session: Session, now: dt.datetime, limit: int) -> list[InvocationKey]:
     """Return running invocations whose lease ran out to pending; return their ids."""
     # The worker that held the lease died (or hangs past its timeout). The conditional
     # WHERE status = 'running' AND lease_expires_at < now makes the take-back happen
@@ -161,7 +161,7 @@ def take_expired_leases(session: Session, now: dt.datetime, limit: int) -> list[
             finished_at=case((out_of_attempts, literal(now, _TS)), else_=None),
             last_error="worker lost: the lease expired before the attempt finished",
         )
-        .returning(Invocation.id, Invocation.status)
+        .returning(Invocation.id, Invocation.status, Invocation.scheduled_for)
         .execution_options(synchronize_session=False)
     )
     rows = session.connection().execute(statement).all()
@@ -176,4 +176,5 @@ def take_expired_leases(session: Session, now: dt.datetime, limit: int) -> list[
             .values(outcome="abandoned", finished_at=now, error="lease expired")
             .execution_options(synchronize_session=False)
         )
-    return [row.id for row in rows if row.status == InvocationStatus.PENDING]
+    return [InvocationKey(row.id, row.scheduled_for) for row in rows
+            if row.status == InvocationStatus.PENDING]

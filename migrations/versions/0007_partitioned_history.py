@@ -130,9 +130,10 @@ def _invocation_constraints(table: str, *, partitioned: bool) -> None:
     op.create_primary_key("pk_invocations", table, key)
     op.create_unique_constraint(
         "uq_invocations_trigger_id_scheduled_for", table, ["trigger_id", "scheduled_for"])
-    op.create_check_constraint("ck_invocations_attempt_nonnegative", table, "attempt >= 0")
+    op.create_check_constraint(op.f("ck_invocations_attempt_nonnegative"), table,
+                                "attempt >= 0")
     op.create_check_constraint(
-        "ck_invocations_invocation_status", table,
+        op.f("ck_invocations_invocation_status"), table,
         "status IN ('pending', 'running', 'succeeded', 'failed', 'cancelled', 'skipped',"
         " 'missed')",
     )
@@ -213,7 +214,7 @@ def upgrade() -> None:
         sa.Column("partitions_dropped", sa.BigInteger(), server_default="0", nullable=False),
         sa.Column("rows_dropped", sa.BigInteger(), server_default="0", nullable=False),
         sa.Column("last_run_at", sa.DateTime(timezone=True), nullable=True),
-        sa.CheckConstraint("id = 1", name="ck_history_state_single_row"),
+        sa.CheckConstraint("id = 1", name=op.f("ck_history_state_single_row")),
         sa.PrimaryKeyConstraint("id", name="pk_history_state"),
     )
     op.execute("INSERT INTO history_state (id) VALUES (1)")

@@ -6,14 +6,15 @@ import datetime as dt
 import uuid
 
 from prometheus_client.parser import text_string_to_metric_families
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import func, insert, select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.deploys.deploy import activate
 from app.deploys.processes import RUN_QUEUE
 from app.enums import ProcessKind, ProcessRole
+from app.history import partitions
 from app.metrics import collect, render
-from app.models import DispatcherHeartbeat, Invocation, Trigger
+from app.models import DispatcherHeartbeat, HistoryState, Invocation, Trigger
 from tests.support.processes import register
 
 
@@ -23,6 +24,9 @@ def _samples(body: bytes) -> dict[tuple[str, tuple[tuple[str, str], ...]], float
         for family in text_string_to_metric_families(body.decode())
         for sample in family.samples
     }
+
+
+OLD_DAY = dt.date(1999, 12, 31)
 
 
 def test_metrics_match_the_database_exactly(db: sessionmaker[Session]) -> None:
@@ -62,9 +66,16 @@ def test_metrics_match_the_database_exactly(db: sessionmaker[Session]) -> None:
         activate(session, "v7")
         session.execute(update(DispatcherHeartbeat).values(
             last_tick_at=now - dt.timedelta(seconds=12), last_tick_duration_ms=250.0))
+        session.execute(update(HistoryState).values(
+            rows_dropped=1234, partitions_dropped=3, last_run_at=now - dt.timedelta(seconds=60)))
+        assert partitions.add_day(session.connection(), OLD_DAY)
+        days = session.execute(text(
+            "SELECT count(*) FROM pg_inherits WHERE inhparent = 'invocations'::regclass")
+        ).scalar_one() - 1  # not the default partition
 
     with db.begin() as session:
         snapshot = collect(session)
+        partitions.drop_day(session.connection(), OLD_DAY)
     samples = _samples(render(snapshot))
     # The clock moved on between the inserts and collect(): lateness grows with it.
     elapsed = (snapshot.now - now).total_seconds()
@@ -88,3 +99,9 @@ def test_metrics_match_the_database_exactly(db: sessionmaker[Session]) -> None:
         ("v7", "worker", "active"): 2, ("v7", "beat", "active"): 1,
         ("v6", "beat", "superseded"): 1}
     assert samples[("cronbeat_live_processes_with_problem", ())] == 1
+    assert samples[("cronbeat_history_partitions", ())] == days
+    assert samples[("cronbeat_history_oldest_day_timestamp_seconds", ())] == dt.datetime(
+        1999, 12, 31, tzinfo=dt.UTC).timestamp()
+    assert samples[("cronbeat_history_rows_dropped", ())] == 1234
+    assert samples[("cronbeat_history_partitions_dropped", ())] == 3
+    assert samples[("cronbeat_history_maintenance_age_seconds", ())] == 60 + elapsed

@@ -449,3 +449,19 @@ def test_a_finish_tried_again_after_its_commit_landed_keeps_what_it_recorded(
         status, run_after_in_s = leases.recorded_finish(session, invocation_id, claim.attempt)
     assert status == InvocationStatus.PENDING
     assert 25 < run_after_in_s <= 30
+
+
+@pytest.mark.parametrize("named", ["its own day", "another day"])
+def test_a_run_named_by_id_and_day_is_delivered_whether_or_not_the_day_is_right(
+    db, settings: Settings, receiver: Receiver, named: str
+) -> None:
+    # The day only narrows the statements to a partition; a wrong one (a forged or
+    # mangled message) finds nothing there and the path by id runs it all the same.
+    invocation_id = add_invocation(db, add_trigger(db, receiver))
+    day = T0 if named == "its own day" else T0 - dt.timedelta(days=3)
+
+    outcome = run_invocation(db, settings, invocation_id, send_task=no_task, scheduled_for=day)
+
+    assert outcome == RunOutcome(status=InvocationStatus.SUCCEEDED, attempt=1)
+    assert [a[:2] for a in attempts(db, invocation_id)] == [(1, "succeeded")]
+    assert receiver.count == 1

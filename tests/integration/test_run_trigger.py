@@ -136,7 +136,7 @@ def test_a_killed_worker_s_invocation_is_retried_by_the_next_worker_after_its_le
     with db.begin() as session:
         now = session.scalar(select(func.now()))
         taken = take_expired_leases(session, now, limit=10)
-    assert taken == [invocation_id]
+    assert [key.id for key in taken] == [invocation_id]
     celery_worker.start(CRONBEAT_DEPLOYMENT_ID="test-worker-b")
     publish_runs(celery_client, taken)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from typing import Any
 
 import pytest
 from sqlalchemy import Engine, insert, text
@@ -175,3 +176,46 @@ def test_the_database_s_bounds_are_the_ones_the_api_checks(
     for outside in (low - 1, high + 1):
         with pytest.raises(IntegrityError, match=constraint), db.begin() as session:
             session.execute(insert(Trigger).values(**_trigger(**{column: outside})))
+
+
+def _relations(plan: list[dict]) -> set[str]:
+    nodes, stack = [], [plan[0]["Plan"]]
+    while stack:
+        node = stack.pop()
+        nodes.append(node)
+        stack.extend(node.get("Plans", []))
+    return {n["Relation Name"] for n in nodes if "Relation Name" in n}
+
+
+def test_an_attempt_s_statements_read_one_day_partition_when_the_message_names_its_day(
+    db: sessionmaker[Session], engine: Engine,
+) -> None:
+    from sqlalchemy.dialects import postgresql
+
+    from app.history import partitions
+    from app.queries import attempts
+
+    with engine.connect() as conn:
+        day = partitions.existing_days(conn)[-1]
+        every_day = {f"invocations_p{d:%Y%m%d}" for d in partitions.existing_days(conn)}
+
+    def plan(statement: Any, **values: Any) -> set[str]:
+        compiled = statement.compile(dialect=postgresql.dialect())
+        params = {**compiled.params, "b_invocation_id": uuid.uuid4(), "b_deployment_id": None,
+                  "b_tenant_cap": 0, "b_attempt": 1, "b_retry": False, "b_delay_s": 0.0,
+                  "b_published": False, "b_status": "succeeded", "b_outcome": "succeeded",
+                  **values}
+        with engine.connect() as conn:
+            explained = conn.exec_driver_sql(
+                f"EXPLAIN (FORMAT JSON) {compiled.string}", params).scalar_one()
+        return {name for name in _relations(explained)
+                if name.startswith(("invocations_", "invocation_attempts_"))}
+
+    at = partitions.day_start(day) + dt.timedelta(hours=3)
+    one_day = {f"invocations_p{day:%Y%m%d}"}
+    assert plan(attempts._LOCK_FOR_CLAIM, b_scheduled_for=at) == one_day
+    assert plan(attempts._CLAIM, b_scheduled_for=at) == one_day
+    assert plan(attempts._FINISH, b_scheduled_for=at) == {
+        *one_day, f"invocation_attempts_p{day:%Y%m%d}"}
+    # A message without the day (an older publisher's) reads every day's partition.
+    assert plan(attempts._CLAIM, b_scheduled_for=None) >= every_day

@@ -183,6 +183,7 @@ def test_history_with_data_upgrades_to_partitions_and_back_with_every_row(
                 " FROM invocations i, generate_series(1, 2) n WHERE n <= i.attempt"))
         before = _snapshot(engine)
         assert (len(before[0]), len(before[1])) == (3001, 4500)
+        old_constraints = _constraints(engine)
 
         command.upgrade(config, "head")
         assert _snapshot(engine) == before
@@ -202,6 +203,7 @@ def test_history_with_data_upgrades_to_partitions_and_back_with_every_row(
             ("invocations", "uq_invocations_trigger_id_scheduled_for",
              "UNIQUE (trigger_id, scheduled_for)"),
             ("invocation_attempts", "pk_invocation_attempts", "PRIMARY KEY (id, scheduled_for)"),
+            ("invocations", "ck_invocations_attempt_nonnegative", "CHECK ((attempt >= 0))"),
             ("invocation_attempts", "fk_invocation_attempts_invocation_id_invocations",
              "FOREIGN KEY (invocation_id, scheduled_for) REFERENCES"
              " invocations(id, scheduled_for) ON DELETE CASCADE"),
@@ -217,6 +219,7 @@ def test_history_with_data_upgrades_to_partitions_and_back_with_every_row(
 
         command.downgrade(config, "0006")
         assert _snapshot(engine) == before
+        assert _constraints(engine) == old_constraints
         with engine.connect() as conn:
             kinds = conn.execute(text(
                 "SELECT relname, relkind FROM pg_class WHERE relname IN"

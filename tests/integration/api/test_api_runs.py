@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import json
 import uuid
@@ -52,6 +53,10 @@ def test_run_now_records_one_manual_invocation_and_publishes_it(
     assert len(messages) == 1
     assert messages[0]["headers"]["task"] == RUN_TASK
     assert messages[0]["headers"]["id"] == body["id"]
+    # The message names the invocation's full key: its id and its day's instant.
+    message_id, scheduled_for = json.loads(base64.b64decode(messages[0]["body"]))[0]
+    assert (message_id, dt.datetime.fromisoformat(scheduled_for)) == (
+        body["id"], dt.datetime.fromisoformat(body["scheduled_for"]))
     # The schedule is untouched.
     assert api.get(f"/triggers/{trigger['id']}").json["next_run_at"] == trigger["next_run_at"]
     last = api.get(f"/triggers/{trigger['id']}").json["last_invocation"]
