@@ -66,6 +66,10 @@ def seed(engine, per_trigger: int, start: dt.datetime) -> None:
             " FROM triggers t CROSS JOIN LATERAL (SELECT :start + g * interval '1 minute'"
             " AS at FROM generate_series(0, :n - 1) g) m WHERE t.project_id = 'with-history'"),
             {"start": start, "n": per_trigger})
+        # As the dispatcher leaves them: the last occurrence it recorded.
+        conn.execute(text(
+            "UPDATE triggers SET last_scheduled_for = :start + (:n - 1) * interval '1 minute'"
+            " WHERE project_id = 'with-history'"), {"start": start, "n": per_trigger})
         conn.execute(text(
             "INSERT INTO invocation_attempts (invocation_id, scheduled_for, number,"
             " deployment_id, started_at, finished_at, outcome, response_status)"

@@ -10,15 +10,14 @@ import datetime as dt
 import uuid
 from collections.abc import Iterable
 
-from sqlalchemy import bindparam, func, select, true, tuple_, update
-from sqlalchemy.dialects.postgresql import ARRAY, UUID
+from sqlalchemy import select, true, tuple_, update
 from sqlalchemy.orm import Session, aliased
 
 from app.editing.triggers import get_trigger
 from app.enums import InvocationStatus
 from app.errors import Conflict, NotFound
 from app.history import stats
-from app.models import Invocation, InvocationAttempt
+from app.models import Invocation, InvocationAttempt, Trigger
 from app.queries.cancellation import CANCELLABLE, cancel_values
 
 CANCELLED_REASON = "cancelled by user"
@@ -29,19 +28,37 @@ def last_invocations(
 ) -> dict[uuid.UUID, Invocation]:
     """Return each trigger's latest invocation (by scheduled_for), for those that have one.
 
-    One index probe per trigger, whatever the history's length: a LATERAL subquery
-    ``ORDER BY scheduled_for DESC LIMIT 1`` per id walks each day partition's
-    (trigger_id, scheduled_for) index backwards and stops at its first row.
+    A cost per trigger that does not grow with its history: a LATERAL subquery
+    ``ORDER BY scheduled_for DESC LIMIT 1`` per trigger walks the (trigger_id,
+    scheduled_for) index backwards and stops at its first row. It looks first at or after
+    the trigger's ``last_scheduled_for`` (the dispatcher sets it in the transaction that
+    records that occurrence), which PostgreSQL prunes at run time to the last few day
+    partitions; a later manual run is found there too. Only a trigger with nothing
+    there (never dispatched, or its last occurrence past retention) is looked up in
+    every partition.
     """
     ids = list(dict.fromkeys(trigger_ids))
-    if not ids:
-        return {}
-    wanted = func.unnest(bindparam("ids", ids, type_=ARRAY(UUID(as_uuid=True)))).table_valued(
-        "trigger_id").render_derived(name="wanted")
+    found = _latest(session, tenant_id, ids, since_last_scheduled=True) if ids else {}
+    rest = [trigger_id for trigger_id in ids if trigger_id not in found]
+    if rest:
+        found.update(_latest(session, tenant_id, rest, since_last_scheduled=False))
+    return found
+
+
+def _latest(
+    session: Session, tenant_id: str, ids: list[uuid.UUID], *, since_last_scheduled: bool,
+) -> dict[uuid.UUID, Invocation]:
+    wanted = (
+        select(Trigger.id, Trigger.last_scheduled_for)
+        .where(Trigger.tenant_id == tenant_id, Trigger.id.in_(ids))
+        .subquery("wanted")
+    )
+    conditions = [Invocation.tenant_id == tenant_id, Invocation.trigger_id == wanted.c.id]
+    if since_last_scheduled:
+        conditions.append(Invocation.scheduled_for >= wanted.c.last_scheduled_for)
     latest = (
         select(Invocation)
-        .where(Invocation.tenant_id == tenant_id,
-               Invocation.trigger_id == wanted.c.trigger_id)
+        .where(*conditions)
         .order_by(Invocation.scheduled_for.desc())
         .limit(1)
         .lateral("latest")

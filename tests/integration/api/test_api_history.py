@@ -115,3 +115,36 @@ def test_a_trigger_s_stats_come_from_rollups_past_retention_and_live_after(
     assert len(api.get(f"/triggers/{trigger['id']}/stats?days=10").json["days"]) == 2
     assert_error(api.get(f"/triggers/{uuid.uuid4()}/stats"), 404)
     assert_error(api.get(f"/triggers/{trigger['id']}/stats?days=0"), 422, "days")
+
+
+def test_the_last_invocation_is_the_latest_whatever_last_scheduled_for_says(
+    api: Caller, db: sessionmaker[Session],
+) -> None:
+    from sqlalchemy import delete, update
+
+    from app.editing.invocations import last_invocations
+    from app.models import Trigger
+
+    ticked, later_manual, stale, never = (api.create(name=n)["id"] for n in (
+        "ticked", "later-manual", "stale", "never"))
+    at = T0 + dt.timedelta(hours=1)
+    expected = {
+        ticked: _run(db, ticked, at),
+        later_manual: _run(db, later_manual, at + dt.timedelta(minutes=5)),
+        stale: _run(db, stale, at - dt.timedelta(days=2)),
+        never: _run(db, never, at),
+    }
+    _run(db, ticked, at - dt.timedelta(minutes=1))
+    _run(db, later_manual, at)
+    # "stale" says its last occurrence is at `at`, whose row is gone (say, past retention
+    # while an older day was kept back): the lookup falls back to every partition.
+    gone = _run(db, stale, at)
+    with db.begin() as session:
+        for trigger_id in (ticked, later_manual, stale):
+            session.execute(update(Trigger).where(Trigger.id == uuid.UUID(trigger_id))
+                            .values(last_scheduled_for=at))
+        session.execute(delete(Invocation).where(Invocation.id == uuid.UUID(gone)))
+        found = last_invocations(session, "acme", [uuid.UUID(t) for t in expected])
+        elsewhere = last_invocations(session, "other", [uuid.UUID(t) for t in expected])
+    assert {str(k): str(v.id) for k, v in found.items()} == expected
+    assert elsewhere == {}
