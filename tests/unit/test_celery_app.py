@@ -29,3 +29,16 @@ def test_the_visibility_timeout_outlasts_the_longest_attempt() -> None:
     # An acks_late message stays unacknowledged while its attempt runs.
     options = configured().conf.broker_transport_options
     assert options["visibility_timeout"] > MAX_TRIGGER_TIMEOUT_S + 2 * LEASE_GRACE_S
+
+
+def test_beat_sends_the_history_maintenance_to_the_dispatchers_every_15_minutes() -> None:
+    from messaging.config import DISPATCH_QUEUE, HISTORY_TASK
+
+    app = configured()
+    entry = app.conf.beat_schedule["maintain-history"]
+    assert (entry["task"], entry["schedule"]) == (HISTORY_TASK, 900.0)
+    assert app.conf.task_routes[HISTORY_TASK]["queue"] == DISPATCH_QUEUE
+    from tasks.celery_app import celery_app
+
+    # The worker imports the task's module, so the dispatcher can run what beat sends.
+    assert "tasks.maintenance" in celery_app.conf.include
