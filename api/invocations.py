@@ -39,9 +39,7 @@ def list_invocations(query: dict[str, Any], project_id: str, trigger_id: uuid.UU
             session, auth.tenant_id(), project_id, trigger_id, limit=limit + 1,
             status=query.get("status"), before=decode_time_cursor(query.get("cursor")),
         )
-        page = rows[:limit]
-        items = [invocation_view(row) for row in page]
-    return {"items": items, "next": next_link(_cursor(rows, limit), query)}
+        return _page(rows, limit, query)
 
 
 @blp.route("/invocations", methods=["GET"])
@@ -62,9 +60,7 @@ def list_project_invocations(query: dict[str, Any], project_id: str) -> Any:
             since=query.get("since"), until=query.get("until"),
             before=decode_time_cursor(query.get("cursor")),
         )
-        page = rows[:limit]
-        items = [invocation_view(row) for row in page]
-    return {"items": items, "next": next_link(_cursor(rows, limit), query)}
+        return _page(rows, limit, query)
 
 
 @blp.route("/triggers/<uuid:trigger_id>/stats", methods=["GET"])
@@ -90,11 +86,14 @@ def trigger_stats(query: dict[str, Any], project_id: str, trigger_id: uuid.UUID)
     }
 
 
-def _cursor(rows: list[Any], limit: int) -> str | None:
-    if len(rows) <= limit:
-        return None
-    last = rows[limit - 1]
-    return encode_cursor(last.scheduled_for.isoformat(), str(last.id))
+def _page(rows: list[Any], limit: int, query: dict[str, Any]) -> dict[str, Any]:
+    """A page of ``limit`` of ``rows`` (fetched ``limit + 1``), with its ``next`` link."""
+    cursor = None
+    if len(rows) > limit:
+        last = rows[limit - 1]
+        cursor = encode_cursor(last.scheduled_for.isoformat(), str(last.id))
+    return {"items": [invocation_view(row) for row in rows[:limit]],
+            "next": next_link(cursor, query)}
 
 
 @blp.route("/invocations/<uuid:invocation_id>", methods=["GET"])

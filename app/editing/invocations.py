@@ -79,19 +79,8 @@ def list_invocations(
         NotFound: no such trigger in this tenant's project.
     """
     get_trigger(session, tenant_id, project_id, trigger_id)
-    statement = select(Invocation).where(
-        Invocation.tenant_id == tenant_id,
-        Invocation.project_id == project_id,
-        Invocation.trigger_id == trigger_id,
-    )
-    if status is not None:
-        statement = statement.where(Invocation.status == status)
-    if before is not None:
-        statement = statement.where(
-            tuple_(Invocation.scheduled_for, Invocation.id) < tuple_(*before)
-        )
-    statement = statement.order_by(Invocation.scheduled_for.desc(), Invocation.id.desc())
-    return list(session.execute(statement.limit(limit)).scalars())
+    return list_project_invocations(session, tenant_id, project_id, limit=limit, status=status,
+                                    trigger_id=trigger_id, before=before)
 
 
 def list_project_invocations(
