@@ -9,7 +9,7 @@ from celery import Celery
 from flask import Flask, Response, request
 from webargs.flaskparser import abort
 
-from api import admin, deploy, errors, health, invocations, metrics, schedules, triggers
+from api import admin, deploy, docs, errors, health, invocations, metrics, schedules, triggers
 from api.schemas.fields import PROJECT_ID_PATTERN, one_of_to_openapi
 from api.state import ApiState
 from app.config import Settings
@@ -106,7 +106,8 @@ def create_app(settings: Settings | None = None) -> Flask:
         OPENAPI_URL_PREFIX="/api/v1",
         OPENAPI_JSON_PATH="openapi.json",
         OPENAPI_SWAGGER_UI_PATH="/docs",
-        OPENAPI_SWAGGER_UI_URL="https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/",
+        # Served by this app from the swagger-ui-bundle package (api/docs.py), not a CDN.
+        OPENAPI_SWAGGER_UI_URL=docs.ASSETS_URL,
         API_SPEC_OPTIONS=SPEC_OPTIONS,
         MAX_CONTENT_LENGTH=MAX_BODY_BYTES,
     )
@@ -133,4 +134,5 @@ def create_app(settings: Settings | None = None) -> Flask:
     api.register_blueprint(admin.blp)
     api.register_blueprint(deploy.blp)
     api.register_blueprint(metrics.blp)
+    app.register_blueprint(docs.blp)
     return app
