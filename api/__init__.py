@@ -10,6 +10,8 @@ from flask import Flask, Response, request
 from webargs.flaskparser import abort
 
 from api import admin, deploy, docs, errors, health, invocations, metrics, schedules, triggers
+from api.console import session as console_session
+from api.console import views as console_views
 from api.schemas.fields import PROJECT_ID_PATTERN, one_of_to_openapi
 from api.state import ApiState
 from app.config import Settings
@@ -46,7 +48,8 @@ def _require_json_body() -> None:
     # instead of being read as "no fields given".
     chunked = "chunked" in request.headers.get("Transfer-Encoding", "").lower()
     has_body = bool(request.content_length) or chunked
-    if has_body and not request.is_json:
+    # The console's forms are form-encoded (api/console); everything else speaks JSON.
+    if has_body and not request.is_json and not request.path.startswith("/console/"):
         abort(415, message="Send the body as application/json.")
     if chunked:
         _bound_chunked_body()
@@ -135,4 +138,6 @@ def create_app(settings: Settings | None = None) -> Flask:
     api.register_blueprint(deploy.blp)
     api.register_blueprint(metrics.blp)
     app.register_blueprint(docs.blp)
+    console_session.configure(app, settings.console_secret, settings.console_secure_cookies)
+    app.register_blueprint(console_views.blp)
     return app

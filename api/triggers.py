@@ -192,8 +192,12 @@ def _update(project_id: str, trigger_id: uuid.UUID, changes: dict[str, Any]) -> 
 @blp.alt_response(412, description="If-Match names an older version.")
 @blp.doc(parameters=[IF_MATCH])
 def pause(project_id: str, trigger_id: uuid.UUID) -> Any:
-    """Pause: same as PATCH `{"enabled": false}`."""
-    return _update(project_id, trigger_id, {"enabled": False})
+    """Pause: same as PATCH `{"enabled": false}`, and clears a note the console kept."""
+    with transaction() as (session, now):
+        trigger = triggers.pause_trigger(session, auth.tenant_id(), project_id, trigger_id,
+                                         now=now, expected_version=expected_version())
+        view = _view(session, trigger, None)
+    return view, 200, _etag(trigger)
 
 
 @blp.route("/<uuid:trigger_id>/resume", methods=["POST"])
@@ -202,7 +206,11 @@ def pause(project_id: str, trigger_id: uuid.UUID) -> Any:
 @blp.doc(parameters=[IF_MATCH])
 def resume(project_id: str, trigger_id: uuid.UUID) -> Any:
     """Resume: same as PATCH `{"enabled": true}`; the next run is counted from now."""
-    return _update(project_id, trigger_id, {"enabled": True})
+    with transaction() as (session, now):
+        trigger = triggers.resume_trigger(session, auth.tenant_id(), project_id, trigger_id,
+                                          now=now, expected_version=expected_version())
+        view = _view(session, trigger, None)
+    return view, 200, _etag(trigger)
 
 
 @blp.route("/<uuid:trigger_id>/run", methods=["POST"])

@@ -137,6 +137,11 @@ class Settings:
     task_queues: frozenset[str] = frozenset({"celery"})
     # When set, GET /metrics requires it as a bearer token.
     metrics_token: str | None = dataclasses.field(default=None, repr=False)
+    #: Signs the console's session cookies; unset, one is generated once and kept in the
+    #: database (table console_secret), so every web process shares it.
+    console_secret: str | None = dataclasses.field(default=None, repr=False)
+    #: The console's cookie is sent over HTTPS only (set it where the console is HTTPS).
+    console_secure_cookies: bool = False
 
     @property
     def broker_url(self) -> str:
@@ -182,4 +187,6 @@ class Settings:
             ).upper(),
             task_queues=_task_queues(env),
             metrics_token=_secret(env, "CRONBEAT_METRICS_TOKEN"),
+            console_secret=_secret(env, "CRONBEAT_CONSOLE_SECRET"),
+            console_secure_cookies=_bool(env, "CRONBEAT_CONSOLE_SECURE_COOKIES", False),
         )

@@ -106,6 +106,8 @@ class Trigger(Base):
         _enum(OverlapPolicy, "overlap_policy"), server_default=OverlapPolicy.ALLOW.value
     )
     ref: Mapped[str | None] = mapped_column(String(200), index=True)
+    #: What the operator wrote when pausing it (the console); cleared by a resume.
+    pause_note: Mapped[str | None] = mapped_column(Text)
     # Bumped by every update; the API's ETag, checked by If-Match.
     version: Mapped[int] = mapped_column(Integer, server_default="1")
     created_at: Mapped[dt.datetime] = mapped_column(Timestamp, server_default=func.now())
@@ -394,6 +396,18 @@ class DispatcherHeartbeat(Base):
     last_tick_duration_ms: Mapped[float | None] = mapped_column(Float)
     last_tick_deployment_id: Mapped[str | None] = mapped_column(String(100))
     last_tick_report: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+
+    __table_args__ = (CheckConstraint("id = 1", name="single_row"),)
+
+
+class ConsoleSecret(Base):
+    """The single row holding the key that signs the console's session cookies."""
+
+    __tablename__ = "console_secret"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, server_default="1")
+    secret: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[dt.datetime] = mapped_column(Timestamp, server_default=func.now())
 
     __table_args__ = (CheckConstraint("id = 1", name="single_row"),)
 

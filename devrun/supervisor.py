@@ -262,6 +262,8 @@ def _wait(
             # announced as the API.
             if health == 200:
                 log.info("Cronbeat API listening on %s (Ctrl-C stops everything)", plan.api_url)
+                log.info("console: %s/console/ (sign in with an API key); API docs: %s"
+                         "/api/v1/docs", plan.api_url, plan.api_url)
                 announced = True
             elif not warned and time.monotonic() - started > _HEALTH_WARN_AFTER_S:
                 log.warning("%s/healthz has not answered 200 yet (last: %s)", plan.api_url, health)

@@ -17,11 +17,12 @@ import secrets
 import uuid
 
 from sqlalchemy import select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.errors import Conflict, NotFound
-from app.models import ApiKey
+from app.models import ApiKey, ConsoleSecret
 from app.queries.apikeys import api_key_for_update
 
 KEY_PREFIX = "cb_"
@@ -126,23 +127,49 @@ def revoke_api_key_by_id(session: Session, key_id: uuid.UUID, *, now: dt.datetim
 
 
 def authenticate(session: Session, presented: str) -> str | None:
-    """Find the tenant an API key belongs to.
+    """Find the tenant an API key belongs to (see :func:`authenticate_key`)."""
+    found = authenticate_key(session, presented)
+    return None if found is None else found[1]
+
+
+def authenticate_key(session: Session, presented: str) -> tuple[uuid.UUID, str] | None:
+    """Find an API key: its id and its tenant.
 
     The lookup goes through the unique index on the digest; the digest of a random
     32-byte key reveals nothing useful to a timing attacker, and the final check compares
     two fixed-length digests in constant time anyway.
 
     Returns:
-        The tenant id, or None for an unknown, revoked or malformed key.
+        ``(key id, tenant id)``, or None for an unknown, revoked or malformed key.
     """
     if not presented.startswith(KEY_PREFIX) or len(presented) > MAX_KEY_LENGTH:
         return None
     presented_hash = digest(presented)
     row = session.execute(
-        select(ApiKey.tenant_id, ApiKey.key_hash).where(
+        select(ApiKey.id, ApiKey.tenant_id, ApiKey.key_hash).where(
             ApiKey.key_hash == presented_hash, ApiKey.revoked_at.is_(None)
         )
     ).first()
     if row is None or not hmac.compare_digest(row.key_hash, presented_hash):
         return None
-    return row.tenant_id
+    return row.id, row.tenant_id
+
+
+def live_key_tenant(session: Session, key_id: uuid.UUID) -> str | None:
+    """The tenant of API key ``key_id``, None once it is revoked (or never existed)."""
+    return session.execute(
+        select(ApiKey.tenant_id).where(ApiKey.id == key_id, ApiKey.revoked_at.is_(None))
+    ).scalar()
+
+
+def console_secret(session: Session) -> str:
+    """The key that signs the console's session cookies, created on first use.
+
+    One row for every web process (the first to ask creates it; a racing second keeps
+    the first's), so a session signed by one process is read by all.
+    """
+    session.execute(
+        pg_insert(ConsoleSecret).values(id=1, secret=secrets.token_urlsafe(48))
+        .on_conflict_do_nothing(index_elements=["id"])
+    )
+    return session.execute(select(ConsoleSecret.secret)).scalar_one()

@@ -20,7 +20,7 @@ import uuid
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, or_, select, tuple_
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -33,9 +33,9 @@ from app.editing.definitions import (
     new_signing_secret,
     next_run_after_save,
 )
-from app.enums import TargetKind
+from app.enums import InvocationStatus, TargetKind
 from app.errors import NameTaken, NotFound, StaleVersion
-from app.models import Trigger
+from app.models import Invocation, Trigger
 from app.queries import triggers as queries
 from app.queries.cancellation import DELETED_REASON, cancel_pending, stop_scheduled_runs
 from app.queries.missed import record_missed
@@ -177,6 +177,71 @@ def update_trigger(
     # keep missed rows for occurrences the dispatcher will still run.
     record_missed(session, applied.missed)
     return trigger, applied.generated_secret
+
+
+def pause_trigger(
+    session: Session, tenant_id: str, project_id: str, trigger_id: uuid.UUID, *,
+    now: dt.datetime, note: str | None = None, expected_version: int | None = None,
+) -> Trigger:
+    """Pause: :func:`update_trigger` with ``enabled: false``, keeping ``note`` (or none).
+
+    A note that differs is a change too (the version moves on).
+    """
+    trigger, _ = update_trigger(session, tenant_id, project_id, trigger_id,
+                                {"enabled": False}, now=now, expected_version=expected_version)
+    note = (note or "").strip() or None
+    if trigger.pause_note != note:
+        trigger.pause_note = note
+        trigger.version += 1
+        trigger.updated_at = now
+    return trigger
+
+
+def resume_trigger(
+    session: Session, tenant_id: str, project_id: str, trigger_id: uuid.UUID, *,
+    now: dt.datetime, expected_version: int | None = None,
+) -> Trigger:
+    """Resume: :func:`update_trigger` with ``enabled: true``; the pause's note goes."""
+    trigger, _ = update_trigger(session, tenant_id, project_id, trigger_id,
+                                {"enabled": True}, now=now, expected_version=expected_version)
+    if trigger.pause_note is not None:
+        trigger.pause_note = None
+        trigger.version += 1
+        trigger.updated_at = now
+    return trigger
+
+
+def search_triggers(
+    session: Session, tenant_id: str, *, limit: int, text: str | None = None,
+    enabled: bool | None = None, failing: bool = False,
+    after: tuple[str, str] | None = None,
+) -> list[Trigger]:
+    """The tenant's triggers across its projects, by (project, name), after ``after``.
+
+    ``text`` matches a part of the name or the ref, case-insensitively; ``failing`` keeps
+    those whose latest invocation failed. Ordered by the (tenant, project, name) unique
+    index, so a page reads as many rows as it shows (fewer for a rare ``text``).
+    """
+    statement = select(Trigger).where(Trigger.tenant_id == tenant_id)
+    if text:
+        pattern = "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        statement = statement.where(or_(Trigger.name.ilike(pattern, escape="\\"),
+                                        Trigger.ref.ilike(pattern, escape="\\")))
+    if enabled is not None:
+        statement = statement.where(Trigger.enabled.is_(enabled))
+    if failing:
+        latest = (
+            select(Invocation.status)
+            .where(Invocation.tenant_id == tenant_id, Invocation.trigger_id == Trigger.id)
+            .order_by(Invocation.scheduled_for.desc())
+            .limit(1)
+            .scalar_subquery()
+        )
+        statement = statement.where(latest == InvocationStatus.FAILED)
+    if after is not None:
+        statement = statement.where(tuple_(Trigger.project_id, Trigger.name) > tuple_(*after))
+    statement = statement.order_by(Trigger.project_id, Trigger.name).limit(limit)
+    return list(session.execute(statement).scalars())
 
 
 def delete_trigger(

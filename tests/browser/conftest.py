@@ -77,3 +77,11 @@ def web_url(web_app: Flask) -> Iterator[str]:
     finally:
         server.shutdown()
         thread.join()
+
+
+# A real worker and loopback receiver for the console's "run now".
+from tests.integration.conftest import (  # noqa: E402, F401 - fixtures, used by name
+    _module_worker,
+    celery_worker,
+    receiver,
+)

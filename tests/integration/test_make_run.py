@@ -168,6 +168,7 @@ def running(
 def wait_until_up(run: DevRun) -> None:
     deadline = time.monotonic() + START_TIMEOUT_S
     run.wait_for(rf"API listening on http://127\.0\.0\.1:{run.port}\b", deadline)
+    run.wait_for(rf"console: http://127\.0\.0\.1:{run.port}/console/", deadline)
     assert healthz_status(run.port) == 200
     run.wait_for(r"^\S+ worker\.1 +\| .*ready\.", deadline)
     run.wait_for(r"^\S+ dispatcher\.1 +\| .*ready\.", deadline)

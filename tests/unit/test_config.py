@@ -32,6 +32,8 @@ def test_defaults_for_a_minimal_environment() -> None:
         log_level="INFO",
         task_queues=frozenset({"celery"}),
         metrics_token=None,
+        console_secret=None,
+        console_secure_cookies=False,
     )
 
 
@@ -52,6 +54,8 @@ def test_every_setting_is_read_from_its_variable() -> None:
         "CRONBEAT_LOG_LEVEL": "warning",
         "CRONBEAT_TASK_QUEUES": "celery, reports,billing.jobs",
         "CRONBEAT_METRICS_TOKEN": "m" * 16,
+        "CRONBEAT_CONSOLE_SECRET": "c" * 32,
+        "CRONBEAT_CONSOLE_SECURE_COOKIES": "true",
     })
     assert dataclasses.asdict(settings) == {
         "database_url": "postgresql+psycopg2://u@db:5432/cronbeat",
@@ -70,6 +74,8 @@ def test_every_setting_is_read_from_its_variable() -> None:
         "log_level": "WARNING",
         "task_queues": frozenset({"celery", "reports", "billing.jobs"}),
         "metrics_token": "m" * 16,
+        "console_secret": "c" * 32,
+        "console_secure_cookies": True,
     }
 
 

@@ -77,6 +77,13 @@ def test_the_spec_and_its_browsable_ui_are_served(client: FlaskClient):
     assert spec.status_code == 200 and spec.json["info"]["title"] == "Cronbeat"
     docs = client.get("/api/v1/docs")
     assert docs.status_code == 200 and b"swagger-ui" in docs.data
+    # Its assets come from this app (the swagger-ui-bundle package), not a CDN.
+    assert b'src="/api/v1/docs/assets/swagger-ui-bundle.js"' in docs.data
+    bundle = client.get("/api/v1/docs/assets/swagger-ui-bundle.js")
+    assert bundle.status_code == 200 and b"SwaggerUIBundle" in bundle.data
+    # Only what the page loads: not the package's other files, nor a path out of it.
+    for other in ("index.html", "swagger-initializer.js", "..%2F__init__.py"):
+        assert client.get(f"/api/v1/docs/assets/{other}").status_code == 404
 
 
 def test_openapi_json_in_the_repository_matches_the_code():
