@@ -1,4 +1,4 @@
-"""A project's invocations: a trigger's history, one invocation with its attempts, cancel."""
+"""A project's invocations: histories, one invocation with its attempts, cancel, stats, backfill."""
 
 from __future__ import annotations
 
@@ -10,7 +10,10 @@ from api import auth
 from api.pagination import decode_time_cursor, encode_cursor, next_link
 from api.parser import Blueprint
 from api.presenters import invocation_view
+from api.publishing import publish_after_commit
 from api.schemas.views import (
+    BackfillResultSchema,
+    BackfillSchema,
     InvocationDetailSchema,
     InvocationListQuerySchema,
     InvocationPageSchema,
@@ -19,7 +22,7 @@ from api.schemas.views import (
     TriggerStatsSchema,
 )
 from api.state import state, transaction
-from app.editing import invocations
+from app.editing import backfill, invocations
 
 blp = Blueprint(
     "invocations", __name__, url_prefix="/api/v1/projects/<project_id>",
@@ -84,6 +87,28 @@ def trigger_stats(query: dict[str, Any], project_id: str, trigger_id: uuid.UUID)
                   "lateness_p50_s": d.lateness_p50_s, "lateness_p95_s": d.lateness_p95_s}
                  for d in days],
     }
+
+
+@blp.route("/triggers/<uuid:trigger_id>/backfill", methods=["POST"])
+@blp.arguments(BackfillSchema)
+@blp.response(200, BackfillResultSchema)
+def backfill_trigger(body: dict[str, Any], project_id: str, trigger_id: uuid.UUID) -> Any:
+    """Record the occurrences of a past range that have no invocation (they run now).
+
+    Occurrences come from the schedule with its DST rules; one that has an invocation
+    (it ran, was missed or was backfilled) is not recorded again. At most 1,000 a call;
+    `capped_at` says where to go on. `from` must be within the history's retention.
+    """
+    with transaction() as (session, now):
+        result = backfill.backfill(
+            session, auth.tenant_id(), project_id, trigger_id, start=body["start"],
+            end=body["end"], now=now, retention_days=state().settings.history_retention_days,
+            dry_run=body["dry_run"])
+    if result.created:
+        publish_after_commit(result.created, now)
+    return {"dry_run": body["dry_run"], "occurrences": result.missing,
+            "already_recorded": result.recorded, "capped_at": result.capped_at,
+            "invocation_ids": [key.id for key in result.created]}
 
 
 def _page(rows: list[Any], limit: int, query: dict[str, Any]) -> dict[str, Any]:

@@ -207,3 +207,27 @@ class TriggerStatsSchema(ma.Schema):
     last_day = fields.Date(required=True)
     days = fields.List(fields.Nested(DayStatsSchema), required=True,
                        metadata={"description": "Days with runs, oldest first."})
+
+
+class BackfillSchema(ma.Schema):
+    start = fields.AwareDateTime(required=True, data_key="from",
+                                 metadata={"description": "The range's start (inclusive)."})
+    end = fields.AwareDateTime(required=True, data_key="to",
+                               metadata={"description": "Its end (exclusive), not after now."})
+    dry_run = fields.Boolean(load_default=False,
+                             metadata={"description": "List the occurrences, record nothing."})
+
+
+class BackfillResultSchema(ma.Schema):
+    dry_run = fields.Boolean(required=True)
+    occurrences = fields.List(
+        fields.DateTime(), required=True,
+        metadata={"description": "The occurrences without an invocation: recorded now, or"
+                  " (dry run) that would be; at most 1,000 a call."})
+    already_recorded = fields.Integer(
+        required=True, metadata={"description": "Occurrences in the range that had one."})
+    capped_at = fields.DateTime(
+        required=True, **_NULL,
+        metadata={"description": "Where the cap stopped: call again from here. Null when"
+                  " the range is done."})
+    invocation_ids = fields.List(fields.UUID(), required=True)

@@ -20,7 +20,7 @@ import uuid
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from sqlalchemy import delete, or_, select, tuple_
+from sqlalchemy import delete, func, or_, select, tuple_
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -230,14 +230,20 @@ def search_triggers(
     if enabled is not None:
         statement = statement.where(Trigger.enabled.is_(enabled))
     if failing:
-        latest = (
-            select(Invocation.status)
-            .where(Invocation.tenant_id == tenant_id, Invocation.trigger_id == Trigger.id)
-            .order_by(Invocation.scheduled_for.desc())
-            .limit(1)
-            .scalar_subquery()
-        )
-        statement = statement.where(latest == InvocationStatus.FAILED)
+        # As last_invocations: first at or after last_scheduled_for (run-time pruned to
+        # the last days' partitions), every partition only when nothing is there.
+        def latest(*bound: Any) -> Any:
+            return (
+                select(Invocation.status)
+                .where(Invocation.tenant_id == tenant_id, Invocation.trigger_id == Trigger.id,
+                       *bound)
+                .order_by(Invocation.scheduled_for.desc())
+                .limit(1)
+                .scalar_subquery()
+            )
+        status = func.coalesce(
+            latest(Invocation.scheduled_for >= Trigger.last_scheduled_for), latest())
+        statement = statement.where(status == InvocationStatus.FAILED)
     if after is not None:
         statement = statement.where(tuple_(Trigger.project_id, Trigger.name) > tuple_(*after))
     statement = statement.order_by(Trigger.project_id, Trigger.name).limit(limit)
