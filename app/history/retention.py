@@ -27,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 from collections.abc import Callable
+from typing import TypeVar
 
 from sqlalchemy import (
     Connection,
@@ -56,6 +57,7 @@ LOCK_TIMEOUT_MS = 2000
 LOCK_NOT_AVAILABLE = "55P03"
 
 _DAY = dt.timedelta(days=1)
+T = TypeVar("T")
 _UNFINISHED = (InvocationStatus.PENDING, InvocationStatus.RUNNING)
 
 
@@ -103,15 +105,18 @@ def _run(conn: Connection, report: MaintenanceReport, *, now: dt.datetime,
             report.added.append(day)
     budget = MAX_DAYS_PER_RUN
     for day in sorted(d for d in existing if d < oldest_kept)[:budget]:
-        if _step(conn, report, lambda d=day: _drop_expired(conn, report, d, partition=True)):
+        rows = _step(conn, report, lambda d=day: _drop_expired(conn, report, d, partition=True))
+        if rows is not None:
             report.dropped.append(day)
+            report.rows_dropped += rows
     for day in _default_days_before(conn, oldest_kept)[:budget]:
-        _step(conn, report, lambda d=day: _drop_expired(conn, report, d, partition=False))
+        rows = _step(conn, report, lambda d=day: _drop_expired(conn, report, d, partition=False))
+        report.rows_dropped += rows or 0
     through = conn.execute(select(HistoryState.rolled_up_through)).scalar()
     conn.commit()
     day = oldest_kept if through is None else max(oldest_kept, through + _DAY)
     while day < today and partitions.day_start(day + _DAY) + SETTLE <= now and budget:
-        if not _step(conn, report, lambda d=day: _roll_up_kept(conn, d)):
+        if _step(conn, report, lambda d=day: _roll_up_kept(conn, d)) is None:
             break
         report.rolled_up.append(day)
         day += _DAY
@@ -124,8 +129,11 @@ def _run(conn: Connection, report: MaintenanceReport, *, now: dt.datetime,
         ))
 
 
-def _step(conn: Connection, report: MaintenanceReport, action: Callable[[], bool]) -> bool:
-    """Run ``action`` in a transaction of its own; False if it did nothing or timed out."""
+def _step(conn: Connection, report: MaintenanceReport, action: Callable[[], T]) -> T | None:
+    """Run ``action`` in a transaction of its own; what it returned, None on a lock timeout.
+
+    A step that times out is rolled back whole, and counts nothing.
+    """
     try:
         with conn.begin():
             conn.execute(text("SELECT set_config('lock_timeout', :ms, true)"),
@@ -134,7 +142,7 @@ def _step(conn: Connection, report: MaintenanceReport, action: Callable[[], bool
     except OperationalError as exc:
         if getattr(exc.orig, "pgcode", None) == LOCK_NOT_AVAILABLE:
             report.lock_timeouts += 1
-            return False
+            return None
         raise
 
 
@@ -147,11 +155,12 @@ def _unfinished(conn: Connection, day: dt.date) -> bool:
 
 
 def _drop_expired(conn: Connection, report: MaintenanceReport, day: dt.date, *,
-                  partition: bool) -> bool:
+                  partition: bool) -> int | None:
+    """Roll up, then drop, an expired day; the rows it held, None if it is kept back."""
     if _unfinished(conn, day):
         report.kept_back.append(day)
-        return False
-    report.rows_dropped += roll_up_day(conn, day)
+        return None
+    rows = roll_up_day(conn, day)
     if partition:
         partitions.drop_day(conn, day)
     else:
@@ -160,7 +169,7 @@ def _drop_expired(conn: Connection, report: MaintenanceReport, day: dt.date, *,
         # Their attempts go with them (ON DELETE CASCADE, in the attempts' default).
         conn.execute(delete(default).where(default.c.scheduled_for >= start,
                                            default.c.scheduled_for < start + _DAY))
-    return True
+    return rows
 
 
 def _default_days_before(conn: Connection, oldest_kept: dt.date) -> list[dt.date]:

@@ -175,3 +175,27 @@ def test_a_day_whose_rows_reached_the_default_partition_first_stays_there(
         where = conn.execute(text(
             "SELECT tableoid::regclass::text FROM invocations")).scalars().all()
     assert where == ["invocations_default"]
+
+
+def test_a_drop_that_times_out_on_a_lock_is_undone_whole_and_done_next_run(
+    history_db: Engine, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from app.history import retention
+
+    monkeypatch.setattr(retention, "LOCK_TIMEOUT_MS", 200)
+    _history(history_db)
+    with history_db.connect() as reader:
+        # A long reader of the history: DETACH needs the parent to itself.
+        reader.execute(text("LOCK TABLE invocations IN ACCESS SHARE MODE"))
+        blocked = maintain(history_db, now=NOW, retention_days=3)
+        reader.rollback()
+    # Adding the 5 days ahead waits for it too; only the default partition's DELETE
+    # of 03-01 (1 row) goes through.
+    assert (blocked.added, blocked.dropped, blocked.rows_dropped, blocked.lock_timeouts) == (
+        [], [], 1, 7)
+    with history_db.connect() as conn:
+        assert {_day(4), _day(6)} <= set(partitions.existing_days(conn))
+        assert conn.execute(select(HistoryState.rows_dropped)).scalar() == 1
+    again = maintain(history_db, now=NOW, retention_days=3)
+    assert (len(again.added), again.dropped, again.rows_dropped) == (5, [_day(4), _day(6)], 8)
+    assert _rows_by_day(history_db) == {"2026-03-05": 3, "2026-03-08": 1}
