@@ -65,8 +65,8 @@ def trigger_view(
             "id", "project_id", "name", "description", "enabled", "cron_expression",
             "timezone", "run_at", "next_run_at", "payload", "message_template",
             "max_attempts", "backoff_base_s", "backoff_cap_s", "timeout_s",
-            "misfire_policy", "misfire_grace_s", "overlap_policy", "ref", "version",
-            "created_at", "updated_at",
+            "misfire_policy", "misfire_grace_s", "overlap_policy", "ref", "pause_note",
+            "version", "created_at", "updated_at",
         )
     }
     view["target"] = target

@@ -71,6 +71,10 @@ class TriggerSchema(ma.Schema):
     misfire_grace_s = fields.Integer(required=True)
     overlap_policy = fields.Enum(OverlapPolicy, by_value=True, required=True)
     ref = fields.String(required=True, **_NULL)
+    pause_note = fields.String(
+        required=True, **_NULL,
+        metadata={"description": "What the console's pause said; null when running, or"
+                  " paused without a note (pausing through the API keeps none)."})
     version = fields.Integer(required=True, metadata={"description": "Also the ETag."})
     created_at = fields.DateTime(required=True)
     updated_at = fields.DateTime(required=True)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import datetime as dt
+import uuid
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from app.editing import triggers as editing
 from app.models import Trigger
 from tests.integration.api.conftest import Caller, assert_error, trigger_body
 
@@ -222,3 +224,19 @@ def test_a_patch_that_changes_nothing_writes_nothing(api: Caller):
         assert response.json["signing_secret"] is None
     assert api.post(f"{path}/resume").json["version"] == 1
     assert api.patch(path, json={"description": "new"}).json["version"] == 2
+
+
+def test_a_pause_note_shows_in_the_api_until_a_resume(
+    api: Caller, db: sessionmaker[Session],
+) -> None:
+    trigger = api.create()
+    with db.begin() as session:
+        now = session.execute(select(func.now())).scalar_one()
+        editing.pause_trigger(session, "acme", "proj-1", uuid.UUID(trigger["id"]), now=now,
+                              note="  vendor outage  ")
+    paused = api.get(f"/triggers/{trigger['id']}").json
+    assert (paused["enabled"], paused["pause_note"], paused["version"]) == (
+        False, "vendor outage", trigger["version"] + 2)
+    resumed = api.post(f"/triggers/{trigger['id']}/resume").json
+    assert (resumed["enabled"], resumed["pause_note"]) == (True, None)
+    assert api.post(f"/triggers/{trigger['id']}/pause").json["pause_note"] is None
