@@ -18,11 +18,13 @@ from api.schemas.views import (
     InvocationListQuerySchema,
     InvocationPageSchema,
     ProjectInvocationQuerySchema,
+    ReplayResultSchema,
+    ReplaySchema,
     TriggerStatsQuerySchema,
     TriggerStatsSchema,
 )
 from api.state import state, transaction
-from app.editing import backfill, invocations
+from app.editing import backfill, invocations, replay
 
 blp = Blueprint(
     "invocations", __name__, url_prefix="/api/v1/projects/<project_id>",
@@ -119,6 +121,29 @@ def _page(rows: list[Any], limit: int, query: dict[str, Any]) -> dict[str, Any]:
         cursor = encode_cursor(last.scheduled_for.isoformat(), str(last.id))
     return {"items": [invocation_view(row) for row in rows[:limit]],
             "next": next_link(cursor, query)}
+
+
+@blp.route("/invocations/replay", methods=["POST"])
+@blp.arguments(ReplaySchema)
+@blp.response(200, ReplayResultSchema)
+def replay_invocations(body: dict[str, Any], project_id: str) -> Any:
+    """Run failed invocations again: one new manual invocation per original, once each.
+
+    Each replay is linked to its original (`replay_of`), gets a new id (a new
+    `webhook-id`) and delivers the original occurrence's time and the trigger's payload.
+    An original already replayed is not replayed again; a dry run counts what would be.
+    """
+    with transaction() as (session, now):
+        result = replay.replay_failed(
+            session, auth.tenant_id(), project_id, now=now, limit=body["limit"],
+            dry_run=body["dry_run"], trigger_ids=body.get("trigger_ids"),
+            since=body.get("since"), until=body.get("until"))
+    if result.created:
+        publish_after_commit([key for _, key in result.created], now)
+    return {"dry_run": body["dry_run"], "matched": result.matched,
+            "replayed": [{"original_id": original, "invocation_id": key.id}
+                         for original, key in result.created],
+            "trigger_deleted": result.trigger_gone}
 
 
 @blp.route("/invocations/<uuid:invocation_id>", methods=["GET"])

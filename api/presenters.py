@@ -99,7 +99,8 @@ def preview_view(trigger: Trigger, now: dt.datetime, count: int) -> dict[str, An
 
 
 _INVOCATION_COLUMNS = (
-    "id", "trigger_id", "project_id", "scheduled_for", "status", "manual", "attempt",
+    "id", "trigger_id", "project_id", "scheduled_for", "status", "manual", "replay_of",
+    "attempt",
     "cancel_requested", "enqueued_at", "run_after", "started_at", "finished_at",
     "last_error", "response_status", "created_at",
 )

@@ -193,6 +193,11 @@ class Invocation(Base):
     response_excerpt: Mapped[str | None] = mapped_column(Text)
     deployment_id: Mapped[str | None] = mapped_column(String(100))
     created_at: Mapped[dt.datetime] = mapped_column(Timestamp, server_default=func.now())
+    #: The failed invocation this one replays (app.editing.replay), if any.
+    replay_of: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
+    #: The occurrence's time the delivery's body carries when it is not scheduled_for
+    #: (a replay carries its original's).
+    occurrence_at: Mapped[dt.datetime | None] = mapped_column(Timestamp)
 
     __table_args__ = (
         # The idempotency key: one invocation per occurrence, whatever races (it holds
@@ -320,6 +325,17 @@ class HistoryState(Base):
     last_run_at: Mapped[dt.datetime | None] = mapped_column(Timestamp)
 
     __table_args__ = (CheckConstraint("id = 1", name="single_row"),)
+
+
+class InvocationReplay(Base):
+    """One replayed invocation: its primary key makes each original replay once."""
+
+    __tablename__ = "invocation_replays"
+
+    original_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    replay_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True))
+    tenant_id: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[dt.datetime] = mapped_column(Timestamp, server_default=func.now())
 
 
 class SchedulerState(Base):

@@ -134,6 +134,8 @@ class InvocationSchema(ma.Schema):
     scheduled_for = fields.DateTime(required=True)
     status = fields.Enum(InvocationStatus, by_value=True, required=True)
     manual = fields.Boolean(required=True)
+    replay_of = fields.UUID(required=True, **_NULL,
+                            metadata={"description": "The failed invocation this replays."})
     attempt = fields.Integer(required=True)
     cancel_requested = fields.Boolean(required=True)
     enqueued_at = fields.DateTime(required=True, **_NULL)
@@ -235,3 +237,40 @@ class BackfillResultSchema(ma.Schema):
         metadata={"description": "Where the cap stopped: call again from here. Null when"
                   " the range is done."})
     invocation_ids = fields.List(fields.UUID(), required=True)
+
+
+class ReplaySchema(ma.Schema):
+    status = fields.String(
+        load_default="failed", validate=validate.OneOf(["failed"]),
+        metadata={"description": "Which invocations: only failed ones are replayed."})
+    trigger_ids = fields.List(fields.UUID(), validate=validate.Length(max=100),
+                              metadata={"description": "Only these triggers' (default: all)."})
+    since = fields.AwareDateTime(
+        metadata={"description": "Only originals scheduled at or after this instant."})
+    until = fields.AwareDateTime(
+        metadata={"description": "Only originals scheduled before this instant."})
+    limit = fields.Integer(load_default=100, validate=validate.Range(1, 500),
+                           metadata={"description": "At most this many this call."})
+    dry_run = fields.Boolean(load_default=False,
+                             metadata={"description": "Count them, replay nothing."})
+
+    @ma.validates_schema
+    def _ordered(self, data: dict[str, object], **_: object) -> None:
+        since, until = data.get("since"), data.get("until")
+        if since is not None and until is not None and not since < until:  # type: ignore[operator]
+            raise ma.ValidationError("must be after since", "until")
+
+
+class ReplayedSchema(ma.Schema):
+    original_id = fields.UUID(required=True)
+    invocation_id = fields.UUID(required=True)
+
+
+class ReplayResultSchema(ma.Schema):
+    dry_run = fields.Boolean(required=True)
+    matched = fields.Integer(
+        required=True,
+        metadata={"description": "Failed invocations in the selection not replayed before."})
+    replayed = fields.List(fields.Nested(ReplayedSchema), required=True)
+    trigger_deleted = fields.Integer(
+        required=True, metadata={"description": "Originals skipped: their trigger is gone."})

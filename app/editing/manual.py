@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -29,7 +30,7 @@ from sqlalchemy.orm import Session
 from app.editing.triggers import get_trigger
 from app.enums import InvocationStatus
 from app.errors import Conflict
-from app.models import Invocation, Trigger
+from app.models import Invocation, InvocationKey, Trigger
 
 #: Instants one manual run tries before giving up; a collision needs another manual run
 #: of the same trigger in the same microsecond, so a handful is plenty.
@@ -66,22 +67,35 @@ def run_now(
         ManualRunCollision: :data:`MAX_KEY_TRIES` instants were all taken.
     """
     trigger = get_trigger(session, tenant_id, project_id, trigger_id)
+    inserted = insert_manual(session, trigger, now=now)
+    return session.execute(select(Invocation).where(Invocation.id == inserted.id)).scalar_one()
+
+
+def insert_manual(
+    session: Session, trigger: Trigger, *, now: dt.datetime, **values: Any,
+) -> InvocationKey:
+    """Insert a pending manual invocation of ``trigger`` keyed at about ``now``; its key.
+
+    ``values`` sets more columns (a replay's id, ``replay_of``, ``occurrence_at``).
+
+    Raises:
+        ManualRunCollision: :data:`MAX_KEY_TRIES` instants were all taken.
+    """
     candidate = now
     for _ in range(MAX_KEY_TRIES):
         candidate = manual_instant(trigger, candidate)
         inserted = session.execute(
             pg_insert(Invocation)
             .values(
-                trigger_id=trigger.id, tenant_id=tenant_id, project_id=project_id,
-                scheduled_for=candidate, status=InvocationStatus.PENDING, manual=True,
-                attempt=0, created_at=now,
+                trigger_id=trigger.id, tenant_id=trigger.tenant_id,
+                project_id=trigger.project_id, scheduled_for=candidate,
+                status=InvocationStatus.PENDING, manual=True, attempt=0, created_at=now,
+                **values,
             )
             .on_conflict_do_nothing(constraint="uq_invocations_trigger_id_scheduled_for")
-            .returning(Invocation.id)
-        ).scalar_one_or_none()
+            .returning(Invocation.id, Invocation.scheduled_for)
+        ).first()
         if inserted is not None:
-            return session.execute(
-                select(Invocation).where(Invocation.id == inserted)
-            ).scalar_one()
+            return InvocationKey(*inserted)
         candidate += _ONE_MICROSECOND
     raise ManualRunCollision(f"{MAX_KEY_TRIES} manual runs of the trigger at {now.isoformat()}")

@@ -88,6 +88,8 @@ class _Run:
     trigger_id: uuid.UUID
     target: attempts.Target
     log_ids: dict[str, Any]
+    #: The occurrence's time the body carries (a replay's original's).
+    occurrence_at: dt.datetime
 
 
 def _iso_utc(value: dt.datetime) -> str:
@@ -162,6 +164,7 @@ def _run_of(claimed: attempts.Claimed, settings: Settings) -> _Run:
         attempt=claimed.attempt,
         started_at=claimed.started_at,
         scheduled_for=claimed.scheduled_for,
+        occurrence_at=claimed.occurrence_at or claimed.scheduled_for,
         trigger_id=claimed.trigger_id,
         target=claimed.target,
         log_ids=ids,
@@ -227,7 +230,8 @@ def _start_slow(
     leases.record_attempt_started(session, invocation_id, claim.attempt, settings.deployment_id)
     return _run_of(attempts.Claimed(
         invocation_id=invocation_id, attempt=claim.attempt, started_at=claim.started_at,
-        scheduled_for=invocation.scheduled_for, tenant_id=invocation.tenant_id,
+        scheduled_for=invocation.scheduled_for, occurrence_at=invocation.occurrence_at,
+        tenant_id=invocation.tenant_id,
         project_id=invocation.project_id, trigger_id=trigger.id,
         target=attempts.Target.of(trigger),
     ), settings)
@@ -240,7 +244,7 @@ def _deliver(
     occurrence = {
         "trigger": {"id": str(run.trigger_id), "name": trigger.name},
         "invocation": str(run.invocation_id),
-        "scheduled_for": _iso_utc(run.scheduled_for),
+        "scheduled_for": _iso_utc(run.occurrence_at),
         "attempt": run.attempt,
         "payload": trigger.payload,
     }

@@ -169,7 +169,7 @@ def _build_claim() -> Any:
         )
         .returning(
             _inv.c.id, _inv.c.attempt, _inv.c.started_at, _inv.c.scheduled_for,
-            _inv.c.tenant_id, _inv.c.project_id, _inv.c.trigger_id,
+            _inv.c.occurrence_at, _inv.c.tenant_id, _inv.c.project_id, _inv.c.trigger_id,
             *(_trg.c[name] for name in TARGET_COLUMNS),
         )
         .cte("claimed")
@@ -284,6 +284,7 @@ class Claimed:
     attempt: int
     started_at: dt.datetime
     scheduled_for: dt.datetime
+    occurrence_at: dt.datetime | None
     tenant_id: str
     project_id: str
     trigger_id: uuid.UUID
@@ -311,6 +312,7 @@ def claim(
         attempt=values["attempt"],
         started_at=values["started_at"],
         scheduled_for=values["scheduled_for"],
+        occurrence_at=values["occurrence_at"],
         tenant_id=values["tenant_id"],
         project_id=values["project_id"],
         trigger_id=values["trigger_id"],
