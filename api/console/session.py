@@ -82,11 +82,12 @@ def sign_in(key_id: uuid.UUID) -> None:
 
 def signed_in_tenant() -> str | None:
     """The tenant of the session's key, None if signed out or the key was revoked."""
-    key_id = session.get("key_id")
-    if key_id is None:
+    try:
+        key_id = uuid.UUID(session["key_id"])
+    except (KeyError, TypeError, ValueError):
         return None
     with state().sessions.begin() as db:
-        tenant_id = apikeys.live_key_tenant(db, uuid.UUID(key_id))
+        tenant_id = apikeys.live_key_tenant(db, key_id)
     if tenant_id is None:
         session.clear()
     return tenant_id

@@ -114,8 +114,13 @@ def sign_out() -> Response:
     return redirect(url_for("console.sign_in"))
 
 
+def _text(value: str | None, limit: int) -> str:
+    """A form or query value as text PostgreSQL takes (no NUL), at most ``limit`` long."""
+    return (value or "").replace("\x00", "").strip()[:limit]
+
+
 def _filters() -> dict[str, Any]:
-    text = request.args.get("q", "").strip()[:MAX_SEARCH]
+    text = _text(request.args.get("q"), MAX_SEARCH)
     enabled = {"enabled": True, "paused": False}.get(request.args.get("state", ""))
     return {"text": text or None, "enabled": enabled,
             "failing": request.args.get("failing") == "1"}
@@ -126,10 +131,11 @@ def trigger_list() -> str:
     filters = _filters()
     after = None
     if request.args.get("after_project") is not None:
-        after = (request.args["after_project"], request.args.get("after_name", ""))
-    today = dt.datetime.now(dt.UTC).date()
-    first_day = today - dt.timedelta(days=STRIP_DAYS - 1)
-    with state().sessions.begin() as db:
+        after = (_text(request.args["after_project"], 64),
+                 _text(request.args.get("after_name"), 200))
+    with transaction() as (db, now):
+        today = now.date()
+        first_day = today - dt.timedelta(days=STRIP_DAYS - 1)
         rows = triggers.search_triggers(db, g.tenant_id, limit=PAGE_SIZE + 1, after=after,
                                         **filters)
         page = rows[:PAGE_SIZE]
@@ -227,7 +233,7 @@ def run_now(project_id: str, trigger_id: uuid.UUID) -> Response:
 
 @blp.post("/projects/<project_id>/triggers/<uuid:trigger_id>/pause")
 def pause(project_id: str, trigger_id: uuid.UUID) -> Response:
-    note = request.form.get("note", "")[:MAX_NOTE]
+    note = _text(request.form.get("note"), MAX_NOTE)
     with transaction() as (db, now):
         triggers.pause_trigger(db, g.tenant_id, project_id, trigger_id, now=now, note=note)
     flash("Paused: its pending scheduled runs are cancelled.")
