@@ -65,15 +65,15 @@ def _seconds(column: Any) -> Any:
     return func.make_interval(0, 0, 0, 0, 0, 0, column)
 
 
-def _this_invocation(table: Any = _inv) -> Any:
+def _this_invocation() -> Any:
     """``id = :b_invocation_id``, and its day when the caller knows it.
 
     With ``b_scheduled_for`` NULL the second term folds to true when PostgreSQL plans
     the statement; with a value it prunes the history to that day's partition.
     """
     scheduled_for = bindparam("b_scheduled_for", type_=DateTime(timezone=True))
-    return and_(table.c.id == bindparam("b_invocation_id"),
-                or_(scheduled_for.is_(None), table.c.scheduled_for == scheduled_for))
+    return and_(_inv.c.id == bindparam("b_invocation_id"),
+                or_(scheduled_for.is_(None), _inv.c.scheduled_for == scheduled_for))
 
 
 _LOCK_FOR_CLAIM = select(
