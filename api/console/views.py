@@ -140,9 +140,10 @@ def trigger_list() -> str:
                                         **filters)
         page = rows[:PAGE_SIZE]
         last = invocations.last_invocations(db, g.tenant_id, [t.id for t in page])
-        counts = stats.daily_counts(db.connection(), g.tenant_id, [t.id for t in page],
-                                    first_day=first_day, last_day=today)
-        items = [_row(t, last.get(t.id), strip(counts[t.id], first_day, STRIP_DAYS))
+        days = stats.days_of(db.connection(), g.tenant_id, [t.id for t in page],
+                             first_day=first_day, last_day=today)
+        items = [_row(t, last.get(t.id), strip({d.day: d.counts for d in days[t.id]},
+                                                first_day, STRIP_DAYS))
                  for t in page]
     more = None
     if len(rows) > PAGE_SIZE:

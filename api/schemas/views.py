@@ -175,8 +175,9 @@ class InvocationListQuerySchema(ma.Schema):
     limit = fields.Integer(load_default=50, validate=validate.Range(1, 200))
 
 
-class ProjectInvocationQuerySchema(InvocationListQuerySchema):
-    trigger_id = fields.UUID(metadata={"description": "Only this trigger's (deleted or not)."})
+class _TimeRange(ma.Schema):
+    """``since`` (inclusive) and ``until`` (exclusive) on ``scheduled_for``, in order."""
+
     since = fields.AwareDateTime(
         metadata={"description": "Only invocations scheduled at or after this instant."})
     until = fields.AwareDateTime(
@@ -187,6 +188,10 @@ class ProjectInvocationQuerySchema(InvocationListQuerySchema):
         since, until = data.get("since"), data.get("until")
         if since is not None and until is not None and not since < until:  # type: ignore[operator]
             raise ma.ValidationError("must be after since", "until")
+
+
+class ProjectInvocationQuerySchema(InvocationListQuerySchema, _TimeRange):
+    trigger_id = fields.UUID(metadata={"description": "Only this trigger's (deleted or not)."})
 
 
 class TriggerStatsQuerySchema(ma.Schema):
@@ -239,26 +244,16 @@ class BackfillResultSchema(ma.Schema):
     invocation_ids = fields.List(fields.UUID(), required=True)
 
 
-class ReplaySchema(ma.Schema):
+class ReplaySchema(_TimeRange):
     status = fields.String(
         load_default="failed", validate=validate.OneOf(["failed"]),
         metadata={"description": "Which invocations: only failed ones are replayed."})
     trigger_ids = fields.List(fields.UUID(), validate=validate.Length(max=100),
                               metadata={"description": "Only these triggers' (default: all)."})
-    since = fields.AwareDateTime(
-        metadata={"description": "Only originals scheduled at or after this instant."})
-    until = fields.AwareDateTime(
-        metadata={"description": "Only originals scheduled before this instant."})
     limit = fields.Integer(load_default=100, validate=validate.Range(1, 500),
                            metadata={"description": "At most this many this call."})
     dry_run = fields.Boolean(load_default=False,
                              metadata={"description": "Count them, replay nothing."})
-
-    @ma.validates_schema
-    def _ordered(self, data: dict[str, object], **_: object) -> None:
-        since, until = data.get("since"), data.get("until")
-        if since is not None and until is not None and not since < until:  # type: ignore[operator]
-            raise ma.ValidationError("must be after since", "until")
 
 
 class ReplayedSchema(ma.Schema):

@@ -224,9 +224,8 @@ def search_triggers(
     """
     statement = select(Trigger).where(Trigger.tenant_id == tenant_id)
     if text:
-        pattern = "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-        statement = statement.where(or_(Trigger.name.ilike(pattern, escape="\\"),
-                                        Trigger.ref.ilike(pattern, escape="\\")))
+        statement = statement.where(or_(Trigger.name.icontains(text, autoescape=True),
+                                        Trigger.ref.icontains(text, autoescape=True)))
     if enabled is not None:
         statement = statement.where(Trigger.enabled.is_(enabled))
     if failing:

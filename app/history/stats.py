@@ -103,61 +103,47 @@ def rolled_up_through(conn: Connection) -> dt.date | None:
     return conn.execute(select(HistoryState.rolled_up_through)).scalar()
 
 
-def trigger_stats(
-    conn: Connection, tenant_id: str, project_id: str, trigger_id: uuid.UUID, *,
-    first_day: dt.date, last_day: dt.date,
-) -> list[DayStats]:
-    """The trigger's days in ``[first_day, last_day]`` that had runs, oldest first.
-
-    Days up to :func:`rolled_up_through` come from the rollups (kept forever); later
-    days are aggregated from the live history (a day or two in steady state).
-    """
-    through = rolled_up_through(conn)
-    days: list[DayStats] = []
-    if through is not None and through >= first_day:
-        rows = conn.execute(select(_stats).where(
-            _stats.c.tenant_id == tenant_id, _stats.c.project_id == project_id,
-            _stats.c.trigger_id == trigger_id,
-            _stats.c.day >= first_day, _stats.c.day <= min(through, last_day),
-        ).order_by(_stats.c.day)).all()
-        days += [_of(row._mapping) for row in rows]
-    live_from = first_day if through is None else max(first_day, through + _DAY)
-    if live_from <= last_day:
-        live = day_stats(live_from, last_day + _DAY,
-                         _inv.c.tenant_id == tenant_id, _inv.c.project_id == project_id,
-                         _inv.c.trigger_id == trigger_id)
-        rows = conn.execute(live.order_by("day")).all()
-        days += [_of(row._mapping) for row in rows]
-    return days
-
-
-def daily_counts(
+def days_of(
     conn: Connection, tenant_id: str, trigger_ids: list[uuid.UUID], *,
-    first_day: dt.date, last_day: dt.date,
-) -> dict[uuid.UUID, dict[dt.date, dict[str, int]]]:
-    """Counts by status per trigger and day, for many triggers at once (a page's strips).
+    first_day: dt.date, last_day: dt.date, project_id: str | None = None,
+) -> dict[uuid.UUID, list[DayStats]]:
+    """Each trigger's days in ``[first_day, last_day]`` that had runs, oldest first.
 
-    Two statements whatever the count: the rollups up to :func:`rolled_up_through`,
-    the live history after it.
+    Two statements whatever the count: days up to :func:`rolled_up_through` come from
+    the rollups (kept forever), later days from the live history (a day or two in
+    steady state). ``project_id`` narrows both to one project.
     """
-    result: dict[uuid.UUID, dict[dt.date, dict[str, int]]] = {t: {} for t in trigger_ids}
+    result: dict[uuid.UUID, list[DayStats]] = {t: [] for t in trigger_ids}
     if not trigger_ids:
         return result
     through = rolled_up_through(conn)
     if through is not None and through >= first_day:
+        scope = [_stats.c.tenant_id == tenant_id, _stats.c.trigger_id.in_(trigger_ids)]
+        if project_id is not None:
+            scope.append(_stats.c.project_id == project_id)
         rows = conn.execute(select(_stats).where(
-            _stats.c.tenant_id == tenant_id, _stats.c.trigger_id.in_(trigger_ids),
-            _stats.c.day >= first_day, _stats.c.day <= min(through, last_day),
-        )).mappings()
+            *scope, _stats.c.day >= first_day, _stats.c.day <= min(through, last_day),
+        ).order_by(_stats.c.day)).mappings()
         for row in rows:
-            result[row["trigger_id"]][row["day"]] = {s: int(row[s]) for s in STATUSES}
+            result[row["trigger_id"]].append(_of(row))
     live_from = first_day if through is None else max(first_day, through + _DAY)
     if live_from <= last_day:
-        live = day_stats(live_from, last_day + _DAY, _inv.c.tenant_id == tenant_id,
-                         _inv.c.trigger_id.in_(trigger_ids))
+        scope = [_inv.c.tenant_id == tenant_id, _inv.c.trigger_id.in_(trigger_ids)]
+        if project_id is not None:
+            scope.append(_inv.c.project_id == project_id)
+        live = day_stats(live_from, last_day + _DAY, *scope).order_by("day")
         for row in conn.execute(live).mappings():
-            result[row["trigger_id"]][row["day"]] = {s: int(row[s]) for s in STATUSES}
+            result[row["trigger_id"]].append(_of(row))
     return result
+
+
+def trigger_stats(
+    conn: Connection, tenant_id: str, project_id: str, trigger_id: uuid.UUID, *,
+    first_day: dt.date, last_day: dt.date,
+) -> list[DayStats]:
+    """One trigger's :func:`days_of` in its project."""
+    return days_of(conn, tenant_id, [trigger_id], first_day=first_day, last_day=last_day,
+                   project_id=project_id)[trigger_id]
 
 
 def has_history(conn: Connection, tenant_id: str, project_id: str,

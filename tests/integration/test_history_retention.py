@@ -24,6 +24,7 @@ from app.history import partitions
 from app.history.retention import maintain
 from app.history.stats import trigger_stats
 from app.models import HistoryState, Invocation, InvocationAttempt, TriggerDayStats
+from app.queries.locks import HISTORY_NAMESPACE
 from tests.conftest import Services
 
 UTC = dt.UTC
@@ -156,10 +157,10 @@ def test_maintenance_drops_only_expired_finished_days_after_rolling_them_up(
 
 def test_a_second_maintenance_run_at_the_same_time_does_nothing(history_db: Engine) -> None:
     with history_db.connect() as holder:
-        holder.execute(select(func.pg_advisory_lock(0x63620004, 0)))
+        holder.execute(select(func.pg_advisory_lock(HISTORY_NAMESPACE, 0)))
         holder.commit()
         assert maintain(history_db, now=NOW, retention_days=3).skipped
-        holder.execute(select(func.pg_advisory_unlock(0x63620004, 0)))
+        holder.execute(select(func.pg_advisory_unlock(HISTORY_NAMESPACE, 0)))
         holder.commit()
     assert not maintain(history_db, now=NOW, retention_days=3).skipped
 

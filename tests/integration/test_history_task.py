@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import time
 import uuid
+from collections.abc import Callable
 
 from celery import Celery
 from sqlalchemy import Engine, func, insert, select
@@ -20,7 +21,7 @@ DEADLINE_S = 30.0
 
 def test_the_task_drops_a_day_past_the_worker_s_retention_after_rolling_it_up(
     db: sessionmaker[Session], engine: Engine, celery_client: Celery,
-    start_worker: object,
+    start_worker: Callable[..., WorkerProcess],
 ) -> None:
     with engine.begin() as conn:
         today = conn.execute(select(func.now())).scalar_one().astimezone(dt.UTC).date()
@@ -32,8 +33,7 @@ def test_the_task_drops_a_day_past_the_worker_s_retention_after_rolling_it_up(
         conn.execute(insert(Invocation).values(
             trigger_id=trigger_id, tenant_id="t1", project_id="p1", status="missed",
             scheduled_for=partitions.day_start(expired) + dt.timedelta(hours=1)))
-    worker: WorkerProcess = start_worker(  # type: ignore[operator]
-        queues=DISPATCH_QUEUE, CRONBEAT_HISTORY_RETENTION_DAYS="7")
+    worker = start_worker(queues=DISPATCH_QUEUE, CRONBEAT_HISTORY_RETENTION_DAYS="7")
     celery_client.send_task(HISTORY_TASK, queue=DISPATCH_QUEUE)
 
     deadline = time.monotonic() + DEADLINE_S
