@@ -11,6 +11,7 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from app.errors import ConfigError
 
@@ -45,6 +46,17 @@ def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
 
 #: The longest bearer token the API reads (longer ones are refused before hashing).
 MAX_TOKEN_CHARS = 512
+
+
+def _public_url(env: Mapping[str, str]) -> str | None:
+    raw = env.get("CRONBEAT_PUBLIC_URL", "").strip()
+    if not raw:
+        return None
+    parts = urlsplit(raw)
+    if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
+        raise ConfigError("CRONBEAT_PUBLIC_URL must be an http(s) URL such as "
+                          "https://cronbeat.example.com (no query or fragment)")
+    return raw.rstrip("/")
 
 
 def _secret(env: Mapping[str, str], name: str) -> str | None:
@@ -142,6 +154,19 @@ class Settings:
     console_secret: str | None = dataclasses.field(default=None, repr=False)
     #: The console's cookie is sent over HTTPS only (set it where the console is HTTPS).
     console_secure_cookies: bool = False
+    #: Where users reach the web process (https://cronbeat.example.com): alerts link to
+    #: the trigger's console page under it; unset, the link is the page's path.
+    public_url: str | None = None
+    #: How often a worker's alert watchdog looks for triggers that didn't run and for
+    #: alerts to deliver (app.alerting.watch), seconds.
+    alert_watch_interval_s: int = 15
+
+    @property
+    def min_misfire_grace_s(self) -> int:
+        """No trigger's grace is taken below this: one tick, plus the time a tick may
+        take to reach a trigger (the dispatcher's misfire rule and the alert watchdog's
+        "didn't run" both use it)."""
+        return self.tick_seconds + 30
 
     @property
     def broker_url(self) -> str:
@@ -189,4 +214,6 @@ class Settings:
             metrics_token=_secret(env, "CRONBEAT_METRICS_TOKEN"),
             console_secret=_secret(env, "CRONBEAT_CONSOLE_SECRET"),
             console_secure_cookies=_bool(env, "CRONBEAT_CONSOLE_SECURE_COOKIES", False),
+            public_url=_public_url(env),
+            alert_watch_interval_s=_int(env, "CRONBEAT_ALERT_WATCH_INTERVAL_S", 15, 1, 3600),
         )

@@ -15,6 +15,10 @@ HISTORY_TASK = "cronbeat.maintain_history"
 #: How often beat sends it: partitions are added days ahead, so this only bounds how
 #: long an expired day outlives its retention.
 HISTORY_INTERVAL_S = 900.0
+#: Alerts (app.alerting): delivered by the workers, on a queue of their own, so no
+#: alert backlog delays a run and no run backlog delays an alert.
+ALERT_TASK = "cronbeat.deliver_alert"
+ALERT_QUEUE = "cronbeat.alerts"
 # Ticks and runs travel on separate queues, so a tick is never stuck behind a burst of
 # ten thousand runs.
 DISPATCH_QUEUE = "cronbeat.dispatch"
@@ -58,6 +62,7 @@ def configure(app: Celery, settings: Settings) -> Celery:
         task_queues=(
             Queue(DISPATCH_QUEUE, exchange, routing_key=DISPATCH_QUEUE),
             Queue(RUN_QUEUE, exchange, routing_key=RUN_QUEUE),
+            Queue(ALERT_QUEUE, exchange, routing_key=ALERT_QUEUE),
         ),
         task_default_queue=RUN_QUEUE,
         task_default_exchange="cronbeat",
@@ -65,6 +70,7 @@ def configure(app: Celery, settings: Settings) -> Celery:
             DISPATCH_TASK: {"queue": DISPATCH_QUEUE, "routing_key": DISPATCH_QUEUE},
             RUN_TASK: {"queue": RUN_QUEUE, "routing_key": RUN_QUEUE},
             HISTORY_TASK: {"queue": DISPATCH_QUEUE, "routing_key": DISPATCH_QUEUE},
+            ALERT_TASK: {"queue": ALERT_QUEUE, "routing_key": ALERT_QUEUE},
         },
         beat_schedule={
             "dispatch-due-triggers": {

@@ -17,7 +17,14 @@ from collections.abc import Iterable
 
 from celery import Celery
 
-from messaging.config import DISPATCH_QUEUE, DISPATCH_TASK, RUN_QUEUE, RUN_TASK
+from messaging.config import (
+    ALERT_QUEUE,
+    ALERT_TASK,
+    DISPATCH_QUEUE,
+    DISPATCH_TASK,
+    RUN_QUEUE,
+    RUN_TASK,
+)
 
 #: Redis commands buffered per pipeline flush: large enough to amortise the round trip,
 #: small enough that one flush stays a few hundred kilobytes.
@@ -85,3 +92,22 @@ def kick_tick(app: Celery) -> None:
         kombu / redis errors: the broker is unreachable; beat's next tick does the same.
     """
     app.send_task(DISPATCH_TASK, queue=DISPATCH_QUEUE)
+
+
+def publish_alerts(
+    app: Celery, alert_ids: Iterable[uuid.UUID], *, countdown_s: float | None = None
+) -> int:
+    """Publish one ``deliver_alert(alert_id)`` message per alert; returns how many.
+
+    Alerts are few (one per state change of a trigger), so plain ``send_task`` does.
+
+    Raises:
+        kombu / redis errors: the broker is unreachable; the alert watchdog publishes
+        what was not published once it is due.
+    """
+    count = 0
+    for alert_id in alert_ids:
+        app.send_task(ALERT_TASK, args=(str(alert_id),), queue=ALERT_QUEUE,
+                      task_id=str(alert_id), countdown=countdown_s)
+        count += 1
+    return count

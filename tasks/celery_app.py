@@ -5,6 +5,8 @@ from __future__ import annotations
 from celery import Celery
 
 from messaging.config import (  # noqa: F401 - the names the worker's modules use
+    ALERT_QUEUE,
+    ALERT_TASK,
     DISPATCH_QUEUE,
     DISPATCH_TASK,
     HISTORY_TASK,
@@ -13,4 +15,6 @@ from messaging.config import (  # noqa: F401 - the names the worker's modules us
     configure,
 )
 
-celery_app = Celery("cronbeat", include=["tasks.dispatch", "tasks.maintenance", "tasks.run"])
+celery_app = Celery(
+    "cronbeat", include=["tasks.alerts", "tasks.dispatch", "tasks.maintenance", "tasks.run"]
+)

@@ -25,7 +25,7 @@ from celery import bootsteps
 from app.deploys import processes
 from app.deploys.presence import Presence
 from app.enums import ProcessRole
-from tasks.celery_app import DISPATCH_QUEUE, RUN_QUEUE
+from tasks.celery_app import ALERT_QUEUE, DISPATCH_QUEUE, RUN_QUEUE
 from tasks.runtime import get_settings
 
 log = logging.getLogger(__name__)
@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 APPLY_INTERVAL_S = 0.25
 NOT_CONSUMING_GRACE_S = 10.0
 LOOP_STALL_S = 30.0
-CRONBEAT_QUEUES = (DISPATCH_QUEUE, RUN_QUEUE)
+CRONBEAT_QUEUES = (DISPATCH_QUEUE, RUN_QUEUE, ALERT_QUEUE)
 
 
 class _Gate:
@@ -64,6 +64,11 @@ class _Gate:
 
 
 _gate: _Gate | None = None
+
+
+def is_active() -> bool:
+    """Whether this worker's deployment is the active one (False before the gate starts)."""
+    return _gate is not None and _gate.presence.active
 
 
 class DeploymentGate(bootsteps.StartStopStep):

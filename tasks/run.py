@@ -17,6 +17,7 @@ from app.firing.runner import run_invocation
 from app.limits import TIMEOUT_S
 from app.queries.leases import LEASE_GRACE_S
 from messaging.publisher import Run, publish_runs
+from tasks.alerts import publish_alerts_quietly
 from tasks.celery_app import RUN_TASK, celery_app
 from tasks.runtime import get_runtime
 
@@ -130,6 +131,8 @@ def run_trigger(invocation_id: str, scheduled_for: str | None = None) -> None:
                  extra={"action": "run.handed_back", "invocation_id": invocation_id})
         publish_runs(celery_app, [run])
         return
+    if outcome.alert_ids:
+        publish_alerts_quietly(outcome.alert_ids)
     if outcome.retry_in_s is not None:
         # After run_invocation's commit, never before: a worker that picked the retry up
         # at once must find the row pending.

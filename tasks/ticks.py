@@ -37,8 +37,8 @@ def run_tick(now: dt.datetime | None = None) -> dict[str, Any]:
         batch_size=runtime.settings.dispatch_batch_size,
         republish_after_s=runtime.settings.republish_after_s,
         deployment_id=runtime.settings.deployment_id,
-        # One tick interval, plus the time a tick may take to reach a trigger.
-        min_grace_s=runtime.settings.tick_seconds + 30,
+        min_grace_s=runtime.settings.min_misfire_grace_s,
+        public_url=runtime.settings.public_url,
     )
     return dispatch_tick(
         runtime.sessions, publish, options, now=now,

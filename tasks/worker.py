@@ -8,7 +8,7 @@ from celery.concurrency.thread import TaskPool as ThreadsPool
 from celery.signals import setup_logging, worker_init, worker_process_init
 
 from app.logs import configure_logging
-from tasks import gate
+from tasks import alerts, gate
 from tasks.celery_app import RUN_TASK, celery_app, configure
 from tasks.overrun import OverrunWatch
 from tasks.run import RUN_TIME_LIMIT_S
@@ -17,6 +17,8 @@ from tasks.runtime import configure_for_worker, get_runtime, get_settings
 app = configure(celery_app, get_settings())
 # Workers consume Cronbeat's queues only while their deployment is the active one.
 gate.install(app)
+# Workers consuming cronbeat.alerts run the alert watchdog (tasks.alerts).
+alerts.install(app)
 
 
 @worker_init.connect

@@ -20,6 +20,8 @@ from typing import Any
 from sqlalchemy import Row, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from app.alerting import observe
+from app.alerting.rules import Observation
 from app.deploys import deploy
 from app.enums import InvocationStatus, MisfirePolicy
 from app.errors import CronbeatError
@@ -91,6 +93,8 @@ class DispatchOptions:
     #: seen some time after its instant (up to one tick interval), and a grace shorter
     #: than that would record every run of a ``skip`` trigger as missed.
     min_grace_s: int = 0
+    #: CRONBEAT_PUBLIC_URL, for the console links of the alerts a tick raises.
+    public_url: str | None = None
 
 
 def dispatch_tick(
@@ -212,6 +216,7 @@ def _dispatch_batch(
         advanced: list[Row[Any]] = []
         next_run_ats: list[dt.datetime | None] = []
         last_scheduled: list[dt.datetime | None] = []
+        missed_events: dict[uuid.UUID, observe.Event] = {}
         for row in rows:
             try:
                 plan = plan_trigger(
@@ -239,6 +244,12 @@ def _dispatch_batch(
                 scheduled_fors.append(occurrence.scheduled_for)
                 misseds.append(occurrence.status is InvocationStatus.MISSED)
                 reasons.append(occurrence.reason)
+                if occurrence.status is InvocationStatus.MISSED:
+                    missed_events[row.id] = observe.Event(
+                        tenant_id=row.tenant_id, project_id=row.project_id, trigger_id=row.id,
+                        observation=Observation.MISSED, scheduled_for=occurrence.scheduled_for,
+                        status=InvocationStatus.MISSED.value,
+                        error=occurrence.reason or claims.MISSED_REASON)
             advanced.append(row)
             next_run_ats.append(plan.next_run_at)
             last_scheduled.append(
@@ -266,7 +277,38 @@ def _dispatch_batch(
     new_ids = [key for key, status in inserted if status == InvocationStatus.PENDING]
     report.created += len(new_ids)
     report.missed += len(inserted) - len(new_ids)
+    if missed_events:
+        advanced_ids = {row.id for row in advanced}
+        _observe(sessions, [event for trigger_id, event in missed_events.items()
+                            if trigger_id in advanced_ids], now, options, with_ids=True)
     return new_ids
+
+
+def _observe(
+    sessions: sessionmaker[Session], events: list[observe.Event], now: dt.datetime,
+    options: DispatchOptions, *, with_ids: bool = False,
+) -> None:
+    """Raise the alerts of what a tick recorded (missed runs, runs failed by the sweep).
+
+    A transaction of its own, after the tick's: an alert never holds up or undoes the
+    tick, and a failure here is logged, not raised. The alert watchdog publishes them.
+    """
+    if not events:
+        return
+    try:
+        with sessions.begin() as session:
+            watched = observe.watched_scopes(session, [event.scope for event in events])
+            events = [event for event in events if event.scope in watched]
+            if events and with_ids:
+                ids = observe.invocations_of(
+                    session, [(e.trigger_id, e.scheduled_for) for e in events])
+                events = [dataclasses.replace(
+                    e, invocation_id=ids.get((e.trigger_id, e.scheduled_for))) for e in events]
+            if events:
+                observe.observe(session, events, now, public_url=options.public_url)
+    except Exception:
+        log.error("could not record a tick's alerts", exc_info=True,
+                  extra={"action": "dispatch.alerts_failed"})
 
 
 def _unschedulable(
@@ -331,7 +373,16 @@ def _sweep(
             retries = sweep.take_unpublished(session, now, options.batch_size,
                                               settle=REORDER_MARGIN)
             lost = sweep.take_stale_pending(session, now, lost_before, options.batch_size)
-            expired = sweep.take_expired_leases(session, now, options.batch_size)
+            failed: list[Any] = []
+            expired = sweep.take_expired_leases(session, now, options.batch_size,
+                                                failed=failed)
+        _observe(sessions, [
+            observe.Event(tenant_id=row.tenant_id, project_id=row.project_id,
+                          trigger_id=row.trigger_id, observation=Observation.FAILED,
+                          scheduled_for=row.scheduled_for, invocation_id=row.id,
+                          status=InvocationStatus.FAILED.value, error=sweep.LEASE_LOST_ERROR)
+            for row in failed if row.trigger_id is not None and not row.manual
+        ], now, options)
         if retries:
             publish(retries)
         again = lost + expired

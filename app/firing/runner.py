@@ -34,6 +34,8 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
+from app.alerting import observe
+from app.alerting.rules import Observation
 from app.config import Settings
 from app.delivery.send import (
     DEFAULT_TASK_QUEUE,
@@ -75,6 +77,8 @@ class RunOutcome:
     attempt: int | None = None
     #: Publish run_trigger again after this many seconds (the row is pending until then).
     retry_in_s: float | None = None
+    #: Alerts the outcome raised (app.alerting), to publish after the call.
+    alert_ids: tuple[uuid.UUID, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,6 +94,11 @@ class _Run:
     log_ids: dict[str, Any]
     #: The occurrence's time the body carries (a replay's original's).
     occurrence_at: dt.datetime
+    tenant_id: str
+    project_id: str
+    manual: bool
+    #: The project has an enabled alert channel: the outcome is observed (app.alerting).
+    watched: bool
 
 
 def _iso_utc(value: dt.datetime) -> str:
@@ -165,6 +174,10 @@ def _run_of(claimed: attempts.Claimed, settings: Settings) -> _Run:
         started_at=claimed.started_at,
         scheduled_for=claimed.scheduled_for,
         occurrence_at=claimed.occurrence_at or claimed.scheduled_for,
+        tenant_id=claimed.tenant_id,
+        project_id=claimed.project_id,
+        manual=claimed.manual,
+        watched=claimed.watched,
         trigger_id=claimed.trigger_id,
         target=claimed.target,
         log_ids=ids,
@@ -233,7 +246,9 @@ def _start_slow(
         scheduled_for=invocation.scheduled_for, occurrence_at=invocation.occurrence_at,
         tenant_id=invocation.tenant_id,
         project_id=invocation.project_id, trigger_id=trigger.id,
-        target=attempts.Target.of(trigger),
+        target=attempts.Target.of(trigger), manual=invocation.manual,
+        watched=bool(observe.watched_scopes(
+            session, [(invocation.tenant_id, invocation.project_id)])),
     ), settings)
 
 
@@ -398,7 +413,43 @@ def run_invocation(
             verdict=Verdict.PERMANENT,
             error=f"delivery failed with an internal error ({type(exc).__name__})",
         )
-    return _finish_retrying(sessions, started, result, rand, float(settings.tick_seconds))
+    outcome = _finish_retrying(sessions, started, result, rand, float(settings.tick_seconds))
+    if started.watched and not started.manual:
+        alert_ids = _observe(sessions, settings, started, outcome, result)
+        if alert_ids:
+            outcome = dataclasses.replace(outcome, alert_ids=alert_ids)
+    return outcome
+
+
+def _observe(
+    sessions: sessionmaker[Session], settings: Settings, run: _Run, outcome: RunOutcome,
+    result: DeliveryResult,
+) -> tuple[uuid.UUID, ...]:
+    """Apply the attempt's start and outcome to the trigger's alerts, in a transaction
+    of its own: an alert never holds up, fails or undoes the run it is about."""
+    late_s = None
+    events: list[observe.Event] = []
+    common = {"tenant_id": run.tenant_id, "project_id": run.project_id,
+              "trigger_id": run.trigger_id, "scheduled_for": run.scheduled_for,
+              "invocation_id": run.invocation_id}
+    if run.attempt == 1:
+        late_s = (run.started_at - run.scheduled_for).total_seconds()
+        events.append(observe.Event(observation=Observation.STARTED, late_s=late_s, **common))
+    if outcome.status in (InvocationStatus.SUCCEEDED, InvocationStatus.FAILED):
+        events.append(observe.Event(
+            observation=Observation(outcome.status.value), late_s=late_s,
+            status=outcome.status.value, error=result.error, **common))
+    if not events:
+        return ()
+    try:
+        with sessions.begin() as session:
+            now = session.execute(select(func.now())).scalar_one()
+            return tuple(observe.observe(session, events, now,
+                                         public_url=settings.public_url, published=True))
+    except Exception:
+        log.error("run: could not record the run's alerts", exc_info=True,
+                  extra={"action": "run.alerts_failed", **run.log_ids})
+        return ()
 
 
 def _start_retrying(

@@ -16,7 +16,9 @@ The rules (``now`` is an argument; every day is a UTC day of ``scheduled_for``):
 * a kept day is rolled up once, SETTLE after it ended (``history_state.rolled_up_through``);
   a run that finishes later than that is counted by the final rollup at drop time;
 * rows of expired days in the default partition (days that had no partition) are
-  rolled up and deleted by the same rule, a day at a time.
+  rolled up and deleted by the same rule, a day at a time;
+* finished alerts older than the retention are deleted, with the alert rules and
+  states of deleted triggers (app.alerting.retention).
 
 Each run does at most MAX_DAYS_PER_RUN drops and as many rollups, so an installation
 upgraded with a year of history catches up over a few runs instead of in one.
@@ -45,6 +47,7 @@ from sqlalchemy import (
 from sqlalchemy import column as sql_column
 from sqlalchemy.exc import OperationalError
 
+from app.alerting import retention as alerts
 from app.enums import InvocationStatus
 from app.history import partitions
 from app.history.stats import roll_up_day
@@ -74,6 +77,8 @@ class MaintenanceReport:
     rows_dropped: int = 0
     #: Steps given up on a lock timeout; done next run.
     lock_timeouts: int = 0
+    #: Alerts older than the retention deleted (app.alerting.retention).
+    alerts_deleted: int = 0
 
 
 def maintain(engine: Engine, *, now: dt.datetime, retention_days: int) -> MaintenanceReport:
@@ -121,6 +126,8 @@ def _run(conn: Connection, report: MaintenanceReport, *, now: dt.datetime,
         report.rolled_up.append(day)
         day += _DAY
         budget -= 1
+    before = partitions.day_start(oldest_kept)
+    report.alerts_deleted = _step(conn, report, lambda: alerts.prune(conn, before=before)) or 0
     with conn.begin():
         conn.execute(update(HistoryState).where(HistoryState.id == 1).values(
             last_run_at=now,

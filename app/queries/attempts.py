@@ -44,7 +44,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session
 
 from app.enums import InvocationStatus, OverlapPolicy
-from app.models import Invocation, InvocationAttempt, SchedulerState, Trigger
+from app.models import AlertChannel, Invocation, InvocationAttempt, SchedulerState, Trigger
 from app.queries.leases import LEASE_GRACE_S
 from app.queries.locks import FENCE_LOCK_KEY, TENANT_RUNS_NAMESPACE, fence_shared
 
@@ -52,6 +52,7 @@ _inv = Invocation.__table__
 _trg = Trigger.__table__
 _att = InvocationAttempt.__table__
 _state = SchedulerState.__table__
+_chan = AlertChannel.__table__
 
 #: The trigger's columns a delivery reads, returned by the claim.
 TARGET_COLUMNS = (
@@ -143,6 +144,14 @@ def _build_claim() -> Any:
                 _state.c.active_deployment_id == deployment),
         )
     )
+    # Whether the run's outcome may raise an alert (app.alerting): answered here, in the
+    # claim, so a project without an alert channel costs no statement more.
+    watched = exists(
+        select(literal(1)).select_from(_chan).where(
+            _chan.c.tenant_id == _inv.c.tenant_id, _chan.c.project_id == _inv.c.project_id,
+            _chan.c.enabled,
+        )
+    ).label("watched")
     claimed = (
         update(_inv)
         .where(
@@ -170,6 +179,7 @@ def _build_claim() -> Any:
         .returning(
             _inv.c.id, _inv.c.attempt, _inv.c.started_at, _inv.c.scheduled_for,
             _inv.c.occurrence_at, _inv.c.tenant_id, _inv.c.project_id, _inv.c.trigger_id,
+            _inv.c.manual, watched,
             *(_trg.c[name] for name in TARGET_COLUMNS),
         )
         .cte("claimed")
@@ -289,6 +299,10 @@ class Claimed:
     project_id: str
     trigger_id: uuid.UUID
     target: Target
+    #: A manual run (run now, replay, backfill): its outcome raises no alert.
+    manual: bool = False
+    #: The project has an enabled alert channel (app.alerting).
+    watched: bool = False
 
 
 def claim(
@@ -317,6 +331,8 @@ def claim(
         project_id=values["project_id"],
         trigger_id=values["trigger_id"],
         target=Target.of(values),
+        manual=values["manual"],
+        watched=values["watched"],
     )
 
 

@@ -40,6 +40,9 @@ TENANT_RUNS_NAMESPACE = 0x63620003
 
 #: The history's maintenance (app.history.retention): one run at a time, fleet-wide.
 HISTORY_NAMESPACE = 0x63620004
+#: The alert watchdog (app.alerting.watch): one pass at a time, fleet-wide; a
+#: transaction's lock, only ever tried, never waited for.
+ALERTS_NAMESPACE = 0x63620005
 
 
 def try_lock_history(conn: Connection) -> bool:

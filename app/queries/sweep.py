@@ -29,6 +29,8 @@ from app.enums import InvocationStatus
 from app.models import Invocation, InvocationAttempt, InvocationKey, Trigger
 
 _TS = DateTime(timezone=True)
+#: The last_error of a run whose worker was lost (its lease ran out).
+LEASE_LOST_ERROR = "worker lost: the lease expired before the attempt finished"
 
 
 def stale_pending_query(
@@ -126,8 +128,14 @@ def take_unpublished(
     return _mark_sent(session, due, now)
 
 
-def take_expired_leases(session: Session, now: dt.datetime, limit: int) -> list[InvocationKey]:
-    """Return running invocations whose lease ran out to pending; return their ids."""
+def take_expired_leases(
+    session: Session, now: dt.datetime, limit: int, *, failed: list[Any] | None = None
+) -> list[InvocationKey]:
+    """Return running invocations whose lease ran out to pending; return their keys.
+
+    Those out of attempts end failed instead; ``failed``, if given, collects their rows
+    (id, trigger_id, tenant_id, project_id, scheduled_for, manual), for their alerts.
+    """
     # The worker that held the lease died (or hangs past its timeout). The conditional
     # WHERE status = 'running' AND lease_expires_at < now makes the take-back happen
     # once; the late worker's own finish is conditional on (running, its attempt), so
@@ -159,12 +167,16 @@ def take_expired_leases(session: Session, now: dt.datetime, limit: int) -> list[
             run_after=None,
             enqueued_at=now,
             finished_at=case((out_of_attempts, literal(now, _TS)), else_=None),
-            last_error="worker lost: the lease expired before the attempt finished",
+            last_error=LEASE_LOST_ERROR,
         )
-        .returning(Invocation.id, Invocation.status, Invocation.scheduled_for)
+        .returning(Invocation.id, Invocation.status, Invocation.scheduled_for,
+                   Invocation.trigger_id, Invocation.tenant_id, Invocation.project_id,
+                   Invocation.manual)
         .execution_options(synchronize_session=False)
     )
     rows = session.connection().execute(statement).all()
+    if failed is not None:
+        failed.extend(row for row in rows if row.status == InvocationStatus.FAILED)
     taken = [row.id for row in rows]
     if taken:
         session.connection().execute(

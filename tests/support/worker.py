@@ -22,7 +22,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_DEPLOYMENT_ID = "test-worker"
-QUEUES = "cronbeat.dispatch,cronbeat.runs"
+QUEUES = "cronbeat.dispatch,cronbeat.runs,cronbeat.alerts"
 READY_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 20.0
 

@@ -34,6 +34,8 @@ def test_defaults_for_a_minimal_environment() -> None:
         metrics_token=None,
         console_secret=None,
         console_secure_cookies=False,
+        public_url=None,
+        alert_watch_interval_s=15,
     )
 
 
@@ -56,6 +58,8 @@ def test_every_setting_is_read_from_its_variable() -> None:
         "CRONBEAT_METRICS_TOKEN": "m" * 16,
         "CRONBEAT_CONSOLE_SECRET": "c" * 32,
         "CRONBEAT_CONSOLE_SECURE_COOKIES": "true",
+        "CRONBEAT_PUBLIC_URL": "https://cronbeat.example.com/",
+        "CRONBEAT_ALERT_WATCH_INTERVAL_S": "5",
     })
     assert dataclasses.asdict(settings) == {
         "database_url": "postgresql+psycopg2://u@db:5432/cronbeat",
@@ -76,6 +80,8 @@ def test_every_setting_is_read_from_its_variable() -> None:
         "metrics_token": "m" * 16,
         "console_secret": "c" * 32,
         "console_secure_cookies": True,
+        "public_url": "https://cronbeat.example.com",
+        "alert_watch_interval_s": 5,
     }
 
 
@@ -86,6 +92,10 @@ def test_every_setting_is_read_from_its_variable() -> None:
         ({"DATABASE_URL": "mysql://x/y"}, "DATABASE_URL must be a postgresql:// URL"),
         ({"REDIS_URL": ""}, "REDIS_URL is not set"),
         ({"REDIS_URL": "http://r"}, "REDIS_URL must be a redis://"),
+        ({"CRONBEAT_PUBLIC_URL": "cronbeat.example.com"}, "CRONBEAT_PUBLIC_URL must be an"),
+        ({"CRONBEAT_PUBLIC_URL": "https://x.example/?a=1"}, "CRONBEAT_PUBLIC_URL must be an"),
+        ({"CRONBEAT_ALERT_WATCH_INTERVAL_S": "0"},
+         "CRONBEAT_ALERT_WATCH_INTERVAL_S must be between 1 and 3600"),
         ({"CRONBEAT_TICK_SECONDS": "soon"}, "CRONBEAT_TICK_SECONDS must be a whole number"),
         ({"CRONBEAT_TICK_SECONDS": "0"}, "CRONBEAT_TICK_SECONDS must be between 1 and 3600"),
         ({"CRONBEAT_ALLOW_PRIVATE_TARGETS": "maybe"}, "CRONBEAT_ALLOW_PRIVATE_TARGETS must be"),

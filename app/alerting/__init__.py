@@ -1,0 +1,1 @@
+"""Alerts: rules and states (pure), raising them, delivering them, and the watchdog."""
