@@ -9,7 +9,18 @@ from celery import Celery
 from flask import Flask, Response, request
 from webargs.flaskparser import abort
 
-from api import admin, deploy, docs, errors, health, invocations, metrics, schedules, triggers
+from api import (
+    admin,
+    alerts,
+    deploy,
+    docs,
+    errors,
+    health,
+    invocations,
+    metrics,
+    schedules,
+    triggers,
+)
 from api.console import session as console_session
 from api.console import views as console_views
 from api.schemas.fields import PROJECT_ID_PATTERN, one_of_to_openapi
@@ -133,6 +144,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     api.register_blueprint(health.blp)
     api.register_blueprint(triggers.blp, parameters=[PROJECT_ID_PARAMETER])
     api.register_blueprint(invocations.blp, parameters=[PROJECT_ID_PARAMETER])
+    api.register_blueprint(alerts.blp, parameters=[PROJECT_ID_PARAMETER])
     api.register_blueprint(schedules.blp)
     api.register_blueprint(admin.blp)
     api.register_blueprint(deploy.blp)

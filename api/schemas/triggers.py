@@ -93,7 +93,7 @@ def _check_header_name(name: str) -> None:
         raise ValidationError("set by Cronbeat, not allowed")
 
 
-def _check_url_authority(url: str) -> None:
+def check_url_authority(url: str) -> None:
     parts = urlsplit(url)
     try:
         port = parts.port
@@ -105,7 +105,7 @@ def _check_url_authority(url: str) -> None:
         raise ValidationError("must name a host")
 
 
-def _check_secret(value: str) -> None:
+def check_secret(value: str) -> None:
     match = _SECRET.fullmatch(value)
     try:
         raw = base64.b64decode(match.group(1), validate=True) if match else b""
@@ -126,7 +126,7 @@ class WebhookTargetSchema(ma.Schema):
     kind = Str(required=True, validate=validate.OneOf(["webhook"]))
     url = fields.Url(
         required=True, schemes={"http", "https"}, require_tld=False,
-        validate=[validate.Length(max=2048), _check_url_authority],
+        validate=[validate.Length(max=2048), check_url_authority],
         metadata={"format": "uri", "pattern": "^https?://[^/?#\\s]+",
                   "example": "https://example.com/hooks/report"},
     )
@@ -139,7 +139,7 @@ class WebhookTargetSchema(ma.Schema):
                   f" only, each value as {REDACTED}."},
     )
     signing_secret = Str(
-        validate=_check_secret,
+        validate=check_secret,
         metadata={"description": "whsec_ + base64; generated when left out, shown once."},
     )
 

@@ -198,9 +198,12 @@ def iso_utc(value: dt.datetime) -> str:
     return value.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
 
 
-def console_link(public_url: str | None, project_id: str, trigger_id: uuid.UUID) -> str:
-    """The trigger's console page: absolute with CRONBEAT_PUBLIC_URL, else a path."""
-    path = f"/console/projects/{project_id}/triggers/{trigger_id}"
+def console_link(public_url: str | None, project_id: str,
+                 trigger_id: uuid.UUID | None) -> str:
+    """The trigger's console page (the console's, without a trigger): absolute with
+    CRONBEAT_PUBLIC_URL, else a path."""
+    path = (f"/console/projects/{project_id}/triggers/{trigger_id}" if trigger_id
+            else "/console/")
     return (public_url or "").rstrip("/") + path
 
 
