@@ -20,11 +20,19 @@ from sqlalchemy.orm import Session
 from app.deploys import processes
 from app.enums import InvocationStatus
 from app.history import partitions
-from app.models import DispatcherHeartbeat, HistoryState, Invocation, SchedulerState, Trigger
+from app.models import (
+    Alert,
+    DispatcherHeartbeat,
+    HistoryState,
+    Invocation,
+    SchedulerState,
+    Trigger,
+)
 
 #: The window of the "last hour" metrics, in seconds.
 WINDOW_S = 3600
 QUANTILES = (0.5, 0.9, 0.99)
+ALERT_STATUSES = ("pending", "delivered", "failed")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,6 +56,11 @@ class Snapshot:
     history_rows_dropped: int = 0
     history_partitions_dropped: int = 0
     history_last_maintenance_at: dt.datetime | None = None
+    #: Alerts raised in the last hour by status (pending, delivered, failed).
+    alerts_by_status: dict[str, int] = dataclasses.field(default_factory=dict)
+    #: Alerts not delivered yet (waiting or retrying), and the age of the oldest.
+    alerts_pending: int = 0
+    oldest_pending_alert_age_s: float = 0.0
 
 
 def collect(session: Session) -> Snapshot:
@@ -86,6 +99,15 @@ def collect(session: Session) -> Snapshot:
     history = session.execute(select(
         HistoryState.rows_dropped, HistoryState.partitions_dropped, HistoryState.last_run_at,
     )).one()
+    alerts_by_status = dict.fromkeys(ALERT_STATUSES, 0)
+    for status, count in session.execute(
+        select(Alert.status, func.count()).where(Alert.created_at > since)
+        .group_by(Alert.status)
+    ):
+        alerts_by_status[status] = count
+    pending = session.execute(
+        select(func.count(), func.min(Alert.created_at)).where(Alert.status == "pending")
+    ).one()
     live_processes: dict[tuple[str, str, str], int] = {}
     with_problem = 0
     for row in processes.live(session):
@@ -110,6 +132,9 @@ def collect(session: Session) -> Snapshot:
         history_rows_dropped=history.rows_dropped,
         history_partitions_dropped=history.partitions_dropped,
         history_last_maintenance_at=history.last_run_at,
+        alerts_by_status=alerts_by_status,
+        alerts_pending=pending[0],
+        oldest_pending_alert_age_s=(now - pending[1]).total_seconds() if pending[1] else 0.0,
     )
 
 
@@ -186,6 +211,20 @@ class _SnapshotCollector(Collector):
         yield GaugeMetricFamily(
             "cronbeat_history_partitions_dropped", "Day partitions dropped by retention so far.",
             value=s.history_partitions_dropped)
+        alerts = GaugeMetricFamily(
+            "cronbeat_alerts_last_hour",
+            "Alerts raised in the last hour, by delivery status (delivered, failed: gave up,"
+            " pending: not delivered yet).", labels=["status"])
+        for status, count in sorted(s.alerts_by_status.items()):
+            alerts.add_metric([status], count)
+        yield alerts
+        yield GaugeMetricFamily(
+            "cronbeat_alerts_pending", "Alerts not delivered yet (waiting or retrying).",
+            value=s.alerts_pending)
+        yield GaugeMetricFamily(
+            "cronbeat_oldest_pending_alert_age_seconds",
+            "How long the oldest undelivered alert has waited (0 when none).",
+            value=s.oldest_pending_alert_age_s)
         if s.history_last_maintenance_at is not None:
             yield GaugeMetricFamily(
                 "cronbeat_history_maintenance_age_seconds",

@@ -14,7 +14,7 @@ from app.deploys.processes import RUN_QUEUE
 from app.enums import ProcessKind, ProcessRole
 from app.history import partitions
 from app.metrics import collect, render
-from app.models import DispatcherHeartbeat, HistoryState, Invocation, Trigger
+from app.models import Alert, DispatcherHeartbeat, HistoryState, Invocation, Trigger
 from tests.support.processes import register
 
 
@@ -105,3 +105,26 @@ def test_metrics_match_the_database_exactly(db: sessionmaker[Session]) -> None:
     assert samples[("cronbeat_history_rows_dropped", ())] == 1234
     assert samples[("cronbeat_history_partitions_dropped", ())] == 3
     assert samples[("cronbeat_history_maintenance_age_seconds", ())] == 60 + elapsed
+
+
+def test_alert_metrics_count_the_last_hour_by_status_and_the_pending_ones(
+    db: sessionmaker[Session],
+) -> None:
+    with db.begin() as session:
+        now = session.execute(select(func.now())).scalar_one()
+        rows = [("delivered", 10), ("delivered", 20), ("failed", 30), ("pending", 40),
+                ("pending", 95 * 60), ("failed", 2 * 3600)]
+        for status, age_s in rows:
+            created = now - dt.timedelta(seconds=age_s)
+            session.execute(insert(Alert).values(
+                tenant_id="t1", project_id="p1", channel_id=uuid.uuid4(), kind="failing",
+                status=status, body={}, created_at=created, next_attempt_at=created))
+    with db.begin() as session:
+        snapshot = collect(session)
+    samples = _samples(render(snapshot))
+    elapsed = (snapshot.now - now).total_seconds()
+    assert {labels[0][1]: v for (name, labels), v in samples.items()
+            if name == "cronbeat_alerts_last_hour"} == {
+        "delivered": 2, "failed": 1, "pending": 1}
+    assert samples[("cronbeat_alerts_pending", ())] == 2
+    assert samples[("cronbeat_oldest_pending_alert_age_seconds", ())] == 95 * 60 + elapsed
