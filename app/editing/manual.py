@@ -72,16 +72,19 @@ def run_now(
 
 
 def insert_manual(
-    session: Session, trigger: Trigger, *, now: dt.datetime, **values: Any,
+    session: Session, trigger: Trigger, *, now: dt.datetime, at: dt.datetime | None = None,
+    **values: Any,
 ) -> InvocationKey:
     """Insert a pending manual invocation of ``trigger`` keyed at about ``now``; its key.
 
+    ``at`` (default ``now``) is the first instant tried: a caller inserting many runs of
+    one trigger in one transaction (a replay) starts each after the previous one's key.
     ``values`` sets more columns (a replay's id, ``replay_of``, ``occurrence_at``).
 
     Raises:
         ManualRunCollision: :data:`MAX_KEY_TRIES` instants were all taken.
     """
-    candidate = now
+    candidate = at or now
     for _ in range(MAX_KEY_TRIES):
         candidate = manual_instant(trigger, candidate)
         inserted = session.execute(

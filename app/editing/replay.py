@@ -69,6 +69,9 @@ def replay_failed(
         .limit(min(limit, MAX_PER_CALL))
     ).all()
     created: list[tuple[uuid.UUID, InvocationKey]] = []
+    # Each replay of a trigger is keyed a microsecond after the one before it, so a
+    # call replaying hundreds of one trigger's runs never exhausts manual keys.
+    next_at: dict[uuid.UUID, dt.datetime] = {}
     gone = 0
     for original, trigger in rows:
         if trigger is None:
@@ -83,7 +86,9 @@ def replay_failed(
         ).scalar_one_or_none()
         if linked is None:  # another call replayed it since the count
             continue
-        key = insert_manual(session, trigger, now=now, id=replay_id, replay_of=original.id,
+        key = insert_manual(session, trigger, now=now, at=next_at.get(trigger.id),
+                            id=replay_id, replay_of=original.id,
                             occurrence_at=original.occurrence_at or original.scheduled_for)
+        next_at[trigger.id] = key.scheduled_for + dt.timedelta(microseconds=1)
         created.append((original.id, key))
     return Replayed(matched=matched, created=created, trigger_gone=gone)

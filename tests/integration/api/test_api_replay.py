@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import time
 import uuid
 
+import pytest
 import redis
 from sqlalchemy import insert, select
 from sqlalchemy.orm import Session, sessionmaker
@@ -17,6 +19,7 @@ from app.models import Invocation
 from tests.integration.api.conftest import Caller, assert_error
 from tests.support.receiver import Receiver
 from tests.support.runs import no_task
+from tests.support.worker import WorkerProcess
 
 UTC = dt.UTC
 T0 = dt.datetime(2026, 11, 20, 8, 0, tzinfo=UTC)
@@ -106,3 +109,29 @@ def test_a_deleted_trigger_s_failures_are_counted_not_replayed(
     assert api.delete(f"/triggers/{trigger['id']}").status_code == 204
     assert api.post("/invocations/replay", json={}).json == {
         "dry_run": False, "matched": 1, "replayed": [], "trigger_deleted": 1}
+
+
+@pytest.mark.slow
+def test_replaying_50_failed_runs_twice_delivers_each_once_more_exactly(
+    api: Caller, db: sessionmaker[Session], celery_worker: WorkerProcess, receiver: Receiver,
+) -> None:
+    trigger = api.create(target={"kind": "webhook", "url": receiver.url()})
+    originals = [_run(db, trigger["id"], minute) for minute in range(50)]
+    first = api.post("/invocations/replay", json={})
+    second = api.post("/invocations/replay", json={})
+    assert first.status_code == second.status_code == 200, (first.json, second.json)
+    assert sorted(r["original_id"] for r in first.json["replayed"]) == sorted(originals)
+    assert (second.json["matched"], second.json["replayed"]) == (0, [])
+
+    requests = receiver.wait_for(50, timeout_s=60)
+    time.sleep(3)  # anything more would have arrived by now
+    assert receiver.count == 50
+    replay_ids = {r["invocation_id"] for r in first.json["replayed"]}
+    assert {request.headers["webhook-id"] for request in requests} == replay_ids
+    occurrences = sorted(json.loads(request.body)["scheduled_for"] for request in requests)
+    assert occurrences == [(T0 + dt.timedelta(minutes=m)).isoformat().replace("+00:00", "Z")
+                           for m in range(50)]
+    with db.begin() as session:
+        statuses = session.execute(select(Invocation.status).where(
+            Invocation.replay_of.is_not(None))).scalars().all()
+    assert statuses == [InvocationStatus.SUCCEEDED] * 50
