@@ -95,9 +95,10 @@ def test_make_run_starts_web_worker_dispatcher_and_beat_and_flower_only_on_reque
     assert plan_from_env({}).processes == ("web", "worker", "dispatcher", "beat")
     assert plan_from_env({"CRONBEAT_FLOWER": "1"}).processes[-1] == "flower"
     # Runs and ticks each have their own process (so no delivery can delay a tick), with
-    # node names of their own, and between them they consume both queues the app uses.
+    # node names of their own, and between them they consume every queue the app uses
+    # (the workers deliver alerts too, and run the alert watchdog).
     worker, dispatcher = procfile_commands()["worker"], procfile_commands()["dispatcher"]
-    assert "-Q cronbeat.runs -n worker@%h " in worker
+    assert "-Q cronbeat.runs,cronbeat.alerts -n worker@%h " in worker
     # Two slots: a tick goes on while the history's maintenance runs in the other.
     assert "-Q cronbeat.dispatch -n dispatcher@%h --concurrency 2 " in dispatcher
     assert shlex.split(procfile_commands()["web"])[-1] == "api.wsgi:app"
