@@ -33,8 +33,9 @@ from api.presenters import describe_schedule, trigger_view
 from api.publishing import publish_after_commit
 from api.state import state, transaction
 from app import metrics
+from app.alerting.rules import describe as describe_rule
 from app.deploys import deploy
-from app.editing import apikeys, invocations, manual, triggers
+from app.editing import alerts, apikeys, invocations, manual, triggers
 from app.errors import Conflict, NotFound
 from app.history import stats
 from app.models import Invocation, InvocationAttempt, InvocationKey, Trigger
@@ -44,6 +45,8 @@ PAGE_SIZE = 50
 STRIP_DAYS = 30
 NEXT_RUNS = 10
 HISTORY_ROWS = 20
+#: The trigger page's last alerts.
+ALERT_ROWS = 10
 MAX_SEARCH = 200
 MAX_NOTE = 500
 
@@ -211,10 +214,13 @@ def trigger_page(project_id: str, trigger_id: uuid.UUID) -> str:
             ).order_by(InvocationAttempt.number)).scalars()
             for attempt in rows:
                 attempts[attempt.invocation_id].append(attempt)
+        alerting = alerts.trigger_alerts(db, g.tenant_id, project_id, trigger_id,
+                                         limit=ALERT_ROWS)
         return render_template(
             "console/trigger.html", trigger=trigger, view=trigger_view(trigger, last),
             description=describe_schedule(trigger), runs=next_runs(trigger, now),
-            history=history, attempts=attempts)
+            history=history, attempts=attempts, alerting=alerting,
+            rule_text=describe_rule(alerting.rule.rule))
 
 
 def _back(project_id: str, trigger_id: uuid.UUID) -> Response:

@@ -135,3 +135,20 @@ def _is_late(rule: Rule, late_s: float | None) -> bool:
 
 def _on_time(rule: Rule, late_s: float | None) -> bool:
     return late_s is not None and not _is_late(rule, late_s)
+
+
+def describe(rule: Rule) -> str:
+    """The rule in words, for the console: what alerts it sends."""
+    parts = []
+    if rule.on_failure:
+        parts.append("after a failed run" if rule.failures_in_a_row == 1
+                     else f"after {rule.failures_in_a_row} failed runs in a row")
+    if rule.on_missed:
+        parts.append("on a missed run")
+    if rule.late_after_s is not None:
+        parts.append(f"on a start over {rule.late_after_s} s late")
+    if rule.on_didnt_run:
+        parts.append("when a run did not happen")
+    if rule.on_recovery:
+        parts.append("once on recovery")
+    return "; ".join(parts) if parts else "no alerts"

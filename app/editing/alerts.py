@@ -21,7 +21,7 @@ from app.alerting.rules import DEFAULT_RULE, AlertKind, Rule
 from app.editing.definitions import new_signing_secret
 from app.editing.triggers import get_trigger
 from app.errors import Conflict, NameTaken, NotFound
-from app.models import Alert, AlertChannel, AlertRule
+from app.models import Alert, AlertChannel, AlertRule, TriggerAlertState
 from app.queries.locks import lock_project
 
 #: A project has at most this many channels (each alert goes to every enabled one).
@@ -238,3 +238,25 @@ def record_test_alert(session: Session, tenant_id: str, project_id: str,
     session.add(alert)
     session.flush()
     return alert
+
+
+@dataclasses.dataclass(frozen=True)
+class TriggerAlerts:
+    """What the console shows of a trigger's alerts."""
+
+    state: TriggerAlertState | None
+    rule: RuleInForce
+    enabled_channels: int
+    recent: list[Alert]
+
+
+def trigger_alerts(session: Session, tenant_id: str, project_id: str,
+                   trigger_id: uuid.UUID, *, limit: int) -> TriggerAlerts:
+    """A trigger's alert condition, rule in force, channels and last alerts. Raises NotFound."""
+    rule = rule_in_force(session, tenant_id, project_id, trigger_id)
+    state = session.execute(select(TriggerAlertState).where(
+        TriggerAlertState.trigger_id == trigger_id,
+        TriggerAlertState.tenant_id == tenant_id)).scalar_one_or_none()
+    channels = sum(channel.enabled for channel in list_channels(session, tenant_id, project_id))
+    recent = list_alerts(session, tenant_id, project_id, limit=limit, trigger_id=trigger_id)
+    return TriggerAlerts(state=state, rule=rule, enabled_channels=channels, recent=recent)

@@ -79,9 +79,11 @@ def web_url(web_app: Flask) -> Iterator[str]:
         thread.join()
 
 
-# A real worker and loopback receiver for the console's "run now".
+# A real worker and loopback receiver for the console's "run now"; the client publishes
+# scheduled runs.
 from tests.integration.conftest import (  # noqa: E402, F401 - fixtures, used by name
     _module_worker,
+    celery_client,
     celery_worker,
     receiver,
 )

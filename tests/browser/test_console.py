@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 import uuid
 from collections.abc import Callable
@@ -19,6 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.editing import apikeys
 from app.models import Invocation
 from tests.support.receiver import Receiver, Reply
+from tests.support.runs import T0, add_invocation, run
 
 pytestmark = pytest.mark.slow
 WAIT_S = 30.0
@@ -194,3 +196,48 @@ def test_the_deployments_page_wants_the_admin_token(
     _click(browser, "admin-sign-in")
     assert browser.find_element(By.ID, "generation").text == "0"
     assert browser.find_element(By.ID, "active-deployment").text.startswith("none activated")
+
+
+def test_a_trigger_s_page_shows_its_alert_condition_rule_and_alerts(
+    browser: Any, web_url: str, web_app: Flask, db: sessionmaker[Session],
+    celery_worker: object, celery_client: Any, receiver: Receiver,
+) -> None:
+    key = _key(db, "acme")
+    trigger = _create(web_app, key, name="billing", max_attempts=1,
+                      target={"kind": "webhook", "url": receiver.url()})
+    alert_receiver = Receiver()
+    try:
+        with web_app.test_client() as client:
+            auth = {"Authorization": f"Bearer {key}"}
+            assert client.post("/api/v1/projects/ops/alerts/channels", headers=auth, json={
+                "name": "ops", "url": alert_receiver.url()}).status_code == 201
+            assert client.put("/api/v1/projects/ops/alerts/rule", headers=auth, json={
+                "failures_in_a_row": 2}).status_code == 200
+        _sign_in(browser, web_url, key)
+        browser.get(f"{web_url}/console/projects/ops/triggers/{trigger['id']}")
+        assert browser.find_element(By.ID, "alert-condition").text == "fine"
+        assert browser.find_element(By.ID, "alert-rule").text == (
+            "after 2 failed runs in a row; on a missed run; when a run did not happen;"
+            " once on recovery (the project's)")
+        assert browser.find_element(By.ID, "alert-channels").text == "1 enabled"
+        assert browser.find_element(By.ID, "no-alerts").text == "No alerts."
+
+        receiver.script(Reply(500), Reply(500))
+        trigger_id = uuid.UUID(trigger["id"])
+        for n in range(2):
+            invocation_id = add_invocation(db, trigger_id, T0 + n * dt.timedelta(minutes=5),
+                                           tenant_id="acme", project_id="ops")
+            assert run(celery_client, db, invocation_id).status.value == "failed"
+        alert_receiver.wait_for(1)
+        rows = _until(lambda: [
+            (r.find_element(By.CSS_SELECTOR, ".alert-kind").text,
+             r.find_element(By.CSS_SELECTOR, ".alert-delivery").text)
+            for r in browser.find_elements(By.CSS_SELECTOR, "#alerts .alert")
+            if "delivered" in r.text], reload=browser)
+        assert rows == [("failing", "delivered after 1 attempt (HTTP 200)")]
+        condition = browser.find_element(By.ID, "alert-condition").text
+        assert condition.startswith("failing since ")
+        assert condition.endswith(", 2 failed in a row")
+        assert alert_receiver.count == 1
+    finally:
+        alert_receiver.close()

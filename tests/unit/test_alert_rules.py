@@ -13,6 +13,7 @@ from app.alerting.rules import (
     Observation,
     Rule,
     State,
+    describe,
     step,
 )
 
@@ -99,3 +100,13 @@ def test_a_failing_trigger_that_misses_alerts_the_new_condition() -> None:
                         Observation.DIDNT_RUN)
     assert alerts == [AlertKind.FAILING, AlertKind.MISSED, AlertKind.DIDNT_RUN]
     assert state.condition is Condition.DIDNT_RUN
+
+
+def test_a_rule_is_described_in_words() -> None:
+    assert describe(Rule()) == ("after a failed run; on a missed run; when a run did not"
+                                " happen; once on recovery")
+    assert describe(Rule(failures_in_a_row=3, on_missed=False, late_after_s=300,
+                         on_didnt_run=False, on_recovery=False)) == (
+        "after 3 failed runs in a row; on a start over 300 s late")
+    assert describe(Rule(on_failure=False, on_missed=False, on_didnt_run=False,
+                         on_recovery=False)) == "no alerts"
