@@ -14,7 +14,7 @@ from typing import Any
 from flask.views import MethodView
 
 from api import auth
-from api.pagination import decode_time_cursor, encode_cursor, next_link
+from api.pagination import decode_time_cursor, time_page
 from api.parser import Blueprint
 from api.presenters import redact_url
 from api.schemas.alerts import (
@@ -191,9 +191,4 @@ def list_alerts(query: dict[str, Any], project_id: str) -> Any:
             session, auth.tenant_id(), project_id, limit=limit + 1,
             trigger_id=query.get("trigger_id"), kind=query.get("kind"),
             status=query.get("status"), before=decode_time_cursor(query.get("cursor")))
-        cursor = None
-        if len(rows) > limit:
-            last = rows[limit - 1]
-            cursor = encode_cursor(last.created_at.isoformat(), str(last.id))
-        return {"items": [alert_view(row) for row in rows[:limit]],
-                "next": next_link(cursor, query)}
+        return time_page(rows, limit, query, at="created_at", view=alert_view)

@@ -7,7 +7,7 @@ import uuid
 from typing import Any
 
 from api import auth
-from api.pagination import decode_time_cursor, encode_cursor, next_link
+from api.pagination import decode_time_cursor, time_page
 from api.parser import Blueprint
 from api.presenters import invocation_view
 from api.publishing import publish_after_commit
@@ -114,13 +114,7 @@ def backfill_trigger(body: dict[str, Any], project_id: str, trigger_id: uuid.UUI
 
 
 def _page(rows: list[Any], limit: int, query: dict[str, Any]) -> dict[str, Any]:
-    """A page of ``limit`` of ``rows`` (fetched ``limit + 1``), with its ``next`` link."""
-    cursor = None
-    if len(rows) > limit:
-        last = rows[limit - 1]
-        cursor = encode_cursor(last.scheduled_for.isoformat(), str(last.id))
-    return {"items": [invocation_view(row) for row in rows[:limit]],
-            "next": next_link(cursor, query)}
+    return time_page(rows, limit, query, at="scheduled_for", view=invocation_view)
 
 
 @blp.route("/invocations/replay", methods=["POST"])

@@ -8,7 +8,7 @@ import datetime as dt
 import enum
 import json
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import urlencode
 
@@ -86,3 +86,14 @@ def next_link(cursor: str | None, query: Mapping[str, Any]) -> str | None:
     args = [(key, _query_text(value)) for key, value in query.items() if key != "cursor"]
     path = url_for(request.endpoint, **(request.view_args or {}))
     return f"{path}?{urlencode([*args, ('cursor', cursor)])}"
+
+
+def time_page(rows: list[Any], limit: int, query: Mapping[str, Any], *, at: str,
+              view: Callable[[Any], dict[str, Any]]) -> dict[str, Any]:
+    """A page of ``limit`` of ``rows`` (fetched ``limit + 1``, newest first by the
+    attribute ``at``, then id), each shown by ``view``, with its ``next`` link."""
+    cursor = None
+    if len(rows) > limit:
+        last = rows[limit - 1]
+        cursor = encode_cursor(getattr(last, at).isoformat(), str(last.id))
+    return {"items": [view(row) for row in rows[:limit]], "next": next_link(cursor, query)}

@@ -215,6 +215,8 @@ def test_a_trigger_s_page_shows_its_alert_condition_rule_and_alerts(
                 "failures_in_a_row": 2}).status_code == 200
         _sign_in(browser, web_url, key)
         browser.get(f"{web_url}/console/projects/ops/triggers/{trigger['id']}")
+        assert browser.title == "billing · Cronbeat"
+        assert len(browser.find_elements(By.ID, "alerts-summary")) == 1
         assert browser.find_element(By.ID, "alert-condition").text == "fine"
         assert browser.find_element(By.ID, "alert-rule").text == (
             "after 2 failed runs in a row; on a missed run; when a run did not happen;"
