@@ -101,10 +101,6 @@ class _Run:
     watched: bool
 
 
-def _iso_utc(value: dt.datetime) -> str:
-    return value.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
-
-
 def _log_ids(
     tenant_id: str, project_id: str, trigger_id: uuid.UUID | None, invocation_id: uuid.UUID,
     scheduled_for: dt.datetime,
@@ -114,7 +110,7 @@ def _log_ids(
         "project_id": project_id,
         "trigger_id": str(trigger_id) if trigger_id else None,
         "invocation_id": str(invocation_id),
-        "scheduled_for": _iso_utc(scheduled_for),
+        "scheduled_for": observe.iso_utc(scheduled_for),
     }
 
 
@@ -259,7 +255,7 @@ def _deliver(
     occurrence = {
         "trigger": {"id": str(run.trigger_id), "name": trigger.name},
         "invocation": str(run.invocation_id),
-        "scheduled_for": _iso_utc(run.occurrence_at),
+        "scheduled_for": observe.iso_utc(run.occurrence_at),
         "attempt": run.attempt,
         "payload": trigger.payload,
     }
