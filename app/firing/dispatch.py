@@ -216,7 +216,7 @@ def _dispatch_batch(
         advanced: list[Row[Any]] = []
         next_run_ats: list[dt.datetime | None] = []
         last_scheduled: list[dt.datetime | None] = []
-        missed_events: dict[uuid.UUID, observe.Event] = {}
+        alert_events: dict[uuid.UUID, observe.Event] = {}
         for row in rows:
             try:
                 plan = plan_trigger(
@@ -233,6 +233,11 @@ def _dispatch_batch(
                 # tzdata, a hand-edited row) must not stop every other trigger's runs.
                 # Its due occurrence is recorded failed, saying why, and it is disabled.
                 plan = _unschedulable(session, row, now, exc)
+                alert_events[row.id] = observe.Event(
+                    tenant_id=row.tenant_id, project_id=row.project_id, trigger_id=row.id,
+                    observation=Observation.FAILED, scheduled_for=row.next_run_at,
+                    status=InvocationStatus.FAILED.value,
+                    error="the trigger's schedule cannot be computed; trigger disabled")
             if advanced and len(trigger_ids) + len(plan.occurrences) > MAX_ROWS_PER_BATCH:
                 # The batch's budget is spent: this trigger and the rest of the claim
                 # stay as they are (due), and the next batch claims them again.
@@ -245,7 +250,7 @@ def _dispatch_batch(
                 misseds.append(occurrence.status is InvocationStatus.MISSED)
                 reasons.append(occurrence.reason)
                 if occurrence.status is InvocationStatus.MISSED:
-                    missed_events[row.id] = observe.Event(
+                    alert_events[row.id] = observe.Event(
                         tenant_id=row.tenant_id, project_id=row.project_id, trigger_id=row.id,
                         observation=Observation.MISSED, scheduled_for=occurrence.scheduled_for,
                         status=InvocationStatus.MISSED.value,
@@ -277,9 +282,9 @@ def _dispatch_batch(
     new_ids = [key for key, status in inserted if status == InvocationStatus.PENDING]
     report.created += len(new_ids)
     report.missed += len(inserted) - len(new_ids)
-    if missed_events:
+    if alert_events:
         advanced_ids = {row.id for row in advanced}
-        _observe(sessions, [event for trigger_id, event in missed_events.items()
+        _observe(sessions, [event for trigger_id, event in alert_events.items()
                             if trigger_id in advanced_ids], now, options, with_ids=True)
     return new_ids
 

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.enums import InvocationStatus
 from app.errors import TransientError
 from app.firing.dispatch import DispatchOptions, dispatch_tick
-from app.models import Invocation, InvocationAttempt, Trigger
+from app.models import Alert, AlertChannel, Invocation, InvocationAttempt, Trigger
 from messaging.publisher import publish_runs
 from tasks.celery_app import RUN_QUEUE, celery_app
 
@@ -298,6 +298,10 @@ def test_a_trigger_whose_schedule_no_longer_computes_is_recorded_failed_and_disa
     healthy = [add_trigger(db, cron_expression="*/5 * * * *", next_run_at=due) for _ in range(2)]
     broken = add_trigger(db, cron_expression="*/5 * * * *", next_run_at=due,
                          timezone="Not/AZone")  # e.g. a zone a tzdata update removed
+    with db.begin() as session:  # the project has an alert channel: its failure alerts
+        session.execute(insert(AlertChannel).values(
+            tenant_id="t1", project_id="p1", name="ops", url="https://example.com/alerts",
+            signing_secret="whsec_" + "A" * 32))
     report = dispatch_tick(db, publish, OPTIONS, now=NOW)
     assert (report.claimed, report.created, report.published) == (3, 2, 2)
     for trigger_id in healthy:
@@ -311,6 +315,13 @@ def test_a_trigger_whose_schedule_no_longer_computes_is_recorded_failed_and_disa
     assert (trigger.enabled, trigger.next_run_at) == (False, None)
     assert error == ("not run: the trigger's schedule cannot be computed"
                      " (unknown time zone: Not/AZone); trigger disabled")
+    with db.begin() as session:
+        [alert] = session.execute(select(Alert)).scalars()
+        failed_id = session.execute(
+            select(Invocation.id).where(Invocation.trigger_id == broken)).scalar_one()
+    assert (alert.kind, alert.trigger_id, alert.invocation_id) == ("failing", broken, failed_id)
+    assert alert.body["invocation"]["last_error"] == (
+        "the trigger's schedule cannot be computed; trigger disabled")
 
 
 def test_the_sweep_runs_even_when_the_ticks_own_publishing_fails(
