@@ -23,7 +23,16 @@ from app.enums import InvocationStatus
 from app.history import partitions
 from app.history.retention import maintain
 from app.history.stats import trigger_stats
-from app.models import HistoryState, Invocation, InvocationAttempt, TriggerDayStats
+from app.models import (
+    Alert,
+    AlertRule,
+    HistoryState,
+    Invocation,
+    InvocationAttempt,
+    Trigger,
+    TriggerAlertState,
+    TriggerDayStats,
+)
 from app.queries.locks import HISTORY_NAMESPACE
 from tests.conftest import Services
 
@@ -200,3 +209,38 @@ def test_a_drop_that_times_out_on_a_lock_is_undone_whole_and_done_next_run(
     again = maintain(history_db, now=NOW, retention_days=3)
     assert (len(again.added), again.dropped, again.rows_dropped) == (5, [_day(4), _day(6)], 8)
     assert _rows_by_day(history_db) == {"2026-03-05": 3, "2026-03-08": 1}
+
+
+def test_alerts_past_the_retention_and_deleted_triggers_rules_and_states_go(
+    history_db: Engine,
+) -> None:
+    live = uuid.UUID(int=0xC)
+    with history_db.begin() as conn:
+        conn.execute(insert(Trigger).values(
+            id=live, tenant_id="t1", project_id="p1", name="live", cron_expression="* * * * *",
+            next_run_at=NOW, target_kind="webhook", webhook_url="https://example.com"))
+        for trigger_id in (live, A):  # A has no trigger row: it was deleted
+            conn.execute(insert(TriggerAlertState).values(
+                trigger_id=trigger_id, tenant_id="t1", project_id="p1", condition="failing"))
+            conn.execute(insert(AlertRule).values(
+                tenant_id="t1", project_id="p1", trigger_id=trigger_id, on_failure=True,
+                failures_in_a_row=2, on_missed=True, on_recovery=True, on_didnt_run=True))
+        conn.execute(insert(AlertRule).values(
+            tenant_id="t1", project_id="p1", trigger_id=None, on_failure=True,
+            failures_in_a_row=1, on_missed=True, on_recovery=True, on_didnt_run=True))
+        kept = []
+        for status, day in (("delivered", 6), ("failed", 6), ("pending", 6),
+                            ("delivered", 7), ("failed", 9)):
+            created = dt.datetime(2026, 3, day, 8, 0, tzinfo=UTC)
+            kept.append(conn.execute(insert(Alert).values(
+                tenant_id="t1", project_id="p1", channel_id=uuid.uuid4(), kind="failing",
+                status=status, body={}, created_at=created, next_attempt_at=created,
+            ).returning(Alert.id)).scalar_one())
+    # Three days kept: from 2026-03-07 on; a pending alert stays until it is finished.
+    report = maintain(history_db, now=NOW, retention_days=3)
+    assert report.alerts_deleted == 2
+    with history_db.connect() as conn:
+        assert sorted(conn.execute(select(Alert.id)).scalars()) == sorted(kept[2:])
+        assert list(conn.execute(select(TriggerAlertState.trigger_id)).scalars()) == [live]
+        assert sorted(conn.execute(select(AlertRule.trigger_id)).scalars(),
+                      key=str) == sorted([live, None], key=str)
