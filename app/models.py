@@ -517,6 +517,10 @@ class TriggerAlertState(Base):
     condition: Mapped[str | None] = mapped_column(String(16))
     consecutive_failures: Mapped[int] = mapped_column(Integer, server_default="0")
     last_outcome_for: Mapped[dt.datetime | None] = mapped_column(Timestamp)
+    #: The newest occurrence the watchdog reported as not run (alerted or, by the rule,
+    #: not): it is not reported again, so a trigger whose rule says nothing cannot fill
+    #: every pass of the watchdog.
+    didnt_run_seen_for: Mapped[dt.datetime | None] = mapped_column(Timestamp)
     changed_at: Mapped[dt.datetime] = mapped_column(Timestamp, server_default=func.now())
 
 

@@ -73,7 +73,7 @@ def deliver_alert(alert_id: str) -> None:
 
 
 def watch_once(sessions: sessionmaker[Any], settings: Settings) -> dict[str, int]:
-    """One watchdog pass; returns how many triggers it reported and alerts it published.
+    """One watchdog pass; how many triggers it found that didn't run, and alerts it published.
 
     Raises:
         sqlalchemy errors: the database failed; nothing of the pass was committed.
@@ -85,11 +85,11 @@ def watch_once(sessions: sessionmaker[Any], settings: Settings) -> dict[str, int
         events = watch.didnt_run(session, now, settings.min_misfire_grace_s, PASS_LIMIT)
         raised = observe.observe(session, events, now, public_url=settings.public_url)
         due = watch.take_due_alerts(session, now, SETTLE, PASS_LIMIT)
-    if raised:
-        log.warning("alert watchdog: %d trigger(s) did not run within their grace",
-                    len(events), extra={"action": "alert.didnt_run"})
+    if events:
+        log.warning("alert watchdog: %d trigger(s) did not run within their grace (%d"
+                    " alerts)", len(events), len(raised), extra={"action": "alert.didnt_run"})
     publish_alerts_quietly(due)
-    return {"didnt_run": len(raised), "published": len(due)}
+    return {"didnt_run": len(events), "published": len(due)}
 
 
 class Watchdog:

@@ -20,7 +20,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import or_, select, tuple_, update
+from sqlalchemy import func, or_, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session
 
@@ -123,6 +123,16 @@ def observe(
                     alerts.append(_alert_row(event, kind, state, channel_id,
                                              names.get(trigger_id), now, public_url,
                                              published))
+        unrun = [e.scheduled_for for e in by_trigger[trigger_id]
+                 if e.observation is Observation.DIDNT_RUN]
+        if unrun:
+            session.execute(
+                update(TriggerAlertState)
+                .where(TriggerAlertState.trigger_id == trigger_id)
+                .values(didnt_run_seen_for=func.greatest(
+                    TriggerAlertState.didnt_run_seen_for, max(unrun)))
+                .execution_options(synchronize_session=False)
+            )
         if state != before:
             session.execute(
                 update(TriggerAlertState)

@@ -16,13 +16,15 @@ grace (``misfire_grace_s``, at least the dispatcher's minimum grace):
   read from ``ix_invocations_unstarted``, over the last :data:`LOOKBACK` only.
 
 Only triggers of watched projects (an enabled channel) not already in ``didnt_run`` are
-reported, at most ``limit`` a pass.
+reported, each occurrence once (``trigger_alert_state.didnt_run_seen_for``, also when
+the rule sends no alert for it), at most ``limit`` a pass.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import uuid
+from typing import Any
 
 from sqlalchemy import exists, func, literal, or_, select, update
 from sqlalchemy.dialects.postgresql import distinct_on
@@ -49,12 +51,15 @@ def _grace(min_grace_s: int) -> object:
                               func.greatest(Trigger.misfire_grace_s, literal(min_grace_s)))
 
 
-def _watched_and_not_reported() -> list[object]:
+def _watched_and_not_reported(occurrence: Any) -> list[Any]:
+    """The trigger's project is watched, and neither the trigger (in ``didnt_run``) nor
+    this occurrence (reported before, alerted or not) was reported already."""
     return [
         exists().where(AlertChannel.tenant_id == Trigger.tenant_id,
                        AlertChannel.project_id == Trigger.project_id, AlertChannel.enabled),
-        ~exists().where(TriggerAlertState.trigger_id == Trigger.id,
-                        TriggerAlertState.condition == Condition.DIDNT_RUN.value),
+        ~exists().where(TriggerAlertState.trigger_id == Trigger.id, or_(
+            TriggerAlertState.condition == Condition.DIDNT_RUN.value,
+            TriggerAlertState.didnt_run_seen_for >= occurrence)),
     ]
 
 
@@ -66,7 +71,7 @@ def didnt_run(session: Session, now: dt.datetime, min_grace_s: int, limit: int) 
         .where(Trigger.enabled, Trigger.next_run_at.is_not(None),
                Trigger.next_run_at < earliest,
                Trigger.next_run_at + _grace(min_grace_s) < now,
-               *_watched_and_not_reported())
+               *_watched_and_not_reported(Trigger.next_run_at))
         .order_by(Trigger.next_run_at)
         .limit(limit)
     ).all()
@@ -83,7 +88,7 @@ def didnt_run(session: Session, now: dt.datetime, min_grace_s: int, limit: int) 
                Invocation.manual.is_(False),
                Invocation.scheduled_for < earliest, Invocation.scheduled_for >= now - LOOKBACK,
                Invocation.scheduled_for + _grace(min_grace_s) < now,
-               *_watched_and_not_reported())
+               *_watched_and_not_reported(Invocation.scheduled_for))
         .order_by(Invocation.trigger_id, Invocation.scheduled_for)
         .limit(limit)
     ).all()

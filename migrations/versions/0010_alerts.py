@@ -79,6 +79,7 @@ def upgrade() -> None:
         sa.Column("condition", sa.String(length=16), nullable=True),
         sa.Column("consecutive_failures", sa.Integer(), server_default="0", nullable=False),
         sa.Column("last_outcome_for", _TS, nullable=True),
+        sa.Column("didnt_run_seen_for", _TS, nullable=True),
         sa.Column("changed_at", _TS, server_default=sa.text("now()"), nullable=False),
         sa.PrimaryKeyConstraint("trigger_id", name=op.f("pk_trigger_alert_state")),
     )

@@ -21,7 +21,7 @@ from app.alerting.delivery import MAX_ATTEMPTS, RETRY_DELAYS_S, deliver_alert
 from app.config import Settings
 from app.enums import InvocationStatus
 from app.firing.dispatch import DispatchOptions, dispatch_tick
-from app.models import Alert, AlertChannel, AlertRule, Invocation
+from app.models import Alert, AlertChannel, AlertRule, Invocation, Trigger
 from tasks.alerts import SETTLE, watch_once
 from tests.support.receiver import Receiver, Reply
 from tests.support.runs import add_invocation, add_trigger, new_secret, run
@@ -184,3 +184,26 @@ def test_a_late_start_alerts_once_and_an_on_time_success_recovers(
     with db.begin() as session:
         body = session.scalars(select(Alert.body).where(Alert.kind == "late")).one()
     assert body["late_s"] > 300
+
+
+def test_an_occurrence_that_did_not_run_is_reported_once_even_when_the_rule_is_silent(
+    db: sessionmaker[Session], settings: Settings, receiver: Receiver,
+) -> None:
+    _channel(db, receiver)
+    with db.begin() as session:
+        now = session.scalar(select(func.now()))
+        session.execute(insert(AlertRule).values(
+            tenant_id="t1", project_id="p1", on_failure=True, failures_in_a_row=1,
+            on_missed=True, late_after_s=None, on_recovery=True, on_didnt_run=False))
+    overdue = add_trigger(db, next_run_at=now - dt.timedelta(hours=1))
+    assert watch_once(db, settings) == {"didnt_run": 1, "published": 0}
+    # Nothing new: the same occurrence is not reported again, so a silent rule's
+    # triggers cannot fill every pass.
+    assert watch_once(db, settings) == {"didnt_run": 0, "published": 0}
+    # A later occurrence that did not run either is a new report.
+    with db.begin() as session:
+        session.execute(update(Trigger).where(Trigger.id == overdue)
+                        .values(next_run_at=now - dt.timedelta(minutes=30)))
+    assert watch_once(db, settings) == {"didnt_run": 1, "published": 0}
+    with db.begin() as session:
+        assert session.scalar(select(func.count()).select_from(Alert)) == 0
