@@ -160,6 +160,9 @@ class Settings:
     #: How often a worker's alert watchdog looks for triggers that didn't run and for
     #: alerts to deliver (app.alerting.watch), seconds.
     alert_watch_interval_s: int = 15
+    #: Deliveries a worker process runs at once (tasks.engine): threads that wait on the
+    #: network, and the run messages the worker takes from the broker ahead.
+    run_concurrency: int = 256
 
     @property
     def min_misfire_grace_s(self) -> int:
@@ -205,6 +208,7 @@ class Settings:
             dispatch_batch_size=_int(env, "CRONBEAT_DISPATCH_BATCH_SIZE", 5000, 1, 100_000),
             republish_after_s=_int(env, "CRONBEAT_REPUBLISH_AFTER_S", 300, 5, 86_400),
             tenant_max_running=_int(env, "CRONBEAT_TENANT_MAX_RUNNING", 32, 0, 100_000),
+            run_concurrency=_int(env, "CRONBEAT_RUN_CONCURRENCY", 256, 1, 4096),
             history_retention_days=_int(env, "CRONBEAT_HISTORY_RETENTION_DAYS", 30, 1, 3650),
             log_format=_choice(env, "CRONBEAT_LOG_FORMAT", "text", ("text", "json")),
             log_level=_choice(

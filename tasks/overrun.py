@@ -63,10 +63,12 @@ class OverrunWatch:
             logging.shutdown()
             self._exit(OVERRUN_EXIT_STATUS)
 
-    def start(self) -> None:
-        """Connect to the task signals and check in a daemon thread from now on."""
-        task_prerun.connect(self._on_prerun, weak=False)
-        task_postrun.connect(self._on_postrun, weak=False)
+    def start(self, connect_signals: bool = True) -> None:
+        """Check in a daemon thread from now on; with ``connect_signals``, track the
+        task's runs through Celery's task signals (else the caller calls begin/end)."""
+        if connect_signals:
+            task_prerun.connect(self._on_prerun, weak=False)
+            task_postrun.connect(self._on_postrun, weak=False)
 
         def loop() -> None:
             while True:

@@ -8,7 +8,7 @@ from celery.concurrency.thread import TaskPool as ThreadsPool
 from celery.signals import setup_logging, worker_init, worker_process_init
 
 from app.logs import configure_logging
-from tasks import alerts, gate
+from tasks import alerts, engine, gate
 from tasks.celery_app import RUN_TASK, celery_app, configure
 from tasks.overrun import OverrunWatch
 from tasks.run import RUN_TIME_LIMIT_S
@@ -19,6 +19,8 @@ app = configure(celery_app, get_settings())
 gate.install(app)
 # Workers consuming cronbeat.alerts run the alert watchdog (tasks.alerts).
 alerts.install(app)
+# Workers consuming cronbeat.runs deliver through the engine (tasks.engine).
+engine.install(app)
 
 
 @worker_init.connect

@@ -27,7 +27,7 @@ import logging
 import random
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from sqlalchemy import func, select
@@ -53,7 +53,7 @@ from app.enums import InvocationStatus, OverlapPolicy, TargetKind
 from app.errors import PermanentError, TransientError
 from app.firing.backoff import next_retry_delay_s
 from app.models import Invocation, Trigger
-from app.queries import attempts, leases, locks
+from app.queries import attempts, batches, leases, locks
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +82,7 @@ class RunOutcome:
 
 
 @dataclasses.dataclass(frozen=True)
-class _Run:
+class StartedRun:
     """A claimed attempt and everything its delivery needs, read in the start transaction."""
 
     invocation_id: uuid.UUID
@@ -141,7 +141,7 @@ def _not_runnable_reason(
 def _start(
     session: Session, settings: Settings, invocation_id: uuid.UUID,
     scheduled_for: dt.datetime | None,
-) -> _Run | RunOutcome:
+) -> StartedRun | RunOutcome:
     # The deploy fence first: it share-locks the scheduler state until this transaction
     # commits, so an activation of another deployment waits for this claim, and no
     # attempt of a superseded deployment can start after the activation returned. The
@@ -155,16 +155,16 @@ def _start(
         # Not the common case: a duplicate, early, cancelled, deleted, paused, overlap
         # skip, or a superseded deployment. The slow path looks at each.
         return _start_slow(session, settings, invocation_id)
-    return _run_of(claimed, settings)
+    return started_run(claimed, settings)
 
 
-def _run_of(claimed: attempts.Claimed, settings: Settings) -> _Run:
+def started_run(claimed: attempts.Claimed, settings: Settings) -> StartedRun:
     ids = _log_ids(claimed.tenant_id, claimed.project_id, claimed.trigger_id,
                    claimed.invocation_id, claimed.scheduled_for)
     ids["attempt"] = claimed.attempt
     log.debug("run: attempt claimed", extra={"action": "run.claimed",
                                              "deployment_id": settings.deployment_id, **ids})
-    return _Run(
+    return StartedRun(
         invocation_id=claimed.invocation_id,
         attempt=claimed.attempt,
         started_at=claimed.started_at,
@@ -182,7 +182,7 @@ def _run_of(claimed: attempts.Claimed, settings: Settings) -> _Run:
 
 def _start_slow(
     session: Session, settings: Settings, invocation_id: uuid.UUID
-) -> _Run | RunOutcome:
+) -> StartedRun | RunOutcome:
     deploy.fence(session, settings.deployment_id)
     row = session.execute(
         select(Invocation, Trigger, func.now())
@@ -237,7 +237,7 @@ def _start_slow(
     if claim is None:
         return RunOutcome(status=None)
     leases.record_attempt_started(session, invocation_id, claim.attempt, settings.deployment_id)
-    return _run_of(attempts.Claimed(
+    return started_run(attempts.Claimed(
         invocation_id=invocation_id, attempt=claim.attempt, started_at=claim.started_at,
         scheduled_for=invocation.scheduled_for, occurrence_at=invocation.occurrence_at,
         tenant_id=invocation.tenant_id,
@@ -249,7 +249,7 @@ def _start_slow(
 
 
 def _deliver(
-    run: _Run, settings: Settings, send_task: SendTask, send_webhook_: SendWebhook
+    run: StartedRun, settings: Settings, send_task: SendTask, send_webhook_: SendWebhook
 ) -> DeliveryResult:
     trigger = run.target
     occurrence = {
@@ -292,10 +292,10 @@ def _deliver(
     )
 
 
-def _finish(
-    session: Session, run: _Run, result: DeliveryResult, rand: Callable[[], float],
-    max_countdown_s: float,
-) -> RunOutcome:
+def plan_finish(
+    run: StartedRun, result: DeliveryResult, rand: Callable[[], float], max_countdown_s: float
+) -> batches.Finish:
+    """What the finish of ``run``'s attempt writes, given how its delivery went."""
     trigger = run.target
     error = result.error
     retry_delay_s = None
@@ -323,17 +323,25 @@ def _finish(
     # in the database (pending, run_after, enqueued_at NULL) and the dispatcher
     # publishes it when due (sweep.take_unpublished): no worker holds it meanwhile.
     published = retry_delay_s is not None and retry_delay_s <= max_countdown_s
-    left = attempts.finish(
-        session, run.invocation_id, run.scheduled_for, run.attempt,
-        status=status, retry_delay_s=retry_delay_s, published=published,
-        error=error, attempt_error=result.error, lost_error=lost_error,
-        outcome=result.verdict.value, response_status=result.response_status,
-        response_excerpt=result.response_excerpt,
+    return batches.Finish(
+        invocation_id=run.invocation_id, scheduled_for=run.scheduled_for,
+        attempt=run.attempt, status=status, retry_delay_s=retry_delay_s,
+        published=published, error=error, attempt_error=result.error,
+        lost_error=lost_error, outcome=result.verdict.value,
+        response_status=result.response_status, response_excerpt=result.response_excerpt,
     )
+
+
+def finished(
+    run: StartedRun, result: DeliveryResult, plan: batches.Finish, left: InvocationStatus | None
+) -> RunOutcome:
+    """The outcome of a recorded finish (``left``: the invocation's new status, None if
+    the attempt no longer held it), logged as the attempt's one INFO line."""
     held = left is not None
-    retry = retry_delay_s if left is InvocationStatus.PENDING and published else None
+    retry = (plan.retry_delay_s
+             if left is InvocationStatus.PENDING and plan.published else None)
     outcome = RunOutcome(status=left, attempt=run.attempt, retry_in_s=retry)
-    attempt_error = result.error if held else lost_error
+    attempt_error = result.error if held else plan.lost_error
     extra = {
         "action": "run.finished" if held else "run.finished_without_lease",
         "outcome": result.verdict.value,
@@ -349,6 +357,48 @@ def _finish(
     else:
         log.info("run: attempt finished", extra=extra)
     return outcome
+
+
+def _finish(
+    session: Session, run: StartedRun, result: DeliveryResult, rand: Callable[[], float],
+    max_countdown_s: float,
+) -> RunOutcome:
+    plan = plan_finish(run, result, rand, max_countdown_s)
+    fields = dataclasses.asdict(plan)
+    for name in ("invocation_id", "scheduled_for", "attempt"):
+        del fields[name]
+    left = attempts.finish(session, plan.invocation_id, plan.scheduled_for, plan.attempt,
+                           **fields)
+    return finished(run, result, plan, left)
+
+
+def deliver(
+    run: StartedRun, settings: Settings, send_task: SendTask,
+    send_webhook_: SendWebhook = send_webhook,
+) -> DeliveryResult:
+    """Deliver a claimed attempt; every error becomes a result, none escapes."""
+    try:
+        return _deliver(run, settings, send_task, send_webhook_)
+    except TransientError as exc:
+        return DeliveryResult(verdict=Verdict.TRANSIENT, error=exc.message)
+    except PermanentError as exc:
+        # A template error, a refused target, a bad signing secret: no retry can help.
+        return DeliveryResult(verdict=Verdict.PERMANENT, error=exc.message)
+    except Exception as exc:
+        # A bug, or an input nobody foresaw. Escaping would leave the invocation running
+        # until its lease ran out, then retry it into the same error. The same input
+        # fails the same way, so fail it for good; only the type is recorded, because
+        # the message may quote a header value, a URL token or a secret.
+        log.error(
+            "run: delivery raised an unexpected error",
+            exc_info=True,
+            extra={"action": "run.delivery_crashed", "error_type": type(exc).__name__,
+                   **run.log_ids},
+        )
+        return DeliveryResult(
+            verdict=Verdict.PERMANENT,
+            error=f"delivery failed with an internal error ({type(exc).__name__})",
+        )
 
 
 def run_invocation(
@@ -384,45 +434,51 @@ def run_invocation(
             seconds first (FINISH_RETRY_DELAYS_S), since its delivery already happened.
     """
     invocation_id = uuid.UUID(str(invocation_id))
-    started = _start_retrying(sessions, settings, invocation_id, scheduled_for)
+    started = start_retrying(sessions, settings, invocation_id, scheduled_for)
     if isinstance(started, RunOutcome):
         return started
-    try:
-        result = _deliver(started, settings, send_task, send_webhook_)
-    except TransientError as exc:
-        result = DeliveryResult(verdict=Verdict.TRANSIENT, error=exc.message)
-    except PermanentError as exc:
-        # A template error, a refused target, a bad signing secret: no retry can help.
-        result = DeliveryResult(verdict=Verdict.PERMANENT, error=exc.message)
-    except Exception as exc:
-        # A bug, or an input nobody foresaw. Escaping would leave the invocation running
-        # until its lease ran out, then retry it into the same error. The same input
-        # fails the same way, so fail it for good; only the type is recorded, because
-        # the message may quote a header value, a URL token or a secret.
-        log.error(
-            "run: delivery raised an unexpected error",
-            exc_info=True,
-            extra={"action": "run.delivery_crashed", "error_type": type(exc).__name__,
-                   **started.log_ids},
-        )
-        result = DeliveryResult(
-            verdict=Verdict.PERMANENT,
-            error=f"delivery failed with an internal error ({type(exc).__name__})",
-        )
-    outcome = _finish_retrying(sessions, started, result, rand, float(settings.tick_seconds))
-    if started.watched and not started.manual:
-        alert_ids = _observe(sessions, settings, started, outcome, result)
-        if alert_ids:
-            outcome = dataclasses.replace(outcome, alert_ids=alert_ids)
-    return outcome
+    result = deliver(started, settings, send_task, send_webhook_)
+    outcome = finish_retrying(sessions, started, result, rand, float(settings.tick_seconds))
+    return observed(sessions, settings, started, outcome, result)
 
 
-def _observe(
-    sessions: sessionmaker[Session], settings: Settings, run: _Run, outcome: RunOutcome,
+def observed(
+    sessions: sessionmaker[Session], settings: Settings, run: StartedRun, outcome: RunOutcome,
     result: DeliveryResult,
+) -> RunOutcome:
+    """``outcome``, with the alerts it raised when its project is watched."""
+    alert_ids = observe_runs(sessions, settings, [(run, outcome, result)])
+    return dataclasses.replace(outcome, alert_ids=alert_ids) if alert_ids else outcome
+
+
+def observe_runs(
+    sessions: sessionmaker[Session], settings: Settings,
+    runs: Sequence[tuple[StartedRun, RunOutcome, DeliveryResult]],
 ) -> tuple[uuid.UUID, ...]:
-    """Apply the attempt's start and outcome to the trigger's alerts, in a transaction
-    of its own: an alert never holds up, fails or undoes the run it is about."""
+    """Apply the attempts' starts and outcomes to their triggers' alerts, in one
+    transaction of their own: an alert never holds up, fails or undoes a run it is
+    about. Runs of unwatched projects and manual runs raise nothing and cost nothing."""
+    events: list[observe.Event] = []
+    for run, outcome, result in runs:
+        if run.watched and not run.manual:
+            events += _events_of(run, outcome, result)
+    if not events:
+        return ()
+    try:
+        with sessions.begin() as session:
+            now = session.execute(select(func.now())).scalar_one()
+            return tuple(observe.observe(session, events, now,
+                                         public_url=settings.public_url, published=True))
+    except Exception:
+        log.error("run: could not record the runs' alerts", exc_info=True,
+                  extra={"action": "run.alerts_failed",
+                         "invocation_ids": [str(run.invocation_id) for run, _, _ in runs]})
+        return ()
+
+
+def _events_of(
+    run: StartedRun, outcome: RunOutcome, result: DeliveryResult
+) -> list[observe.Event]:
     late_s = None
     events: list[observe.Event] = []
     common = {"tenant_id": run.tenant_id, "project_id": run.project_id,
@@ -435,23 +491,13 @@ def _observe(
         events.append(observe.Event(
             observation=Observation(outcome.status.value), late_s=late_s,
             status=outcome.status.value, error=result.error, **common))
-    if not events:
-        return ()
-    try:
-        with sessions.begin() as session:
-            now = session.execute(select(func.now())).scalar_one()
-            return tuple(observe.observe(session, events, now,
-                                         public_url=settings.public_url, published=True))
-    except Exception:
-        log.error("run: could not record the run's alerts", exc_info=True,
-                  extra={"action": "run.alerts_failed", **run.log_ids})
-        return ()
+    return events
 
 
-def _start_retrying(
+def start_retrying(
     sessions: sessionmaker[Session], settings: Settings, invocation_id: uuid.UUID,
     scheduled_for: dt.datetime | None,
-) -> _Run | RunOutcome:
+) -> StartedRun | RunOutcome:
     # Workers do not ping a pooled connection before each use (a round trip per unit of
     # work): a connection PostgreSQL closed since (a restart, a failover, an idle
     # timeout) fails its first statement, SQLAlchemy drops the pool's connections of
@@ -469,19 +515,20 @@ def _start_retrying(
     raise AssertionError("unreachable: the last try returns or raises")
 
 
-def _finish_retrying(
-    sessions: sessionmaker[Session], run: _Run, result: DeliveryResult,
-    rand: Callable[[], float], max_countdown_s: float,
+def finish_retrying(
+    sessions: sessionmaker[Session], run: StartedRun, result: DeliveryResult,
+    rand: Callable[[], float], max_countdown_s: float, *, maybe_recorded: bool = False,
 ) -> RunOutcome:
     # The delivery happened: if its outcome is not recorded, the lease runs out and the
     # sweep delivers it again. So a database blip (a failover, a restart, a dropped
     # connection) is waited out for a few seconds, well inside the lease's grace, before
     # giving up. Trying again is safe: the finish is a conditional update on this
-    # attempt, and a try whose commit landed unacknowledged is recognized.
+    # attempt, and a try whose commit landed unacknowledged is recognized
+    # (``maybe_recorded``: an earlier batch finish may have landed so, app.firing.batch).
     for tried, delay_s in enumerate((*FINISH_RETRY_DELAYS_S, None)):
         try:
             with sessions.begin() as session:
-                if tried:
+                if tried or maybe_recorded:
                     recorded = leases.recorded_finish(session, run.invocation_id, run.attempt)
                     if recorded is not None:
                         status, run_after_in_s = recorded

@@ -350,7 +350,9 @@ def test_four_deliveries_hanging_for_their_whole_timeout_do_not_delay_a_tick(
     receiver: Receiver, beats: Callable[[str], Beat],
 ) -> None:
     silent = Silent()
-    worker = start_worker(queues=RUNS, concurrency=4, CRONBEAT_DEPLOYMENT_ID="v1")
+    # Four delivery threads, each held by a hanging delivery.
+    worker = start_worker(queues=RUNS, concurrency=4, CRONBEAT_DEPLOYMENT_ID="v1",
+                          CRONBEAT_RUN_CONCURRENCY="4")
     try:
         start_worker(queues=DISPATCH, concurrency=1, CRONBEAT_DEPLOYMENT_ID="v1")
         beats("v1")

@@ -1,6 +1,6 @@
 """One tenant's hanging targets hold at most its cap of worker threads; others go on.
 
-A real worker with two threads, CRONBEAT_TENANT_MAX_RUNNING=1, a loopback server that
+A real worker with two delivery threads, CRONBEAT_TENANT_MAX_RUNNING=1, a loopback server that
 accepts and never answers (tenant A's two targets) and a prompt receiver (tenant B's).
 Without the cap, A's two runs would hold both threads for their whole timeout_s and B's
 run would wait behind them.
@@ -26,7 +26,8 @@ HANG_TIMEOUT_S = 30
 def test_a_tenant_s_hanging_targets_do_not_hold_another_tenant_s_run(
     db, start_worker, celery_client, receiver: Receiver
 ) -> None:
-    worker = start_worker(concurrency=2, CRONBEAT_TENANT_MAX_RUNNING="1")
+    worker = start_worker(concurrency=2, CRONBEAT_TENANT_MAX_RUNNING="1",
+                          CRONBEAT_RUN_CONCURRENCY="2")
     with mute_server() as port:
         hanging = [
             add_invocation(db, add_trigger(db, tenant_id="tenant-a",

@@ -98,7 +98,7 @@ def new_secret() -> str:
 
 
 def task_done(invocation_id: uuid.UUID) -> str:
-    return rf"Task cronbeat\.run_trigger\[{invocation_id}\] succeeded"
+    return rf"run_trigger\[{invocation_id}\] done"
 
 
 def no_task(name: str, body: Any, queue: str) -> None:

@@ -1,0 +1,105 @@
+"""Running many attempts at once: one claim for a batch of runs, one finish for many outcomes.
+
+The worker's delivery engine (tasks.engine) receives run messages faster than one
+transaction per attempt start and one per finish can keep up with, so it starts and
+finishes them in batches. These are :mod:`app.firing.runner`'s units of work for a set
+of runs: the same claim conditions, the same outcome rules (``plan_finish``), the same
+log line per attempt. What a batch cannot decide alone goes to the single-run path:
+
+* a run :func:`start_batch` did not claim (a duplicate, an early retry, a cancel, a
+  capped tenant, overlap ``skip``, a superseded deployment) is run by
+  :func:`app.firing.runner.run_invocation`, which looks at each case;
+* if a batch's finish fails, each outcome is recorded on its own, retried for a few
+  seconds and first checked against what may have committed (``finish_retrying``).
+
+Nothing here imports Celery: the engine publishes retries and alerts after commit.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import uuid
+from collections.abc import Callable, Sequence
+
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.config import Settings
+from app.delivery.send import DeliveryResult
+from app.firing.runner import (
+    RunOutcome,
+    StartedRun,
+    finish_retrying,
+    finished,
+    observe_runs,
+    plan_finish,
+    started_run,
+)
+from app.queries import batches
+
+log = logging.getLogger(__name__)
+
+
+def start_batch(
+    sessions: sessionmaker[Session], settings: Settings, keys: Sequence[batches.Key]
+) -> list[StartedRun]:
+    """Claim each run of ``keys`` that the common path allows, in one transaction.
+
+    Runs not in the result were not claimed; the caller runs them one by one.
+
+    Raises:
+        sqlalchemy errors: the database failed; nothing was claimed.
+    """
+    # As the single path: no pre-ping, a connection found dead is tried once more.
+    for last in (False, True):
+        try:
+            with sessions.begin() as session:
+                batches.lock_many(session, keys, settings.tenant_max_running)
+                claimed = batches.claim_many(
+                    session, keys, settings.deployment_id, settings.tenant_max_running
+                )
+            return [started_run(item, settings) for item in claimed]
+        except DBAPIError as exc:
+            if last or not exc.connection_invalidated:
+                raise
+    raise AssertionError("unreachable: the last try returns or raises")
+
+
+def finish_batch(
+    sessions: sessionmaker[Session],
+    settings: Settings,
+    done: Sequence[tuple[StartedRun, DeliveryResult]],
+    rand: Callable[[], float] = random.random,
+) -> tuple[list[RunOutcome], tuple[uuid.UUID, ...]]:
+    """Record each delivered attempt's outcome, in one transaction.
+
+    Then the watched runs' alerts, in one transaction of their own (as the single path
+    does for one run).
+
+    Returns:
+        The outcomes, in the order of ``done``, and the alerts raised, to publish.
+
+    Raises:
+        sqlalchemy errors: an outcome could not be recorded even one by one, for a few
+            seconds; its lease runs out and the sweep runs it again.
+    """
+    max_countdown_s = float(settings.tick_seconds)
+    plans = [plan_finish(run, result, rand, max_countdown_s) for run, result in done]
+    try:
+        with sessions.begin() as session:
+            left = batches.finish_many(session, plans)
+        outcomes = [finished(run, result, plan, status)
+                    for (run, result), plan, status in zip(done, plans, left, strict=True)]
+    except DBAPIError as exc:
+        # Nothing of it was written, or all of it was (a commit whose answer was lost):
+        # one by one, each finish looks first for what it may have left.
+        log.warning("run: recording %d outcomes together failed; one by one now",
+                    len(done), extra={"action": "run.finish_batch_failed",
+                                      "error_type": type(exc.orig).__name__})
+        outcomes = [finish_retrying(sessions, run, result, rand, max_countdown_s,
+                                    maybe_recorded=True) for run, result in done]
+    alert_ids = observe_runs(
+        sessions, settings,
+        [(run, outcome, result) for (run, result), outcome in zip(done, outcomes, strict=True)])
+    return outcomes, alert_ids

@@ -1,0 +1,364 @@
+"""Many attempts' statements at once: claim a batch of runs, and finish a batch of them.
+
+The worker's delivery engine (tasks.engine) takes run messages in batches: one claim
+statement starts every run of a batch the common path allows, and one finish statement
+records every outcome that arrived since the last. They are :mod:`app.queries.attempts`'
+two statements with a set of keys in place of one (``unnest`` of array parameters), so
+they claim and finish under the same conditions, against the same racers:
+
+* :func:`claim_many` moves each due, pending, runnable invocation of the batch to
+  running, inserts its attempt row and returns what its delivery needs. A tenant's runs
+  in the batch are ranked, and only those that keep the tenant under its cap are
+  claimed (exact under :func:`lock_many`'s tenant locks). Keys it does not claim take the
+  single-run path, which looks at each (duplicate, early, cancelled, capped, ...).
+* :func:`finish_many` records each attempt's outcome on its invocation, if the attempt
+  still holds it, and on its attempt row, whether or not it does.
+
+Both are built once at import; a call binds arrays and sends the SQL.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import (
+    Boolean,
+    DateTime,
+    Float,
+    Integer,
+    String,
+    and_,
+    any_,
+    bindparam,
+    case,
+    cast,
+    exists,
+    func,
+    insert,
+    literal,
+    not_,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, UUID
+from sqlalchemy.orm import Session
+
+from app.enums import InvocationStatus, OverlapPolicy
+from app.queries.attempts import (
+    TARGET_COLUMNS,
+    Claimed,
+    Target,
+    _att,
+    _chan,
+    _inv,
+    _running_of,
+    _seconds,
+    _state,
+    _trg,
+)
+from app.queries.leases import LEASE_GRACE_S
+from app.queries.locks import FENCE_LOCK_KEY, TENANT_RUNS_NAMESPACE, fence_shared
+
+#: A key of a run: its invocation's id and day (scheduled_for).
+Key = tuple[uuid.UUID, dt.datetime]
+
+
+def _array(name: str, item: Any) -> Any:
+    # Cast, because psycopg2 sends a list as ARRAY[...] of literals, whose type
+    # PostgreSQL guesses (text[] when every item is NULL).
+    return cast(bindparam(name, type_=ARRAY(item)), ARRAY(item))
+
+
+def _ids(name: str) -> Any:
+    # psycopg2 sends a list of strings as text[]: cast it to uuid[] in the statement.
+    return cast(bindparam(name, type_=ARRAY(String)), ARRAY(UUID(as_uuid=True)))
+
+
+def _in_batch() -> Any:
+    """The batch's invocations: ``id = ANY(:b_ids)``, pruned to the batch's days."""
+    return and_(_inv.c.id == any_(_ids("b_ids")),
+                _inv.c.scheduled_for == any_(_array("b_days", DateTime(timezone=True))))
+
+
+def _build_lock_tenants() -> Any:
+    # Every tenant lock of the batch, taken in the order of its key, so two batches that
+    # share tenants cannot wait on each other (the single-run path takes one tenant lock
+    # only). OFFSET 0 keeps the sort below the lock calls.
+    keys = (
+        select(func.hashtext(_inv.c.tenant_id).label("key"))
+        .where(_in_batch())
+        .distinct()
+        .order_by("key")
+        .offset(0)
+        .subquery("tenant_keys")
+    )
+    # Evaluated left to right on each row: the fence (taken again, shared, is free)
+    # before every tenant lock.
+    return select(
+        func.pg_advisory_xact_lock_shared(FENCE_LOCK_KEY),
+        func.pg_advisory_xact_lock(TENANT_RUNS_NAMESPACE, keys.c.key),
+    ).select_from(keys)
+
+
+def _build_claim_many() -> Any:
+    deployment = bindparam("b_deployment_id", type_=String)
+    cap = bindparam("b_tenant_cap", type_=Integer)
+    may_run = exists(
+        select(literal(1)).select_from(_state).where(
+            _state.c.id == 1,
+            or_(_state.c.active_deployment_id.is_(None),
+                _state.c.active_deployment_id == deployment),
+        )
+    )
+    candidates = (
+        select(
+            _inv.c.id.label("id"),
+            _inv.c.scheduled_for.label("day"),
+            func.row_number().over(partition_by=_inv.c.tenant_id,
+                                   order_by=(_inv.c.scheduled_for, _inv.c.id)).label("rank"),
+            # Counted only under a cap: CASE evaluates the subquery only then.
+            case((cap == 0, literal(0)), else_=_running_of(_inv.c.tenant_id)).label("running"),
+        )
+        .select_from(_inv.join(_trg, _trg.c.id == _inv.c.trigger_id))
+        .where(
+            _in_batch(),
+            _inv.c.status == InvocationStatus.PENDING,
+            or_(_inv.c.run_after.is_(None), _inv.c.run_after <= func.now()),
+            _inv.c.cancel_requested.is_(False),
+            or_(_trg.c.enabled, _inv.c.manual, _trg.c.run_at.is_not(None)),
+            _trg.c.overlap_policy != OverlapPolicy.SKIP,
+            may_run,
+        )
+        .cte("candidates")
+    )
+    watched = exists(
+        select(literal(1)).select_from(_chan).where(
+            _chan.c.tenant_id == _inv.c.tenant_id, _chan.c.project_id == _inv.c.project_id,
+            _chan.c.enabled,
+        )
+    ).label("watched")
+    claimed = (
+        update(_inv)
+        .where(
+            _inv.c.id == candidates.c.id,
+            _inv.c.scheduled_for == candidates.c.day,
+            _inv.c.scheduled_for == any_(_array("b_days", DateTime(timezone=True))),
+            # Checked again on the row as it is when locked (a racer may have claimed it).
+            _inv.c.status == InvocationStatus.PENDING,
+            _inv.c.cancel_requested.is_(False),
+            _trg.c.id == _inv.c.trigger_id,
+            or_(cap == 0, candidates.c.running + candidates.c.rank <= cap),
+        )
+        .values(
+            status=InvocationStatus.RUNNING,
+            attempt=_inv.c.attempt + 1,
+            lease_expires_at=func.now() + _seconds(_trg.c.timeout_s + LEASE_GRACE_S),
+            started_at=func.now(),
+            deployment_id=deployment,
+        )
+        .returning(
+            _inv.c.id, _inv.c.attempt, _inv.c.started_at, _inv.c.scheduled_for,
+            _inv.c.occurrence_at, _inv.c.tenant_id, _inv.c.project_id, _inv.c.trigger_id,
+            _inv.c.manual, watched,
+            *(_trg.c[name] for name in TARGET_COLUMNS),
+        )
+        .cte("claimed")
+    )
+    attempt_rows = insert(_att).from_select(
+        ["invocation_id", "scheduled_for", "number", "deployment_id", "started_at"],
+        select(claimed.c.id, claimed.c.scheduled_for, claimed.c.attempt, deployment,
+               claimed.c.started_at),
+    ).cte("attempt_rows")
+    return select(claimed).add_cte(attempt_rows)
+
+
+#: The per-outcome columns of a finish, in the order of finish_many's arrays.
+_FINISH_COLUMNS = (
+    ("id", None), ("day", DateTime(timezone=True)), ("attempt", Integer),
+    ("retry", Boolean), ("delay_s", Float), ("published", Boolean), ("status", String),
+    ("error", String), ("attempt_error", String), ("lost_error", String),
+    ("outcome", String), ("response_status", Integer), ("response_excerpt", String),
+)
+
+
+def _build_finish_many() -> Any:
+    arrays = [_ids("b_id") if item is None else _array(f"b_{name}", item)
+              for name, item in _FINISH_COLUMNS]
+    rows = select(
+        *func.unnest(*arrays).table_valued(*(name for name, _ in _FINISH_COLUMNS))
+        .render_derived("f").c
+    ).cte("finishes")
+    cancel = _inv.c.cancel_requested.is_(True)
+    retrying = and_(rows.c.retry, not_(cancel))
+    finished = (
+        update(_inv)
+        .where(
+            _inv.c.id == rows.c.id,
+            _inv.c.scheduled_for == rows.c.day,
+            _inv.c.scheduled_for == any_(_array("b_days", DateTime(timezone=True))),
+            _inv.c.status == InvocationStatus.RUNNING,
+            _inv.c.attempt == rows.c.attempt,
+        )
+        .values(
+            # A retry returns it to pending, unless a cancel was requested meanwhile.
+            status=case(
+                (retrying, InvocationStatus.PENDING.value),
+                (rows.c.retry, InvocationStatus.CANCELLED.value),
+                else_=rows.c.status,
+            ),
+            run_after=case(
+                (retrying, func.now() + _seconds(rows.c.delay_s)),
+                (rows.c.retry, None),
+                else_=_inv.c.run_after,
+            ),
+            finished_at=case((retrying, None), else_=func.now()),
+            enqueued_at=case(
+                (and_(retrying, rows.c.published), func.now()),
+                (retrying, None),
+                else_=_inv.c.enqueued_at,
+            ),
+            lease_expires_at=None,
+            last_error=case(
+                (and_(rows.c.retry, cancel), "cancelled: cancel requested during a retry"),
+                else_=rows.c.error,
+            ),
+            response_status=rows.c.response_status,
+            response_excerpt=rows.c.response_excerpt,
+        )
+        .returning(_inv.c.id, _inv.c.attempt, _inv.c.status)
+        .cte("finished")
+    )
+    outcomes = (
+        select(rows, finished.c.status.label("left_status"))
+        .select_from(rows.outerjoin(finished, and_(finished.c.id == rows.c.id,
+                                                   finished.c.attempt == rows.c.attempt)))
+        .subquery("outcomes")
+    )
+    return (
+        update(_att)
+        .where(
+            _att.c.invocation_id == outcomes.c.id,
+            _att.c.scheduled_for == outcomes.c.day,
+            _att.c.scheduled_for == any_(_array("b_days", DateTime(timezone=True))),
+            _att.c.number == outcomes.c.attempt,
+        )
+        .values(
+            outcome=outcomes.c.outcome,
+            response_status=outcomes.c.response_status,
+            error=case((outcomes.c.left_status.is_not(None), outcomes.c.attempt_error),
+                       else_=outcomes.c.lost_error),
+            finished_at=func.now(),
+        )
+        .returning(_att.c.invocation_id, _att.c.number, outcomes.c.left_status)
+    )
+
+
+_LOCK_TENANTS = _build_lock_tenants()
+_CLAIM_MANY = _build_claim_many()
+_FINISH_MANY = _build_finish_many()
+
+
+def _key_params(keys: Sequence[Key]) -> dict[str, Any]:
+    return {"b_ids": [str(invocation_id) for invocation_id, _ in keys],
+            "b_days": sorted({day for _, day in keys})}
+
+
+def lock_many(session: Session, keys: Sequence[Key], tenant_cap: int) -> None:
+    """Hold the deploy fence (shared) and, with a tenant cap, the batch's tenants' locks.
+
+    All until commit, in one round trip; the fence first (lock order 1), then the
+    tenants (4).
+    """
+    if not tenant_cap or not session.connection().execute(
+            _LOCK_TENANTS, _key_params(keys)).all():
+        # No cap, or none of the keys found: the fence alone.
+        fence_shared(session)
+
+
+def claim_many(
+    session: Session, keys: Sequence[Key], deployment_id: str | None, tenant_cap: int
+) -> list[Claimed]:
+    """Claim every run of ``keys`` the common path allows, as a new attempt each.
+
+    The caller holds :func:`lock_many`'s locks. Keys not in the result were not claimed:
+    they take the single-run path.
+    """
+    if not keys:
+        return []
+    rows = session.connection().execute(_CLAIM_MANY, {
+        **_key_params(keys), "b_deployment_id": deployment_id, "b_tenant_cap": tenant_cap,
+    }).all()
+    claimed = []
+    for row in rows:
+        values = row._mapping
+        claimed.append(Claimed(
+            invocation_id=values["id"],
+            attempt=values["attempt"],
+            started_at=values["started_at"],
+            scheduled_for=values["scheduled_for"],
+            occurrence_at=values["occurrence_at"],
+            tenant_id=values["tenant_id"],
+            project_id=values["project_id"],
+            trigger_id=values["trigger_id"],
+            target=Target.of(values),
+            manual=values["manual"],
+            watched=values["watched"],
+        ))
+    return claimed
+
+
+@dataclasses.dataclass(frozen=True)
+class Finish:
+    """How one attempt ended, as :func:`app.queries.attempts.finish` takes it."""
+
+    invocation_id: uuid.UUID
+    scheduled_for: dt.datetime
+    attempt: int
+    status: InvocationStatus | None
+    retry_delay_s: float | None
+    published: bool
+    error: str | None
+    attempt_error: str | None
+    lost_error: str
+    outcome: str
+    response_status: int | None
+    response_excerpt: str | None
+
+
+def finish_many(
+    session: Session, finishes: Sequence[Finish]
+) -> list[InvocationStatus | None]:
+    """Record how each attempt ended; each invocation's new status, None if lost.
+
+    Each ``Finish`` is one of :func:`app.queries.attempts.finish`'s calls, with the same
+    meaning; the result is in the order of ``finishes``.
+    """
+    if not finishes:
+        return {}
+    for item in finishes:
+        assert (item.retry_delay_s is not None) != (item.status is not None)
+    params: dict[str, Any] = {
+        "b_id": [str(item.invocation_id) for item in finishes],
+        "b_day": [item.scheduled_for for item in finishes],
+        "b_attempt": [item.attempt for item in finishes],
+        "b_retry": [item.retry_delay_s is not None for item in finishes],
+        "b_delay_s": [item.retry_delay_s or 0.0 for item in finishes],
+        "b_published": [item.published for item in finishes],
+        "b_status": [(item.status or InvocationStatus.FAILED).value for item in finishes],
+        "b_error": [item.error for item in finishes],
+        "b_attempt_error": [item.attempt_error for item in finishes],
+        "b_lost_error": [item.lost_error for item in finishes],
+        "b_outcome": [item.outcome for item in finishes],
+        "b_response_status": [item.response_status for item in finishes],
+        "b_response_excerpt": [item.response_excerpt for item in finishes],
+        "b_days": sorted({item.scheduled_for for item in finishes}),
+    }
+    rows = session.connection().execute(_FINISH_MANY, params).all()
+    left = {(row[0], row[1]): None if row[2] is None else InvocationStatus(row[2])
+            for row in rows}
+    return [left.get((item.invocation_id, item.attempt)) for item in finishes]

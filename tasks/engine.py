@@ -1,0 +1,386 @@
+"""The worker's delivery engine: run messages in batches, deliveries on threads of their own.
+
+A webhook is network I/O, and the work around it is two short transactions. Run as one
+Celery task per message (the pool's request, tracer and events, plus a claim and a
+finish transaction each), the worker's one GIL spends more on the bookkeeping than on
+the delivery, and each delivery holds one of the pool's slots while it waits. So the
+worker takes ``run_trigger`` messages off Celery's task machinery:
+
+* :func:`strategy` is ``run_trigger``'s Celery *strategy*: the consumer hands it each
+  message on its event loop, and it passes the message's id and day to the engine
+  (a message with a future ETA, a short retry's countdown, waits on the consumer's timer
+  first). The message stays unacknowledged until its attempt is recorded, as with
+  ``acks_late``: a killed worker's messages come back, and the invocation's lease
+  decides who may run it.
+* The engine's thread starts every message that arrived since its last pass with one
+  claim transaction (:func:`app.firing.batch.start_batch`), hands each claimed attempt
+  to a thread of the delivery pool (``CRONBEAT_RUN_CONCURRENCY`` per worker process,
+  default 256; libcurl waits with the GIL released), and records every outcome that came
+  back since its last pass with one finish transaction. Then it publishes retries and
+  alerts, and acknowledges the messages.
+* A message the batch did not claim (a duplicate, early, cancelled, capped, overlap
+  ``skip``, superseded, or without its day) runs the ``run_trigger`` task's own body on a
+  delivery thread: the single-run path, which looks at each case.
+
+The worker's prefetch grows by the pool's size, so the broker hands this worker as many
+run messages as it can deliver at once, and no more: memory stays bounded by
+``CRONBEAT_RUN_CONCURRENCY`` messages. The prefork pool's hard time limit's stand-in is the
+same as for tasks (:mod:`tasks.overrun`): an attempt running past ``RUN_TIME_LIMIT_S`` ends
+the process, and leases bring its attempts back.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import datetime as dt
+import logging
+import queue
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from celery import bootsteps
+from celery.worker.strategy import default as default_strategy
+from kombu.exceptions import OperationalError as BrokerError
+from redis.exceptions import RedisError
+
+from app.delivery.send import DeliveryResult
+from app.firing.batch import finish_batch, start_batch
+from app.firing.runner import RunOutcome, StartedRun, deliver
+from messaging.config import RUN_QUEUE
+from messaging.publisher import Run, publish_runs
+from tasks.alerts import publish_alerts_quietly
+from tasks.celery_app import RUN_TASK, celery_app
+from tasks.overrun import OverrunWatch
+from tasks.run import RUN_TIME_LIMIT_S, _scheduled_for, _send_task, run_trigger
+from tasks.runtime import get_runtime
+
+log = logging.getLogger(__name__)
+
+#: The most messages one pass starts together, and the most outcomes it records together.
+MAX_BATCH = 500
+#: How long a pass gathers messages and outcomes after the first one arrived.
+BATCH_WINDOW_S = 0.02
+
+
+@dataclasses.dataclass(frozen=True)
+class _Message:
+    """A run message the engine holds, unacknowledged, until its attempt is recorded."""
+
+    invocation_id: str
+    scheduled_for: str | None
+    key: tuple[uuid.UUID, dt.datetime] | None
+    ack: Callable[[], Any]
+
+    @property
+    def run(self) -> Run:
+        return self.invocation_id if self.key is None else self.key
+
+
+@dataclasses.dataclass(frozen=True)
+class _Delivered:
+    message: _Message
+    run: StartedRun
+    result: DeliveryResult
+
+
+class _Done:
+    """A single-path run's thread is free again."""
+
+
+class _Wake:
+    """Nothing to do but a pass (the engine is stopping)."""
+
+
+class Engine:
+    """One per worker process: the batching thread and the delivery pool."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._events: queue.SimpleQueue[_Message | _Delivered | _Done | _Wake | None] = (
+            queue.SimpleQueue())
+        #: The engine thread's own: messages not claimed yet, and delivery threads taken.
+        self._waiting: collections.deque[_Message] = collections.deque()
+        self._busy = 0
+        self._pool = ThreadPoolExecutor(max_workers=capacity, thread_name_prefix="delivery")
+        self._thread = threading.Thread(target=self._loop, name="run-engine", daemon=True)
+        self._watch = OverrunWatch(RUN_TASK, RUN_TIME_LIMIT_S)
+        self._lock = threading.Lock()
+        #: Messages taken from the consumer and not acknowledged yet.
+        self._held = 0
+        self._stopping = False
+        self._idle = threading.Condition(self._lock)
+
+    @property
+    def accepting(self) -> bool:
+        return not self._stopping
+
+    def start(self) -> None:
+        self._thread.start()
+        self._watch.start(connect_signals=False)
+
+    def submit(self, message: _Message) -> None:
+        with self._lock:
+            self._held += 1
+        self._events.put(message)
+
+    def stop(self, timeout_s: float) -> None:
+        """Take no new message; wait up to ``timeout_s`` for the attempts running to end.
+
+        Messages not started yet stay unacknowledged: the broker gives them back when
+        the worker's channel closes.
+        """
+        deadline = time.monotonic() + timeout_s
+        with self._lock:
+            self._stopping = True
+        self._events.put(_Wake())  # the waiting messages are let go at the next pass
+        with self._lock:
+            while self._held and time.monotonic() < deadline:
+                self._idle.wait(min(1.0, deadline - time.monotonic()))
+        self._events.put(None)
+        self._thread.join(timeout=5.0)
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    # The engine's thread.
+
+    def _loop(self) -> None:
+        while True:
+            first = self._events.get()
+            if first is None:
+                return
+            events = [first]
+            # Gather what arrives within BATCH_WINDOW_S of the first event: one claim and
+            # one finish for all of it (a few milliseconds of latency, for a fraction of
+            # the statements, commits and Python per run).
+            window_ends = time.monotonic() + BATCH_WINDOW_S
+            while len(events) < 2 * MAX_BATCH:
+                left_s = window_ends - time.monotonic()
+                try:
+                    event = (self._events.get(timeout=left_s) if left_s > 0
+                             else self._events.get_nowait())
+                except queue.Empty:
+                    break
+                if event is None:
+                    self._events.put(None)
+                    break
+                events.append(event)
+            delivered = [event for event in events if isinstance(event, _Delivered)]
+            self._waiting.extend(event for event in events if isinstance(event, _Message))
+            self._busy -= sum(1 for event in events if isinstance(event, _Done))
+            try:
+                for at in range(0, len(delivered), MAX_BATCH):
+                    self._finish(delivered[at:at + MAX_BATCH])
+                if self._stopping:
+                    # Left unacknowledged: the broker gives them back at the channel's close.
+                    self._forget(len(self._waiting))
+                    self._waiting.clear()
+                    continue
+                self._start_waiting()
+            except Exception:  # a bug: log it, and keep the engine alive
+                log.exception("run engine: a pass failed", extra={"action": "run.engine_failed"})
+
+    def _start_waiting(self) -> None:
+        # Claim no more runs than there are free delivery threads: a claimed attempt's
+        # lease runs from its claim, so it must not wait for a thread. The rest wait
+        # here, unclaimed, bounded by the worker's prefetch.
+        while self._waiting and self._busy < self.capacity:
+            count = min(self.capacity - self._busy, MAX_BATCH, len(self._waiting))
+            batch = [self._waiting.popleft() for _ in range(count)]
+            self._busy += count
+            self._start(batch)
+
+    def _start(self, messages: list[_Message]) -> None:
+        keyed = [message for message in messages if message.key is not None]
+        started: list[StartedRun] = []
+        if keyed:
+            runtime = get_runtime()
+            try:
+                started = start_batch(runtime.sessions, runtime.settings,
+                                      [message.key for message in keyed if message.key])
+            except Exception:
+                # The database failed: each message tries the single path, which
+                # reports its own failure as a task would.
+                log.warning("run engine: starting %d runs together failed", len(keyed),
+                            exc_info=True, extra={"action": "run.start_batch_failed"})
+        by_id = {run.invocation_id: run for run in started}
+        for message in messages:
+            run = None
+            if message.key is not None:
+                run = by_id.pop(message.key[0], None)
+            if run is None:
+                self._pool.submit(self._run_single, message)
+            else:
+                self._watch.begin(message.invocation_id)
+                self._pool.submit(self._deliver, message, run)
+
+    def _finish(self, delivered: list[_Delivered]) -> None:
+        runtime = get_runtime()
+        try:
+            outcomes, alert_ids = finish_batch(runtime.sessions, runtime.settings,
+                                               [(item.run, item.result) for item in delivered])
+        except Exception:
+            # Not recorded even one by one: the leases run out and the sweep runs them
+            # again. The messages are done with either way.
+            log.error("run engine: %d outcomes could not be recorded", len(delivered),
+                      exc_info=True, extra={"action": "run.finish_failed"})
+            outcomes, alert_ids = [RunOutcome(status=None)] * len(delivered), ()
+        self._busy -= len(delivered)
+        if alert_ids:
+            publish_alerts_quietly(alert_ids)
+        for item, outcome in zip(delivered, outcomes, strict=True):
+            self._after(item.message, outcome)
+            self._watch.end(item.message.invocation_id)
+            self._done(item.message)
+
+    def _after(self, message: _Message, outcome: RunOutcome) -> None:
+        """Publish the retry the recorded outcome asks for (after its commit, never before)."""
+        if outcome.retry_in_s is None:
+            return
+        countdown_s = outcome.retry_in_s if outcome.retry_in_s > 0 else None
+        try:
+            publish_runs(celery_app, [message.run], countdown_s=countdown_s)
+        except (BrokerError, RedisError, OSError):
+            # The invocation is committed pending: the dispatcher's sweep publishes it.
+            log.warning("run engine: publishing a retry failed; the sweep publishes it",
+                        exc_info=True, extra={"action": "run.retry_publish_failed",
+                                              "invocation_id": message.invocation_id})
+
+    # Delivery threads.
+
+    def _deliver(self, message: _Message, run: StartedRun) -> None:
+        settings = get_runtime().settings
+        result = deliver(run, settings, _send_task)
+        self._events.put(_Delivered(message, run, result))
+
+    def _run_single(self, message: _Message) -> None:
+        self._watch.begin(message.invocation_id)
+        try:
+            run_trigger.run(message.invocation_id, message.scheduled_for)
+        except Exception:
+            # As a failed task: logged and acknowledged; a pending invocation whose
+            # message is gone is published again by the sweep.
+            log.exception("run_trigger failed", extra={
+                "action": "run.failed", "invocation_id": message.invocation_id})
+        finally:
+            self._watch.end(message.invocation_id)
+            self._done(message)
+            self._events.put(_Done())
+
+    # Either thread.
+
+    def _done(self, message: _Message) -> None:
+        message.ack()
+        log.debug("run_trigger[%s] done", message.invocation_id,
+                  extra={"action": "run.message_done", "invocation_id": message.invocation_id})
+        self._forget(1)
+
+    def _forget(self, count: int) -> None:
+        with self._lock:
+            self._held -= count
+            if not self._held:
+                self._idle.notify_all()
+
+
+_engine: Engine | None = None
+
+
+def _message_of(message: Any, ack: Callable[[], Any]) -> _Message | None:
+    """The run a ``run_trigger`` message names, None if it names none."""
+    try:
+        args, kwargs, _ = message.decode()
+        values = dict(zip(("invocation_id", "scheduled_for"), args, strict=False))
+        values.update(kwargs)
+        invocation_id = str(values["invocation_id"])
+        parsed = uuid.UUID(invocation_id)
+    except (KeyError, TypeError, ValueError):
+        return None
+    text = values.get("scheduled_for")
+    scheduled_for = _scheduled_for(text) if isinstance(text, str) else None
+    key = None if scheduled_for is None else (parsed, scheduled_for)
+    return _Message(invocation_id, text if key else None, key, ack)
+
+
+def strategy(task: Any, app: Any, consumer: Any, **kwargs: Any) -> Callable[..., None]:
+    """``run_trigger``'s Celery strategy: messages go to the engine when one runs."""
+    fallback = default_strategy(task, app, consumer, **kwargs)
+    connection_errors = consumer.connection_errors
+
+    def handle(message: Any, body: Any, ack: Any, reject: Any, callbacks: Any,
+               **options: Any) -> None:
+        engine = _engine
+        if engine is None:
+            fallback(message, body, ack, reject, callbacks, **options)
+            return
+        if not engine.accepting:
+            return  # shutting down: unacknowledged, given back at the channel's close
+        # Runs on the consumer's event loop, whichever thread calls it (kombu's hub).
+        run = _message_of(message, lambda: ack(log, connection_errors))
+        if run is None:
+            log.warning("run_trigger: not an invocation id",
+                        extra={"action": "run.bad_id"})
+            ack(log, connection_errors)
+            return
+        eta = message.headers.get("eta") if message.headers else None
+        due_at = _eta_of(eta)
+        if due_at is not None and due_at > dt.datetime.now(dt.UTC):
+            # A short retry's countdown: held on the consumer's timer, outside the
+            # prefetch count (as Celery holds an ETA task), until it is due.
+            consumer.qos.increment_eventually()
+
+            def due() -> None:
+                consumer.qos.decrement_eventually()
+                engine.submit(run)
+
+            # The timer converts the instant to its monotonic clock.
+            consumer.timer.call_at(due_at, due, (), priority=6)
+            return
+        engine.submit(run)
+
+    return handle
+
+
+def _eta_of(eta: Any) -> dt.datetime | None:
+    if not isinstance(eta, str):
+        return None
+    try:
+        parsed = dt.datetime.fromisoformat(eta)
+    except ValueError:
+        return None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=dt.UTC)
+    return parsed
+
+
+class EngineStep(bootsteps.StartStopStep):
+    """Consumer bootstep: a worker consuming cronbeat.runs runs the engine."""
+
+    requires = ("celery.worker.consumer.tasks:Tasks",)
+    label = "CronbeatRunEngine"
+
+    def start(self, c: Any) -> None:
+        global _engine
+        if RUN_QUEUE not in c.app.amqp.queues.consume_from:
+            return
+        if _engine is None:
+            capacity = get_runtime().settings.run_concurrency
+            _engine = Engine(capacity)
+            _engine.start()
+        # After every (re)start of the consumer, whose prefetch count starts afresh:
+        # room for the engine's deliveries beside the pool's tasks.
+        c.qos.increment_eventually(_engine.capacity)
+        c.qos.update()
+
+    def shutdown(self, c: Any) -> None:
+        global _engine
+        if _engine is not None:
+            _engine.stop(timeout_s=RUN_TIME_LIMIT_S)
+            _engine = None
+
+
+def install(app: Any) -> None:
+    """Add the engine to ``app``'s worker consumer (the worker entry point calls this)."""
+    app.steps["consumer"].add(EngineStep)

@@ -1,0 +1,82 @@
+"""The worker's delivery engine (tasks.engine): a real worker, real Redis, a loopback receiver."""
+
+from __future__ import annotations
+
+import collections
+import datetime as dt
+import threading
+import time
+
+import pytest
+from sqlalchemy import func, select
+
+from app.enums import InvocationStatus
+from app.models import Invocation, InvocationAttempt
+from messaging.publisher import publish_runs
+from tests.support.receiver import Receiver, Reply
+from tests.support.runs import T0, add_invocation, add_trigger
+
+pytestmark = pytest.mark.slow
+
+
+def _statuses(db, ids) -> collections.Counter[InvocationStatus]:
+    with db.begin() as session:
+        return collections.Counter(session.scalars(
+            select(Invocation.status).where(Invocation.id.in_(ids))).all())
+
+
+def _wait_all_final(db, ids, timeout_s: float = 60.0) -> collections.Counter[InvocationStatus]:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        statuses = _statuses(db, ids)
+        if all(status.is_final for status in statuses.elements()):
+            return statuses
+        time.sleep(0.1)
+    raise AssertionError(f"not all final after {timeout_s} s: {_statuses(db, ids)}")
+
+
+def test_slow_receivers_hold_delivery_threads_not_the_worker_s_slots(
+    db, start_worker, celery_client, receiver: Receiver
+) -> None:
+    # Two Celery threads, eight delivery threads: a held receiver holds eight runs at
+    # once, and no more (the rest wait, unclaimed, in the worker or the queue).
+    start_worker(concurrency=2, CRONBEAT_RUN_CONCURRENCY="8")
+    hold = threading.Event()
+    receiver.script(*[Reply(hold=hold)] * 12)
+    ids = [add_invocation(db, add_trigger(db, receiver)) for _ in range(12)]
+    publish_runs(celery_client, ids)
+
+    receiver.wait_for(8)
+    time.sleep(1.0)
+    assert receiver.count == 8
+    assert _statuses(db, ids) == {InvocationStatus.RUNNING: 8, InvocationStatus.PENDING: 4}
+
+    hold.set()
+    assert _wait_all_final(db, ids) == {InvocationStatus.SUCCEEDED: 12}
+    assert sorted(r.headers["webhook-id"] for r in receiver.requests) == sorted(map(str, ids))
+
+
+def test_a_burst_with_duplicate_messages_delivers_each_run_exactly_once(
+    db, celery_worker, celery_client, receiver: Receiver
+) -> None:
+    ids = []
+    for tenant in ("burst-a", "burst-b", "burst-c"):
+        trigger = add_trigger(db, receiver, tenant_id=tenant, cron_expression="* * * * *")
+        ids += [add_invocation(db, trigger, T0 + dt.timedelta(minutes=i), tenant_id=tenant)
+                for i in range(100)]
+    keys = []
+    with db.begin() as session:
+        keys = [tuple(row) for row in session.execute(
+            select(Invocation.id, Invocation.scheduled_for).where(Invocation.id.in_(ids)))]
+    # Every run once with its day, the first 50 again with it and without it.
+    publish_runs(celery_client, [*keys, *keys[:50], *(key[0] for key in keys[:50])])
+
+    assert _wait_all_final(db, ids) == {InvocationStatus.SUCCEEDED: 300}
+    ids_seen = collections.Counter(r.headers["webhook-id"] for r in receiver.requests)
+    assert sorted(ids_seen) == sorted(map(str, ids))
+    assert set(ids_seen.values()) == {1}
+    with db.begin() as session:
+        assert session.scalar(select(func.count()).select_from(InvocationAttempt).where(
+            InvocationAttempt.invocation_id.in_(ids))) == 300
+        assert set(session.scalars(select(Invocation.attempt).where(
+            Invocation.id.in_(ids))).all()) == {1}
