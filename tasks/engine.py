@@ -317,8 +317,16 @@ def strategy(task: Any, app: Any, consumer: Any, **kwargs: Any) -> Callable[...,
             return
         if not engine.accepting:
             return  # shutting down: unacknowledged, given back at the channel's close
-        # Runs on the consumer's event loop, whichever thread calls it (kombu's hub).
-        run = _message_of(message, lambda: ack(log, connection_errors))
+        def acknowledge() -> None:
+            if engine.accepting:
+                # On the consumer's event loop, whichever thread calls it (kombu's hub).
+                ack(log, connection_errors)
+            else:
+                # A warm shutdown: the event loop has ended, and the channel stays open
+                # until the engine has stopped; nothing else uses it meanwhile.
+                message.ack_log_error(log, connection_errors)
+
+        run = _message_of(message, acknowledge)
         if run is None:
             log.warning("run_trigger: not an invocation id",
                         extra={"action": "run.bad_id"})

@@ -56,6 +56,33 @@ def test_slow_receivers_hold_delivery_threads_not_the_worker_s_slots(
     assert sorted(r.headers["webhook-id"] for r in receiver.requests) == sorted(map(str, ids))
 
 
+def test_a_warm_shutdown_lets_the_running_delivery_finish_and_records_it(
+    db, start_worker, celery_client, receiver: Receiver
+) -> None:
+    worker = start_worker()
+    hold = receiver.hold_next()
+    running = add_invocation(db, add_trigger(db, receiver))
+    publish_runs(celery_client, [running])
+    receiver.wait_for(1)
+
+    stopping = threading.Thread(target=worker.stop)
+    stopping.start()
+    time.sleep(1.0)
+    assert worker.alive  # waiting for its delivery
+    hold.set()
+    stopping.join(timeout=30)
+
+    assert not worker.alive
+    assert worker.log_text().count("run: attempt finished") == 1
+    # Its message was acknowledged, not handed back to the queue at the channel's close.
+    assert "unacknowledged message" not in worker.log_text()
+    row = _statuses(db, [running])
+    assert row == {InvocationStatus.SUCCEEDED: 1}
+    assert receiver.count == 1
+
+
+# Last in the module: the module's worker (celery_worker) stays up after it, and would
+# take the runs of a test that starts a worker of its own.
 def test_a_burst_with_duplicate_messages_delivers_each_run_exactly_once(
     db, celery_worker, celery_client, receiver: Receiver
 ) -> None:

@@ -60,6 +60,7 @@ def test_every_setting_is_read_from_its_variable() -> None:
         "CRONBEAT_CONSOLE_SECURE_COOKIES": "true",
         "CRONBEAT_PUBLIC_URL": "https://cronbeat.example.com/",
         "CRONBEAT_ALERT_WATCH_INTERVAL_S": "5",
+        "CRONBEAT_RUN_CONCURRENCY": "512",
     })
     assert dataclasses.asdict(settings) == {
         "database_url": "postgresql+psycopg2://u@db:5432/cronbeat",
@@ -82,6 +83,7 @@ def test_every_setting_is_read_from_its_variable() -> None:
         "console_secure_cookies": True,
         "public_url": "https://cronbeat.example.com",
         "alert_watch_interval_s": 5,
+        "run_concurrency": 512,
     }
 
 
@@ -96,6 +98,9 @@ def test_every_setting_is_read_from_its_variable() -> None:
         ({"CRONBEAT_PUBLIC_URL": "https://x.example/?a=1"}, "CRONBEAT_PUBLIC_URL must be an"),
         ({"CRONBEAT_ALERT_WATCH_INTERVAL_S": "0"},
          "CRONBEAT_ALERT_WATCH_INTERVAL_S must be between 1 and 3600"),
+        ({"CRONBEAT_RUN_CONCURRENCY": "0"}, "CRONBEAT_RUN_CONCURRENCY must be between 1 and 4096"),
+        ({"CRONBEAT_RUN_CONCURRENCY": "4097"},
+         "CRONBEAT_RUN_CONCURRENCY must be between 1 and 4096"),
         ({"CRONBEAT_TICK_SECONDS": "soon"}, "CRONBEAT_TICK_SECONDS must be a whole number"),
         ({"CRONBEAT_TICK_SECONDS": "0"}, "CRONBEAT_TICK_SECONDS must be between 1 and 3600"),
         ({"CRONBEAT_ALLOW_PRIVATE_TARGETS": "maybe"}, "CRONBEAT_ALLOW_PRIVATE_TARGETS must be"),
