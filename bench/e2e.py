@@ -5,7 +5,8 @@ What it measures, in one run, for each receiver delay (default 0 and 200 ms):
 * **Cronbeat**: N cron webhook triggers (``* * * * *``, UTC, timeout_s 30, spread
   over ``--tenants`` tenants, 100 by default, so that no tenant reaches
   CRONBEAT_TENANT_MAX_RUNNING) whose next_run_at is the same whole minute B, run by
-  the Procfile's processes: the ``worker`` line (threads pool, 64 threads) and the
+  the Procfile's processes: the ``worker`` line (threads pool, 64 threads, and its
+  delivery engine's CRONBEAT_RUN_CONCURRENCY, 256 by default) and the
   ``dispatcher`` line, which gets one tick at B as beat would send it (or ``--tick
   cli``: ``python -m cli dispatch --once`` started at B). It waits until all N
   invocations are final.

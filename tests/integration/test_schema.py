@@ -219,3 +219,39 @@ def test_an_attempt_s_statements_read_one_day_partition_when_the_message_names_i
         *one_day, f"invocation_attempts_p{day:%Y%m%d}"}
     # A message without the day (an older publisher's) reads every day's partition.
     assert plan(attempts._CLAIM, b_scheduled_for=None) >= every_day
+
+
+def test_a_batch_s_statements_read_only_the_partitions_of_the_batch_s_days(
+    db: sessionmaker[Session], engine: Engine,
+) -> None:
+    from sqlalchemy.dialects import postgresql
+
+    from app.history import partitions
+    from app.queries import batches
+
+    with engine.connect() as conn:
+        day = partitions.existing_days(conn)[-1]
+
+    def plan(statement: Any, **values: Any) -> set[str]:
+        compiled = statement.compile(dialect=postgresql.dialect())
+        with engine.connect() as conn:
+            explained = conn.exec_driver_sql(
+                f"EXPLAIN (FORMAT JSON) {compiled.string}",
+                {**compiled.params, **values}).scalar_one()
+        return {name for name in _relations(explained)
+                if name.startswith(("invocations_", "invocation_attempts_"))}
+
+    at = partitions.day_start(day) + dt.timedelta(hours=3)
+    keys = {"b_ids": [str(uuid.uuid4()), str(uuid.uuid4())], "b_days": [at]}
+    one_day = {f"invocations_p{day:%Y%m%d}"}
+    assert plan(batches._LOCK_TENANTS, **keys) == one_day
+    # Without a tenant cap; with one, the count of the tenant's running invocations
+    # reads each partition's partial index of running rows, as the single claim's does.
+    assert plan(batches._CLAIM_MANY, **keys, b_deployment_id=None, b_tenant_cap=0) == one_day
+    one = {f"b_{name}": [None] for name, _ in batches._FINISH_COLUMNS}
+    finish = {**one, "b_id": [keys["b_ids"][0]], "b_day": [at], "b_attempt": [1],
+              "b_retry": [False], "b_delay_s": [0.0], "b_published": [False],
+              "b_status": ["succeeded"], "b_lost_error": ["lost"], "b_outcome": ["succeeded"],
+              "b_days": [at]}
+    assert plan(batches._FINISH_MANY, **finish) == {
+        *one_day, f"invocation_attempts_p{day:%Y%m%d}"}
