@@ -31,12 +31,9 @@ from sqlalchemy import (
     String,
     and_,
     bindparam,
-    case,
     exists,
     func,
-    insert,
     literal,
-    not_,
     or_,
     select,
     update,
@@ -44,26 +41,12 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session
 
 from app.enums import InvocationStatus, OverlapPolicy
-from app.models import AlertChannel, Invocation, InvocationAttempt, SchedulerState, Trigger
-from app.queries.leases import LEASE_GRACE_S
+from app.queries import attempt_sql as sql
+from app.queries.attempt_sql import ATT as _att
+from app.queries.attempt_sql import INV as _inv
+from app.queries.attempt_sql import TARGET_COLUMNS
+from app.queries.attempt_sql import TRG as _trg
 from app.queries.locks import FENCE_LOCK_KEY, TENANT_RUNS_NAMESPACE, fence_shared
-
-_inv = Invocation.__table__
-_trg = Trigger.__table__
-_att = InvocationAttempt.__table__
-_state = SchedulerState.__table__
-_chan = AlertChannel.__table__
-
-#: The trigger's columns a delivery reads, returned by the claim.
-TARGET_COLUMNS = (
-    "name", "payload", "message_template", "target_kind", "task_name", "task_queue",
-    "webhook_url", "webhook_method", "webhook_headers", "signing_secret", "timeout_s",
-    "max_attempts", "backoff_base_s", "backoff_cap_s",
-)
-
-
-def _seconds(column: Any) -> Any:
-    return func.make_interval(0, 0, 0, 0, 0, 0, column)
 
 
 def _this_invocation() -> Any:
@@ -104,20 +87,10 @@ def lock_for_claim(
         fence_shared(session)
 
 
-def _running_of(tenant_id: Any) -> Any:
-    """How many of the tenant's invocations run now (ix_invocations_running_tenant)."""
-    running = _inv.alias("running")
-    return (
-        select(func.count())
-        .select_from(running)
-        .where(running.c.tenant_id == tenant_id, running.c.status == InvocationStatus.RUNNING)
-        .scalar_subquery()
-    )
-
-
 def tenant_running(session: Session, tenant_id: str) -> int:
     """How many of ``tenant_id``'s invocations are running now."""
-    return int(session.connection().execute(select(_running_of(literal(tenant_id)))).scalar_one())
+    count = select(sql.running_of(literal(tenant_id)))
+    return int(session.connection().execute(count).scalar_one())
 
 
 def defer(session: Session, invocation_id: uuid.UUID, delay_s: float) -> bool:
@@ -129,7 +102,7 @@ def defer(session: Session, invocation_id: uuid.UUID, delay_s: float) -> bool:
     statement = (
         update(_inv)
         .where(_inv.c.id == invocation_id, _inv.c.status == InvocationStatus.PENDING)
-        .values(run_after=func.now() + _seconds(literal(delay_s, Float)),
+        .values(run_after=func.now() + sql.seconds(literal(delay_s, Float)),
                 enqueued_at=func.now())
     )
     return session.connection().execute(statement).rowcount == 1
@@ -137,21 +110,7 @@ def defer(session: Session, invocation_id: uuid.UUID, delay_s: float) -> bool:
 
 def _build_claim() -> Any:
     deployment = bindparam("b_deployment_id", type_=String)
-    may_run = exists(
-        select(literal(1)).select_from(_state).where(
-            _state.c.id == 1,
-            or_(_state.c.active_deployment_id.is_(None),
-                _state.c.active_deployment_id == deployment),
-        )
-    )
-    # Whether the run's outcome may raise an alert (app.alerting): answered here, in the
-    # claim, so a project without an alert channel costs no statement more.
-    watched = exists(
-        select(literal(1)).select_from(_chan).where(
-            _chan.c.tenant_id == _inv.c.tenant_id, _chan.c.project_id == _inv.c.project_id,
-            _chan.c.enabled,
-        )
-    ).label("watched")
+    cap = bindparam("b_tenant_cap", type_=Integer)
     claimed = (
         update(_inv)
         .where(
@@ -162,96 +121,51 @@ def _build_claim() -> Any:
             _trg.c.id == _inv.c.trigger_id,
             or_(_trg.c.enabled, _inv.c.manual, _trg.c.run_at.is_not(None)),
             _trg.c.overlap_policy != OverlapPolicy.SKIP,
-            may_run,
+            sql.may_run(deployment),
             # The tenant's cap (0: none), exact under lock_for_claim's tenant lock.
-            or_(
-                bindparam("b_tenant_cap", type_=Integer) == 0,
-                _running_of(_inv.c.tenant_id) < bindparam("b_tenant_cap", type_=Integer),
-            ),
+            or_(cap == 0, sql.running_of(_inv.c.tenant_id) < cap),
         )
-        .values(
-            status=InvocationStatus.RUNNING,
-            attempt=_inv.c.attempt + 1,
-            lease_expires_at=func.now() + _seconds(_trg.c.timeout_s + LEASE_GRACE_S),
-            started_at=func.now(),
-            deployment_id=deployment,
-        )
-        .returning(
-            _inv.c.id, _inv.c.attempt, _inv.c.started_at, _inv.c.scheduled_for,
-            _inv.c.occurrence_at, _inv.c.tenant_id, _inv.c.project_id, _inv.c.trigger_id,
-            _inv.c.manual, watched,
-            *(_trg.c[name] for name in TARGET_COLUMNS),
-        )
+        .values(**sql.claim_values(deployment))
+        .returning(*sql.claim_returning())
         .cte("claimed")
     )
-    attempt_row = insert(_att).from_select(
-        ["invocation_id", "scheduled_for", "number", "deployment_id", "started_at"],
-        select(claimed.c.id, claimed.c.scheduled_for, claimed.c.attempt, deployment,
-               claimed.c.started_at),
-    ).cte("attempt_row")
-    return select(claimed).add_cte(attempt_row)
+    return sql.with_attempt_rows(claimed, deployment)
 
 
 def _build_finish() -> Any:
-    retry = bindparam("b_retry", type_=Boolean)
-    cancel = _inv.c.cancel_requested.is_(True)
-    retrying = and_(retry, not_(cancel))
+    def param(name: str, type_: Any) -> Any:
+        return bindparam(f"b_{name}", type_=type_)
+
     finished = (
         update(_inv)
         .where(
             _inv.c.id == bindparam("b_invocation_id"),
             _inv.c.scheduled_for == bindparam("b_scheduled_for"),
             _inv.c.status == InvocationStatus.RUNNING,
-            _inv.c.attempt == bindparam("b_attempt", type_=Integer),
+            _inv.c.attempt == param("attempt", Integer),
         )
-        .values(
-            # A retry returns it to pending, unless a cancel was requested meanwhile.
-            status=case(
-                (retrying, InvocationStatus.PENDING.value),
-                (retry, InvocationStatus.CANCELLED.value),
-                else_=bindparam("b_status", type_=String),
-            ),
-            run_after=case(
-                (retrying, func.now() + _seconds(bindparam("b_delay_s", type_=Float))),
-                (retry, None),
-                else_=_inv.c.run_after,
-            ),
-            finished_at=case((retrying, None), else_=func.now()),
-            # A retry published at once counts as sent now; one left to the dispatcher
-            # (a long wait, app.firing.runner) keeps enqueued_at NULL until it is.
-            enqueued_at=case(
-                (and_(retrying, bindparam("b_published", type_=Boolean)), func.now()),
-                (retrying, None),
-                else_=_inv.c.enqueued_at,
-            ),
-            lease_expires_at=None,
-            last_error=case(
-                (and_(retry, cancel), "cancelled: cancel requested during a retry"),
-                else_=bindparam("b_error", type_=String),
-            ),
-            response_status=bindparam("b_response_status", type_=Integer),
-            response_excerpt=bindparam("b_response_excerpt", type_=String),
-        )
+        .values(**sql.finish_values(
+            retry=param("retry", Boolean), delay_s=param("delay_s", Float),
+            published=param("published", Boolean), status=param("status", String),
+            error=param("error", String), response_status=param("response_status", Integer),
+            response_excerpt=param("response_excerpt", String),
+        ))
         .returning(_inv.c.status)
         .cte("finished")
     )
-    held = exists(select(finished.c.status))
     return (
         update(_att)
         .where(
             _att.c.invocation_id == bindparam("b_invocation_id"),
             _att.c.scheduled_for == bindparam("b_scheduled_for"),
-            _att.c.number == bindparam("b_attempt", type_=Integer),
+            _att.c.number == param("attempt", Integer),
         )
-        .values(
-            # The attempt row is this attempt's own history, held or not (see
-            # leases.record_attempt_finished).
-            outcome=bindparam("b_outcome", type_=String),
-            response_status=bindparam("b_response_status", type_=Integer),
-            error=case((held, bindparam("b_attempt_error", type_=String)),
-                       else_=bindparam("b_lost_error", type_=String)),
-            finished_at=func.now(),
-        )
+        .values(**sql.attempt_finish_values(
+            held=exists(select(finished.c.status)), outcome=param("outcome", String),
+            response_status=param("response_status", Integer),
+            attempt_error=param("attempt_error", String),
+            lost_error=param("lost_error", String),
+        ))
         .returning(select(finished.c.status).scalar_subquery())
     )
 

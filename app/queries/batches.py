@@ -36,11 +36,8 @@ from sqlalchemy import (
     bindparam,
     case,
     cast,
-    exists,
     func,
-    insert,
     literal,
-    not_,
     or_,
     select,
     update,
@@ -49,19 +46,11 @@ from sqlalchemy.dialects.postgresql import ARRAY, UUID
 from sqlalchemy.orm import Session
 
 from app.enums import InvocationStatus, OverlapPolicy
-from app.queries.attempts import (
-    TARGET_COLUMNS,
-    Claimed,
-    Target,
-    _att,
-    _chan,
-    _inv,
-    _running_of,
-    _seconds,
-    _state,
-    _trg,
-)
-from app.queries.leases import LEASE_GRACE_S
+from app.queries import attempt_sql as sql
+from app.queries.attempt_sql import ATT as _att
+from app.queries.attempt_sql import INV as _inv
+from app.queries.attempt_sql import TRG as _trg
+from app.queries.attempts import Claimed, Target
 from app.queries.locks import FENCE_LOCK_KEY, TENANT_RUNS_NAMESPACE, fence_shared
 
 #: A key of a run: its invocation's id and day (scheduled_for).
@@ -108,13 +97,6 @@ def _build_lock_tenants() -> Any:
 def _build_claim_many() -> Any:
     deployment = bindparam("b_deployment_id", type_=String)
     cap = bindparam("b_tenant_cap", type_=Integer)
-    may_run = exists(
-        select(literal(1)).select_from(_state).where(
-            _state.c.id == 1,
-            or_(_state.c.active_deployment_id.is_(None),
-                _state.c.active_deployment_id == deployment),
-        )
-    )
     candidates = (
         select(
             _inv.c.id.label("id"),
@@ -122,7 +104,7 @@ def _build_claim_many() -> Any:
             func.row_number().over(partition_by=_inv.c.tenant_id,
                                    order_by=(_inv.c.scheduled_for, _inv.c.id)).label("rank"),
             # Counted only under a cap: CASE evaluates the subquery only then.
-            case((cap == 0, literal(0)), else_=_running_of(_inv.c.tenant_id)).label("running"),
+            case((cap == 0, literal(0)), else_=sql.running_of(_inv.c.tenant_id)).label("running"),
         )
         .select_from(_inv.join(_trg, _trg.c.id == _inv.c.trigger_id))
         .where(
@@ -132,16 +114,10 @@ def _build_claim_many() -> Any:
             _inv.c.cancel_requested.is_(False),
             or_(_trg.c.enabled, _inv.c.manual, _trg.c.run_at.is_not(None)),
             _trg.c.overlap_policy != OverlapPolicy.SKIP,
-            may_run,
+            sql.may_run(deployment),
         )
         .cte("candidates")
     )
-    watched = exists(
-        select(literal(1)).select_from(_chan).where(
-            _chan.c.tenant_id == _inv.c.tenant_id, _chan.c.project_id == _inv.c.project_id,
-            _chan.c.enabled,
-        )
-    ).label("watched")
     claimed = (
         update(_inv)
         .where(
@@ -152,29 +128,15 @@ def _build_claim_many() -> Any:
             _inv.c.status == InvocationStatus.PENDING,
             _inv.c.cancel_requested.is_(False),
             _trg.c.id == _inv.c.trigger_id,
+            # A tenant's runs in rank order, while they keep it under its cap (0: none),
+            # exact under lock_many's tenant locks.
             or_(cap == 0, candidates.c.running + candidates.c.rank <= cap),
         )
-        .values(
-            status=InvocationStatus.RUNNING,
-            attempt=_inv.c.attempt + 1,
-            lease_expires_at=func.now() + _seconds(_trg.c.timeout_s + LEASE_GRACE_S),
-            started_at=func.now(),
-            deployment_id=deployment,
-        )
-        .returning(
-            _inv.c.id, _inv.c.attempt, _inv.c.started_at, _inv.c.scheduled_for,
-            _inv.c.occurrence_at, _inv.c.tenant_id, _inv.c.project_id, _inv.c.trigger_id,
-            _inv.c.manual, watched,
-            *(_trg.c[name] for name in TARGET_COLUMNS),
-        )
+        .values(**sql.claim_values(deployment))
+        .returning(*sql.claim_returning())
         .cte("claimed")
     )
-    attempt_rows = insert(_att).from_select(
-        ["invocation_id", "scheduled_for", "number", "deployment_id", "started_at"],
-        select(claimed.c.id, claimed.c.scheduled_for, claimed.c.attempt, deployment,
-               claimed.c.started_at),
-    ).cte("attempt_rows")
-    return select(claimed).add_cte(attempt_rows)
+    return sql.with_attempt_rows(claimed, deployment)
 
 
 #: The per-outcome columns of a finish, in the order of finish_many's arrays.
@@ -193,8 +155,6 @@ def _build_finish_many() -> Any:
         *func.unnest(*arrays).table_valued(*(name for name, _ in _FINISH_COLUMNS))
         .render_derived("f").c
     ).cte("finishes")
-    cancel = _inv.c.cancel_requested.is_(True)
-    retrying = and_(rows.c.retry, not_(cancel))
     finished = (
         update(_inv)
         .where(
@@ -204,32 +164,11 @@ def _build_finish_many() -> Any:
             _inv.c.status == InvocationStatus.RUNNING,
             _inv.c.attempt == rows.c.attempt,
         )
-        .values(
-            # A retry returns it to pending, unless a cancel was requested meanwhile.
-            status=case(
-                (retrying, InvocationStatus.PENDING.value),
-                (rows.c.retry, InvocationStatus.CANCELLED.value),
-                else_=rows.c.status,
-            ),
-            run_after=case(
-                (retrying, func.now() + _seconds(rows.c.delay_s)),
-                (rows.c.retry, None),
-                else_=_inv.c.run_after,
-            ),
-            finished_at=case((retrying, None), else_=func.now()),
-            enqueued_at=case(
-                (and_(retrying, rows.c.published), func.now()),
-                (retrying, None),
-                else_=_inv.c.enqueued_at,
-            ),
-            lease_expires_at=None,
-            last_error=case(
-                (and_(rows.c.retry, cancel), "cancelled: cancel requested during a retry"),
-                else_=rows.c.error,
-            ),
-            response_status=rows.c.response_status,
+        .values(**sql.finish_values(
+            retry=rows.c.retry, delay_s=rows.c.delay_s, published=rows.c.published,
+            status=rows.c.status, error=rows.c.error, response_status=rows.c.response_status,
             response_excerpt=rows.c.response_excerpt,
-        )
+        ))
         .returning(_inv.c.id, _inv.c.attempt, _inv.c.status)
         .cte("finished")
     )
@@ -247,13 +186,11 @@ def _build_finish_many() -> Any:
             _att.c.scheduled_for == any_(_array("b_days", DateTime(timezone=True))),
             _att.c.number == outcomes.c.attempt,
         )
-        .values(
-            outcome=outcomes.c.outcome,
+        .values(**sql.attempt_finish_values(
+            held=outcomes.c.left_status.is_not(None), outcome=outcomes.c.outcome,
             response_status=outcomes.c.response_status,
-            error=case((outcomes.c.left_status.is_not(None), outcomes.c.attempt_error),
-                       else_=outcomes.c.lost_error),
-            finished_at=func.now(),
-        )
+            attempt_error=outcomes.c.attempt_error, lost_error=outcomes.c.lost_error,
+        ))
         .returning(_att.c.invocation_id, _att.c.number, outcomes.c.left_status)
     )
 

@@ -1,0 +1,150 @@
+"""The pieces an attempt's claim and finish are built of, for one run or for a batch.
+
+:mod:`app.queries.attempts` builds them for one invocation (bound parameters) and
+:mod:`app.queries.batches` for many (the columns of an ``unnest`` of arrays); what a claim
+sets and returns, and how a finish's outcome becomes the invocation's new state, are
+written once, here.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import and_, case, exists, func, insert, literal, not_, or_, select
+
+from app.enums import InvocationStatus
+from app.models import AlertChannel, Invocation, InvocationAttempt, SchedulerState, Trigger
+from app.queries.leases import LEASE_GRACE_S
+
+INV = Invocation.__table__
+TRG = Trigger.__table__
+ATT = InvocationAttempt.__table__
+STATE = SchedulerState.__table__
+CHANNELS = AlertChannel.__table__
+
+#: The trigger's columns a delivery reads, returned by the claim.
+TARGET_COLUMNS = (
+    "name", "payload", "message_template", "target_kind", "task_name", "task_queue",
+    "webhook_url", "webhook_method", "webhook_headers", "signing_secret", "timeout_s",
+    "max_attempts", "backoff_base_s", "backoff_cap_s",
+)
+
+
+def seconds(column: Any) -> Any:
+    return func.make_interval(0, 0, 0, 0, 0, 0, column)
+
+
+def running_of(tenant_id: Any) -> Any:
+    """How many of the tenant's invocations run now (ix_invocations_running_tenant)."""
+    running = INV.alias("running")
+    return (
+        select(func.count())
+        .select_from(running)
+        .where(running.c.tenant_id == tenant_id, running.c.status == InvocationStatus.RUNNING)
+        .scalar_subquery()
+    )
+
+
+def may_run(deployment: Any) -> Any:
+    """This process's deployment is the active one, or none is (the deploy fence's rule)."""
+    return exists(
+        select(literal(1)).select_from(STATE).where(
+            STATE.c.id == 1,
+            or_(STATE.c.active_deployment_id.is_(None),
+                STATE.c.active_deployment_id == deployment),
+        )
+    )
+
+
+def watched() -> Any:
+    """Whether the run's outcome may raise an alert (app.alerting), read by the claim, so
+    a project without an alert channel costs no statement more."""
+    return exists(
+        select(literal(1)).select_from(CHANNELS).where(
+            CHANNELS.c.tenant_id == INV.c.tenant_id, CHANNELS.c.project_id == INV.c.project_id,
+            CHANNELS.c.enabled,
+        )
+    ).label("watched")
+
+
+def claim_values(deployment: Any) -> dict[str, Any]:
+    """What a claim sets on the invocation (joined with its trigger)."""
+    return {
+        "status": InvocationStatus.RUNNING,
+        "attempt": INV.c.attempt + 1,
+        "lease_expires_at": func.now() + seconds(TRG.c.timeout_s + LEASE_GRACE_S),
+        "started_at": func.now(),
+        "deployment_id": deployment,
+    }
+
+
+def claim_returning() -> tuple[Any, ...]:
+    """What a claim returns: the attempt, its invocation's key and ids, the target."""
+    return (
+        INV.c.id, INV.c.attempt, INV.c.started_at, INV.c.scheduled_for,
+        INV.c.occurrence_at, INV.c.tenant_id, INV.c.project_id, INV.c.trigger_id,
+        INV.c.manual, watched(),
+        *(TRG.c[name] for name in TARGET_COLUMNS),
+    )
+
+
+def with_attempt_rows(claimed: Any, deployment: Any) -> Any:
+    """Select the claimed rows, inserting each one's attempt row on the way."""
+    attempt_rows = insert(ATT).from_select(
+        ["invocation_id", "scheduled_for", "number", "deployment_id", "started_at"],
+        select(claimed.c.id, claimed.c.scheduled_for, claimed.c.attempt, deployment,
+               claimed.c.started_at),
+    ).cte("attempt_rows")
+    return select(claimed).add_cte(attempt_rows)
+
+
+def finish_values(
+    *, retry: Any, delay_s: Any, published: Any, status: Any, error: Any,
+    response_status: Any, response_excerpt: Any,
+) -> dict[str, Any]:
+    """What a finish sets on the invocation its attempt still holds.
+
+    A retry returns it to pending, unless a cancel was requested meanwhile; a retry
+    published at once counts as sent now, one left to the dispatcher (a long wait,
+    app.firing.runner) keeps enqueued_at NULL until it is.
+    """
+    cancel = INV.c.cancel_requested.is_(True)
+    retrying = and_(retry, not_(cancel))
+    return {
+        "status": case(
+            (retrying, InvocationStatus.PENDING.value),
+            (retry, InvocationStatus.CANCELLED.value),
+            else_=status,
+        ),
+        "run_after": case(
+            (retrying, func.now() + seconds(delay_s)),
+            (retry, None),
+            else_=INV.c.run_after,
+        ),
+        "finished_at": case((retrying, None), else_=func.now()),
+        "enqueued_at": case(
+            (and_(retrying, published), func.now()),
+            (retrying, None),
+            else_=INV.c.enqueued_at,
+        ),
+        "lease_expires_at": None,
+        "last_error": case(
+            (and_(retry, cancel), "cancelled: cancel requested during a retry"),
+            else_=error,
+        ),
+        "response_status": response_status,
+        "response_excerpt": response_excerpt,
+    }
+
+
+def attempt_finish_values(
+    *, held: Any, outcome: Any, response_status: Any, attempt_error: Any, lost_error: Any,
+) -> dict[str, Any]:
+    """What a finish sets on the attempt's own row, held or not (see
+    leases.record_attempt_finished)."""
+    return {
+        "outcome": outcome,
+        "response_status": response_status,
+        "error": case((held, attempt_error), else_=lost_error),
+        "finished_at": func.now(),
+    }
