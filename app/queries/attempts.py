@@ -218,6 +218,23 @@ class Claimed:
     #: The project has an enabled alert channel (app.alerting).
     watched: bool = False
 
+    @classmethod
+    def of(cls, values: Any) -> Claimed:
+        """Read a claim statement's returned row (attempt_sql.claim_returning)."""
+        return cls(
+            invocation_id=values["id"],
+            attempt=values["attempt"],
+            started_at=values["started_at"],
+            scheduled_for=values["scheduled_for"],
+            occurrence_at=values["occurrence_at"],
+            tenant_id=values["tenant_id"],
+            project_id=values["project_id"],
+            trigger_id=values["trigger_id"],
+            target=Target.of(values),
+            manual=values["manual"],
+            watched=values["watched"],
+        )
+
 
 def claim(
     session: Session, invocation_id: uuid.UUID, deployment_id: str | None, tenant_cap: int,
@@ -234,20 +251,7 @@ def claim(
     ).first()
     if row is None:
         return None
-    values = row._mapping
-    return Claimed(
-        invocation_id=values["id"],
-        attempt=values["attempt"],
-        started_at=values["started_at"],
-        scheduled_for=values["scheduled_for"],
-        occurrence_at=values["occurrence_at"],
-        tenant_id=values["tenant_id"],
-        project_id=values["project_id"],
-        trigger_id=values["trigger_id"],
-        target=Target.of(values),
-        manual=values["manual"],
-        watched=values["watched"],
-    )
+    return Claimed.of(row._mapping)
 
 
 def finish(

@@ -50,7 +50,7 @@ from app.queries import attempt_sql as sql
 from app.queries.attempt_sql import ATT as _att
 from app.queries.attempt_sql import INV as _inv
 from app.queries.attempt_sql import TRG as _trg
-from app.queries.attempts import Claimed, Target
+from app.queries.attempts import Claimed
 from app.queries.locks import FENCE_LOCK_KEY, TENANT_RUNS_NAMESPACE, fence_shared
 
 #: A key of a run: its invocation's id and day (scheduled_for).
@@ -230,23 +230,7 @@ def claim_many(
     rows = session.connection().execute(_CLAIM_MANY, {
         **_key_params(keys), "b_deployment_id": deployment_id, "b_tenant_cap": tenant_cap,
     }).all()
-    claimed = []
-    for row in rows:
-        values = row._mapping
-        claimed.append(Claimed(
-            invocation_id=values["id"],
-            attempt=values["attempt"],
-            started_at=values["started_at"],
-            scheduled_for=values["scheduled_for"],
-            occurrence_at=values["occurrence_at"],
-            tenant_id=values["tenant_id"],
-            project_id=values["project_id"],
-            trigger_id=values["trigger_id"],
-            target=Target.of(values),
-            manual=values["manual"],
-            watched=values["watched"],
-        ))
-    return claimed
+    return [Claimed.of(row._mapping) for row in rows]
 
 
 @dataclasses.dataclass(frozen=True)
