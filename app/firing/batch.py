@@ -27,15 +27,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.config import Settings
 from app.delivery.send import DeliveryResult
-from app.firing.runner import (
-    RunOutcome,
-    StartedRun,
-    finish_retrying,
-    finished,
-    observe_runs,
-    plan_finish,
-    started_run,
-)
+from app.firing.outcome import finish_retrying, finished, observe_runs, plan_finish
+from app.firing.runs import RunOutcome, StartedRun, started_run
 from app.queries import batches
 
 log = logging.getLogger(__name__)

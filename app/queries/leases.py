@@ -40,7 +40,7 @@ from app.models import Invocation, InvocationAttempt
 # app.delivery.webhook_transport); the grace
 # covers the rest: rendering the template (a bounded number of steps), publishing a task message
 # (about 20 s at most, tasks.run), and the finishing transaction with its retries
-# (runner.FINISH_RETRY_DELAYS_S). Too short and a slow but healthy attempt is taken
+# (app.firing.outcome.FINISH_RETRY_DELAYS_S). Too short and a slow but healthy attempt is taken
 # back and run twice; too long and a dead worker's invocation waits longer for its retry.
 LEASE_GRACE_S = 60
 
