@@ -285,6 +285,9 @@ def send_webhook(
         if 300 <= status < 400:
             error += " (redirects are not followed)"
     excerpt = response.body.decode(_codec(response.content_type), errors="replace")
+    # PostgreSQL text holds no NUL: a receiver's NUL becomes the replacement character,
+    # as undecodable bytes do, or recording the outcome would fail.
+    excerpt = excerpt.replace("\x00", "\ufffd")
     return DeliveryResult(
         verdict=verdict,
         response_status=status,

@@ -22,7 +22,7 @@ import random
 import uuid
 from collections.abc import Callable, Sequence
 
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.config import Settings
@@ -71,11 +71,9 @@ def finish_batch(
     does for one run).
 
     Returns:
-        The outcomes, in the order of ``done``, and the alerts raised, to publish.
-
-    Raises:
-        sqlalchemy errors: an outcome could not be recorded even one by one, for a few
-            seconds; its lease runs out and the sweep runs it again.
+        The outcomes, in the order of ``done``, and the alerts raised, to publish. An
+        outcome that could not be recorded even on its own, for a few seconds, has
+        status None: its lease runs out and the sweep runs it again.
     """
     max_countdown_s = float(settings.tick_seconds)
     plans = [plan_finish(run, result, rand, max_countdown_s) for run, result in done]
@@ -84,15 +82,41 @@ def finish_batch(
             left = batches.finish_many(session, plans)
         outcomes = [finished(run, result, plan, status)
                     for (run, result), plan, status in zip(done, plans, left, strict=True)]
-    except DBAPIError as exc:
+    except Exception as exc:
         # Nothing of it was written, or all of it was (a commit whose answer was lost):
-        # one by one, each finish looks first for what it may have left.
-        log.warning("run: recording %d outcomes together failed; one by one now",
-                    len(done), extra={"action": "run.finish_batch_failed",
-                                      "error_type": type(exc.orig).__name__})
-        outcomes = [finish_retrying(sessions, run, result, rand, max_countdown_s,
-                                    maybe_recorded=True) for run, result in done]
+        # one by one, each finish looks first for what it may have left, and one run's
+        # outcome that cannot be written no longer holds up the others'.
+        log.warning("run: recording %d outcomes together failed (%s); one by one now",
+                    len(done), type(getattr(exc, "orig", None) or exc).__name__,
+                    extra={"action": "run.finish_batch_failed"})
+        outcomes = _finish_one_by_one(sessions, done, rand, max_countdown_s)
     alert_ids = observe_runs(
         sessions, settings,
         [(run, outcome, result) for (run, result), outcome in zip(done, outcomes, strict=True)])
     return outcomes, alert_ids
+
+
+def _finish_one_by_one(
+    sessions: sessionmaker[Session], done: Sequence[tuple[StartedRun, DeliveryResult]],
+    rand: Callable[[], float], max_countdown_s: float,
+) -> list[RunOutcome]:
+    # Each finish waits out a database blip for a few seconds (FINISH_RETRY_DELAYS_S).
+    # Once one gives up on the connection, the database is down: the rest are not
+    # tried, so an outage holds the engine for one finish's retries, not for every run
+    # of the batch. Any other failure is that run's own.
+    outcomes: list[RunOutcome] = []
+    for at, (run, result) in enumerate(done):
+        try:
+            outcomes.append(finish_retrying(sessions, run, result, rand, max_countdown_s,
+                                            maybe_recorded=True))
+        except (OperationalError, InterfaceError):
+            log.error("run: %d outcomes could not be recorded; their leases bring them back",
+                      len(done) - at, exc_info=True, extra={"action": "run.finish_failed"})
+            outcomes += [RunOutcome(status=None, attempt=later.attempt)
+                         for later, _ in done[at:]]
+            break
+        except Exception:
+            log.error("run: the outcome could not be recorded; its lease brings it back",
+                      exc_info=True, extra={"action": "run.finish_failed", **run.log_ids})
+            outcomes.append(RunOutcome(status=None, attempt=run.attempt))
+    return outcomes

@@ -128,3 +128,27 @@ def test_a_batch_finish_records_every_outcome_as_the_single_path_does(
         (1, "succeeded", 204, "finished after its lease was taken back"),
     ]
     assert receiver.count == 1
+
+
+def test_an_outcome_the_database_refuses_does_not_hold_up_the_rest_of_its_batch(
+    db, settings: Settings
+) -> None:
+    core = dataclasses.replace(settings, deployment_id="batch", tenant_max_running=0)
+    trigger = add_trigger(db)
+    ids = [add_invocation(db, trigger, T0 + dt.timedelta(minutes=i)) for i in range(3)]
+    started = sorted(start_batch(db, core, _keys(db, ids)), key=lambda run: run.scheduled_for)
+    # A text PostgreSQL cannot store (NUL): the batch's statement fails as a whole.
+    refused = DeliveryResult(verdict=Verdict.PERMANENT, error="bad\x00text",
+                             response_status=400)
+    fine = DeliveryResult(verdict=Verdict.SUCCEEDED, response_status=200)
+
+    outcomes, _ = finish_batch(db, core, list(zip(started, [fine, refused, fine],
+                                                  strict=True)))
+
+    assert outcomes == [
+        RunOutcome(status=InvocationStatus.SUCCEEDED, attempt=1),
+        RunOutcome(status=None, attempt=1),
+        RunOutcome(status=InvocationStatus.SUCCEEDED, attempt=1),
+    ]
+    assert [load(db, i).status for i in ids] == [
+        InvocationStatus.SUCCEEDED, InvocationStatus.RUNNING, InvocationStatus.SUCCEEDED]

@@ -81,8 +81,8 @@ def test_a_warm_shutdown_lets_the_running_delivery_finish_and_records_it(
     assert receiver.count == 1
 
 
-# Last in the module: the module's worker (celery_worker) stays up after it, and would
-# take the runs of a test that starts a worker of its own.
+# The tests from here on use the module's worker (celery_worker), which stays up after
+# them and would take the runs of a later test that starts a worker of its own.
 def test_a_burst_with_duplicate_messages_delivers_each_run_exactly_once(
     db, celery_worker, celery_client, receiver: Receiver
 ) -> None:
@@ -107,3 +107,21 @@ def test_a_burst_with_duplicate_messages_delivers_each_run_exactly_once(
             InvocationAttempt.invocation_id.in_(ids))) == 300
         assert set(session.scalars(select(Invocation.attempt).where(
             Invocation.id.in_(ids))).all()) == {1}
+
+
+def test_a_receiver_answering_with_nul_bytes_is_recorded_with_its_runs_batch(
+    db, celery_worker, celery_client, receiver: Receiver
+) -> None:
+    # PostgreSQL text cannot hold NUL: unreplaced, this run's finish would fail, and
+    # with it the finish of every run recorded in the same batch.
+    receiver.script(Reply(500, body="bad\x00body"))
+    ids = [add_invocation(db, add_trigger(db, receiver, max_attempts=1)) for _ in range(20)]
+    publish_runs(celery_client, ids)
+
+    assert _wait_all_final(db, ids) == {InvocationStatus.FAILED: 1,
+                                        InvocationStatus.SUCCEEDED: 19}
+    with db.begin() as session:
+        excerpts = session.scalars(select(Invocation.response_excerpt).where(
+            Invocation.id.in_(ids), Invocation.status == InvocationStatus.FAILED)).all()
+    assert excerpts == ["bad\ufffdbody"]
+    assert receiver.count == 20
