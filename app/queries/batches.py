@@ -7,9 +7,11 @@ two statements with a set of keys in place of one (``unnest`` of array parameter
 they claim and finish under the same conditions, against the same racers:
 
 * :func:`claim_many` moves each due, pending, runnable invocation of the batch to
-  running, inserts its attempt row and returns what its delivery needs. A tenant's runs
-  in the batch are ranked, and only those that keep the tenant under its cap are
-  claimed (exact under :func:`lock_many`'s tenant locks). Keys it does not claim take the
+  running, inserts its attempt row and returns what its delivery needs. It locks the
+  rows first with ``SKIP LOCKED``: a run another claim holds is left to the single-run
+  path, so two batches sharing runs never wait on each other. A tenant's runs in the
+  batch are ranked, and only those that keep the tenant under its cap are claimed
+  (exact under :func:`lock_many`'s tenant locks). Keys it does not claim take the
   single-run path, which looks at each (duplicate, early, cancelled, capped, ...).
 * :func:`finish_many` records each attempt's outcome on its invocation, if the attempt
   still holds it, and on its attempt row, whether or not it does.
@@ -97,15 +99,11 @@ def _build_lock_tenants() -> Any:
 def _build_claim_many() -> Any:
     deployment = bindparam("b_deployment_id", type_=String)
     cap = bindparam("b_tenant_cap", type_=Integer)
-    candidates = (
-        select(
-            _inv.c.id.label("id"),
-            _inv.c.scheduled_for.label("day"),
-            func.row_number().over(partition_by=_inv.c.tenant_id,
-                                   order_by=(_inv.c.scheduled_for, _inv.c.id)).label("rank"),
-            # Counted only under a cap: CASE evaluates the subquery only then.
-            case((cap == 0, literal(0)), else_=sql.running_of(_inv.c.tenant_id)).label("running"),
-        )
+    # The batch's runnable rows, locked in this statement; a row another claim holds is
+    # skipped, never waited for (it takes the single-run path), so two batches that
+    # share runs (duplicate messages) cannot deadlock.
+    locked = (
+        select(_inv.c.id, _inv.c.scheduled_for.label("day"), _inv.c.tenant_id)
         .select_from(_inv.join(_trg, _trg.c.id == _inv.c.trigger_id))
         .where(
             _in_batch(),
@@ -116,17 +114,23 @@ def _build_claim_many() -> Any:
             _trg.c.overlap_policy != OverlapPolicy.SKIP,
             sql.may_run(deployment),
         )
-        .cte("candidates")
+        .with_for_update(of=_inv, skip_locked=True)
+        .cte("locked")
     )
+    candidates = select(
+        locked.c.id,
+        locked.c.day,
+        func.row_number().over(partition_by=locked.c.tenant_id,
+                               order_by=(locked.c.day, locked.c.id)).label("rank"),
+        # Counted only under a cap: CASE evaluates the subquery only then.
+        case((cap == 0, literal(0)), else_=sql.running_of(locked.c.tenant_id)).label("running"),
+    ).cte("candidates")
     claimed = (
         update(_inv)
         .where(
             _inv.c.id == candidates.c.id,
             _inv.c.scheduled_for == candidates.c.day,
             _inv.c.scheduled_for == any_(_array("b_days", DateTime(timezone=True))),
-            # Checked again on the row as it is when locked (a racer may have claimed it).
-            _inv.c.status == InvocationStatus.PENDING,
-            _inv.c.cancel_requested.is_(False),
             _trg.c.id == _inv.c.trigger_id,
             # A tenant's runs in rank order, while they keep it under its cap (0: none),
             # exact under lock_many's tenant locks.

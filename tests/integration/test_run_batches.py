@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import threading
 
 import pytest
 from sqlalchemy import func, select, update
@@ -152,3 +153,22 @@ def test_an_outcome_the_database_refuses_does_not_hold_up_the_rest_of_its_batch(
     ]
     assert [load(db, i).status for i in ids] == [
         InvocationStatus.SUCCEEDED, InvocationStatus.RUNNING, InvocationStatus.SUCCEEDED]
+
+
+def test_a_batch_skips_a_run_another_claim_holds_instead_of_waiting_for_it(
+    db, settings: Settings
+) -> None:
+    core = dataclasses.replace(settings, deployment_id="batch", tenant_max_running=0)
+    trigger = add_trigger(db)
+    held, free = (add_invocation(db, trigger, T0 + dt.timedelta(minutes=i)) for i in range(2))
+    keys = _keys(db, [held, free])
+    with db.begin() as other:
+        # Another batch's claim of the same run (a duplicate message), not committed yet.
+        other.execute(select(Invocation.id).where(Invocation.id == held).with_for_update())
+        result: list = []
+        claiming = threading.Thread(target=lambda: result.append(start_batch(db, core, keys)))
+        claiming.start()
+        claiming.join(timeout=10)
+        assert not claiming.is_alive(), "the batch waited for the held row"
+    assert [run.invocation_id for run in result[0]] == [free]
+    assert load(db, held).status == InvocationStatus.PENDING
