@@ -40,7 +40,6 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from celery import bootsteps
@@ -96,6 +95,39 @@ class _Wake:
     """Nothing to do but a pass (the engine is stopping)."""
 
 
+class _Threads:
+    """The delivery threads: each takes the next job from one queue.
+
+    ``concurrent.futures`` would build a future (and its condition) per job, which
+    nobody here waits on: every job reports through the engine's events.
+    """
+
+    def __init__(self, count: int) -> None:
+        self._jobs: queue.SimpleQueue[tuple[Callable[..., None], tuple[Any, ...]] | None] = (
+            queue.SimpleQueue())
+        self._threads = [threading.Thread(target=self._work, name=f"delivery-{n}", daemon=True)
+                         for n in range(count)]
+        for thread in self._threads:
+            thread.start()
+
+    def submit(self, job: Callable[..., None], *args: Any) -> None:
+        self._jobs.put((job, args))
+
+    def stop(self) -> None:
+        """Let each thread end after the jobs queued before this."""
+        for _ in self._threads:
+            self._jobs.put(None)
+
+    def _work(self) -> None:
+        while (item := self._jobs.get()) is not None:
+            job, args = item
+            try:
+                job(*args)
+            except Exception:  # a bug in a job: the thread goes on with the next
+                log.exception("run engine: a delivery thread's job failed",
+                              extra={"action": "run.engine_job_failed"})
+
+
 class Engine:
     """One per worker process: the batching thread and the delivery pool."""
 
@@ -106,7 +138,7 @@ class Engine:
         #: The engine thread's own: messages not claimed yet, and delivery threads taken.
         self._waiting: collections.deque[_Message] = collections.deque()
         self._busy = 0
-        self._pool = ThreadPoolExecutor(max_workers=capacity, thread_name_prefix="delivery")
+        self._pool = _Threads(capacity)
         self._thread = threading.Thread(target=self._loop, name="run-engine", daemon=True)
         self._watch = OverrunWatch(RUN_TASK, RUN_TIME_LIMIT_S)
         self._lock = threading.Lock()
@@ -143,7 +175,7 @@ class Engine:
                 self._idle.wait(min(1.0, deadline - time.monotonic()))
         self._events.put(None)
         self._thread.join(timeout=5.0)
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._pool.stop()
 
     # The engine's thread.
 
