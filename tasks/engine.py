@@ -328,7 +328,7 @@ def _message_of(message: Any, ack: Callable[[], Any]) -> _Message | None:
         values.update(kwargs)
         invocation_id = str(values["invocation_id"])
         parsed = uuid.UUID(invocation_id)
-    except (KeyError, TypeError, ValueError):
+    except Exception:  # not JSON, not our shape, not a UUID: nothing can ever run it
         return None
     text = values.get("scheduled_for")
     scheduled_for = _scheduled_for(text) if isinstance(text, str) else None
@@ -349,6 +349,7 @@ def strategy(task: Any, app: Any, consumer: Any, **kwargs: Any) -> Callable[...,
             return
         if not engine.accepting:
             return  # shutting down: unacknowledged, given back at the channel's close
+
         def acknowledge() -> None:
             if engine.accepting:
                 # On the consumer's event loop, whichever thread calls it (kombu's hub).
