@@ -12,6 +12,7 @@ from sqlalchemy import func, select
 
 from app.enums import InvocationStatus
 from app.models import Invocation, InvocationAttempt
+from messaging.config import RUN_QUEUE, RUN_TASK
 from messaging.publisher import publish_runs
 from tests.support.receiver import Receiver, Reply
 from tests.support.runs import T0, add_invocation, add_trigger
@@ -125,3 +126,21 @@ def test_a_receiver_answering_with_nul_bytes_is_recorded_with_its_runs_batch(
             Invocation.id.in_(ids), Invocation.status == InvocationStatus.FAILED)).all()
     assert excerpts == ["bad\ufffdbody"]
     assert receiver.count == 20
+
+
+def test_malformed_run_messages_are_dropped_and_the_worker_goes_on(
+    db, celery_worker, celery_client, receiver: Receiver, broker
+) -> None:
+    good = add_invocation(db, add_trigger(db, receiver))
+    publish_runs(celery_client, ["not-a-uuid"])
+    # A day that does not parse: the run takes the path by id.
+    celery_client.send_task(RUN_TASK, args=(str(good), "not-a-day"), queue=RUN_QUEUE)
+
+    assert _wait_all_final(db, [good]) == {InvocationStatus.SUCCEEDED: 1}
+    celery_worker.wait_for_log(r"run_trigger: not an invocation id")
+    deadline = time.monotonic() + 10
+    while broker.hlen("unacked") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert broker.hlen("unacked") == 0  # both acknowledged, neither left to come back
+    assert broker.llen(RUN_QUEUE) == 0
+    assert receiver.count == 1
