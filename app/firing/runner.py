@@ -13,7 +13,11 @@ invocation already finished changes nothing. One call is three units of work:
 2. *Deliver* (no transaction): render the message template and send the webhook or the
    task message. Slow network I/O never holds a database connection or lock.
 3. *Finish* (one transaction): record the attempt and, if it still holds the lease,
-   the invocation's final state, or return it to pending for a retry.
+   the invocation's final state, or return it to pending for a retry
+   (:mod:`app.firing.outcome`).
+
+The worker's delivery engine (tasks.engine) runs the same units of work for many runs
+at once (:mod:`app.firing.batch`) and sends here only what a batch did not claim.
 
 Nothing here imports Celery: a retry is returned to the caller (``retry_in_s``), which
 publishes it after commit, and task targets are sent through the injected ``send_task``.

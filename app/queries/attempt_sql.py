@@ -106,7 +106,7 @@ def finish_values(
 
     A retry returns it to pending, unless a cancel was requested meanwhile; a retry
     published at once counts as sent now, one left to the dispatcher (a long wait,
-    app.firing.runner) keeps enqueued_at NULL until it is.
+    app.firing.outcome.plan_finish) keeps enqueued_at NULL until it is.
     """
     cancel = INV.c.cancel_requested.is_(True)
     retrying = and_(retry, not_(cancel))
