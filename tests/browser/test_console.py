@@ -10,9 +10,8 @@ from typing import Any
 
 import pytest
 from flask import Flask
-from selenium.common.exceptions import WebDriverException
+from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
 from selenium.webdriver.common.by import By
-from selenium.webdriver.support import expected_conditions as ec
 from selenium.webdriver.support.ui import WebDriverWait
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
@@ -56,9 +55,27 @@ def _click(browser: Any, element_id: str) -> None:
     _loaded(browser, page)
 
 
+def _replaced(page: Any) -> Callable[[Any], bool]:
+    """Whether ``page`` (the old document's root) is gone: selenium's ``staleness_of``, which
+    also takes ChromeDriver's other answer for a node of a document being replaced."""
+
+    def gone(_: Any) -> bool:
+        try:
+            page.is_enabled()
+        except StaleElementReferenceException:
+            return True
+        except WebDriverException as exc:
+            if "does not belong to the document" in str(exc):
+                return True
+            raise
+        return False
+
+    return gone
+
+
 def _loaded(browser: Any, page: Any) -> None:
     wait = WebDriverWait(browser, WAIT_S)
-    wait.until(ec.staleness_of(page))
+    wait.until(_replaced(page))
     wait.until(lambda b: b.execute_script("return document.readyState") == "complete")
 
 
