@@ -22,9 +22,10 @@ worker takes ``run_trigger`` messages off Celery's task machinery:
   ``skip``, superseded, or without its day) runs the ``run_trigger`` task's own body on a
   delivery thread: the single-run path, which looks at each case.
 
-The worker's prefetch grows by the pool's size, so the broker hands this worker as many
-run messages as it can deliver at once, and no more: memory stays bounded by
-``CRONBEAT_RUN_CONCURRENCY`` messages. The prefork pool's hard time limit's stand-in is the
+The worker's prefetch grows by the pool's size, so the broker hands this worker about as
+many run messages as it can deliver at once: memory stays bounded by the prefetch (the
+Celery concurrency plus ``CRONBEAT_RUN_CONCURRENCY`` messages), plus the short retries
+waiting on the timer, as for any Celery worker. The prefork pool's hard time limit's stand-in is the
 same as for tasks (:mod:`tasks.overrun`): an attempt running past ``RUN_TIME_LIMIT_S`` ends
 the process, and leases bring its attempts back.
 """
