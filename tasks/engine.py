@@ -50,7 +50,7 @@ from redis.exceptions import RedisError
 
 from app.delivery.send import DeliveryResult
 from app.firing.batch import finish_batch, start_batch
-from app.firing.runner import RunOutcome, StartedRun, deliver
+from app.firing.runner import TENANT_WAIT_S, RunOutcome, StartedRun, deliver
 from messaging.config import RUN_QUEUE
 from messaging.publisher import Run, publish_runs
 from tasks.alerts import publish_alerts_quietly
@@ -229,26 +229,48 @@ class Engine:
     def _start(self, messages: list[_Message]) -> None:
         keyed = [message for message in messages if message.key is not None]
         started: list[StartedRun] = []
+        waiting: list[tuple[uuid.UUID, dt.datetime]] = []
         if keyed:
             runtime = get_runtime()
             try:
-                started = start_batch(runtime.sessions, runtime.settings,
-                                      [message.key for message in keyed if message.key])
+                started, waiting = start_batch(
+                    runtime.sessions, runtime.settings,
+                    [message.key for message in keyed if message.key])
             except Exception:
                 # The database failed: each message tries the single path, which
                 # reports its own failure as a task would.
                 log.warning("run engine: starting %d runs together failed", len(keyed),
                             exc_info=True, extra={"action": "run.start_batch_failed"})
+        if waiting:
+            self._wait_for_tenant(waiting)
         by_id = {run.invocation_id: run for run in started}
+        capped = {invocation_id for invocation_id, _ in waiting}
         for message in messages:
             run = None
             if message.key is not None:
                 run = by_id.pop(message.key[0], None)
+                if run is None and message.key[0] in capped:
+                    capped.discard(message.key[0])  # its message is sent again
+                    self._busy -= 1
+                    self._done(message)
+                    continue
             if run is None:
                 self._pool.submit(self._run_single, message)
             else:
                 self._watch.begin(message.invocation_id)
                 self._pool.submit(self._deliver, message, run)
+
+    def _wait_for_tenant(self, waiting: list[tuple[uuid.UUID, dt.datetime]]) -> None:
+        """Send the runs their tenant's cap holds back again, after TENANT_WAIT_S."""
+        try:
+            publish_runs(celery_app, waiting, countdown_s=TENANT_WAIT_S)
+        except (BrokerError, RedisError, OSError):
+            # Committed pending, counted as sent: the dispatcher's sweep sends them.
+            log.warning("run engine: publishing %d capped runs failed; the sweep sends them",
+                        len(waiting), exc_info=True,
+                        extra={"action": "run.capped_publish_failed"})
+        log.debug("run engine: %d runs wait for their tenant's cap", len(waiting),
+                  extra={"action": "run.tenant_capped", "count": len(waiting)})
 
     def _finish(self, delivered: list[_Delivered]) -> None:
         runtime = get_runtime()

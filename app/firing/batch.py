@@ -28,6 +28,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.config import Settings
 from app.delivery.send import DeliveryResult
 from app.firing.outcome import finish_retrying, finished, observe_runs, plan_finish
+from app.firing.runner import TENANT_WAIT_S
 from app.firing.runs import RunOutcome, StartedRun, started_run
 from app.queries import batches
 
@@ -36,23 +37,32 @@ log = logging.getLogger(__name__)
 
 def start_batch(
     sessions: sessionmaker[Session], settings: Settings, keys: Sequence[batches.Key]
-) -> list[StartedRun]:
+) -> tuple[list[StartedRun], list[batches.Key]]:
     """Claim each run of ``keys`` that the common path allows, in one transaction.
 
-    Runs not in the result were not claimed; the caller runs them one by one.
+    In the same transaction, the runs that only their tenant's cap kept from running
+    wait TENANT_WAIT_S (the single path's rule, for the whole batch at once).
+
+    Returns:
+        The claimed runs, and the keys that wait for their tenant: the caller sends
+        those again with a TENANT_WAIT_S countdown after this returns. Runs in neither
+        were not claimed; the caller runs them one by one.
 
     Raises:
         sqlalchemy errors: the database failed; nothing was claimed.
     """
+    cap = settings.tenant_max_running
     # As the single path: no pre-ping, a connection found dead is tried once more.
     for last in (False, True):
         try:
             with sessions.begin() as session:
-                batches.lock_many(session, keys, settings.tenant_max_running)
-                claimed = batches.claim_many(
-                    session, keys, settings.deployment_id, settings.tenant_max_running
-                )
-            return [started_run(item, settings) for item in claimed]
+                batches.lock_many(session, keys, cap)
+                claimed = batches.claim_many(session, keys, settings.deployment_id, cap)
+                taken = {item.invocation_id for item in claimed}
+                waiting = batches.defer_capped(
+                    session, [key for key in keys if key[0] not in taken],
+                    settings.deployment_id, cap, TENANT_WAIT_S)
+            return [started_run(item, settings) for item in claimed], waiting
         except DBAPIError as exc:
             if last or not exc.connection_invalidated:
                 raise

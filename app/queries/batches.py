@@ -143,6 +143,40 @@ def _build_claim_many() -> Any:
     return sql.with_attempt_rows(claimed, deployment)
 
 
+def _build_defer_capped() -> Any:
+    # After claim_many, in its transaction (the tenants' locks held, its own claims
+    # counted): the batch's runs that only their tenant's cap kept from running wait
+    # b_wait_s and are sent again then. Rows another claim holds are skipped.
+    deployment = bindparam("b_deployment_id", type_=String)
+    capped = (
+        select(_inv.c.id, _inv.c.scheduled_for.label("day"))
+        .select_from(_inv.join(_trg, _trg.c.id == _inv.c.trigger_id))
+        .where(
+            _in_batch(),
+            _inv.c.status == InvocationStatus.PENDING,
+            or_(_inv.c.run_after.is_(None), _inv.c.run_after <= func.now()),
+            _inv.c.cancel_requested.is_(False),
+            or_(_trg.c.enabled, _inv.c.manual, _trg.c.run_at.is_not(None)),
+            _trg.c.overlap_policy != OverlapPolicy.SKIP,
+            sql.may_run(deployment),
+            sql.running_of(_inv.c.tenant_id) >= bindparam("b_tenant_cap", type_=Integer),
+        )
+        .with_for_update(of=_inv, skip_locked=True)
+        .cte("capped")
+    )
+    return (
+        update(_inv)
+        .where(
+            _inv.c.id == capped.c.id,
+            _inv.c.scheduled_for == capped.c.day,
+            _inv.c.scheduled_for == any_(_array("b_days", DateTime(timezone=True))),
+        )
+        .values(run_after=func.now() + sql.seconds(bindparam("b_wait_s", type_=Float)),
+                enqueued_at=func.now())
+        .returning(_inv.c.id, _inv.c.scheduled_for)
+    )
+
+
 #: The per-outcome columns of a finish, in the order of finish_many's arrays.
 _FINISH_COLUMNS = (
     ("id", None), ("day", DateTime(timezone=True)), ("attempt", Integer),
@@ -202,6 +236,7 @@ def _build_finish_many() -> Any:
 _LOCK_TENANTS = _build_lock_tenants()
 _CLAIM_MANY = _build_claim_many()
 _FINISH_MANY = _build_finish_many()
+_DEFER_CAPPED = _build_defer_capped()
 
 
 def _key_params(keys: Sequence[Key]) -> dict[str, Any]:
@@ -235,6 +270,22 @@ def claim_many(
         **_key_params(keys), "b_deployment_id": deployment_id, "b_tenant_cap": tenant_cap,
     }).all()
     return [Claimed.of(row._mapping) for row in rows]
+
+
+def defer_capped(
+    session: Session, keys: Sequence[Key], deployment_id: str | None, tenant_cap: int,
+    wait_s: float,
+) -> list[Key]:
+    """Of ``keys`` (runs :func:`claim_many` did not claim, in its transaction), those
+    that only their tenant's cap keeps from running: each waits ``wait_s`` (its message
+    is sent again with that countdown after the commit, so it counts as sent now)."""
+    if not keys or not tenant_cap:
+        return []
+    rows = session.connection().execute(_DEFER_CAPPED, {
+        **_key_params(keys), "b_deployment_id": deployment_id, "b_tenant_cap": tenant_cap,
+        "b_wait_s": wait_s,
+    }).all()
+    return [(row[0], row[1]) for row in rows]
 
 
 @dataclasses.dataclass(frozen=True)

@@ -13,7 +13,7 @@ from app.config import Settings
 from app.delivery.send import DeliveryResult, Verdict
 from app.enums import InvocationStatus
 from app.firing.batch import finish_batch, start_batch
-from app.firing.runner import RunOutcome, deliver
+from app.firing.runner import TENANT_WAIT_S, RunOutcome, deliver
 from app.models import Invocation
 from tests.support.receiver import Receiver
 from tests.support.runs import T0, add_invocation, add_trigger, attempts, load, no_task
@@ -45,7 +45,7 @@ def test_a_batch_claims_each_runnable_run_once_and_leaves_the_others_pending(
     # A duplicate message for one run, in the same batch.
     keys.append(next(key for key in keys if key[0] == runnable[0]))
 
-    started = start_batch(db, core, keys)
+    started, waiting = start_batch(db, core, keys)
 
     assert sorted(run.invocation_id for run in started) == sorted(runnable)
     assert {run.attempt for run in started} == {1}
@@ -57,8 +57,9 @@ def test_a_batch_claims_each_runnable_run_once_and_leaves_the_others_pending(
     for invocation_id in (cancelled, early, of_paused):
         assert (load(db, invocation_id).status, attempts(db, invocation_id)) == (
             InvocationStatus.PENDING, [])
+    assert waiting == []  # no cap
     # A second batch of the same keys claims nothing more.
-    assert start_batch(db, core, keys) == []
+    assert start_batch(db, core, keys) == ([], [])
 
 
 def test_a_batch_claims_no_more_of_a_tenant_than_its_cap(db, settings: Settings) -> None:
@@ -66,17 +67,25 @@ def test_a_batch_claims_no_more_of_a_tenant_than_its_cap(db, settings: Settings)
     trigger_a = add_trigger(db, tenant_id="cap-a")
     trigger_b = add_trigger(db, tenant_id="cap-b")
     already = add_invocation(db, trigger_a, T0 - dt.timedelta(minutes=1), tenant_id="cap-a")
-    assert len(start_batch(db, core, _keys(db, [already]))) == 1
+    assert len(start_batch(db, core, _keys(db, [already]))[0]) == 1
     of_a = [add_invocation(db, trigger_a, T0 + dt.timedelta(minutes=i), tenant_id="cap-a")
             for i in range(5)]
     of_b = [add_invocation(db, trigger_b, T0 + dt.timedelta(minutes=i), tenant_id="cap-b")
             for i in range(4)]
 
-    started = start_batch(db, core, _keys(db, [*of_a, *of_b]))
+    started, waiting = start_batch(db, core, _keys(db, [*of_a, *of_b]))
 
     # Tenant a runs one already: two more fit, its oldest two; tenant b's first three.
     assert sorted(run.invocation_id for run in started) == sorted([*of_a[:2], *of_b[:3]])
-    assert [load(db, i).status for i in of_a[2:] + of_b[3:]] == [InvocationStatus.PENDING] * 4
+    # The rest wait TENANT_WAIT_S for their tenant, counted as sent now.
+    assert sorted(key[0] for key in waiting) == sorted([*of_a[2:], *of_b[3:]])
+    with db.begin() as session:
+        rows = session.execute(select(
+            Invocation.status, func.extract("epoch", Invocation.run_after - func.now()),
+            Invocation.enqueued_at.is_not(None),
+        ).where(Invocation.id.in_([*of_a[2:], *of_b[3:]]))).all()
+    assert [(status, sent) for status, _, sent in rows] == [(InvocationStatus.PENDING, True)] * 4
+    assert all(0 < float(wait_s) <= TENANT_WAIT_S for _, wait_s, _ in rows)
 
 
 def test_a_batch_finish_records_every_outcome_as_the_single_path_does(
@@ -86,7 +95,8 @@ def test_a_batch_finish_records_every_outcome_as_the_single_path_does(
                                allow_private_targets=True)
     trigger = add_trigger(db, receiver, max_attempts=2, backoff_base_s=1, backoff_cap_s=1)
     ids = [add_invocation(db, trigger, T0 + dt.timedelta(minutes=i)) for i in range(4)]
-    started = sorted(start_batch(db, core, _keys(db, ids)), key=lambda run: run.scheduled_for)
+    started = sorted(start_batch(db, core, _keys(db, ids))[0],
+                     key=lambda run: run.scheduled_for)
     assert [run.invocation_id for run in started] == ids
     delivered = deliver(started[0], core, no_task)
     assert (delivered.verdict, delivered.response_status) == (Verdict.SUCCEEDED, 200)
@@ -137,7 +147,8 @@ def test_an_outcome_the_database_refuses_does_not_hold_up_the_rest_of_its_batch(
     core = dataclasses.replace(settings, deployment_id="batch", tenant_max_running=0)
     trigger = add_trigger(db)
     ids = [add_invocation(db, trigger, T0 + dt.timedelta(minutes=i)) for i in range(3)]
-    started = sorted(start_batch(db, core, _keys(db, ids)), key=lambda run: run.scheduled_for)
+    started = sorted(start_batch(db, core, _keys(db, ids))[0],
+                     key=lambda run: run.scheduled_for)
     # A text PostgreSQL cannot store (NUL): the batch's statement fails as a whole.
     refused = DeliveryResult(verdict=Verdict.PERMANENT, error="bad\x00text",
                              response_status=400)
@@ -166,7 +177,8 @@ def test_a_batch_skips_a_run_another_claim_holds_instead_of_waiting_for_it(
         # Another batch's claim of the same run (a duplicate message), not committed yet.
         other.execute(select(Invocation.id).where(Invocation.id == held).with_for_update())
         result: list = []
-        claiming = threading.Thread(target=lambda: result.append(start_batch(db, core, keys)))
+        claiming = threading.Thread(
+            target=lambda: result.append(start_batch(db, core, keys)[0]))
         claiming.start()
         claiming.join(timeout=10)
         assert not claiming.is_alive(), "the batch waited for the held row"
