@@ -82,6 +82,29 @@ def test_a_warm_shutdown_lets_the_running_delivery_finish_and_records_it(
     assert receiver.count == 1
 
 
+def test_runs_over_their_tenant_s_cap_wait_and_all_run_once_when_it_frees(
+    db, start_worker, celery_client, receiver: Receiver
+) -> None:
+    start_worker(CRONBEAT_TENANT_MAX_RUNNING="2")
+    hold = threading.Event()
+    receiver.script(*[Reply(hold=hold)] * 6)
+    ids = [add_invocation(db, add_trigger(db, receiver, tenant_id="capped"),
+                          tenant_id="capped") for _ in range(6)]
+    publish_runs(celery_client, ids)
+
+    receiver.wait_for(2)
+    time.sleep(2.5)  # past one TENANT_WAIT_S: the others were put off and sent again
+    assert receiver.count == 2
+    assert _statuses(db, ids) == {InvocationStatus.RUNNING: 2, InvocationStatus.PENDING: 4}
+
+    hold.set()
+    assert _wait_all_final(db, ids) == {InvocationStatus.SUCCEEDED: 6}
+    assert sorted(r.headers["webhook-id"] for r in receiver.requests) == sorted(map(str, ids))
+    with db.begin() as session:
+        assert set(session.scalars(select(Invocation.attempt).where(
+            Invocation.id.in_(ids))).all()) == {1}
+
+
 # The tests from here on use the module's worker (celery_worker), which stays up after
 # them and would take the runs of a later test that starts a worker of its own.
 def test_a_burst_with_duplicate_messages_delivers_each_run_exactly_once(
