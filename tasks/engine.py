@@ -12,13 +12,14 @@ worker takes ``run_trigger`` messages off Celery's task machinery:
   first). The message stays unacknowledged until its attempt is recorded, as with
   ``acks_late``: a killed worker's messages come back, and the invocation's lease
   decides who may run it.
-* The engine's thread starts every message that arrived since its last pass with one
-  claim transaction (:func:`app.firing.batch.start_batch`), hands each claimed attempt
+* The engine's thread starts the messages that arrived within 20 ms with one claim
+  transaction (:func:`app.firing.batch.start_batch`; runs only their tenant's cap holds
+  back are put off 2 s there and sent again), hands each claimed attempt
   to a thread of the delivery pool (``CRONBEAT_RUN_CONCURRENCY`` per worker process,
   default 256; libcurl waits with the GIL released), and records every outcome that came
-  back since its last pass with one finish transaction. Then it publishes retries and
+  back within 20 ms with one finish transaction. Then it publishes retries and
   alerts, and acknowledges the messages.
-* A message the batch did not claim (a duplicate, early, cancelled, capped, overlap
+* A message the batch did not claim nor put off (a duplicate, early, cancelled, overlap
   ``skip``, superseded, or without its day) runs the ``run_trigger`` task's own body on a
   delivery thread: the single-run path, which looks at each case.
 

@@ -6,8 +6,8 @@ finishes them in batches. These are :mod:`app.firing.runner`'s units of work for
 of runs: the same claim conditions, the same outcome rules (``plan_finish``), the same
 log line per attempt. What a batch cannot decide alone goes to the single-run path:
 
-* a run :func:`start_batch` did not claim (a duplicate, an early retry, a cancel, a
-  capped tenant, overlap ``skip``, a superseded deployment) is run by
+* a run :func:`start_batch` neither claimed nor put off for its tenant's cap (a
+  duplicate, an early retry, a cancel, overlap ``skip``, a superseded deployment) is run by
   :func:`app.firing.runner.run_invocation`, which looks at each case;
 * if a batch's finish fails, each outcome is recorded on its own, retried for a few
   seconds and first checked against what may have committed (``finish_retrying``).

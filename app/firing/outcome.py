@@ -1,7 +1,7 @@
 """How a delivered attempt's outcome is recorded: the rules, the write, its alerts.
 
 :func:`plan_finish` decides what an attempt's result means (success, a retry after
-backoff, or failure for good); :func:`finish_one` writes it for one run and
+backoff, or failure for good); ``_finish_one`` writes it for one run and
 :func:`app.firing.batch.finish_batch` for many; :func:`finished` turns what was written
 into the run's outcome and its one log line; :func:`observe_runs` applies outcomes to
 their triggers' alerts, in a transaction of their own.
@@ -103,7 +103,7 @@ def finished(
     return outcome
 
 
-def finish_one(
+def _finish_one(
     session: Session, run: StartedRun, result: DeliveryResult, rand: Callable[[], float],
     max_countdown_s: float,
 ) -> RunOutcome:
@@ -189,7 +189,7 @@ def finish_retrying(
                         if retry is not None and retry > max_countdown_s:
                             retry = None  # the dispatcher publishes it when due
                         return RunOutcome(status=status, attempt=run.attempt, retry_in_s=retry)
-                return finish_one(session, run, result, rand, max_countdown_s)
+                return _finish_one(session, run, result, rand, max_countdown_s)
         except DBAPIError as exc:
             transient = isinstance(exc, OperationalError | InterfaceError)
             if delay_s is None or not (transient or exc.connection_invalidated):

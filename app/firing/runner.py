@@ -283,7 +283,7 @@ def run_invocation(
             seconds first (FINISH_RETRY_DELAYS_S), since its delivery already happened.
     """
     invocation_id = uuid.UUID(str(invocation_id))
-    started = start_retrying(sessions, settings, invocation_id, scheduled_for)
+    started = _start_retrying(sessions, settings, invocation_id, scheduled_for)
     if isinstance(started, RunOutcome):
         return started
     result = deliver(started, settings, send_task, send_webhook_)
@@ -291,7 +291,7 @@ def run_invocation(
     return observed(sessions, settings, started, outcome, result)
 
 
-def start_retrying(
+def _start_retrying(
     sessions: sessionmaker[Session], settings: Settings, invocation_id: uuid.UUID,
     scheduled_for: dt.datetime | None,
 ) -> StartedRun | RunOutcome:

@@ -12,7 +12,7 @@ from typing import Any
 
 from sqlalchemy import and_, case, exists, func, insert, literal, not_, or_, select
 
-from app.enums import InvocationStatus
+from app.enums import InvocationStatus, OverlapPolicy
 from app.models import AlertChannel, Invocation, InvocationAttempt, SchedulerState, Trigger
 from app.queries.leases import LEASE_GRACE_S
 
@@ -53,6 +53,20 @@ def may_run(deployment: Any) -> Any:
             or_(STATE.c.active_deployment_id.is_(None),
                 STATE.c.active_deployment_id == deployment),
         )
+    )
+
+
+def claimable(deployment: Any) -> tuple[Any, ...]:
+    """What the common path claims without looking further (the invocation joined with
+    its trigger): pending and due, no cancel requested, a runnable trigger whose overlap
+    policy is not ``skip`` (which takes a lock first), and this deployment may run."""
+    return (
+        INV.c.status == InvocationStatus.PENDING,
+        or_(INV.c.run_after.is_(None), INV.c.run_after <= func.now()),
+        INV.c.cancel_requested.is_(False),
+        or_(TRG.c.enabled, INV.c.manual, TRG.c.run_at.is_not(None)),
+        TRG.c.overlap_policy != OverlapPolicy.SKIP,
+        may_run(deployment),
     )
 
 

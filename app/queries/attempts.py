@@ -40,7 +40,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
-from app.enums import InvocationStatus, OverlapPolicy
+from app.enums import InvocationStatus
 from app.queries import attempt_sql as sql
 from app.queries.attempt_sql import ATT as _att
 from app.queries.attempt_sql import INV as _inv
@@ -115,13 +115,8 @@ def _build_claim() -> Any:
         update(_inv)
         .where(
             _this_invocation(),
-            _inv.c.status == InvocationStatus.PENDING,
-            or_(_inv.c.run_after.is_(None), _inv.c.run_after <= func.now()),
-            _inv.c.cancel_requested.is_(False),
             _trg.c.id == _inv.c.trigger_id,
-            or_(_trg.c.enabled, _inv.c.manual, _trg.c.run_at.is_not(None)),
-            _trg.c.overlap_policy != OverlapPolicy.SKIP,
-            sql.may_run(deployment),
+            *sql.claimable(deployment),
             # The tenant's cap (0: none), exact under lock_for_claim's tenant lock.
             or_(cap == 0, sql.running_of(_inv.c.tenant_id) < cap),
         )

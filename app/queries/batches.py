@@ -47,7 +47,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY, UUID
 from sqlalchemy.orm import Session
 
-from app.enums import InvocationStatus, OverlapPolicy
+from app.enums import InvocationStatus
 from app.queries import attempt_sql as sql
 from app.queries.attempt_sql import ATT as _att
 from app.queries.attempt_sql import INV as _inv
@@ -107,12 +107,7 @@ def _build_claim_many() -> Any:
         .select_from(_inv.join(_trg, _trg.c.id == _inv.c.trigger_id))
         .where(
             _in_batch(),
-            _inv.c.status == InvocationStatus.PENDING,
-            or_(_inv.c.run_after.is_(None), _inv.c.run_after <= func.now()),
-            _inv.c.cancel_requested.is_(False),
-            or_(_trg.c.enabled, _inv.c.manual, _trg.c.run_at.is_not(None)),
-            _trg.c.overlap_policy != OverlapPolicy.SKIP,
-            sql.may_run(deployment),
+            *sql.claimable(deployment),
         )
         .with_for_update(of=_inv, skip_locked=True)
         .cte("locked")
@@ -153,12 +148,7 @@ def _build_defer_capped() -> Any:
         .select_from(_inv.join(_trg, _trg.c.id == _inv.c.trigger_id))
         .where(
             _in_batch(),
-            _inv.c.status == InvocationStatus.PENDING,
-            or_(_inv.c.run_after.is_(None), _inv.c.run_after <= func.now()),
-            _inv.c.cancel_requested.is_(False),
-            or_(_trg.c.enabled, _inv.c.manual, _trg.c.run_at.is_not(None)),
-            _trg.c.overlap_policy != OverlapPolicy.SKIP,
-            sql.may_run(deployment),
+            *sql.claimable(deployment),
             sql.running_of(_inv.c.tenant_id) >= bindparam("b_tenant_cap", type_=Integer),
         )
         .with_for_update(of=_inv, skip_locked=True)
