@@ -4,13 +4,14 @@
 workers' ``cronbeat.alerts`` queue; a retry due within a tick goes out as a countdown
 message, a longer one is published by the watchdog when due.
 
-The watchdog is a thread of each worker consuming ``cronbeat.alerts`` (a consumer
-bootstep starts it), not a beat schedule: a beat or dispatcher that is down is what it
-must report. Every CRONBEAT_ALERT_WATCH_INTERVAL_S, while this worker's deployment is
-the active one, it tries the fleet-wide watchdog lock and, holding it, raises a
-"didn't run" alert for each watched trigger whose expected occurrence did not run
-within its grace, and publishes every alert due whose message is missing (raised by the
-dispatcher, a retry whose wait is over, or a message the broker lost).
+The watchdog is a thread of each worker started to consume ``cronbeat.alerts`` (a
+worker bootstep starts it, standbys included), not a beat schedule: a beat or
+dispatcher that is down is what it must report. Every
+CRONBEAT_ALERT_WATCH_INTERVAL_S, while this worker's deployment is the active one, it
+tries the fleet-wide watchdog lock and, holding it, raises a "didn't run" alert for
+each watched trigger whose expected occurrence did not run within its grace, and
+publishes every alert due whose message is missing (raised by the dispatcher, a retry
+whose wait is over, or a message the broker lost).
 """
 
 from __future__ import annotations
@@ -125,27 +126,36 @@ class Watchdog:
 
 
 class AlertWatchStep(bootsteps.StartStopStep):
-    """Consumer bootstep: a worker consuming cronbeat.alerts runs the watchdog."""
+    """Worker bootstep: a worker started to consume cronbeat.alerts runs the watchdog.
 
-    requires = ("tasks.gate:DeploymentGate",)
+    Whatever its role at boot: a standby's watchdog starts working the moment its
+    deployment is activated, and stops when another one is (it looks every pass).
+    """
+
+    requires = ("tasks.gate:WorkerPresence",)
     label = "CronbeatAlertWatchdog"
 
-    def __init__(self, c: Any, **kwargs: Any) -> None:
-        super().__init__(c, **kwargs)
+    def __init__(self, w: Any, **kwargs: Any) -> None:
+        super().__init__(w, **kwargs)
         self.watchdog: Watchdog | None = None
 
-    def start(self, c: Any) -> None:
-        if self.watchdog is not None or ALERT_QUEUE not in c.app.amqp.queues.consume_from:
-            return
-        self.watchdog = Watchdog(get_settings(), gate.is_active)
-        self.watchdog.start()
+    def include_if(self, w: Any) -> bool:
+        return gate.consumes(ALERT_QUEUE)
 
-    def shutdown(self, c: Any) -> None:
+    def start(self, w: Any) -> None:
+        if self.watchdog is None:
+            self.watchdog = Watchdog(get_settings(), gate.is_active)
+            self.watchdog.start()
+
+    def stop(self, w: Any) -> None:
         if self.watchdog is not None:
             self.watchdog.stop()
             self.watchdog = None
 
+    def terminate(self, w: Any) -> None:
+        self.stop(w)
+
 
 def install(app: Any) -> None:
-    """Add the watchdog to ``app``'s worker consumer (the worker entry point calls this)."""
-    app.steps["consumer"].add(AlertWatchStep)
+    """Add the watchdog to ``app``'s worker (the worker entry point calls this)."""
+    app.steps["worker"].add(AlertWatchStep)

@@ -6,12 +6,13 @@ finish transaction each), the worker's one GIL spends more on the bookkeeping th
 the delivery, and each delivery holds one of the pool's slots while it waits. So the
 worker takes ``run_trigger`` messages off Celery's task machinery:
 
-* :func:`strategy` is ``run_trigger``'s Celery *strategy*: the consumer hands it each
-  message on its event loop, and it passes the message's id and day to the engine
-  (a message with a future ETA, a short retry's countdown, waits on the consumer's timer
-  first). The message stays unacknowledged until its attempt is recorded, as with
-  ``acks_late``: a killed worker's messages come back, and the invocation's lease
-  decides who may run it.
+* :class:`tasks.run_consumer.RunConsumer` consumes ``cronbeat.runs`` on a broker
+  connection of its own (the Celery consumer leaves that queue to it, :mod:`tasks.gate`)
+  and hands each message to the engine (a message with a future ETA, a short retry's
+  countdown, is held there until due). The message stays unacknowledged until its
+  attempt is recorded, as with ``acks_late``: a killed worker's messages come back, and
+  the invocation's lease decides who may run it. A broker that goes away costs the
+  acks of that connection, never the worker (the consumer connects again).
 * The engine's thread starts the messages that arrived within 20 ms with one claim
   transaction (:func:`app.firing.batch.start_batch`; runs only their tenant's cap holds
   back are put off 2 s there and sent again), hands each claimed attempt
@@ -23,10 +24,10 @@ worker takes ``run_trigger`` messages off Celery's task machinery:
   ``skip``, superseded, or without its day) runs the ``run_trigger`` task's own body on a
   delivery thread: the single-run path, which looks at each case.
 
-The worker's prefetch grows by the pool's size, so the broker hands this worker about as
-many run messages as it can deliver at once: memory stays bounded by the prefetch (the
-Celery concurrency plus ``CRONBEAT_RUN_CONCURRENCY`` messages), plus the short retries
-waiting on the timer, as for any Celery worker. The prefork pool's hard time limit's stand-in is the
+The consumer's prefetch is the pool's size plus :data:`PREFETCH_EXTRA`, so the broker
+hands this worker about as many run messages as it can deliver at once: memory stays
+bounded by the prefetch, plus the short retries waiting for their ETA, as for any
+Celery worker. The prefork pool's hard time limit's stand-in is the
 same as for tasks (:mod:`tasks.overrun`): an attempt running past ``RUN_TIME_LIMIT_S`` ends
 the process, and leases bring its attempts back.
 """
@@ -45,7 +46,6 @@ from collections.abc import Callable
 from typing import Any
 
 from celery import bootsteps
-from celery.worker.strategy import default as default_strategy
 from kombu.exceptions import OperationalError as BrokerError
 from redis.exceptions import RedisError
 
@@ -54,10 +54,12 @@ from app.firing.batch import finish_batch, start_batch
 from app.firing.runner import TENANT_WAIT_S, RunOutcome, StartedRun, deliver
 from messaging.config import RUN_QUEUE
 from messaging.publisher import Run, publish_runs
+from tasks import gate
 from tasks.alerts import publish_alerts_quietly
 from tasks.celery_app import RUN_TASK, celery_app
 from tasks.overrun import OverrunWatch
 from tasks.run import RUN_TIME_LIMIT_S, _scheduled_for, _send_task, run_trigger
+from tasks.run_consumer import Delivery, RunConsumer
 from tasks.runtime import get_runtime
 
 log = logging.getLogger(__name__)
@@ -66,6 +68,11 @@ log = logging.getLogger(__name__)
 MAX_BATCH = 500
 #: How long a pass gathers messages and outcomes after the first one arrived.
 BATCH_WINDOW_S = 0.02
+#: How long a shutdown waits for the consumer's thread to send its last acks.
+CONSUMER_CLOSE_S = 5.0
+#: Run messages the consumer takes ahead of the delivery threads, so a thread that
+#: frees finds its next run already here.
+PREFETCH_EXTRA = 64
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,7 +82,7 @@ class _Message:
     invocation_id: str
     scheduled_for: str | None
     key: tuple[uuid.UUID, dt.datetime] | None
-    ack: Callable[[], Any]
+    delivery: Delivery
 
     @property
     def run(self) -> Run:
@@ -135,6 +142,7 @@ class Engine:
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
+        self.consumer: RunConsumer | None = None
         self._events: queue.SimpleQueue[_Message | _Delivered | _Done | _Wake | None] = (
             queue.SimpleQueue())
         #: The engine thread's own: messages not claimed yet, and delivery threads taken.
@@ -149,10 +157,6 @@ class Engine:
         self._stopping = False
         self._idle = threading.Condition(self._lock)
 
-    @property
-    def accepting(self) -> bool:
-        return not self._stopping
-
     def start(self) -> None:
         self._thread.start()
         self._watch.start(connect_signals=False)
@@ -162,22 +166,42 @@ class Engine:
             self._held += 1
         self._events.put(message)
 
+    def receive(self, delivery: Delivery) -> None:
+        """Take one run message from the consumer (on its thread)."""
+        run = _message_of(delivery)
+        if run is None:
+            log.warning("run_trigger: not an invocation id", extra={"action": "run.bad_id"})
+            self._ack(delivery)
+            return
+        if self._stopping:
+            return  # unacknowledged: handed back to the queue when the connection closes
+        self.submit(run)
+
     def stop(self, timeout_s: float) -> None:
         """Take no new message; wait up to ``timeout_s`` for the attempts running to end.
 
         Messages not started yet stay unacknowledged: the broker gives them back when
-        the worker's channel closes.
+        the consumer's connection closes. Nothing here waits on the broker: an ack is a
+        request to the consumer's thread, which drops it if its connection is gone.
         """
         deadline = time.monotonic() + timeout_s
         with self._lock:
             self._stopping = True
+        if self.consumer is not None:
+            self.consumer.drain()
         self._events.put(_Wake())  # the waiting messages are let go at the next pass
         with self._lock:
             while self._held and time.monotonic() < deadline:
                 self._idle.wait(min(1.0, deadline - time.monotonic()))
+            if self._held:
+                log.warning("run engine: %d deliveries still running at shutdown; their"
+                            " leases bring them back", self._held,
+                            extra={"action": "run.shutdown_abandoned"})
         self._events.put(None)
         self._thread.join(timeout=5.0)
         self._pool.stop()
+        if self.consumer is not None:
+            self.consumer.close(timeout_s=CONSUMER_CLOSE_S)
 
     # The engine's thread.
 
@@ -328,8 +352,12 @@ class Engine:
 
     # Either thread.
 
+    def _ack(self, delivery: Delivery) -> None:
+        if self.consumer is not None:
+            self.consumer.ack(delivery)
+
     def _done(self, message: _Message) -> None:
-        message.ack()
+        self._ack(message.delivery)
         log.debug("run_trigger[%s] done", message.invocation_id,
                   extra={"action": "run.message_done", "invocation_id": message.invocation_id})
         self._forget(1)
@@ -344,10 +372,10 @@ class Engine:
 _engine: Engine | None = None
 
 
-def _message_of(message: Any, ack: Callable[[], Any]) -> _Message | None:
+def _message_of(delivery: Delivery) -> _Message | None:
     """The run a ``run_trigger`` message names, None if it names none."""
     try:
-        args, kwargs, _ = message.decode()
+        args, kwargs, _ = delivery.message.decode()
         values = dict(zip(("invocation_id", "scheduled_for"), args, strict=False))
         values.update(kwargs)
         invocation_id = str(values["invocation_id"])
@@ -357,95 +385,51 @@ def _message_of(message: Any, ack: Callable[[], Any]) -> _Message | None:
     text = values.get("scheduled_for")
     scheduled_for = _scheduled_for(text) if isinstance(text, str) else None
     key = None if scheduled_for is None else (parsed, scheduled_for)
-    return _Message(invocation_id, text if key else None, key, ack)
-
-
-def strategy(task: Any, app: Any, consumer: Any, **kwargs: Any) -> Callable[..., None]:
-    """``run_trigger``'s Celery strategy: messages go to the engine when one runs."""
-    fallback = default_strategy(task, app, consumer, **kwargs)
-    connection_errors = consumer.connection_errors
-
-    def handle(message: Any, body: Any, ack: Any, reject: Any, callbacks: Any,
-               **options: Any) -> None:
-        engine = _engine
-        if engine is None:
-            fallback(message, body, ack, reject, callbacks, **options)
-            return
-        if not engine.accepting:
-            return  # shutting down: unacknowledged, given back at the channel's close
-
-        def acknowledge() -> None:
-            if engine.accepting:
-                # On the consumer's event loop, whichever thread calls it (kombu's hub).
-                ack(log, connection_errors)
-            else:
-                # A warm shutdown: the event loop has ended, and the channel stays open
-                # until the engine has stopped; nothing else uses it meanwhile.
-                message.ack_log_error(log, connection_errors)
-
-        run = _message_of(message, acknowledge)
-        if run is None:
-            log.warning("run_trigger: not an invocation id",
-                        extra={"action": "run.bad_id"})
-            ack(log, connection_errors)
-            return
-        eta = message.headers.get("eta") if message.headers else None
-        due_at = _eta_of(eta)
-        if due_at is not None and due_at > dt.datetime.now(dt.UTC):
-            # A short retry's countdown: held on the consumer's timer, outside the
-            # prefetch count (as Celery holds an ETA task), until it is due.
-            consumer.qos.increment_eventually()
-
-            def due() -> None:
-                consumer.qos.decrement_eventually()
-                engine.submit(run)
-
-            # The timer converts the instant to its monotonic clock.
-            consumer.timer.call_at(due_at, due, (), priority=6)
-            return
-        engine.submit(run)
-
-    return handle
-
-
-def _eta_of(eta: Any) -> dt.datetime | None:
-    if not isinstance(eta, str):
-        return None
-    try:
-        parsed = dt.datetime.fromisoformat(eta)
-    except ValueError:
-        return None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=dt.UTC)
-    return parsed
+    return _Message(invocation_id, text if key else None, key, delivery)
 
 
 class EngineStep(bootsteps.StartStopStep):
-    """Consumer bootstep: a worker consuming cronbeat.runs runs the engine."""
+    """Worker bootstep: a worker started to consume cronbeat.runs runs the engine.
 
-    requires = ("celery.worker.consumer.tasks:Tasks",)
+    It starts after the worker's presence (:class:`tasks.gate.WorkerPresence`) and
+    stops before it: a warm shutdown lets the running deliveries end, and only then
+    does the process leave the registry.
+    """
+
+    requires = ("tasks.gate:WorkerPresence",)
     label = "CronbeatRunEngine"
 
-    def start(self, c: Any) -> None:
-        global _engine
-        if RUN_QUEUE not in c.app.amqp.queues.consume_from:
-            return
-        if _engine is None:
-            capacity = get_runtime().settings.run_concurrency
-            _engine = Engine(capacity)
-            _engine.start()
-        # After every (re)start of the consumer, whose prefetch count starts afresh:
-        # room for the engine's deliveries beside the pool's tasks.
-        c.qos.increment_eventually(_engine.capacity)
-        c.qos.update()
+    def include_if(self, w: Any) -> bool:
+        return gate.consumes(RUN_QUEUE)
 
-    def shutdown(self, c: Any) -> None:
+    def start(self, w: Any) -> None:
+        global _engine
+        if _engine is not None:
+            return
+        capacity = get_runtime().settings.run_concurrency
+        engine = Engine(capacity)
+        engine.consumer = RunConsumer(w.app, RUN_QUEUE, engine.receive,
+                                      prefetch=capacity + PREFETCH_EXTRA,
+                                      may_consume=gate.is_active)
+        gate.watch_engine(lambda: engine.consumer is not None and engine.consumer.consuming)
+        engine.start()
+        engine.consumer.start()
+        _engine = engine
+
+    def stop(self, w: Any) -> None:
         global _engine
         if _engine is not None:
             _engine.stop(timeout_s=RUN_TIME_LIMIT_S)
             _engine = None
 
+    def terminate(self, w: Any) -> None:
+        # A cold shutdown: nothing is waited for; the leases bring the runs back.
+        global _engine
+        if _engine is not None:
+            _engine.stop(timeout_s=0.0)
+            _engine = None
+
 
 def install(app: Any) -> None:
-    """Add the engine to ``app``'s worker consumer (the worker entry point calls this)."""
-    app.steps["consumer"].add(EngineStep)
+    """Add the engine to ``app``'s worker (the worker entry point calls this)."""
+    app.steps["worker"].add(EngineStep)

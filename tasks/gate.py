@@ -1,15 +1,24 @@
 """The worker's deployment gate: consume Cronbeat's queues only while this deployment is active.
 
-A consumer bootstep. At start (before the consumer's first ``consume``) a process whose
-deployment is not active cancels its Cronbeat queues, so a standby never receives a
-message. Then, every :data:`APPLY_INTERVAL_S` on the worker's own event loop (where
-Celery's remote-control commands run too, so the consumer is never touched from another
-thread), it makes what the consumer consumes match the role that :mod:`app.deploys.presence`
-keeps current: it starts consuming the moment its deployment is activated, and stops
-the moment another one is. The fence (:mod:`app.deploys.deploy`) guards every claim regardless,
-so a message received in between is handed back, never run by the wrong deployment.
+Three parts, each on Celery's documented extension points:
 
-The heartbeat row says whether the consumer really consumes: an active worker that
+* :func:`capture`, at ``worker_init``: the Cronbeat queues this worker was started with
+  (``-Q``). ``cronbeat.runs`` is handed to the delivery engine (:mod:`tasks.engine`),
+  which consumes it on a connection of its own, so the Celery consumer is told not to
+  (``Queues.deselect``).
+* :class:`WorkerPresence`, a worker bootstep: the process's registry row and role
+  (:mod:`app.deploys.presence`), started before anything consumes and stopped after
+  everything else, so a process is never seen dead while its deliveries still run.
+* :class:`DeploymentGate`, a consumer bootstep: at start (before the consumer's first
+  ``consume``) a process whose deployment is not active cancels its Celery queues, so a
+  standby never receives a message; then, every :data:`APPLY_INTERVAL_S` on the
+  worker's event loop, it makes what the consumer consumes match the role: it starts
+  consuming the moment its deployment is activated, and stops the moment another one
+  is. The engine follows the same role (:func:`is_active`). The fence
+  (:mod:`app.deploys.deploy`) guards every claim regardless, so a message received in
+  between is handed back, never run by the wrong deployment.
+
+The heartbeat row says whether the worker really consumes: an active worker that
 consumes none of its queues for :data:`NOT_CONSUMING_GRACE_S`, or whose event loop has
 not run for :data:`LOOP_STALL_S`, reports a problem, and ``cronbeat health`` fails.
 """
@@ -18,6 +27,8 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
+from collections.abc import Callable
 from typing import Any
 
 from celery import bootsteps
@@ -40,13 +51,23 @@ class _Gate:
     """The process-wide part: the queues, the presence, and what the loop last saw."""
 
     def __init__(self, queues: tuple[str, ...]) -> None:
+        #: Every Cronbeat queue this worker consumes, the engine's included.
         self.queues = queues
+        #: The queues the Celery consumer consumes (all but the engine's).
+        self.celery_queues = tuple(q for q in queues if q != RUN_QUEUE)
         self.last_apply: float | None = None
-        self.consuming = False
+        self.celery_consuming = False
         self.not_consuming_since: float | None = None
+        #: Whether the engine consumes its queue now (set by tasks.engine).
+        self.engine_consuming: Callable[[], bool] | None = None
         self.presence = Presence(
             get_settings(), processes.kind_for_queues(queues), queues, self.status
         )
+
+    @property
+    def consuming(self) -> bool:
+        engine = self.engine_consuming
+        return bool(self.queues) and self.celery_consuming and (engine is None or engine())
 
     def status(self) -> tuple[bool | None, str | None]:
         """(consuming, problem), for the heartbeat thread."""
@@ -55,15 +76,30 @@ class _Gate:
         stalled_s = time.monotonic() - self.last_apply
         if stalled_s > LOOP_STALL_S:
             return self.consuming, f"the worker's event loop has not run for {stalled_s:.0f} s"
-        if self.not_consuming_since is not None:
+        consuming = self.consuming
+        if self.presence.active and not consuming:
+            self.not_consuming_since = self.not_consuming_since or time.monotonic()
             idle_s = time.monotonic() - self.not_consuming_since
             if idle_s > NOT_CONSUMING_GRACE_S:
                 return False, (f"its deployment is active but it has consumed none of "
                                f"{', '.join(self.queues)} for {idle_s:.0f} s")
-        return self.consuming, None
+        else:
+            self.not_consuming_since = None
+        return consuming, None
 
 
 _gate: _Gate | None = None
+
+
+def capture(app: Any) -> tuple[str, ...]:
+    """Record the Cronbeat queues this worker consumes; the Celery consumer leaves
+    ``cronbeat.runs`` to the engine. Returns the queues (empty: not a Cronbeat worker)."""
+    global _gate
+    queues = tuple(q for q in app.amqp.queues.consume_from if q in CRONBEAT_QUEUES)
+    if RUN_QUEUE in queues:
+        app.amqp.queues.deselect(RUN_QUEUE)
+    _gate = _Gate(queues) if queues else None
+    return queues
 
 
 def is_active() -> bool:
@@ -71,8 +107,45 @@ def is_active() -> bool:
     return _gate is not None and _gate.presence.active
 
 
+def consumes(queue: str) -> bool:
+    """Whether this worker was started to consume ``queue`` (whatever its role now)."""
+    return _gate is not None and queue in _gate.queues
+
+
+def process_id() -> uuid.UUID | None:
+    """This worker's registry id (the leases it takes name it), None outside a worker."""
+    return None if _gate is None else _gate.presence.id
+
+
+def watch_engine(consuming: Callable[[], bool]) -> None:
+    """Count the engine's consuming in the worker's (for the heartbeat and health)."""
+    if _gate is not None:
+        _gate.engine_consuming = consuming
+
+
+class WorkerPresence(bootsteps.StartStopStep):
+    """Worker bootstep: the registry row and role, for the whole life of the worker."""
+
+    label = "CronbeatPresence"
+
+    def include_if(self, w: Any) -> bool:
+        return _gate is not None
+
+    def start(self, w: Any) -> None:
+        if _gate is not None:
+            _gate.presence.start()
+
+    def stop(self, w: Any) -> None:
+        # Last: every other step (the engine's deliveries included) has stopped.
+        if _gate is not None:
+            _gate.presence.stop()
+
+    def terminate(self, w: Any) -> None:
+        self.stop(w)
+
+
 class DeploymentGate(bootsteps.StartStopStep):
-    """Consumer bootstep: Cronbeat's queues follow this process's deployment role."""
+    """Consumer bootstep: the Celery consumer's Cronbeat queues follow the role."""
 
     requires = ("celery.worker.consumer.tasks:Tasks",)
     label = "CronbeatDeploymentGate"
@@ -80,18 +153,15 @@ class DeploymentGate(bootsteps.StartStopStep):
     def __init__(self, c: Any, **kwargs: Any) -> None:
         super().__init__(c, **kwargs)
         self._timer: Any = None
+        #: The role whose consuming was last logged (None: none yet).
+        self._announced: bool | None = None
 
     def start(self, c: Any) -> None:
-        global _gate
         if _gate is None:
-            # Captured once: later starts (after a broker reconnect) see only what the
-            # gate left selected.
-            queues = tuple(q for q in c.app.amqp.queues.consume_from if q in CRONBEAT_QUEUES)
-            _gate = _Gate(queues)
-            _gate.presence.start()
+            return
         if not _gate.presence.active:
             # Before the consumer's first consume(): a standby receives nothing at all.
-            for queue in _gate.queues:
+            for queue in _gate.celery_queues:
                 c.cancel_task_queue(queue)
         self._timer = c.timer.call_repeatedly(APPLY_INTERVAL_S, self._apply, (c,))
 
@@ -101,11 +171,7 @@ class DeploymentGate(bootsteps.StartStopStep):
             self._timer = None
 
     def shutdown(self, c: Any) -> None:
-        global _gate
         self.stop(c)
-        if _gate is not None:
-            _gate.presence.stop()
-            _gate = None
 
     def _apply(self, c: Any) -> None:
         gate = _gate
@@ -113,29 +179,23 @@ class DeploymentGate(bootsteps.StartStopStep):
         if gate is None or consumer is None:
             return
         want = gate.presence.active
-        changed = False
         try:
-            for queue in gate.queues:
+            for queue in gate.celery_queues:
                 consuming = consumer.consuming_from(queue)
                 if want and not consuming:
                     c.add_task_queue(queue)
-                    changed = True
                 elif not want and consuming:
                     c.cancel_task_queue(queue)
-                    changed = True
         except Exception as exc:  # the broker went away: the consumer restarts, we retry
             log.warning("could not change what this worker consumes (%s)", type(exc).__name__,
                         extra={"action": "deploy.consume_failed"})
-        now = time.monotonic()
-        gate.last_apply = now
-        gate.consuming = bool(gate.queues) and all(
-            consumer.consuming_from(queue) for queue in gate.queues
-        )
-        if want and not gate.consuming:
-            gate.not_consuming_since = gate.not_consuming_since or now
-        else:
-            gate.not_consuming_since = None
-        if changed:
+        gate.last_apply = time.monotonic()
+        gate.celery_consuming = all(consumer.consuming_from(q) for q in gate.celery_queues)
+        if self._announced is None:
+            self._announced = want  # as it booted: nothing changed
+        if want != self._announced and gate.consuming == want:
+            # The engine follows the same role on its own thread: logged once both did.
+            self._announced = want
             role = gate.presence.role
             log.warning(
                 "%s consuming %s (%s)", "started" if want else "stopped",
@@ -149,5 +209,6 @@ class DeploymentGate(bootsteps.StartStopStep):
 
 
 def install(app: Any) -> None:
-    """Add the gate to ``app``'s worker consumer (the worker entry point calls this)."""
+    """Add the gate's steps to ``app``'s worker (the worker entry point calls this)."""
+    app.steps["worker"].add(WorkerPresence)
     app.steps["consumer"].add(DeploymentGate)

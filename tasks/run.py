@@ -94,11 +94,7 @@ def _scheduled_for(text: str | None) -> dt.datetime | None:
     return parsed if parsed.tzinfo is not None else None
 
 
-@celery_app.task(
-    name=RUN_TASK, acks_late=True, ignore_result=True, time_limit=RUN_TIME_LIMIT_S,
-    # A worker running the delivery engine hands it the messages (tasks.engine).
-    Strategy="tasks.engine:strategy",
-)
+@celery_app.task(name=RUN_TASK, acks_late=True, ignore_result=True, time_limit=RUN_TIME_LIMIT_S)
 def run_trigger(invocation_id: str, scheduled_for: str | None = None) -> None:
     """Run one attempt of invocation ``invocation_id``; safe to receive any number of times.
 

@@ -19,8 +19,16 @@ app = configure(celery_app, get_settings())
 gate.install(app)
 # Workers consuming cronbeat.alerts run the alert watchdog (tasks.alerts).
 alerts.install(app)
-# Workers consuming cronbeat.runs deliver through the engine (tasks.engine).
+# Workers consuming cronbeat.runs deliver through the engine (tasks.engine), on a
+# broker connection of its own.
 engine.install(app)
+
+
+@worker_init.connect
+def _capture_queues(sender: Any, **_: Any) -> None:
+    # Before the worker's bootsteps are built: they start only where their queue is
+    # consumed, and the Celery consumer leaves cronbeat.runs to the engine.
+    gate.capture(sender.app)
 
 
 @worker_init.connect

@@ -32,6 +32,7 @@ pytestmark = pytest.mark.slow
 
 DEADLINE_S = 45.0
 RUNS = "cronbeat.runs"
+ALERTS = "cronbeat.alerts"
 DISPATCH = "cronbeat.dispatch"
 # A beat ticks every second here; a run may start this long after its time: one tick,
 # the worker's pick-up and the delivery, with room for a loaded 2-core machine.
@@ -384,7 +385,7 @@ def test_health_follows_the_worker_role_and_the_gate_restores_a_cancelled_consum
     db: sessionmaker[Session], start_worker: Callable[..., WorkerProcess],
 ) -> None:
     assert _cli("deploy", "activate", "v1", "--force").returncode == 0
-    worker = start_worker(queues=RUNS, CRONBEAT_DEPLOYMENT_ID="v2")
+    worker = start_worker(queues=f"{RUNS},{ALERTS}", CRONBEAT_DEPLOYMENT_ID="v2")
     pid = str(worker.pid)
     standby = _cli("health", "worker", "--pid", pid)
     assert standby.returncode == 0, standby.stderr
@@ -397,17 +398,19 @@ def test_health_follows_the_worker_role_and_the_gate_restores_a_cancelled_consum
     assert re.match(r"healthy  deployment v2  worker .* active +consuming cronbeat\.runs",
                     active.stdout)
 
-    # Someone cancels the consumer by hand (the old way a deploy stranded a worker):
-    # the gate consumes again, since its deployment is the active one.
+    # Someone cancels the Celery consumer's queue by hand (the old way a deploy stranded
+    # a worker): the gate consumes again, since its deployment is the active one. (The
+    # run queue is the engine's own consumer's, which remote control does not reach.)
     assert worker.name
     cancel = subprocess.run(
         [sys.executable, "-m", "celery", "-A", "tasks.worker", "control", "cancel_consumer",
-         RUNS, "-d", f"{worker.name}@{socket.gethostname()}"],
+         ALERTS, "-d", f"{worker.name}@{socket.gethostname()}"],
         cwd=ROOT, env=os.environ, capture_output=True, text=True, timeout=60,
     )
     assert cancel.returncode == 0, cancel.stderr
-    worker.wait_for_log(r"Canceling queue cronbeat\.runs", count=2, timeout_s=DEADLINE_S)
-    worker.wait_for_log(r"Started consuming from cronbeat\.runs", count=2, timeout_s=DEADLINE_S)
+    worker.wait_for_log(r"Canceling queue cronbeat\.alerts", count=2, timeout_s=DEADLINE_S)
+    worker.wait_for_log(r"Started consuming from cronbeat\.alerts", count=2,
+                        timeout_s=DEADLINE_S)
 
     assert _cli("deploy", "activate", "v3", "--force").returncode == 0
     _wait(lambda: _roles(db, "v2") == Counter({("worker", "superseded", False): 1}),

@@ -33,6 +33,8 @@ class Reply:
     #: (``trickle="all"``) or only the body, after the headers (``trickle="body"``).
     trickle_s: float | None = None
     trickle: str = "all"
+    #: Wait this long before answering (a slow receiver).
+    delay_s: float = 0.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,6 +49,12 @@ class Received:
     at: float
 
 
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    # The listen backlog: hundreds of connections may arrive at once (a burst).
+    request_queue_size = 1024
+
+
 class Receiver:
     """The receiver's handle: its URL, its script, and what it received."""
 
@@ -56,8 +64,9 @@ class Receiver:
         self._script: deque[Reply] = deque()
         self._received: list[Received] = []
         self._holds: list[threading.Event] = []
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
-        self._server.daemon_threads = True
+        #: How requests are answered once the script is used up.
+        self.default = Reply()
+        self._server = _Server(("127.0.0.1", 0), self._handler_class())
         self._thread = threading.Thread(
             target=self._server.serve_forever, name="webhook-receiver", daemon=True
         )
@@ -120,7 +129,7 @@ class Receiver:
 
     def _next_reply(self) -> Reply:
         with self._lock:
-            reply = self._script.popleft() if self._script else Reply()
+            reply = self._script.popleft() if self._script else self.default
             if reply.hold is not None:
                 self._holds.append(reply.hold)
             return reply
@@ -151,6 +160,8 @@ class Receiver:
                 reply = receiver._next_reply()
                 if reply.hold is not None:
                     reply.hold.wait(MAX_HOLD_S)
+                if reply.delay_s:
+                    time.sleep(reply.delay_s)
                 payload = reply.body.encode()
                 try:
                     self.send_response(reply.status)
