@@ -163,6 +163,9 @@ class Settings:
     #: Deliveries a worker process runs at once (tasks.engine): threads that wait on the
     #: network, and the run messages the worker takes from the broker ahead.
     run_concurrency: int = 256
+    #: The database connections a worker process's threads share (tasks.runtime); the
+    #: process holds two more of its own (its presence, its alert watchdog).
+    worker_db_pool: int = 8
 
     @property
     def min_misfire_grace_s(self) -> int:
@@ -209,6 +212,7 @@ class Settings:
             republish_after_s=_int(env, "CRONBEAT_REPUBLISH_AFTER_S", 300, 5, 86_400),
             tenant_max_running=_int(env, "CRONBEAT_TENANT_MAX_RUNNING", 32, 0, 100_000),
             run_concurrency=_int(env, "CRONBEAT_RUN_CONCURRENCY", 256, 1, 4096),
+            worker_db_pool=_int(env, "CRONBEAT_WORKER_DB_POOL", 8, 2, 200),
             history_retention_days=_int(env, "CRONBEAT_HISTORY_RETENTION_DAYS", 30, 1, 3650),
             log_format=_choice(env, "CRONBEAT_LOG_FORMAT", "text", ("text", "json")),
             log_level=_choice(

@@ -2,21 +2,67 @@
 
 from __future__ import annotations
 
-from sqlalchemy import Engine, NullPool, create_engine, text
+import logging
+import os
+import time
+from typing import Any
+
+from sqlalchemy import Engine, NullPool, QueuePool, create_engine, text
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.config import Settings
 
+log = logging.getLogger(__name__)
+
 CONNECT_TIMEOUT_S = 5
 POOL_TIMEOUT_S = 10
+#: A thread that found every pooled connection in use logs this often while it waits,
+#: and gives up after POOL_MAX_WAIT_S (a pool that stays dry that long is a stuck one).
+POOL_WAIT_LOG_EVERY_S = 5.0
+POOL_MAX_WAIT_S = 600.0
+
+
+def application_name() -> str:
+    """What this process's connections are called in ``pg_stat_activity``."""
+    return f"cronbeat[{os.getpid()}]"
+
+
+class WaitingPool(QueuePool):
+    """A QueuePool whose checkout, when every connection is in use, waits (logging why)
+    up to :data:`POOL_MAX_WAIT_S` instead of failing the unit of work after
+    ``pool_timeout``.
+
+    A worker's pool is a small, fixed budget shared by many threads (app.config's
+    CRONBEAT_WORKER_DB_POOL): a thread that finds it dry queues for the next free
+    connection, which comes back within one short transaction.
+    """
+
+    def connect(self) -> Any:
+        started = time.monotonic()
+        while True:
+            try:
+                return super().connect()
+            except PoolTimeout:
+                waited_s = time.monotonic() - started
+                if waited_s >= POOL_MAX_WAIT_S:
+                    raise
+                log.warning(
+                    "database: all %d connections of this process's pool are in use; a"
+                    " unit of work has waited %.0f s for one (raise CRONBEAT_WORKER_DB_POOL"
+                    " if this persists)", self.size(), waited_s,
+                    extra={"action": "db.pool_exhausted", "pool_size": self.size(),
+                           "checked_out": self.checkedout()})
 
 
 def make_engine(
     settings: Settings,
     *,
     pool_size: int = 5,
+    max_overflow: int = 5,
     pre_ping: bool = True,
     statement_timeout_s: int | None = None,
+    wait_for_connection: bool = False,
 ) -> Engine:
     """Return an engine for the settings' database.
 
@@ -28,26 +74,35 @@ def make_engine(
             one for a transaction wants N.
         pre_ping: test each connection on checkout (a round trip). Workers turn it off
             and retry a unit of work on a dead connection instead.
+        max_overflow: connections opened beyond ``pool_size`` under load (0: a fixed
+            budget).
         statement_timeout_s: PostgreSQL's statement_timeout and
             idle_in_transaction_session_timeout for these connections: no statement,
             and no transaction left open by a stuck thread, outlives it.
+        wait_for_connection: a thread that finds every connection in use waits for
+            one, logging every POOL_WAIT_LOG_EVERY_S (:class:`WaitingPool`), instead of
+            failing after POOL_TIMEOUT_S.
     """
-    connect_args: dict[str, object] = {"connect_timeout": CONNECT_TIMEOUT_S}
+    connect_args: dict[str, object] = {"connect_timeout": CONNECT_TIMEOUT_S,
+                                       "application_name": application_name()}
     if statement_timeout_s is not None:
         limit_ms = statement_timeout_s * 1000
         connect_args["options"] = (
             f"-c statement_timeout={limit_ms} -c idle_in_transaction_session_timeout={limit_ms}"
         )
+    pool_options: dict[str, Any] = {"pool_timeout": POOL_TIMEOUT_S}
+    if wait_for_connection:
+        pool_options = {"poolclass": WaitingPool, "pool_timeout": POOL_WAIT_LOG_EVERY_S}
     return create_engine(
         settings.database_url,
         pool_size=pool_size,
-        max_overflow=5,
+        max_overflow=max_overflow,
         pool_pre_ping=pre_ping,
         # A database that accepts TCP but never answers must fail a request or a probe,
         # not hang it: libpq gives up connecting after this, and a request waits at most
         # pool_timeout for a pooled connection.
         connect_args=connect_args,
-        pool_timeout=POOL_TIMEOUT_S,
+        **pool_options,
         # Statement parameters (payloads, headers, secrets) stay out of exception
         # messages, which end up in logs.
         hide_parameters=True,

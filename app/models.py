@@ -187,6 +187,10 @@ class Invocation(Base):
     # The running attempt owns the invocation until then; afterwards the sweep takes it
     # back (the worker died) and a new attempt may claim it.
     lease_expires_at: Mapped[dt.datetime | None] = mapped_column(Timestamp)
+    #: The registry id (process_heartbeats.id) of the worker whose attempt holds the
+    #: lease: once that process stops heartbeating, the run is taken back at once
+    #: (app.queries.sweep.take_dead_workers_leases), not when the lease runs out.
+    leased_by: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
     cancel_requested: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
     last_error: Mapped[str | None] = mapped_column(Text)
     response_status: Mapped[int | None] = mapped_column(Integer)

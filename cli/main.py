@@ -271,10 +271,13 @@ def _health_commands(commands: Commands) -> None:
 
     parser = commands.add_parser(
         "health",
-        help="exit 0 if this host's KIND process is healthy, 1 (with the reason) if not",
+        help="exit 0 if this host's KIND process is healthy, 1 (with the reason) if not;"
+             " `health fleet`: exit 0 if the fleet runs anything (an active worker and an"
+             " active beat or dispatcher), 1 if not (a fleet of standbys, say)",
     )
-    parser.add_argument("kind", metavar="KIND", choices=[k.value for k in ProcessKind],
-                        help="worker, dispatcher or beat")
+    parser.add_argument("kind", metavar="KIND",
+                        choices=[*(k.value for k in ProcessKind), "fleet"],
+                        help="worker, dispatcher, beat, or fleet")
     parser.add_argument("--pid", type=int, help="only the process with this pid")
     parser.set_defaults(handler=_health)
 
@@ -287,6 +290,8 @@ def _health(args: argparse.Namespace) -> int:
 
     settings = Settings.from_env()
     hostname = socket.gethostname()
+    if args.kind == "fleet":
+        return _fleet_health(settings)
     with _sessions(settings).begin() as session:
         rows = [row for row in processes.live(session, include_dead=True)
                 if row.hostname == hostname[:255] and row.kind.value == args.kind
@@ -294,6 +299,18 @@ def _health(args: argparse.Namespace) -> int:
     healthy, lines = health_verdict(rows, args.kind, hostname)
     print("\n".join(lines), file=sys.stdout if healthy else sys.stderr)
     return 0 if healthy else 1
+
+
+def _fleet_health(settings: Settings) -> int:
+    from app.deploys import deploy, processes
+    from app.deploys.deploy_report import fleet_verdict
+
+    with _sessions(settings).begin() as session:
+        state = deploy.read_state(session)
+        rows = processes.live(session)
+    working, lines = fleet_verdict(state.active_deployment_id, rows)
+    print("\n".join(lines), file=sys.stdout if working else sys.stderr)
+    return 0 if working else 1
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -43,6 +43,8 @@ from alembic import command
 from alembic.config import Config
 
 from app.config import Settings
+from app.db import make_engine, make_session_factory
+from app.deploys import deploy
 from app.errors import ConfigError
 from devrun.embedded import EmbeddedPostgres, EmbeddedRedis, start_postgres, start_redis
 from devrun.plan import ROOT, Plan, child_environment, plan_from_env
@@ -214,12 +216,53 @@ def _start_everything(
     migrate(database_url)
     if stop.requested:
         return None
+    for line in standby_warning(Settings.from_env(env), plan.data_dir / "env"):
+        log.warning("%s", line)
 
     log.info("starting %s from %s", ", ".join(plan.processes), PROCFILE.name)
     honcho = _start_honcho(plan, env)
     running.callback(_stop_honcho, honcho, plan.processes)
     _write_env_file(plan.data_dir / "env", env, running)
     return honcho
+
+
+def _as_typed(path: Path) -> str:
+    """``path`` as a user types it in this repository's folder (relative when inside)."""
+    try:
+        return shlex.quote(str(path.relative_to(ROOT)))
+    except ValueError:
+        return shlex.quote(str(path))
+
+
+def standby_warning(settings: Settings, env_file: Path) -> list[str]:
+    """What to print first when the processes about to start will run nothing: a
+    deployment was activated (gating is on) and theirs is not it. Empty otherwise.
+
+    The commands it prints work as printed, from this folder in a second terminal.
+    """
+    engine = make_engine(settings, pool_size=1, max_overflow=0)
+    try:
+        with make_session_factory(engine).begin() as session:
+            active = deploy.read_state(session).active_deployment_id
+    finally:
+        engine.dispose()
+    mine = settings.deployment_id
+    if active is None or active == mine:
+        return []
+    if mine is None:
+        why = (f"deployment {active} is active (a deploy activated it), and these processes"
+               f" have no CRONBEAT_DEPLOYMENT_ID")
+    else:
+        why = f"deployment {active} is active, and these processes are deployment {mine}"
+    return [
+        f"make run: NOTHING WILL RUN: {why}, so they wait as standbys.",
+        "make run: to run them, in a second terminal in this folder:",
+        f"make run:     source {_as_typed(env_file)} && "
+        f"{_as_typed(Path(sys.executable).parent / 'cronbeat')} deploy reset",
+        "make run: (turns gating off: every process runs), or start again with the active"
+        " deployment's id:",
+        f"make run:     CRONBEAT_DEPLOYMENT_ID={active} make run",
+    ]
 
 
 def _write_env_file(path: Path, env: Mapping[str, str], running: contextlib.ExitStack) -> None:

@@ -100,9 +100,10 @@ class Watchdog:
         self.settings = settings
         self._is_active = is_active
         self._stopping = threading.Event()
-        # A connection of its own (at most one, opened per pass): the delivery threads'
-        # pool may be busy, and the watchdog must not wait behind it.
-        self._engine = make_engine(settings, pool_size=1, statement_timeout_s=60)
+        # A connection of its own (one, opened per pass): the delivery threads' pool may
+        # be busy, and the watchdog must not wait behind it.
+        self._engine = make_engine(settings, pool_size=1, max_overflow=0,
+                                   statement_timeout_s=60)
         self._sessions = make_session_factory(self._engine)
         self._thread = threading.Thread(target=self._loop, name="alert-watchdog", daemon=True)
 

@@ -48,6 +48,8 @@ from typing import Any
 from celery import bootsteps
 from kombu.exceptions import OperationalError as BrokerError
 from redis.exceptions import RedisError
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from app.delivery.send import DeliveryResult
 from app.firing.batch import finish_batch, start_batch
@@ -58,6 +60,7 @@ from tasks import gate
 from tasks.alerts import publish_alerts_quietly
 from tasks.celery_app import RUN_TASK, celery_app
 from tasks.overrun import OverrunWatch
+from tasks.reaper import Reaper
 from tasks.run import RUN_TIME_LIMIT_S, _scheduled_for, _send_task, run_trigger
 from tasks.run_consumer import Delivery, RunConsumer
 from tasks.runtime import get_runtime
@@ -68,6 +71,8 @@ log = logging.getLogger(__name__)
 MAX_BATCH = 500
 #: How long a pass gathers messages and outcomes after the first one arrived.
 BATCH_WINDOW_S = 0.02
+#: The longest wait between two claims while the database does not answer.
+START_RETRY_MAX_S = 5.0
 #: How long a shutdown waits for the consumer's thread to send its last acks.
 CONSUMER_CLOSE_S = 5.0
 #: Run messages the consumer takes ahead of the delivery threads, so a thread that
@@ -143,6 +148,8 @@ class Engine:
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
         self.consumer: RunConsumer | None = None
+        #: Takes back dead workers' runs (tasks.reaper), started with the engine.
+        self.reaper: Reaper | None = None
         self._events: queue.SimpleQueue[_Message | _Delivered | _Done | _Wake | None] = (
             queue.SimpleQueue())
         #: The engine thread's own: messages not claimed yet, and delivery threads taken.
@@ -156,6 +163,9 @@ class Engine:
         self._held = 0
         self._stopping = False
         self._idle = threading.Condition(self._lock)
+        #: After the database failed a claim: when to try the waiting runs again.
+        self._retry_at: float | None = None
+        self._unreachable_for = 0
 
     def start(self) -> None:
         self._thread.start()
@@ -202,12 +212,17 @@ class Engine:
         self._pool.stop()
         if self.consumer is not None:
             self.consumer.close(timeout_s=CONSUMER_CLOSE_S)
+        if self.reaper is not None:
+            self.reaper.stop()
 
     # The engine's thread.
 
     def _loop(self) -> None:
         while True:
-            first = self._events.get()
+            try:
+                first = self._events.get(timeout=self._until_retry_s())
+            except queue.Empty:  # the database may be back: try the waiting runs again
+                first = _Wake()
             if first is None:
                 return
             events = [first]
@@ -241,11 +256,19 @@ class Engine:
             except Exception:  # a bug: log it, and keep the engine alive
                 log.exception("run engine: a pass failed", extra={"action": "run.engine_failed"})
 
+    def _until_retry_s(self) -> float | None:
+        if self._retry_at is None:
+            return None
+        return max(0.0, self._retry_at - time.monotonic())
+
     def _start_waiting(self) -> None:
         # Claim no more runs than there are free delivery threads: a claimed attempt's
         # lease runs from its claim, so it must not wait for a thread. The rest wait
         # here, unclaimed, bounded by the worker's prefetch.
-        while self._waiting and self._busy < self.capacity:
+        if self._retry_at is not None and time.monotonic() < self._retry_at:
+            return  # the database was unreachable: the waiting runs wait a moment more
+        self._retry_at = None
+        while self._waiting and self._busy < self.capacity and self._retry_at is None:
             count = min(self.capacity - self._busy, MAX_BATCH, len(self._waiting))
             batch = [self._waiting.popleft() for _ in range(count)]
             self._busy += count
@@ -260,7 +283,22 @@ class Engine:
             try:
                 started, waiting = start_batch(
                     runtime.sessions, runtime.settings,
-                    [message.key for message in keyed if message.key])
+                    [message.key for message in keyed if message.key], gate.process_id())
+                self._unreachable_for = 0
+            except (OperationalError, InterfaceError, PoolTimeout) as exc:
+                # The database is unreachable: nothing was claimed. The messages stay
+                # here, unacknowledged, and are claimed once it answers again, instead
+                # of being dropped for the sweep to send again minutes later.
+                self._busy -= len(messages)
+                self._waiting.extendleft(reversed(messages))
+                delay_s = min(START_RETRY_MAX_S, 0.5 * 2 ** self._unreachable_for)
+                self._unreachable_for += 1
+                self._retry_at = time.monotonic() + delay_s
+                log.warning("run engine: the database did not answer (%s); %d runs wait"
+                            " and are tried again in %.1f s", type(exc).__name__,
+                            len(self._waiting), delay_s,
+                            extra={"action": "run.start_waits_for_database"})
+                return
             except Exception:
                 # The database failed: each message tries the single path, which
                 # reports its own failure as a task would.
@@ -414,6 +452,8 @@ class EngineStep(bootsteps.StartStopStep):
         gate.watch_engine(lambda: engine.consumer is not None and engine.consumer.consuming)
         engine.start()
         engine.consumer.start()
+        engine.reaper = Reaper(gate.is_active)
+        engine.reaper.start()
         _engine = engine
 
     def stop(self, w: Any) -> None:

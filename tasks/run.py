@@ -17,6 +17,7 @@ from app.firing.runner import run_invocation
 from app.limits import TIMEOUT_S
 from app.queries.leases import LEASE_GRACE_S
 from messaging.publisher import Run, publish_runs
+from tasks import gate
 from tasks.alerts import publish_alerts_quietly
 from tasks.celery_app import RUN_TASK, celery_app
 from tasks.runtime import get_runtime
@@ -119,7 +120,7 @@ def run_trigger(invocation_id: str, scheduled_for: str | None = None) -> None:
     try:
         outcome = run_invocation(
             runtime.sessions, runtime.settings, parsed_id, send_task=_send_task,
-            scheduled_for=key,
+            scheduled_for=key, leased_by=gate.process_id(),
         )
     except Superseded as exc:
         # Nothing was written: hand the message back for the active deployment's

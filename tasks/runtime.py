@@ -2,8 +2,10 @@
 
 Built once per process, lazily, so a prefork child opens its own connections after the
 fork and importing this module opens none. A worker sizes it first
-(:func:`configure_for_worker`): one pooled connection per delivery thread, no pre-ping
-(a unit of work on a dead connection is tried again instead), and a statement timeout.
+(:func:`configure_for_worker`): a fixed budget of CRONBEAT_WORKER_DB_POOL connections
+whatever its thread counts (a thread that finds them all in use waits for one, and says
+so in the log), no pre-ping (a unit of work on a dead connection is tried again
+instead), and a statement timeout.
 """
 
 from __future__ import annotations
@@ -26,8 +28,10 @@ WORKER_STATEMENT_TIMEOUT_S = 60
 @dataclasses.dataclass(frozen=True)
 class EngineOptions:
     pool_size: int = 5
+    max_overflow: int = 5
     pre_ping: bool = True
     statement_timeout_s: int | None = None
+    wait_for_connection: bool = False
 
 
 _OPTIONS = [EngineOptions()]
@@ -52,17 +56,19 @@ def get_runtime() -> Runtime:
     settings = get_settings()
     options = _OPTIONS[0]
     engine = make_engine(
-        settings, pool_size=options.pool_size, pre_ping=options.pre_ping,
-        statement_timeout_s=options.statement_timeout_s,
+        settings, pool_size=options.pool_size, max_overflow=options.max_overflow,
+        pre_ping=options.pre_ping, statement_timeout_s=options.statement_timeout_s,
+        wait_for_connection=options.wait_for_connection,
     )
     return Runtime(settings=settings, engine=engine, sessions=make_session_factory(engine))
 
 
-def configure_for_worker(threads: int) -> None:
-    """Size the runtime for a worker of ``threads`` concurrent tasks (before first use)."""
+def configure_for_worker() -> None:
+    """Size the runtime for a worker process (before first use): a fixed pool of
+    CRONBEAT_WORKER_DB_POOL connections, whatever its threads."""
     _OPTIONS[0] = EngineOptions(
-        pool_size=max(threads, 1), pre_ping=False,
-        statement_timeout_s=WORKER_STATEMENT_TIMEOUT_S,
+        pool_size=get_settings().worker_db_pool, max_overflow=0, pre_ping=False,
+        statement_timeout_s=WORKER_STATEMENT_TIMEOUT_S, wait_for_connection=True,
     )
     if get_runtime.cache_info().currsize:
         # Built already (nothing has connected yet at worker_init): build it again.

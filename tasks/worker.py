@@ -33,11 +33,12 @@ def _capture_queues(sender: Any, **_: Any) -> None:
 
 @worker_init.connect
 def _size_for_threads(sender: Any, **_: Any) -> None:
-    # The threads pool (the Procfile's worker): one pooled connection per thread, and
-    # the prefork hard time limit's stand-ins (tasks.overrun, statement_timeout).
+    # The threads pool (the Procfile's worker): a fixed budget of database connections
+    # (CRONBEAT_WORKER_DB_POOL) for all its threads, and the prefork hard time limit's
+    # stand-ins (tasks.overrun, statement_timeout).
     pool = sender.pool_cls
     if pool is ThreadsPool or pool in ("threads", "celery.concurrency.thread:TaskPool"):
-        configure_for_worker(int(sender.concurrency))
+        configure_for_worker()
         OverrunWatch(RUN_TASK, RUN_TIME_LIMIT_S).start()
 
 

@@ -115,9 +115,8 @@ TABLES = (
 )
 
 
-@pytest.fixture
-def db(engine: Engine, session_factory: sessionmaker[Session]) -> sessionmaker[Session]:
-    """The run's database, emptied before the test."""
+def empty_database(engine: Engine) -> None:
+    """Every table of the run's data emptied, and the scheduler's state as new."""
     with engine.begin() as conn:
         conn.execute(text(f"TRUNCATE {', '.join(TABLES)} CASCADE"))
         conn.execute(
@@ -134,4 +133,10 @@ def db(engine: Engine, session_factory: sessionmaker[Session]) -> sessionmaker[S
                 " NULL, last_tick_deployment_id = NULL, last_tick_report = NULL"
             )
         )
+
+
+@pytest.fixture
+def db(engine: Engine, session_factory: sessionmaker[Session]) -> sessionmaker[Session]:
+    """The run's database, emptied before the test."""
+    empty_database(engine)
     return session_factory

@@ -1,9 +1,12 @@
 """Applying what happened to triggers' alert states, and raising their alerts (the outbox).
 
-:func:`observe` takes the caller's ``Session`` and never commits. Its callers run it in
-a transaction of its own, after the run's (the worker, the dispatcher, the watchdog),
-so an alert can never hold up or undo a run; each alert is a row of ``alerts``, one per
-enabled channel of the project, delivered after the commit by ``cronbeat.deliver_alert``.
+:func:`observe` takes the caller's ``Session`` and never commits. The worker and the
+dispatcher run it in the transaction that records what happened (a run's finish, a
+tick's batch, the sweep's take-back), inside a savepoint (:func:`observe_isolated`):
+the outcome and its alert commit together, so no crash between the two can lose an
+alert, and an error of the alerts' own can never undo a run. Each alert is a row of
+``alerts``, one per enabled channel of the project, delivered after the commit by
+``cronbeat.deliver_alert``.
 
 Only projects with an enabled channel are watched: for any other project this writes
 nothing (the worker learns it from the claim's ``watched`` column, so an unwatched run
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import logging
 import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -22,6 +26,7 @@ from typing import Any
 
 from sqlalchemy import func, or_, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
 from app.alerting.rules import (
@@ -34,6 +39,8 @@ from app.alerting.rules import (
     step,
 )
 from app.models import Alert, AlertChannel, AlertRule, Invocation, Trigger, TriggerAlertState
+
+log = logging.getLogger(__name__)
 
 #: An alert's body quotes at most this much of the run's last error.
 ERROR_CHARS = 1000
@@ -146,6 +153,58 @@ def observe(
     if alerts:
         session.execute(pg_insert(Alert), alerts)
     return [row["id"] for row in alerts]
+
+
+def observe_isolated(
+    session: Session, events: Sequence[Event], now: dt.datetime, *,
+    public_url: str | None = None, published: bool = False,
+    log_ids: dict[str, Any] | None = None,
+) -> list[uuid.UUID]:
+    """:func:`observe` in a savepoint of the caller's transaction (a run's finish, a
+    tick's batch): the alerts commit with what they are about, or not at all.
+
+    An error of the alerts' own (a bug, a row that breaks a constraint) is logged and
+    rolled back to the savepoint, so an alert can never undo the run or tick it is
+    about; a lost connection is raised, since the caller's transaction is lost too and
+    its retry observes again.
+
+    Returns:
+        The ids of the alerts recorded (none after an error), to publish after commit.
+    """
+    try:
+        with session.begin_nested():
+            return observe(session, events, now, public_url=public_url, published=published)
+    except DBAPIError as exc:
+        if exc.connection_invalidated or isinstance(exc, OperationalError | InterfaceError):
+            raise
+        failure: Exception = exc
+    except Exception as exc:
+        failure = exc
+    log.error("alerts: could not record the alerts of %d events; left unraised",
+              len(events), exc_info=failure, extra={"action": "alert.observe_failed",
+                                                    **(log_ids or {})})
+    return []
+
+
+def observe_watched(
+    session: Session, events: Sequence[Event], now: dt.datetime, *,
+    public_url: str | None = None, with_ids: bool = False,
+) -> list[uuid.UUID]:
+    """:func:`observe_isolated` for the events of watched projects only; with
+    ``with_ids``, each event's invocation id is looked up from its occurrence first.
+
+    For what a tick or a take-back recorded (missed runs, runs failed for a lost
+    worker), in the transaction that recorded it; the watchdog publishes the alerts.
+    """
+    watched = watched_scopes(session, [event.scope for event in events])
+    events = [event for event in events if event.scope in watched]
+    if events and with_ids:
+        ids = invocations_of(session, [(e.trigger_id, e.scheduled_for) for e in events])
+        events = [dataclasses.replace(
+            e, invocation_id=ids.get((e.trigger_id, e.scheduled_for))) for e in events]
+    if not events:
+        return []
+    return observe_isolated(session, events, now, public_url=public_url)
 
 
 def _enabled_channels(session: Session, scopes: set[Scope]) -> dict[Scope, list[uuid.UUID]]:

@@ -104,3 +104,51 @@ def health_verdict(rows: Sequence[ProcessView], kind: str, hostname: str) -> tup
         lines.append(f"{verdict}  deployment {row.deployment_id or '(unversioned)'}  "
                      f"{process_line(row)}")
     return healthy, lines
+
+
+def standby_advice(active_deployment_id: str, deployment_id: str | None) -> str:
+    """How to make a process of ``deployment_id`` run while another deployment is active:
+    commands that work as printed."""
+    if deployment_id is None:
+        return (f"start it with CRONBEAT_DEPLOYMENT_ID={active_deployment_id} (the active"
+                f" deployment's id), or turn gating off with `cronbeat deploy reset`")
+    return (f"activate its deployment with `cronbeat deploy activate {deployment_id}`, or"
+            f" turn gating off with `cronbeat deploy reset`")
+
+
+def fleet_verdict(active_deployment_id: str | None,
+                  rows: Sequence[ProcessView]) -> tuple[bool, list[str]]:
+    """Whether the fleet runs anything: a live active worker consuming cronbeat.runs and a
+    live active beat or dispatcher (pure); returns (working, lines saying why).
+
+    A fleet of standbys (all of another deployment than the active one, or unversioned
+    while gating is on) is up and healthy one by one, and runs nothing: this tells it
+    apart.
+    """
+    live = [row for row in rows if row.live]
+    active = [row for row in live if row.role is ProcessRole.ACTIVE]
+    workers = [row for row in active if "cronbeat.runs" in row.queues and row.consuming]
+    tickers = [row for row in active if row.kind.value in ("beat", "dispatcher")]
+    gating = (f"deployment {active_deployment_id} is active" if active_deployment_id
+              else "gating is off")
+    if workers and tickers:
+        return True, [f"working: {gating}; {len(workers)} active worker(s) consuming"
+                      f" cronbeat.runs, {len(tickers)} active beat/dispatcher process(es)"]
+    missing = [what for what, found in (("no active worker is consuming cronbeat.runs",
+                                         workers),
+                                        ("no active beat or dispatcher", tickers))
+               if not found]
+    lines = [f"not working: {gating}; {' and '.join(missing)}"]
+    idle = sorted({row.deployment_id for row in live if row.role is not ProcessRole.ACTIVE},
+                  key=lambda d: d or "")
+    for deployment_id in idle:
+        kinds = sorted({row.kind.value for row in live if row.deployment_id == deployment_id
+                        and row.role is not ProcessRole.ACTIVE})
+        line = (f"  deployment {deployment_id or '(unversioned)'}: {', '.join(kinds)} up,"
+                f" running nothing")
+        if active_deployment_id is not None:
+            line += f"; {standby_advice(active_deployment_id, deployment_id)}"
+        lines.append(line)
+    if not live:
+        lines.append("  no live Cronbeat process at all")
+    return False, lines

@@ -28,8 +28,8 @@ from collections.abc import Callable
 from sqlalchemy import Connection, Engine, NullPool, create_engine, text
 
 from app.config import Settings
-from app.db import CONNECT_TIMEOUT_S
-from app.deploys import deploy, processes
+from app.db import CONNECT_TIMEOUT_S, application_name
+from app.deploys import deploy, deploy_report, processes
 from app.enums import ProcessKind, ProcessRole
 
 log = logging.getLogger(__name__)
@@ -172,6 +172,14 @@ class Presence:
                    else "no deployment is activated (gating is off)")
             log.warning("%s (generation %d): this %s takes work", why,
                         observation.generation, self.kind.value, extra=extra)
+        elif role is ProcessRole.STANDBY and self.deployment_id is None and active:
+            # Gating is on (a deployment was activated) and this process has no id: it
+            # can never be activated as it is. Say so plainly, with commands that work.
+            log.warning(
+                "standby: this %s has no CRONBEAT_DEPLOYMENT_ID while deployment %s is "
+                "active (generation %d), so it will run nothing: %s", self.kind.value,
+                active, observation.generation,
+                deploy_report.standby_advice(active, None), extra=extra)
         elif role is ProcessRole.STANDBY:
             log.warning(
                 "standby: deployment %s is not activated (%s is, generation %d); this %s "
@@ -208,6 +216,7 @@ class Presence:
                 self._engine = create_engine(
                     self._database_url, poolclass=NullPool, isolation_level="AUTOCOMMIT",
                     connect_args={"connect_timeout": CONNECT_TIMEOUT_S,
+                                  "application_name": application_name(),
                                   "options": f"-c statement_timeout={STATEMENT_TIMEOUT_MS}"},
                     hide_parameters=True,
                 )

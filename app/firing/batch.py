@@ -9,8 +9,11 @@ log line per attempt. What a batch cannot decide alone goes to the single-run pa
 * a run :func:`start_batch` neither claimed nor put off for its tenant's cap (a
   duplicate, an early retry, a cancel, overlap ``skip``, a superseded deployment) is run by
   :func:`app.firing.runner.run_invocation`, which looks at each case;
-* if a batch's finish fails, each outcome is recorded on its own, retried for a few
-  seconds and first checked against what may have committed (``finish_retrying``).
+* if a batch's finish fails, each outcome is recorded on its own, first checked against
+  what may have committed and tried again until its lease ends (``finish_retrying``).
+
+A finish records the outcomes and their alerts in one transaction
+(:func:`app.firing.outcome.observe_in`).
 
 Nothing here imports Celery: the engine publishes retries and alerts after commit.
 """
@@ -27,7 +30,13 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.config import Settings
 from app.delivery.send import DeliveryResult
-from app.firing.outcome import finish_retrying, finished, observe_runs, plan_finish
+from app.firing.outcome import (
+    finish_retrying,
+    log_finished,
+    observe_in,
+    outcome_of,
+    plan_finish,
+)
 from app.firing.runner import TENANT_WAIT_S
 from app.firing.runs import RunOutcome, StartedRun, started_run
 from app.queries import batches
@@ -36,9 +45,11 @@ log = logging.getLogger(__name__)
 
 
 def start_batch(
-    sessions: sessionmaker[Session], settings: Settings, keys: Sequence[batches.Key]
+    sessions: sessionmaker[Session], settings: Settings, keys: Sequence[batches.Key],
+    leased_by: uuid.UUID | None = None,
 ) -> tuple[list[StartedRun], list[batches.Key]]:
-    """Claim each run of ``keys`` that the common path allows, in one transaction.
+    """Claim each run of ``keys`` that the common path allows, in one transaction, as
+    attempts leased by worker ``leased_by`` (its registry id).
 
     In the same transaction, the runs that only their tenant's cap kept from running
     wait TENANT_WAIT_S (the single path's rule, for the whole batch at once).
@@ -57,7 +68,8 @@ def start_batch(
         try:
             with sessions.begin() as session:
                 batches.lock_many(session, keys, cap)
-                claimed = batches.claim_many(session, keys, settings.deployment_id, cap)
+                claimed = batches.claim_many(session, keys, settings.deployment_id, cap,
+                                             leased_by)
                 taken = {item.invocation_id for item in claimed}
                 waiting = batches.defer_capped(
                     session, [key for key in keys if key[0] not in taken],
@@ -75,23 +87,27 @@ def finish_batch(
     done: Sequence[tuple[StartedRun, DeliveryResult]],
     rand: Callable[[], float] = random.random,
 ) -> tuple[list[RunOutcome], tuple[uuid.UUID, ...]]:
-    """Record each delivered attempt's outcome, in one transaction.
-
-    Then the watched runs' alerts, in one transaction of their own (as the single path
-    does for one run).
+    """Record each delivered attempt's outcome and the alerts it raises, in one
+    transaction.
 
     Returns:
         The outcomes, in the order of ``done``, and the alerts raised, to publish. An
-        outcome that could not be recorded even on its own, for a few seconds, has
-        status None: its lease runs out and the sweep runs it again.
+        outcome that could not be recorded even on its own, by the end of its lease, has
+        status None: the sweep takes the attempt back and runs it again.
     """
     max_countdown_s = float(settings.tick_seconds)
     plans = [plan_finish(run, result, rand, max_countdown_s) for run, result in done]
     try:
         with sessions.begin() as session:
             left = batches.finish_many(session, plans)
-        outcomes = [finished(run, result, plan, status)
-                    for (run, result), plan, status in zip(done, plans, left, strict=True)]
+            outcomes = [outcome_of(run, plan, status)
+                        for (run, _), plan, status in zip(done, plans, left, strict=True)]
+            alert_ids = observe_in(session, settings.public_url, [
+                (run, outcome, result)
+                for (run, result), outcome in zip(done, outcomes, strict=True)])
+        for (run, result), plan, outcome in zip(done, plans, outcomes, strict=True):
+            log_finished(run, result, plan, outcome)
+        return outcomes, alert_ids
     except Exception as exc:
         # Nothing of it was written, or all of it was (a commit whose answer was lost):
         # one by one, each finish looks first for what it may have left, and one run's
@@ -99,32 +115,28 @@ def finish_batch(
         log.warning("run: recording %d outcomes together failed (%s); one by one now",
                     len(done), type(getattr(exc, "orig", None) or exc).__name__,
                     extra={"action": "run.finish_batch_failed"})
-        outcomes = _finish_one_by_one(sessions, done, rand, max_countdown_s)
-    alert_ids = observe_runs(
-        sessions, settings,
-        [(run, outcome, result) for (run, result), outcome in zip(done, outcomes, strict=True)])
-    return outcomes, alert_ids
+    outcomes = _finish_one_by_one(sessions, settings, done, rand, max_countdown_s)
+    return outcomes, tuple(alert for outcome in outcomes for alert in outcome.alert_ids)
 
 
 def _finish_one_by_one(
-    sessions: sessionmaker[Session], done: Sequence[tuple[StartedRun, DeliveryResult]],
-    rand: Callable[[], float], max_countdown_s: float,
+    sessions: sessionmaker[Session], settings: Settings,
+    done: Sequence[tuple[StartedRun, DeliveryResult]], rand: Callable[[], float],
+    max_countdown_s: float,
 ) -> list[RunOutcome]:
-    # Each finish waits out a database blip for a few seconds (FINISH_RETRY_DELAYS_S).
-    # Once one gives up on the connection, the database is down: the rest are not
-    # tried, so an outage holds the engine for one finish's retries, not for every run
-    # of the batch. Any other failure is that run's own.
+    # Each finish waits out a database outage until its own lease ends: the first one
+    # waits for the database to come back, and the others then go through at once.
     outcomes: list[RunOutcome] = []
-    for at, (run, result) in enumerate(done):
+    for run, result in done:
         try:
             outcomes.append(finish_retrying(sessions, run, result, rand, max_countdown_s,
+                                            public_url=settings.public_url,
                                             maybe_recorded=True))
         except (OperationalError, InterfaceError):
-            log.error("run: %d outcomes could not be recorded; their leases bring them back",
-                      len(done) - at, exc_info=True, extra={"action": "run.finish_failed"})
-            outcomes += [RunOutcome(status=None, attempt=later.attempt)
-                         for later, _ in done[at:]]
-            break
+            log.error("run: the outcome could not be recorded before its lease ended; the"
+                      " sweep takes the attempt back", exc_info=True,
+                      extra={"action": "run.finish_failed", **run.log_ids})
+            outcomes.append(RunOutcome(status=None, attempt=run.attempt))
         except Exception:
             log.error("run: the outcome could not be recorded; its lease brings it back",
                       exc_info=True, extra={"action": "run.finish_failed", **run.log_ids})

@@ -25,6 +25,7 @@ from app.alerting.rules import Observation
 from app.deploys import deploy
 from app.enums import InvocationStatus, MisfirePolicy
 from app.errors import CronbeatError
+from app.firing.reap import failed_events
 from app.models import InvocationKey
 from app.queries import claims, sweep
 from app.schedule.occurrences import TriggerPlan, plan_trigger
@@ -277,43 +278,18 @@ def _dispatch_batch(
             last_scheduled_fors=last_scheduled,
             enableds=[next_at is not None for next_at in next_run_ats],
         )
+        if alert_events:
+            advanced_ids = {row.id for row in advanced}
+            observe.observe_watched(
+                session, [event for trigger_id, event in alert_events.items()
+                          if trigger_id in advanced_ids],
+                now, public_url=options.public_url, with_ids=True)
     report.batches += 1
     report.claimed += len(advanced)
     new_ids = [key for key, status in inserted if status == InvocationStatus.PENDING]
     report.created += len(new_ids)
     report.missed += len(inserted) - len(new_ids)
-    if alert_events:
-        advanced_ids = {row.id for row in advanced}
-        _observe(sessions, [event for trigger_id, event in alert_events.items()
-                            if trigger_id in advanced_ids], now, options, with_ids=True)
     return new_ids
-
-
-def _observe(
-    sessions: sessionmaker[Session], events: list[observe.Event], now: dt.datetime,
-    options: DispatchOptions, *, with_ids: bool = False,
-) -> None:
-    """Raise the alerts of what a tick recorded (missed runs, runs failed by the sweep).
-
-    A transaction of its own, after the tick's: an alert never holds up or undoes the
-    tick, and a failure here is logged, not raised. The alert watchdog publishes them.
-    """
-    if not events:
-        return
-    try:
-        with sessions.begin() as session:
-            watched = observe.watched_scopes(session, [event.scope for event in events])
-            events = [event for event in events if event.scope in watched]
-            if events and with_ids:
-                ids = observe.invocations_of(
-                    session, [(e.trigger_id, e.scheduled_for) for e in events])
-                events = [dataclasses.replace(
-                    e, invocation_id=ids.get((e.trigger_id, e.scheduled_for))) for e in events]
-            if events:
-                observe.observe(session, events, now, public_url=options.public_url)
-    except Exception:
-        log.error("could not record a tick's alerts", exc_info=True,
-                  extra={"action": "dispatch.alerts_failed"})
 
 
 def _unschedulable(
@@ -381,13 +357,9 @@ def _sweep(
             failed: list[Any] = []
             expired = sweep.take_expired_leases(session, now, options.batch_size,
                                                 failed=failed)
-        _observe(sessions, [
-            observe.Event(tenant_id=row.tenant_id, project_id=row.project_id,
-                          trigger_id=row.trigger_id, observation=Observation.FAILED,
-                          scheduled_for=row.scheduled_for, invocation_id=row.id,
-                          status=InvocationStatus.FAILED.value, error=sweep.LEASE_LOST_ERROR)
-            for row in failed if row.trigger_id is not None and not row.manual
-        ], now, options)
+            events = failed_events(failed, sweep.LEASE_LOST_ERROR)
+            if events:
+                observe.observe_watched(session, events, now, public_url=options.public_url)
         if retries:
             publish(retries)
         again = lost + expired

@@ -2,14 +2,17 @@
 
 :func:`plan_finish` decides what an attempt's result means (success, a retry after
 backoff, or failure for good); ``_finish_one`` writes it for one run and
-:func:`app.firing.batch.finish_batch` for many; :func:`finished` turns what was written
-into the run's outcome and its one log line; :func:`observe_runs` applies outcomes to
-their triggers' alerts, in a transaction of their own.
+:func:`app.firing.batch.finish_batch` for many; :func:`outcome_of` turns what was
+written into the run's outcome, and :func:`log_finished` into its one log line;
+:func:`observe_in` applies outcomes to their triggers' alerts in the finish's own
+transaction, so an outcome and its alert commit together or not at all: a worker killed
+or a database lost between the two cannot leave a failure without its alert.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import logging
 import time
 import uuid
@@ -21,7 +24,6 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.alerting import observe
 from app.alerting.rules import Observation
-from app.config import Settings
 from app.delivery.send import DeliveryResult, Verdict
 from app.enums import InvocationStatus
 from app.firing.backoff import next_retry_delay_s
@@ -31,9 +33,9 @@ from app.queries import attempts, batches, leases
 # The run path's one logger: its lines read the same whichever module writes them.
 log = logging.getLogger("app.firing.runner")
 
-# Pauses between tries of the finishing transaction after a connection error: 7.5 s in
-# all, plus up to app.db.CONNECT_TIMEOUT_S per try, inside leases.LEASE_GRACE_S.
-FINISH_RETRY_DELAYS_S = (0.5, 1.0, 2.0, 4.0)
+# Pauses between tries of the finishing transaction after a connection error, the last
+# one repeated: the finish is tried until the attempt's lease ends (StartedRun.lease_ends_at).
+FINISH_RETRY_DELAYS_S = (0.5, 1.0, 2.0, 4.0, 5.0)
 
 
 def plan_finish(
@@ -76,15 +78,21 @@ def plan_finish(
     )
 
 
-def finished(
-    run: StartedRun, result: DeliveryResult, plan: batches.Finish, left: InvocationStatus | None
+def outcome_of(
+    run: StartedRun, plan: batches.Finish, left: InvocationStatus | None
 ) -> RunOutcome:
     """The outcome of a recorded finish (``left``: the invocation's new status, None if
-    the attempt no longer held it), logged as the attempt's one INFO line."""
-    held = left is not None
+    the attempt no longer held it)."""
     retry = (plan.retry_delay_s
              if left is InvocationStatus.PENDING and plan.published else None)
-    outcome = RunOutcome(status=left, attempt=run.attempt, retry_in_s=retry)
+    return RunOutcome(status=left, attempt=run.attempt, retry_in_s=retry)
+
+
+def log_finished(
+    run: StartedRun, result: DeliveryResult, plan: batches.Finish, outcome: RunOutcome
+) -> None:
+    """The attempt's one INFO (or WARNING) line, once its finish committed."""
+    held = outcome.status is not None
     attempt_error = result.error if held else plan.lost_error
     extra = {
         "action": "run.finished" if held else "run.finished_without_lease",
@@ -100,54 +108,42 @@ def finished(
         log.warning("run: attempt failed: %s", attempt_error, extra=extra)
     else:
         log.info("run: attempt finished", extra=extra)
-    return outcome
 
 
 def _finish_one(
     session: Session, run: StartedRun, result: DeliveryResult, rand: Callable[[], float],
     max_countdown_s: float,
-) -> RunOutcome:
+) -> tuple[batches.Finish, RunOutcome]:
     plan = plan_finish(run, result, rand, max_countdown_s)
     fields = dataclasses.asdict(plan)
     for name in ("invocation_id", "scheduled_for", "attempt"):
         del fields[name]
     left = attempts.finish(session, plan.invocation_id, plan.scheduled_for, plan.attempt,
                            **fields)
-    return finished(run, result, plan, left)
+    return plan, outcome_of(run, plan, left)
 
 
-def observed(
-    sessions: sessionmaker[Session], settings: Settings, run: StartedRun, outcome: RunOutcome,
-    result: DeliveryResult,
-) -> RunOutcome:
-    """``outcome``, with the alerts it raised when its project is watched."""
-    alert_ids = observe_runs(sessions, settings, [(run, outcome, result)])
-    return dataclasses.replace(outcome, alert_ids=alert_ids) if alert_ids else outcome
-
-
-def observe_runs(
-    sessions: sessionmaker[Session], settings: Settings,
+def observe_in(
+    session: Session, public_url: str | None,
     runs: Sequence[tuple[StartedRun, RunOutcome, DeliveryResult]],
 ) -> tuple[uuid.UUID, ...]:
-    """Apply the attempts' starts and outcomes to their triggers' alerts, in one
-    transaction of their own: an alert never holds up, fails or undoes a run it is
-    about. Runs of unwatched projects and manual runs raise nothing and cost nothing."""
+    """Apply the attempts' starts and outcomes to their triggers' alerts, in the
+    caller's transaction (the finish's). Runs of unwatched projects and manual runs raise
+    nothing and cost nothing.
+
+    Returns:
+        The alerts raised, to publish after the commit.
+    """
     events: list[observe.Event] = []
     for run, outcome, result in runs:
         if run.watched and not run.manual:
             events += _events_of(run, outcome, result)
     if not events:
         return ()
-    try:
-        with sessions.begin() as session:
-            now = session.execute(select(func.now())).scalar_one()
-            return tuple(observe.observe(session, events, now,
-                                         public_url=settings.public_url, published=True))
-    except Exception:
-        log.error("run: could not record the runs' alerts", exc_info=True,
-                  extra={"action": "run.alerts_failed",
-                         "invocation_ids": [str(run.invocation_id) for run, _, _ in runs]})
-        return ()
+    now = session.execute(select(func.now())).scalar_one()
+    return tuple(observe.observe_isolated(
+        session, events, now, public_url=public_url, published=True,
+        log_ids={"invocation_ids": [str(run.invocation_id) for run, _, _ in runs]}))
 
 
 def _events_of(
@@ -170,15 +166,29 @@ def _events_of(
 
 def finish_retrying(
     sessions: sessionmaker[Session], run: StartedRun, result: DeliveryResult,
-    rand: Callable[[], float], max_countdown_s: float, *, maybe_recorded: bool = False,
+    rand: Callable[[], float], max_countdown_s: float, *, public_url: str | None = None,
+    maybe_recorded: bool = False, sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
 ) -> RunOutcome:
+    """Record ``run``'s outcome and its alerts in one transaction, trying again after a
+    lost connection until the attempt's lease ends.
+
+    Returns:
+        The outcome, with the alerts it raised.
+
+    Raises:
+        sqlalchemy errors: not recorded by the end of the lease (or not a connection
+        error); the sweep takes the attempt back once its lease has expired.
+    """
     # The delivery happened: if its outcome is not recorded, the lease runs out and the
-    # sweep delivers it again. So a database blip (a failover, a restart, a dropped
-    # connection) is waited out for a few seconds, well inside the lease's grace, before
-    # giving up. Trying again is safe: the finish is a conditional update on this
-    # attempt, and a try whose commit landed unacknowledged is recognized
-    # (``maybe_recorded``: an earlier batch finish may have landed so, app.firing.batch).
-    for tried, delay_s in enumerate((*FINISH_RETRY_DELAYS_S, None)):
+    # sweep delivers it again. So a database outage (a failover, a restart, a dropped
+    # connection) is waited out for as long as the lease lasts. Trying again is safe:
+    # the finish is a conditional update on this attempt, and a try whose commit
+    # landed unacknowledged is recognized (``maybe_recorded``: an earlier batch finish
+    # may have landed so, app.firing.batch), with its alerts, which committed with it.
+    delays = itertools.chain(FINISH_RETRY_DELAYS_S,
+                             itertools.repeat(FINISH_RETRY_DELAYS_S[-1]))
+    for tried in itertools.count():
         try:
             with sessions.begin() as session:
                 if tried or maybe_recorded:
@@ -189,15 +199,21 @@ def finish_retrying(
                         if retry is not None and retry > max_countdown_s:
                             retry = None  # the dispatcher publishes it when due
                         return RunOutcome(status=status, attempt=run.attempt, retry_in_s=retry)
-                return _finish_one(session, run, result, rand, max_countdown_s)
+                plan, outcome = _finish_one(session, run, result, rand, max_countdown_s)
+                alert_ids = observe_in(session, public_url, [(run, outcome, result)])
+            log_finished(run, result, plan, outcome)
+            return dataclasses.replace(outcome, alert_ids=alert_ids) if alert_ids else outcome
         except DBAPIError as exc:
             transient = isinstance(exc, OperationalError | InterfaceError)
-            if delay_s is None or not (transient or exc.connection_invalidated):
+            delay_s = next(delays)
+            if not (transient or exc.connection_invalidated) or clock() + delay_s > \
+                    run.lease_ends_at:
                 raise
             log.warning(
-                "run: recording the outcome failed, trying again",
+                "run: recording the outcome failed, trying again until its lease ends",
                 extra={"action": "run.finish_retry", "error_type": type(exc.orig).__name__,
-                       "retry_in_s": delay_s, **run.log_ids},
+                       "retry_in_s": delay_s,
+                       "lease_left_s": round(run.lease_ends_at - clock(), 1), **run.log_ids},
             )
-            time.sleep(delay_s)
-    raise AssertionError("unreachable: the last try returns or raises")
+            sleep(delay_s)
+    raise AssertionError("unreachable: the loop returns or raises")

@@ -51,7 +51,7 @@ from app.delivery.templating import render_message
 from app.deploys import deploy
 from app.enums import InvocationStatus, OverlapPolicy, TargetKind
 from app.errors import PermanentError, TransientError
-from app.firing.outcome import finish_retrying, observed
+from app.firing.outcome import finish_retrying
 from app.firing.runs import RunOutcome, StartedRun, log_ids, started_run
 from app.models import Invocation, Trigger
 from app.queries import attempts, leases, locks
@@ -91,7 +91,7 @@ def _not_runnable_reason(
 
 def _start(
     session: Session, settings: Settings, invocation_id: uuid.UUID,
-    scheduled_for: dt.datetime | None,
+    scheduled_for: dt.datetime | None, leased_by: uuid.UUID | None,
 ) -> StartedRun | RunOutcome:
     # The deploy fence first: it share-locks the scheduler state until this transaction
     # commits, so an activation of another deployment waits for this claim, and no
@@ -101,16 +101,17 @@ def _start(
     attempts.lock_for_claim(session, invocation_id, settings.tenant_max_running,
                             scheduled_for)
     claimed = attempts.claim(session, invocation_id, settings.deployment_id,
-                             settings.tenant_max_running, scheduled_for)
+                             settings.tenant_max_running, scheduled_for, leased_by)
     if claimed is None:
         # Not the common case: a duplicate, early, cancelled, deleted, paused, overlap
         # skip, or a superseded deployment. The slow path looks at each.
-        return _start_slow(session, settings, invocation_id)
+        return _start_slow(session, settings, invocation_id, leased_by)
     return started_run(claimed, settings)
 
 
 def _start_slow(
-    session: Session, settings: Settings, invocation_id: uuid.UUID
+    session: Session, settings: Settings, invocation_id: uuid.UUID,
+    leased_by: uuid.UUID | None,
 ) -> StartedRun | RunOutcome:
     deploy.fence(session, settings.deployment_id)
     row = session.execute(
@@ -162,6 +163,7 @@ def _start_slow(
         invocation_id,
         lease_s=trigger.timeout_s + leases.LEASE_GRACE_S,
         deployment_id=settings.deployment_id,
+        leased_by=leased_by,
     )
     if claim is None:
         return RunOutcome(status=None)
@@ -259,11 +261,13 @@ def run_invocation(
     send_webhook_: SendWebhook = send_webhook,
     rand: Callable[[], float] = random.random,
     scheduled_for: dt.datetime | None = None,
+    leased_by: uuid.UUID | None = None,
 ) -> RunOutcome:
     """Run one attempt of an invocation, if it is due and nobody else runs it.
 
     ``scheduled_for``, when known, completes the invocation's key so the common path
     reads one day partition; a wrong one only sends the run down the path by id.
+    ``leased_by`` is the worker's registry id, which the attempt's lease names.
 
     Safe to call again for the same id at any time. Commits its own transactions (it is
     a unit of work's edge, called by the task); delivery happens between them.
@@ -279,21 +283,21 @@ def run_invocation(
         ValueError: ``invocation_id`` is not a UUID.
         sqlalchemy errors: the database failed; nothing was half-written (each unit of
             work is one transaction) and a claimed attempt is recovered by the sweep
-            when its lease runs out. Recording the outcome is tried again for a few
-            seconds first (FINISH_RETRY_DELAYS_S), since its delivery already happened.
+            when its lease runs out. Recording the outcome is tried again until the
+            lease ends first (outcome.finish_retrying), since its delivery happened.
     """
     invocation_id = uuid.UUID(str(invocation_id))
-    started = _start_retrying(sessions, settings, invocation_id, scheduled_for)
+    started = _start_retrying(sessions, settings, invocation_id, scheduled_for, leased_by)
     if isinstance(started, RunOutcome):
         return started
     result = deliver(started, settings, send_task, send_webhook_)
-    outcome = finish_retrying(sessions, started, result, rand, float(settings.tick_seconds))
-    return observed(sessions, settings, started, outcome, result)
+    return finish_retrying(sessions, started, result, rand, float(settings.tick_seconds),
+                           public_url=settings.public_url)
 
 
 def _start_retrying(
     sessions: sessionmaker[Session], settings: Settings, invocation_id: uuid.UUID,
-    scheduled_for: dt.datetime | None,
+    scheduled_for: dt.datetime | None, leased_by: uuid.UUID | None,
 ) -> StartedRun | RunOutcome:
     # Workers do not ping a pooled connection before each use (a round trip per unit of
     # work): a connection PostgreSQL closed since (a restart, a failover, an idle
@@ -303,7 +307,7 @@ def _start_retrying(
     for last in (False, True):
         try:
             with sessions.begin() as session:
-                return _start(session, settings, invocation_id, scheduled_for)
+                return _start(session, settings, invocation_id, scheduled_for, leased_by)
         except DBAPIError as exc:
             if last or not exc.connection_invalidated:
                 raise

@@ -9,6 +9,8 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import logging
+import math
+import time
 import uuid
 from typing import Any
 
@@ -16,6 +18,7 @@ from app.alerting import observe
 from app.config import Settings
 from app.enums import InvocationStatus
 from app.queries import attempts
+from app.queries.leases import LEASE_GRACE_S
 
 # The run path's one logger (app.firing.outcome says why).
 log = logging.getLogger("app.firing.runner")
@@ -52,6 +55,10 @@ class StartedRun:
     manual: bool
     #: The project has an enabled alert channel: the outcome is observed (app.alerting).
     watched: bool
+    #: When the attempt's lease ends, on this process's monotonic clock (an estimate a
+    #: little late: taken after the claim committed); recording the outcome is tried
+    #: until then.
+    lease_ends_at: float = math.inf
 
 
 def log_ids(
@@ -86,4 +93,5 @@ def started_run(claimed: attempts.Claimed, settings: Settings) -> StartedRun:
         trigger_id=claimed.trigger_id,
         target=claimed.target,
         log_ids=ids,
+        lease_ends_at=time.monotonic() + claimed.target.timeout_s + LEASE_GRACE_S,
     )

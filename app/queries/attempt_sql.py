@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import and_, case, exists, func, insert, literal, not_, or_, select
+from sqlalchemy import and_, bindparam, case, exists, func, insert, literal, not_, or_, select
+from sqlalchemy.dialects.postgresql import UUID
 
 from app.enums import InvocationStatus, OverlapPolicy
 from app.models import AlertChannel, Invocation, InvocationAttempt, SchedulerState, Trigger
@@ -81,6 +82,11 @@ def watched() -> Any:
     ).label("watched")
 
 
+def leased_by() -> Any:
+    """The claiming worker's registry id (None outside a worker: a test, the CLI)."""
+    return bindparam("b_leased_by", type_=UUID(as_uuid=True), value=None, required=False)
+
+
 def claim_values(deployment: Any) -> dict[str, Any]:
     """What a claim sets on the invocation (joined with its trigger)."""
     return {
@@ -89,6 +95,7 @@ def claim_values(deployment: Any) -> dict[str, Any]:
         "lease_expires_at": func.now() + seconds(TRG.c.timeout_s + LEASE_GRACE_S),
         "started_at": func.now(),
         "deployment_id": deployment,
+        "leased_by": leased_by(),
     }
 
 

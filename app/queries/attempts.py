@@ -233,16 +233,18 @@ class Claimed:
 
 def claim(
     session: Session, invocation_id: uuid.UUID, deployment_id: str | None, tenant_cap: int,
-    scheduled_for: dt.datetime | None = None,
+    scheduled_for: dt.datetime | None = None, leased_by: uuid.UUID | None = None,
 ) -> Claimed | None:
     """Claim the invocation as a new attempt if the common path allows; None otherwise.
 
     The caller holds :func:`lock_for_claim`'s locks already. ``tenant_cap`` is
-    CRONBEAT_TENANT_MAX_RUNNING (0: no cap).
+    CRONBEAT_TENANT_MAX_RUNNING (0: no cap); ``leased_by`` the claiming worker's
+    registry id.
     """
     row = session.connection().execute(
         _CLAIM, {"b_invocation_id": invocation_id, "b_deployment_id": deployment_id,
-                 "b_tenant_cap": tenant_cap, "b_scheduled_for": scheduled_for}
+                 "b_tenant_cap": tenant_cap, "b_scheduled_for": scheduled_for,
+                 "b_leased_by": leased_by}
     ).first()
     if row is None:
         return None

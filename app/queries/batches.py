@@ -247,9 +247,11 @@ def lock_many(session: Session, keys: Sequence[Key], tenant_cap: int) -> None:
 
 
 def claim_many(
-    session: Session, keys: Sequence[Key], deployment_id: str | None, tenant_cap: int
+    session: Session, keys: Sequence[Key], deployment_id: str | None, tenant_cap: int,
+    leased_by: uuid.UUID | None = None,
 ) -> list[Claimed]:
-    """Claim every run of ``keys`` the common path allows, as a new attempt each.
+    """Claim every run of ``keys`` the common path allows, as a new attempt each, leased
+    by worker ``leased_by``.
 
     The caller holds :func:`lock_many`'s locks. Keys not in the result were not claimed:
     they take the single-run path.
@@ -258,6 +260,7 @@ def claim_many(
         return []
     rows = session.connection().execute(_CLAIM_MANY, {
         **_key_params(keys), "b_deployment_id": deployment_id, "b_tenant_cap": tenant_cap,
+        "b_leased_by": leased_by,
     }).all()
     return [Claimed.of(row._mapping) for row in rows]
 

@@ -86,7 +86,8 @@ def other_run_in_progress(
 
 
 def claim_attempt(
-    session: Session, invocation_id: uuid.UUID, *, lease_s: float, deployment_id: str | None
+    session: Session, invocation_id: uuid.UUID, *, lease_s: float, deployment_id: str | None,
+    leased_by: uuid.UUID | None = None,
 ) -> Claim | None:
     """Move a due, pending invocation to running as a new attempt; None if not claimable."""
     # The conditional WHERE is the claim: two messages for one invocation both run this
@@ -107,6 +108,7 @@ def claim_attempt(
             lease_expires_at=func.now() + _seconds(lease_s),
             started_at=func.now(),
             deployment_id=deployment_id,
+            leased_by=leased_by,
         )
         .returning(Invocation.attempt, func.now())
         .execution_options(synchronize_session=False)

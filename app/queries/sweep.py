@@ -26,11 +26,19 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session
 
 from app.enums import InvocationStatus
-from app.models import Invocation, InvocationAttempt, InvocationKey, Trigger
+from app.models import (
+    Invocation,
+    InvocationAttempt,
+    InvocationKey,
+    ProcessHeartbeat,
+    Trigger,
+)
 
 _TS = DateTime(timezone=True)
 #: The last_error of a run whose worker was lost (its lease ran out).
 LEASE_LOST_ERROR = "worker lost: the lease expired before the attempt finished"
+#: The last_error of a run whose worker stopped heartbeating while it ran.
+WORKER_LOST_ERROR = "worker lost: its process stopped while the attempt ran"
 
 
 def stale_pending_query(
@@ -139,8 +147,7 @@ def take_expired_leases(
     # The worker that held the lease died (or hangs past its timeout). The conditional
     # WHERE status = 'running' AND lease_expires_at < now makes the take-back happen
     # once; the late worker's own finish is conditional on (running, its attempt), so
-    # it cannot overwrite what the next attempt does. Invocations that used their last
-    # attempt are failed instead of retried.
+    # it cannot overwrite what the next attempt does.
     expired = (
         select(Invocation.id)
         .where(Invocation.status == InvocationStatus.RUNNING, Invocation.lease_expires_at < now)
@@ -148,6 +155,48 @@ def take_expired_leases(
         .with_for_update(skip_locked=True)
         .scalar_subquery()
     )
+    return _take_back(session, expired, literal(now, _TS), LEASE_LOST_ERROR, "lease expired",
+                      failed)
+
+
+def take_dead_workers_leases(
+    session: Session, dead_after: dt.timedelta, limit: int, *,
+    failed: list[Any] | None = None,
+) -> list[InvocationKey]:
+    """Take back the running invocations of workers not heartbeating for ``dead_after``.
+
+    As :func:`take_expired_leases`, for the runs whose lease names a process
+    (``leased_by``) with no registry row seen within ``dead_after`` (the registry's
+    LIVE_TTL_S): the worker died (or lost the database for that long), so its runs need
+    not wait for their leases. A run of a live worker is never taken back here.
+    """
+    # Read through ix_invocations_running (running rows only: at most the fleet's
+    # delivery threads), one primary-key probe of the registry each. SKIP LOCKED and the
+    # conditional status make the take-back happen once across every worker running
+    # this, and a finish racing it is decided by the row lock: whichever commits first.
+    live = (
+        select(literal(1))
+        .where(ProcessHeartbeat.id == Invocation.leased_by,
+               ProcessHeartbeat.last_seen_at >= func.now() - literal(dead_after, Interval()))
+        .exists()
+    )
+    dead = (
+        select(Invocation.id)
+        .where(Invocation.status == InvocationStatus.RUNNING,
+               Invocation.leased_by.is_not(None), ~live)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+        .scalar_subquery()
+    )
+    return _take_back(session, dead, func.now(), WORKER_LOST_ERROR, "worker lost", failed)
+
+
+def _take_back(
+    session: Session, picked: Any, now: Any, error: str, attempt_error: str,
+    failed: list[Any] | None,
+) -> list[InvocationKey]:
+    """Return the running invocations ``picked`` selects (and locks) to pending, or to
+    failed when they used their last attempt; mark their open attempts abandoned."""
     out_of_attempts = (
         select(literal(True))
         .where(
@@ -157,7 +206,7 @@ def take_expired_leases(
     )
     statement = (
         update(Invocation)
-        .where(Invocation.id.in_(expired))
+        .where(Invocation.id.in_(picked), Invocation.status == InvocationStatus.RUNNING)
         .values(
             status=case(
                 (out_of_attempts, InvocationStatus.FAILED.value),
@@ -166,8 +215,8 @@ def take_expired_leases(
             lease_expires_at=None,
             run_after=None,
             enqueued_at=now,
-            finished_at=case((out_of_attempts, literal(now, _TS)), else_=None),
-            last_error=LEASE_LOST_ERROR,
+            finished_at=case((out_of_attempts, now), else_=None),
+            last_error=error,
         )
         .returning(Invocation.id, Invocation.status, Invocation.scheduled_for,
                    Invocation.trigger_id, Invocation.tenant_id, Invocation.project_id,
@@ -185,7 +234,7 @@ def take_expired_leases(
                 InvocationAttempt.invocation_id.in_(taken),
                 InvocationAttempt.outcome.is_(None),
             )
-            .values(outcome="abandoned", finished_at=now, error="lease expired")
+            .values(outcome="abandoned", finished_at=now, error=attempt_error)
             .execution_options(synchronize_session=False)
         )
     return [InvocationKey(row.id, row.scheduled_for) for row in rows

@@ -318,17 +318,43 @@ def test_one_mistaken_deploy_call_cannot_strand_a_make_run_box(
         for process in ("worker", "dispatcher", "beat"):
             run.wait_for(rf"^\S+ {process}\.1 +\| .*superseded: deployment \(unversioned\) is "
                          r"superseded by abc123", deadline)
-        time.sleep(3)
         assert run.process.poll() is None, run.output()
-        # ...and `cronbeat deploy reset` gives them their work back, no restart needed.
-        reset = subprocess.run(
-            [sys.executable, "-m", "cli", "deploy", "reset"], cwd=ROOT,
-            env=cli_env(data_dir), capture_output=True, text=True, timeout=60, check=False,
-        )
+        assert_stopped_cleanly(run, data_dir)
+
+    # A plain `make run` on that box says first that it will run nothing, and how to fix
+    # it; its processes come up as standbys, and the fleet's health says so.
+    with running(data_dir, port, env) as run:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        run.wait_for(r"devrun \| make run: NOTHING WILL RUN: deployment abc123 is active",
+                     deadline)
+        command = run.wait_for(r"devrun \| make run: +source ", deadline)
+        command = command.split("make run:", 1)[1].strip()
+        assert command.endswith("deploy reset"), command
+        wait_until_up(run)
+        run.wait_for(r"^\S+ worker\.1 +\| .*standby: this worker has no "
+                     r"CRONBEAT_DEPLOYMENT_ID while deployment abc123 is active", deadline)
+        fleet = subprocess.run(
+            [sys.executable, "-m", "cli", "health", "fleet"], cwd=ROOT, env=cli_env(data_dir),
+            capture_output=True, text=True, timeout=60, check=False)
+        assert fleet.returncode == 1, fleet.stdout
+        assert fleet.stderr.startswith("not working: deployment abc123 is active; no active"
+                                       " worker is consuming cronbeat.runs"), fleet.stderr
+        assert "deployment (unversioned): beat, dispatcher, worker up, running nothing" \
+            in fleet.stderr
+        # The printed command, typed as printed in a second terminal (no DATABASE_URL).
+        second_terminal = {k: v for k, v in os.environ.items()
+                           if k not in ("DATABASE_URL", "REDIS_URL")}
+        reset = subprocess.run(["bash", "-c", command], cwd=ROOT, env=second_terminal,
+                               capture_output=True, text=True, timeout=60, check=False)
         assert reset.returncode == 0, reset.stderr
         assert json.loads(reset.stdout) == {"deployment_id": None, "generation": 2,
                                             "changed": True}
         fire_one_trigger_through_the_api(run, data_dir, receiver, name="after-reset")
+        fleet = subprocess.run(
+            [sys.executable, "-m", "cli", "health", "fleet"], cwd=ROOT, env=cli_env(data_dir),
+            capture_output=True, text=True, timeout=60, check=False)
+        assert fleet.returncode == 0, fleet.stderr
+        assert fleet.stdout.startswith("working: gating is off; 1 active worker(s)")
         assert_stopped_cleanly(run, data_dir)
 
 

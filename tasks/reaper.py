@@ -1,0 +1,100 @@
+"""The worker's reaper thread: takes back the runs of dead workers (app.firing.reap).
+
+Every worker consuming ``cronbeat.runs`` runs one, every :data:`REAP_EVERY_S`, while its
+deployment is the active one; the statement skips what another worker's reaper holds, so
+any number of them is safe. The runs it takes back are published at once (after the
+commit); if that publish fails, they are left unsent, and the next tick publishes them.
+
+A pass needs this process to have reached the database without a break for
+:data:`TRUST_AFTER_S` first: after a database outage every heartbeat stopped, and no
+worker is judged dead until the live ones have heartbeated again.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+from kombu.exceptions import OperationalError as BrokerError
+from redis.exceptions import RedisError
+
+from app.deploys.processes import HEARTBEAT_INTERVAL_S, LIVE_TTL_S
+from app.firing.reap import take_back_dead
+from app.queries import claims
+from messaging.publisher import publish_runs
+from tasks.celery_app import celery_app
+from tasks.runtime import get_runtime
+
+log = logging.getLogger(__name__)
+
+#: How often a worker looks for dead workers' runs.
+REAP_EVERY_S = 3.0
+#: How long this process must have reached the database without a break before it
+#: judges others dead: every live process heartbeats in that time.
+TRUST_AFTER_S = LIVE_TTL_S + HEARTBEAT_INTERVAL_S
+
+
+class Reaper:
+    """A daemon thread: :func:`reap_once` every REAP_EVERY_S while ``is_active()``."""
+
+    def __init__(self, is_active: Callable[[], bool],
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._is_active = is_active
+        self._clock = clock
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="lease-reaper", daemon=True)
+        #: Since when (this clock) every pass reached the database; None after a failure.
+        self._reachable_since: float | None = None
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._thread.join(timeout=10)
+
+    def _loop(self) -> None:
+        while not self._stopping.wait(REAP_EVERY_S):
+            if not self._is_active():
+                continue
+            try:
+                self.reap_once()
+            except Exception:
+                self._reachable_since = None
+                log.warning("reaper: the pass failed; trying again", exc_info=True,
+                            extra={"action": "run.reap_failed"})
+
+    def reap_once(self) -> int:
+        """One pass; returns how many runs it took back (0 while not trusted yet).
+
+        Raises:
+            sqlalchemy errors: the database failed; nothing was taken back.
+        """
+        runtime = get_runtime()
+        now = self._clock()
+        if self._reachable_since is None:
+            # A trivial round trip: the first one after a failure starts the clock.
+            with runtime.sessions.begin() as session:
+                session.connection().exec_driver_sql("SELECT 1")
+            self._reachable_since = now
+        if now - self._reachable_since < TRUST_AFTER_S:
+            return 0
+        taken, failed, sent_at = take_back_dead(runtime.sessions,
+                                                runtime.settings.public_url)
+        if not taken and not failed:
+            return 0
+        log.warning("reaper: took back %d runs of dead workers (%d of them failed: it was"
+                    " their last attempt)", len(taken) + failed, failed,
+                    extra={"action": "run.worker_lost", "pending": len(taken),
+                           "failed": failed})
+        if taken:
+            try:
+                publish_runs(celery_app, taken)
+            except (BrokerError, RedisError, OSError):
+                log.warning("reaper: publishing the runs failed; the next tick sends them",
+                            exc_info=True, extra={"action": "run.reap_publish_failed"})
+                with runtime.sessions.begin() as session:
+                    claims.unmark_published(session, [key.id for key in taken], sent_at)
+        return len(taken) + failed

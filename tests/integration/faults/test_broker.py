@@ -1,0 +1,95 @@
+"""Redis dies under load: the Procfile's worker, dispatcher and beat on a redis-server of
+their own, SIGKILLed mid-burst (no persistence: every queued message is gone) and
+started again after 1 s, then after 15 s. Every run is still delivered, repeats are only
+same-id repeats of runs in flight, and the worker never stays alive and idle."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.enums import InvocationStatus
+from app.models import Invocation, InvocationAttempt
+from tests.integration.faults.conftest import db_now, one_time
+from tests.support.fleet import PrivateRedis, ProcfileProcess, wait_until
+from tests.support.receiver import Receiver, Reply
+
+pytestmark = pytest.mark.slow
+
+RUNS = 1200
+#: The receiver answers each delivery after this long.
+RECEIVER_DELAY_S = 0.2
+#: A run due after a restart starts within one tick (1 s here), the Celery consumers'
+#: reconnection (kombu waits 2, 4, 6, ... s between tries) and the engine's (at most
+#: 5 s), with room for a loaded 2-core machine.
+NEW_RUN_DEADLINE_S = 30.0
+
+
+def _invocations(db: sessionmaker[Session]) -> list[Invocation]:
+    with db.begin() as session:
+        return list(session.execute(select(Invocation)).scalars())
+
+
+def _attempt_counts(db: sessionmaker[Session]) -> Counter[uuid.UUID]:
+    with db.begin() as session:
+        return Counter(session.execute(select(InvocationAttempt.invocation_id)).scalars())
+
+
+def _restart(redis_server: PrivateRedis, down_s: float) -> None:
+    redis_server.kill()
+    time.sleep(down_s)
+    redis_server.start()
+
+
+def _late_runs_delivered(db: sessionmaker[Session], receiver: Receiver, path: str) -> float:
+    """Ten runs due a second from now, after a restart; the seconds until all arrived."""
+    one_time(db, receiver.url(path), db_now(db) + dt.timedelta(seconds=1), 10)
+    return wait_until(lambda: sum(r.path == path for r in receiver.requests) == 10,
+                      f"the runs due after the restart ({path})", NEW_RUN_DEADLINE_S)
+
+
+def test_every_run_is_delivered_through_two_redis_restarts_under_load(
+    db: sessionmaker[Session], receiver: Receiver, redis_server: PrivateRedis,
+    fleet: Callable[..., dict[str, ProcfileProcess]],
+) -> None:
+    processes = fleet(("worker", "dispatcher", "beat"), redis_server)
+    worker = processes["worker"]
+    worker_pid = worker.pid
+    receiver.default = Reply(delay_s=RECEIVER_DELAY_S)
+    one_time(db, receiver.url(), db_now(db) + dt.timedelta(seconds=2), RUNS)
+
+    receiver.wait_for(250, timeout_s=60)
+    _restart(redis_server, down_s=1.0)
+    _late_runs_delivered(db, receiver, "/after-first")
+    wait_until(lambda: receiver.count >= 700, "more deliveries", 120)
+    _restart(redis_server, down_s=15.0)
+    _late_runs_delivered(db, receiver, "/after-second")
+
+    everything = RUNS + 20
+    wait_until(lambda: sum(i.status.is_final for i in _invocations(db)) == everything,
+               "every run final", 180, every_s=0.5)
+    invocations = _invocations(db)
+    assert Counter(i.status for i in invocations) == {InvocationStatus.SUCCEEDED: everything}
+    deliveries = Counter(r.headers["webhook-id"] for r in receiver.requests)
+    assert set(deliveries) == {str(i.id) for i in invocations}
+    # A repeat is the same run delivered again with its own webhook-id, and only where
+    # an attempt was in flight (its outcome could not be recorded): never a new run.
+    attempts = _attempt_counts(db)
+    assert all(attempts[uuid.UUID(key)] >= count for key, count in deliveries.items())
+    # Alive with the same PID and consuming (it delivered the late runs), or exited
+    # non-zero for its supervisor to restart: never alive and idle.
+    assert worker.alive and worker.pid == worker_pid, worker.log_text()[-3000:]
+    for name in ("dispatcher", "beat"):
+        assert processes[name].alive, processes[name].log_text()[-3000:]
+    # The evidence stays in the log: the lost connection's traceback, in the text format.
+    log = worker.log_text()
+    lost = log.index("run consumer: the broker connection failed")
+    assert "Traceback (most recent call last):" in log[lost:lost + 5000]
+    assert "run consumer: connected to the broker again" in log
