@@ -5,9 +5,10 @@ deployment is the active one; the statement skips what another worker's reaper h
 any number of them is safe. The runs it takes back are published at once (after the
 commit); if that publish fails, they are left unsent, and the next tick publishes them.
 
-A pass needs this process to have reached the database without a break for
-:data:`TRUST_AFTER_S` first: after a database outage every heartbeat stopped, and no
-worker is judged dead until the live ones have heartbeated again.
+After this process failed to reach the database, it takes nothing back until it has
+reached it without a break for :data:`TRUST_AFTER_S`: an outage stopped every process's
+heartbeat, and no worker is judged dead until the live ones have heartbeated again. (A
+PostgreSQL restart is recognized in the statement itself, whoever runs it.)
 """
 
 from __future__ import annotations
@@ -46,7 +47,8 @@ class Reaper:
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="lease-reaper", daemon=True)
         #: Since when (this clock) every pass reached the database; None after a failure.
-        self._reachable_since: float | None = None
+        #: Trusted from the start: a process just started has seen no outage.
+        self._reachable_since: float | None = clock() - TRUST_AFTER_S
 
     def start(self) -> None:
         self._thread.start()

@@ -180,10 +180,13 @@ def take_dead_workers_leases(
                ProcessHeartbeat.last_seen_at >= func.now() - literal(dead_after, Interval()))
         .exists()
     )
+    # A PostgreSQL restarted this recently stopped every heartbeat: nobody is judged dead
+    # until the live processes had the time to heartbeat again.
+    settled = func.now() - func.pg_postmaster_start_time() > literal(dead_after, Interval())
     dead = (
         select(Invocation.id)
         .where(Invocation.status == InvocationStatus.RUNNING,
-               Invocation.leased_by.is_not(None), ~live)
+               Invocation.leased_by.is_not(None), ~live, settled)
         .limit(limit)
         .with_for_update(skip_locked=True)
         .scalar_subquery()

@@ -61,6 +61,7 @@ def test_every_setting_is_read_from_its_variable() -> None:
         "CRONBEAT_PUBLIC_URL": "https://cronbeat.example.com/",
         "CRONBEAT_ALERT_WATCH_INTERVAL_S": "5",
         "CRONBEAT_RUN_CONCURRENCY": "512",
+        "CRONBEAT_WORKER_DB_POOL": "12",
     })
     assert dataclasses.asdict(settings) == {
         "database_url": "postgresql+psycopg2://u@db:5432/cronbeat",
@@ -84,6 +85,7 @@ def test_every_setting_is_read_from_its_variable() -> None:
         "public_url": "https://cronbeat.example.com",
         "alert_watch_interval_s": 5,
         "run_concurrency": 512,
+        "worker_db_pool": 12,
     }
 
 
@@ -96,6 +98,7 @@ def test_every_setting_is_read_from_its_variable() -> None:
         ({"REDIS_URL": "http://r"}, "REDIS_URL must be a redis://"),
         ({"CRONBEAT_PUBLIC_URL": "cronbeat.example.com"}, "CRONBEAT_PUBLIC_URL must be an"),
         ({"CRONBEAT_PUBLIC_URL": "https://x.example/?a=1"}, "CRONBEAT_PUBLIC_URL must be an"),
+        ({"CRONBEAT_WORKER_DB_POOL": "1"}, "CRONBEAT_WORKER_DB_POOL must be between 2 and 200"),
         ({"CRONBEAT_ALERT_WATCH_INTERVAL_S": "0"},
          "CRONBEAT_ALERT_WATCH_INTERVAL_S must be between 1 and 3600"),
         ({"CRONBEAT_RUN_CONCURRENCY": "0"}, "CRONBEAT_RUN_CONCURRENCY must be between 1 and 4096"),
