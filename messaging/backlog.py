@@ -1,4 +1,6 @@
-"""What waits in the run queue: the oldest run_trigger message not yet taken by a worker.
+"""What waits in the run queue, and whether the broker lost everything since the last look.
+
+The oldest run_trigger message not yet taken by a worker:
 
 The dispatcher's sweep re-publishes a pending invocation only when its message is lost,
 not when it is waiting behind a backlog (app.queries.sweep.take_stale_pending). Redis
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 import uuid
 
 from celery import Celery
@@ -42,3 +45,26 @@ def oldest_waiting_run(app: Celery) -> uuid.UUID | None:
         return uuid.UUID(json.loads(raw)["headers"]["id"])
     except (ValueError, KeyError, TypeError):
         return None
+
+
+#: A key Cronbeat keeps in the broker's Redis. Gone means the broker lost its data (a
+#: restart without persistence, a flush, a failover to an empty replica) since a
+#: dispatcher last looked, and every queued message with it.
+EPOCH_KEY = "cronbeat:broker-epoch"
+
+
+def broker_was_wiped(app: Celery) -> bool:
+    """Whether the broker lost its data since the last look; the mark is set again.
+
+    True for the first look at a new broker too: the sweep then sends every pending run
+    again, and a run whose message was in fact still queued is claimed by one of its
+    two messages, the other doing nothing. False when the broker cannot be read.
+    """
+    try:
+        with app.connection_for_read() as conn:
+            created = conn.default_channel.client.set(EPOCH_KEY, repr(time.time()), nx=True)
+    except (BrokerError, RedisError, OSError):
+        log.warning("sweep: the broker's epoch could not be read", exc_info=True,
+                    extra={"action": "dispatch.epoch_unread"})
+        return False
+    return bool(created)

@@ -45,6 +45,10 @@ def configure(app: Celery, settings: Settings) -> Celery:
     app.conf.update(
         broker_url=settings.broker_url,
         broker_connection_retry_on_startup=True,
+        # A lost broker is tried again for as long as it takes (kombu waits 2, 4, 6, ...
+        # up to 30 s between tries), not given up after 100 tries (about 50 minutes),
+        # which would end a worker that has nothing wrong with it.
+        broker_connection_max_retries=None,
         result_backend=None,
         task_ignore_result=True,
         task_serializer="json",

@@ -27,8 +27,10 @@ WORKER_STATEMENT_TIMEOUT_S = 60
 
 @dataclasses.dataclass(frozen=True)
 class EngineOptions:
-    pool_size: int = 5
-    max_overflow: int = 5
+    # A prefork child (the dispatcher's) runs one task at a time: a tick's transactions
+    # one after another, beside its publisher thread's; four connections at most.
+    pool_size: int = 2
+    max_overflow: int = 2
     pre_ping: bool = True
     statement_timeout_s: int | None = None
     wait_for_connection: bool = False

@@ -37,6 +37,8 @@ Publish = Callable[[Sequence[InvocationKey]], int]
 #: The invocation id of the oldest run message still waiting in the queue, None if none
 #: (or unknown): messaging.backlog.oldest_waiting_run.
 OldestWaiting = Callable[[], uuid.UUID | None]
+#: Whether the broker lost every queued message since the last look (messaging.backlog).
+BrokerWiped = Callable[[], bool]
 
 #: How far out of order two publishers' messages may reach the queue (see
 #: sweep.lost_before).
@@ -105,6 +107,7 @@ def dispatch_tick(
     *,
     now: dt.datetime | None = None,
     oldest_waiting: OldestWaiting | None = None,
+    broker_wiped: BrokerWiped | None = None,
 ) -> TickReport:
     """Run one tick until nothing due at ``now`` is left; then sweep.
 
@@ -113,6 +116,8 @@ def dispatch_tick(
         oldest_waiting: reads the run queue's oldest waiting message, so that the
             sweep re-publishes only lost messages, never a backlog's; without it, age
             alone decides.
+        broker_wiped: whether the broker lost its queues since the last look: then
+            every pending run is published again at once, not once it looks stale.
 
     Returns:
         What the tick did.
@@ -135,9 +140,9 @@ def dispatch_tick(
         except Exception:
             # Whatever broke this tick's dispatching (a broker outage, a database
             # blip), the sweep still gets its turn: it repairs what earlier ticks left.
-            _sweep(sessions, publish, now, options, report, oldest_waiting)
+            _sweep(sessions, publish, now, options, report, oldest_waiting, broker_wiped)
             raise
-        _sweep(sessions, publish, now, options, report, oldest_waiting)
+        _sweep(sessions, publish, now, options, report, oldest_waiting, broker_wiped)
     finally:
         report.duration_ms = round((time.perf_counter() - started) * 1000, 3)
         log.info("tick done", extra={"action": "dispatch.tick", "tick": report.as_dict()})
@@ -341,10 +346,19 @@ def _sweep(
     options: DispatchOptions,
     report: TickReport,
     oldest_waiting: OldestWaiting | None,
+    broker_wiped: BrokerWiped | None = None,
 ) -> None:
     """Publish due retries, and again what lost its message, while batches come back full."""
     stale_before = now - dt.timedelta(seconds=options.republish_after_s)
     waiting = oldest_waiting() if oldest_waiting is not None else None
+    if broker_wiped is not None and broker_wiped():
+        # Every message queued before the broker came back is gone, and when it came
+        # back is unknown: send every pending run sent before this tick again. A run
+        # whose message went out after the broker's return gets a second one, and
+        # whichever comes first claims it; the other does nothing.
+        log.warning("the broker lost its queued messages (restarted empty?); every pending"
+                    " run is published again", extra={"action": "dispatch.broker_wiped"})
+        stale_before, waiting = now, None
     lost_before = sweep.lost_before(stale_before, waiting, REORDER_MARGIN)
     for _ in range(MAX_SWEEP_BATCHES_PER_TICK):
         # Atomic so that the rows this sweeper marks are exactly the rows it publishes;

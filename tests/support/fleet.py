@@ -185,6 +185,15 @@ class ProcfileProcess:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.process.pid, signum)
 
+    def terminate(self) -> None:
+        """SIGTERM (a warm shutdown), without waiting."""
+        self._signal(signal.SIGTERM)
+
+    def wait(self, timeout_s: float) -> int:
+        """The exit status, once it exited (raises subprocess.TimeoutExpired)."""
+        assert self.process is not None
+        return self.process.wait(timeout_s)
+
     def kill(self) -> None:
         self._signal(signal.SIGKILL)
         if self.process is not None:
