@@ -25,7 +25,12 @@ here is taken in one global order, and by primary key within a table:
    overlap check;
 6. invocations, ``ORDER BY id`` ``FOR UPDATE`` (:func:`.locks.by_id`): cancels
    (:mod:`.cancellation`); or ``SKIP LOCKED``: mark_published, the dispatcher's claims
-   and the sweep, which never wait.
+   and the sweep, which never wait;
+7. triggers' alert states, ``ORDER BY trigger_id`` ``FOR UPDATE``
+   (``app.alerting.observe``): taken in the very transaction that records what the
+   alerts are about (a run's finish, a tick's batch, a take-back), after its rows of 1-6;
+8. alerts: ``SKIP LOCKED`` (the watchdog's ``take_due_alerts``), or one alert by id
+   (its delivery), alone in its transaction.
 
 A statement that only needs rows nobody else holds uses ``SKIP LOCKED`` and never
 waits, so it can be part of no deadlock at all.

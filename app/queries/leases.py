@@ -37,11 +37,14 @@ from app.models import Invocation, InvocationAttempt
 
 # The lease is the trigger's timeout_s plus this. A webhook's whole request (DNS,
 # connect, response, excerpt) ends by timeout_s (libcurl's total timeout,
-# app.delivery.webhook_transport); the grace
-# covers the rest: rendering the template (a bounded number of steps), publishing a task message
-# (about 20 s at most, tasks.run), and the finishing transaction with its retries
-# (app.firing.outcome.FINISH_RETRY_DELAYS_S). Too short and a slow but healthy attempt is taken
-# back and run twice; too long and a dead worker's invocation waits longer for its retry.
+# app.delivery.webhook_transport); the grace covers the rest: rendering the template (a
+# bounded number of steps), publishing a task message (about 20 s at most, tasks.run),
+# and the finishing transaction, which is tried again until the lease ends
+# (app.firing.outcome.finish_retrying): the grace is also how long a database outage may
+# last before a delivered run is taken back. Too short and a slow but healthy attempt is
+# taken back and run twice; too long and a run the sweep must take back (its worker
+# hangs, or lost the database) waits longer. A dead worker's runs do not wait for it:
+# they are taken back once its heartbeat stops (app.firing.reap).
 LEASE_GRACE_S = 60
 
 _RUNNING = InvocationStatus.RUNNING
