@@ -161,8 +161,10 @@ def finish_values(
 def attempt_finish_values(
     *, held: Any, outcome: Any, response_status: Any, attempt_error: Any, lost_error: Any,
 ) -> dict[str, Any]:
-    """What a finish sets on the attempt's own row, held or not (see
-    leases.record_attempt_finished)."""
+    """What a finish sets on the attempt's own row, whether or not the attempt still held
+    its invocation: the attempt row is the attempt's own history, and what really
+    happened (a late success explains a second delivery) beats the sweep's
+    "abandoned"; ``lost_error`` says the lease was lost."""
     return {
         "outcome": outcome,
         "response_status": response_status,

@@ -21,8 +21,6 @@ from sqlalchemy import (
     Integer,
     Interval,
     String,
-    and_,
-    case,
     func,
     insert,
     literal,
@@ -157,117 +155,6 @@ def close_without_running(
     return session.execute(statement).rowcount == 1
 
 
-def finish_attempt(
-    session: Session,
-    invocation_id: uuid.UUID,
-    attempt: int,
-    *,
-    status: InvocationStatus,
-    error: str | None,
-    response_status: int | None,
-    response_excerpt: str | None,
-) -> bool:
-    """Record the final status of the invocation if ``attempt`` still holds it."""
-    assert status.is_final
-    # Only while the row is running *with this attempt*: if the lease ran out, the sweep
-    # took the row back and another attempt may be running (or done) now. This late
-    # attempt must not overwrite its outcome, so it records only its own attempt row.
-    statement = (
-        update(Invocation)
-        .where(
-            Invocation.id == invocation_id,
-            Invocation.status == _RUNNING,
-            Invocation.attempt == attempt,
-        )
-        .values(
-            status=status,
-            finished_at=func.now(),
-            lease_expires_at=None,
-            last_error=error,
-            response_status=response_status,
-            response_excerpt=response_excerpt,
-        )
-        .execution_options(synchronize_session=False)
-    )
-    return session.execute(statement).rowcount == 1
-
-
-def release_for_retry(
-    session: Session,
-    invocation_id: uuid.UUID,
-    attempt: int,
-    *,
-    delay_s: float,
-    error: str,
-    response_status: int | None,
-    response_excerpt: str | None,
-) -> InvocationStatus | None:
-    """Put the invocation back to pending for a retry; its new status, None if lease lost."""
-    # Returns PENDING (the caller publishes the retry) or CANCELLED (a cancel requested
-    # during the attempt wins over the retry). Same condition as finish_attempt, for the
-    # same reason. The row is the durable
-    # retry: the message published after commit may be lost, and the sweep publishes
-    # a pending row again once run_after is long past. enqueued_at is set now because
-    # that publish follows this commit directly.
-    cancel = Invocation.cancel_requested.is_(True)
-    statement = (
-        update(Invocation)
-        .where(
-            Invocation.id == invocation_id,
-            Invocation.status == _RUNNING,
-            Invocation.attempt == attempt,
-        )
-        .values(
-            status=case(
-                (cancel, InvocationStatus.CANCELLED.value), else_=_PENDING.value
-            ),
-            run_after=case((cancel, None), else_=func.now() + _seconds(delay_s)),
-            finished_at=case((cancel, func.now()), else_=None),
-            enqueued_at=case((cancel, Invocation.enqueued_at), else_=func.now()),
-            lease_expires_at=None,
-            last_error=case((cancel, "cancelled: cancel requested during a retry"),
-                            else_=error),
-            response_status=response_status,
-            response_excerpt=response_excerpt,
-        )
-        .returning(Invocation.status)
-        .execution_options(synchronize_session=False)
-    )
-    status = session.scalar(statement)
-    return None if status is None else InvocationStatus(status)
-
-
-def record_attempt_finished(
-    session: Session,
-    invocation_id: uuid.UUID,
-    number: int,
-    *,
-    outcome: str,
-    response_status: int | None,
-    error: str | None,
-) -> None:
-    """Record how attempt ``number`` ended, whether or not it still held the lease."""
-    # Unconditional on purpose: the attempt row is this attempt's own history. If the
-    # sweep marked it abandoned meanwhile, what really happened is more useful (a late
-    # success explains a second delivery), and the error says the lease was lost.
-    session.execute(
-        update(InvocationAttempt)
-        .where(
-            and_(
-                InvocationAttempt.invocation_id == invocation_id,
-                InvocationAttempt.number == number,
-            )
-        )
-        .values(
-            outcome=outcome,
-            response_status=response_status,
-            error=error,
-            finished_at=func.now(),
-        )
-        .execution_options(synchronize_session=False)
-    )
-
-
 def recorded_finish(
     session: Session, invocation_id: uuid.UUID, number: int
 ) -> tuple[InvocationStatus | None, float | None] | None:
@@ -278,9 +165,9 @@ def recorded_finish(
         ``run_after``, both None if another attempt has claimed it since.
     """
     # For a finishing transaction tried again after a connection error: the first try
-    # may have committed with only its acknowledgement lost. The attempt row tells:
-    # record_attempt_finished gave it an outcome, and the sweep's "abandoned" is not
-    # one of ours. Trying the finish again would overwrite it as a lost lease.
+    # may have committed with only its acknowledgement lost. The attempt row tells: the
+    # finish (attempts.finish, batches.finish_many) gave it an outcome, and the sweep's
+    # "abandoned" is not one of ours. Trying the finish again would overwrite it as a lost lease.
     row = session.execute(
         select(
             Invocation.status,

@@ -30,6 +30,7 @@ from tests.support.runs import (
     add_invocation,
     add_trigger,
     attempts,
+    finish_for_retry,
     load,
     new_secret,
     no_task,
@@ -441,10 +442,8 @@ def test_a_finish_tried_again_after_its_commit_landed_keeps_what_it_recorded(
         leases.record_attempt_started(session, invocation_id, claim.attempt, "a")
     with db.begin() as session:
         assert leases.recorded_finish(session, invocation_id, claim.attempt) is None
-        leases.release_for_retry(session, invocation_id, claim.attempt, delay_s=30,
-                                 error="HTTP 503", response_status=503, response_excerpt=None)
-        leases.record_attempt_finished(session, invocation_id, claim.attempt,
-                                       outcome="error", response_status=503, error="HTTP 503")
+        finish_for_retry(session, invocation_id, claim.attempt, delay_s=30,
+                         error="HTTP 503", response_status=503)
     with db.begin() as session:
         status, run_after_in_s = leases.recorded_finish(session, invocation_id, claim.attempt)
     assert status == InvocationStatus.PENDING

@@ -17,7 +17,9 @@ from celery import Celery
 from sqlalchemy import insert, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from app.enums import InvocationStatus
 from app.models import Invocation, InvocationAttempt, Trigger
+from app.queries import batches
 from messaging.publisher import publish_runs
 from tests.support.receiver import Receiver
 
@@ -104,3 +106,20 @@ def task_done(invocation_id: uuid.UUID) -> str:
 def no_task(name: str, body: Any, queue: str) -> None:
     """A send_task for tests whose trigger has no task target."""
     raise AssertionError("no task target here")
+
+
+def finish_for_retry(session: Session, invocation_id: uuid.UUID, attempt: int, *,
+                     delay_s: float, error: str, response_status: int | None
+                     ) -> InvocationStatus | None:
+    """Record a transient failure of ``attempt`` with the live finish statement (the
+    engine's, batches.finish_many, for a batch of one); the invocation's new status
+    (pending for the retry, cancelled if a cancel was asked meanwhile), None if the
+    attempt no longer held it."""
+    day = session.execute(select(Invocation.scheduled_for).where(
+        Invocation.id == invocation_id)).scalar_one()
+    left, = batches.finish_many(session, [batches.Finish(
+        invocation_id=invocation_id, scheduled_for=day, attempt=attempt, status=None,
+        retry_delay_s=delay_s, published=True, error=error, attempt_error=error,
+        lost_error=f"{error}; finished after its lease was taken back", outcome="error",
+        response_status=response_status, response_excerpt=None)])
+    return left

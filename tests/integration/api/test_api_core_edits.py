@@ -26,6 +26,7 @@ from app.firing.dispatch import DispatchOptions, dispatch_tick
 from app.models import Invocation, Trigger
 from app.queries import leases
 from app.schedule import occurrences
+from tests.support.runs import finish_for_retry
 
 UTC = dt.UTC
 NOW = dt.datetime(2026, 3, 7, 5, 0, 30, tzinfo=UTC)
@@ -240,7 +241,7 @@ def test_a_sync_records_what_it_takes_from_due_triggers_in_one_insert(
 def test_a_cancel_racing_a_retry_is_never_a_conflict(
     db: sessionmaker[Session], engine: Engine,
 ):
-    # The attempt fails transiently (the runner's release_for_retry: running -> pending)
+    # The attempt fails transiently (the live finish: running -> pending for a retry)
     # right after the cancel's first statement ran. A cancel must neither miss the row
     # nor answer 409; the retry then ends cancelled instead of running again.
     trigger = _create(db, _minutely())
@@ -249,6 +250,7 @@ def test_a_cancel_racing_a_retry_is_never_a_conflict(
         invocation_id = session.scalars(select(Invocation.id)).one()
         claim = leases.claim_attempt(session, invocation_id, lease_s=60, deployment_id=None)
         assert claim is not None
+        leases.record_attempt_started(session, invocation_id, claim.attempt, None)
     released: list[InvocationStatus | None] = []
 
     def release() -> None:
@@ -256,9 +258,9 @@ def test_a_cancel_racing_a_retry_is_never_a_conflict(
             # A worker waits for a row lock; here waiting would deadlock the test, so
             # a held lock means "later", and the worker tries again after the commit.
             worker.execute(text("SET LOCAL lock_timeout = '100ms'"))
-            released.append(leases.release_for_retry(
+            released.append(finish_for_retry(
                 worker, invocation_id, claim.attempt, delay_s=1, error="HTTP 503",
-                response_status=503, response_excerpt=None))
+                response_status=503))
 
     def between(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
         # Once, after the cancel's first UPDATE (the worker's own UPDATE comes here too).
@@ -381,14 +383,16 @@ def test_pausing_a_fired_one_time_trigger_mid_attempt_cancels_the_retry(
     trigger, invocation_id = _fired_once(db)
     with db.begin() as session:
         claim = leases.claim_attempt(session, invocation_id, lease_s=60, deployment_id=None)
+        assert claim is not None
+        leases.record_attempt_started(session, invocation_id, claim.attempt, None)
     with db.begin() as session:
         triggers.update_trigger(session, "t1", "p1", trigger.id, {"enabled": False},
                                 now=trigger.run_at + MINUTE)
     with db.begin() as session:
         assert session.get(Invocation, invocation_id).cancel_requested
-        assert leases.release_for_retry(
+        assert finish_for_retry(
             session, invocation_id, claim.attempt, delay_s=1, error="HTTP 503",
-            response_status=503, response_excerpt=None) is InvocationStatus.CANCELLED
+            response_status=503) is InvocationStatus.CANCELLED
 
 
 def test_a_sync_saying_enabled_false_stops_a_fired_one_time_triggers_retries(
