@@ -42,10 +42,7 @@ import queue
 import threading
 import time
 import uuid
-from collections.abc import Callable
-from typing import Any
 
-from celery import bootsteps
 from kombu.exceptions import OperationalError as BrokerError
 from redis.exceptions import RedisError
 from sqlalchemy.exc import InterfaceError, OperationalError
@@ -54,15 +51,17 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from app.delivery.send import DeliveryResult
 from app.firing.batch import finish_batch, start_batch
 from app.firing.runner import TENANT_WAIT_S, RunOutcome, StartedRun, deliver
-from messaging.config import RUN_QUEUE
-from messaging.publisher import Run, publish_runs
+from messaging.publisher import publish_runs
 from tasks import gate
 from tasks.alerts import publish_alerts_quietly
 from tasks.celery_app import RUN_TASK, celery_app
+from tasks.delivery_threads import DeliveryThreads
 from tasks.overrun import OverrunWatch
 from tasks.reaper import Reaper
-from tasks.run import RUN_TIME_LIMIT_S, _scheduled_for, _send_task, run_trigger
+from tasks.run import RUN_TIME_LIMIT_S, _send_task, run_trigger
 from tasks.run_consumer import Delivery, RunConsumer
+from tasks.run_events import RunEvents, report_outcome
+from tasks.run_messages import RunMessage, run_message
 from tasks.runtime import get_runtime
 
 log = logging.getLogger(__name__)
@@ -81,24 +80,12 @@ PREFETCH_EXTRA = 64
 
 
 @dataclasses.dataclass(frozen=True)
-class _Message:
-    """A run message the engine holds, unacknowledged, until its attempt is recorded."""
-
-    invocation_id: str
-    scheduled_for: str | None
-    key: tuple[uuid.UUID, dt.datetime] | None
-    delivery: Delivery
-
-    @property
-    def run(self) -> Run:
-        return self.invocation_id if self.key is None else self.key
-
-
-@dataclasses.dataclass(frozen=True)
 class _Delivered:
-    message: _Message
+    message: RunMessage
     run: StartedRun
     result: DeliveryResult
+    #: When its delivery began (time.monotonic()), for the task event's runtime.
+    began: float
 
 
 class _Done:
@@ -109,53 +96,22 @@ class _Wake:
     """Nothing to do but a pass (the engine is stopping)."""
 
 
-class _Threads:
-    """The delivery threads: each takes the next job from one queue.
-
-    ``concurrent.futures`` would build a future (and its condition) per job, which
-    nobody here waits on: every job reports through the engine's events.
-    """
-
-    def __init__(self, count: int) -> None:
-        self._jobs: queue.SimpleQueue[tuple[Callable[..., None], tuple[Any, ...]] | None] = (
-            queue.SimpleQueue())
-        self._threads = [threading.Thread(target=self._work, name=f"delivery-{n}", daemon=True)
-                         for n in range(count)]
-        for thread in self._threads:
-            thread.start()
-
-    def submit(self, job: Callable[..., None], *args: Any) -> None:
-        self._jobs.put((job, args))
-
-    def stop(self) -> None:
-        """Let each thread end after the jobs queued before this."""
-        for _ in self._threads:
-            self._jobs.put(None)
-
-    def _work(self) -> None:
-        while (item := self._jobs.get()) is not None:
-            job, args = item
-            try:
-                job(*args)
-            except Exception:  # a bug in a job: the thread goes on with the next
-                log.exception("run engine: a delivery thread's job failed",
-                              extra={"action": "run.engine_job_failed"})
-
-
 class Engine:
     """One per worker process: the batching thread and the delivery pool."""
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
         self.consumer: RunConsumer | None = None
+        #: Celery task events for Flower (tasks.run_events), when the worker sends them.
+        self.task_events: RunEvents | None = None
         #: Takes back dead workers' runs (tasks.reaper), started with the engine.
         self.reaper: Reaper | None = None
-        self._events: queue.SimpleQueue[_Message | _Delivered | _Done | _Wake | None] = (
+        self._events: queue.SimpleQueue[RunMessage | _Delivered | _Done | _Wake | None] = (
             queue.SimpleQueue())
         #: The engine thread's own: messages not claimed yet, and delivery threads taken.
-        self._waiting: collections.deque[_Message] = collections.deque()
+        self._waiting: collections.deque[RunMessage] = collections.deque()
         self._busy = 0
-        self._pool = _Threads(capacity)
+        self._pool = DeliveryThreads(capacity)
         self._thread = threading.Thread(target=self._loop, name="run-engine", daemon=True)
         self._watch = OverrunWatch(RUN_TASK, RUN_TIME_LIMIT_S)
         self._lock = threading.Lock()
@@ -171,20 +127,22 @@ class Engine:
         self._thread.start()
         self._watch.start(connect_signals=False)
 
-    def submit(self, message: _Message) -> None:
+    def submit(self, message: RunMessage) -> None:
         with self._lock:
             self._held += 1
         self._events.put(message)
 
     def receive(self, delivery: Delivery) -> None:
         """Take one run message from the consumer (on its thread)."""
-        run = _message_of(delivery)
+        run = run_message(delivery)
         if run is None:
             log.warning("run_trigger: not an invocation id", extra={"action": "run.bad_id"})
             self._ack(delivery)
             return
         if self._stopping:
             return  # unacknowledged: handed back to the queue when the connection closes
+        if self.task_events is not None:
+            self.task_events.received(run.invocation_id, run.args)
         self.submit(run)
 
     def stop(self, timeout_s: float) -> None:
@@ -214,6 +172,8 @@ class Engine:
             self.consumer.close(timeout_s=CONSUMER_CLOSE_S)
         if self.reaper is not None:
             self.reaper.stop()
+        if self.task_events is not None:
+            self.task_events.close()
 
     # The engine's thread.
 
@@ -242,7 +202,7 @@ class Engine:
                     break
                 events.append(event)
             delivered = [event for event in events if isinstance(event, _Delivered)]
-            self._waiting.extend(event for event in events if isinstance(event, _Message))
+            self._waiting.extend(event for event in events if isinstance(event, RunMessage))
             self._busy -= sum(1 for event in events if isinstance(event, _Done))
             try:
                 for at in range(0, len(delivered), MAX_BATCH):
@@ -255,6 +215,8 @@ class Engine:
                 self._start_waiting()
             except Exception:  # a bug: log it, and keep the engine alive
                 log.exception("run engine: a pass failed", extra={"action": "run.engine_failed"})
+            if self.task_events is not None:
+                self.task_events.flush()
 
     def _until_retry_s(self) -> float | None:
         if self._retry_at is None:
@@ -274,7 +236,7 @@ class Engine:
             self._busy += count
             self._start(batch)
 
-    def _start(self, messages: list[_Message]) -> None:
+    def _start(self, messages: list[RunMessage]) -> None:
         keyed = [message for message in messages if message.key is not None]
         started: list[StartedRun] = []
         waiting: list[tuple[uuid.UUID, dt.datetime]] = []
@@ -321,6 +283,8 @@ class Engine:
                 self._pool.submit(self._run_single, message)
             else:
                 self._watch.begin(message.invocation_id)
+                if self.task_events is not None:
+                    self.task_events.started(message.invocation_id)
                 self._pool.submit(self._deliver, message, run)
 
     def _wait_for_tenant(self, waiting: list[tuple[uuid.UUID, dt.datetime]]) -> None:
@@ -349,12 +313,16 @@ class Engine:
         self._busy -= len(delivered)
         if alert_ids:
             publish_alerts_quietly(alert_ids)
+        finished_at = time.monotonic()
         for item, outcome in zip(delivered, outcomes, strict=True):
             self._after(item.message, outcome)
             self._watch.end(item.message.invocation_id)
+            if self.task_events is not None:
+                report_outcome(self.task_events, item.message.invocation_id, outcome,
+                        finished_at - item.began, item.result.error)
             self._done(item.message)
 
-    def _after(self, message: _Message, outcome: RunOutcome) -> None:
+    def _after(self, message: RunMessage, outcome: RunOutcome) -> None:
         """Publish the retry the recorded outcome asks for (after its commit, never before)."""
         if outcome.retry_in_s is None:
             return
@@ -369,20 +337,31 @@ class Engine:
 
     # Delivery threads.
 
-    def _deliver(self, message: _Message, run: StartedRun) -> None:
+    def _deliver(self, message: RunMessage, run: StartedRun) -> None:
         settings = get_runtime().settings
+        began = time.monotonic()
         result = deliver(run, settings, _send_task)
-        self._events.put(_Delivered(message, run, result))
+        self._events.put(_Delivered(message, run, result, began))
 
-    def _run_single(self, message: _Message) -> None:
+    def _run_single(self, message: RunMessage) -> None:
         self._watch.begin(message.invocation_id)
+        events, began = self.task_events, time.monotonic()
+        if events is not None:
+            events.started(message.invocation_id)
         try:
-            run_trigger.run(message.invocation_id, message.scheduled_for)
-        except Exception:
+            outcome = run_trigger.run(message.invocation_id, message.scheduled_for)
+            if events is not None:
+                outcome = outcome or RunOutcome(status=None)
+                report_outcome(events, message.invocation_id, outcome, time.monotonic() - began,
+                        outcome.error)
+        except Exception as exc:
             # As a failed task: logged and acknowledged; a pending invocation whose
             # message is gone is published again by the sweep.
             log.exception("run_trigger failed", extra={
                 "action": "run.failed", "invocation_id": message.invocation_id})
+            if events is not None:
+                events.failed(message.invocation_id, time.monotonic() - began,
+                              type(exc).__name__)
         finally:
             self._watch.end(message.invocation_id)
             self._done(message)
@@ -394,7 +373,7 @@ class Engine:
         if self.consumer is not None:
             self.consumer.ack(delivery)
 
-    def _done(self, message: _Message) -> None:
+    def _done(self, message: RunMessage) -> None:
         self._ack(message.delivery)
         log.debug("run_trigger[%s] done", message.invocation_id,
                   extra={"action": "run.message_done", "invocation_id": message.invocation_id})
@@ -407,69 +386,3 @@ class Engine:
                 self._idle.notify_all()
 
 
-_engine: Engine | None = None
-
-
-def _message_of(delivery: Delivery) -> _Message | None:
-    """The run a ``run_trigger`` message names, None if it names none."""
-    try:
-        args, kwargs, _ = delivery.message.decode()
-        values = dict(zip(("invocation_id", "scheduled_for"), args, strict=False))
-        values.update(kwargs)
-        invocation_id = str(values["invocation_id"])
-        parsed = uuid.UUID(invocation_id)
-    except Exception:  # not JSON, not our shape, not a UUID: nothing can ever run it
-        return None
-    text = values.get("scheduled_for")
-    scheduled_for = _scheduled_for(text) if isinstance(text, str) else None
-    key = None if scheduled_for is None else (parsed, scheduled_for)
-    return _Message(invocation_id, text if key else None, key, delivery)
-
-
-class EngineStep(bootsteps.StartStopStep):
-    """Worker bootstep: a worker started to consume cronbeat.runs runs the engine.
-
-    It starts after the worker's presence (:class:`tasks.gate.WorkerPresence`) and
-    stops before it: a warm shutdown lets the running deliveries end, and only then
-    does the process leave the registry.
-    """
-
-    requires = ("tasks.gate:WorkerPresence",)
-    label = "CronbeatRunEngine"
-
-    def include_if(self, w: Any) -> bool:
-        return gate.consumes(RUN_QUEUE)
-
-    def start(self, w: Any) -> None:
-        global _engine
-        if _engine is not None:
-            return
-        capacity = get_runtime().settings.run_concurrency
-        engine = Engine(capacity)
-        engine.consumer = RunConsumer(w.app, RUN_QUEUE, engine.receive,
-                                      prefetch=capacity + PREFETCH_EXTRA,
-                                      may_consume=gate.is_active)
-        gate.watch_engine(lambda: engine.consumer is not None and engine.consumer.consuming)
-        engine.start()
-        engine.consumer.start()
-        engine.reaper = Reaper(gate.is_active)
-        engine.reaper.start()
-        _engine = engine
-
-    def stop(self, w: Any) -> None:
-        global _engine
-        if _engine is not None:
-            _engine.stop(timeout_s=RUN_TIME_LIMIT_S)
-            _engine = None
-
-    def terminate(self, w: Any) -> None:
-        # A cold shutdown: nothing is waited for; the leases bring the runs back.
-        global _engine
-        if _engine is not None:
-            _engine.stop(timeout_s=0.0)
-            _engine = None
-
-
-def install(app: Any) -> None:
-    """Add the engine to ``app``'s worker (the worker entry point calls this)."""
-    app.steps["worker"].add(EngineStep)

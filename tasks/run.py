@@ -13,7 +13,7 @@ from redis.exceptions import RedisError
 
 from app.deploys.deploy import Superseded
 from app.errors import TargetUnavailable
-from app.firing.runner import run_invocation
+from app.firing.runner import RunOutcome, run_invocation
 from app.limits import TIMEOUT_S
 from app.queries.leases import LEASE_GRACE_S
 from messaging.publisher import Run, publish_runs
@@ -96,12 +96,16 @@ def _scheduled_for(text: str | None) -> dt.datetime | None:
 
 
 @celery_app.task(name=RUN_TASK, acks_late=True, ignore_result=True, time_limit=RUN_TIME_LIMIT_S)
-def run_trigger(invocation_id: str, scheduled_for: str | None = None) -> None:
+def run_trigger(invocation_id: str, scheduled_for: str | None = None) -> RunOutcome | None:
     """Run one attempt of invocation ``invocation_id``; safe to receive any number of times.
 
     ``scheduled_for`` (ISO 8601, sent by this version's publishers) completes the key, so
     the attempt's statements read one day partition; without it, or with one that does
     not match, the run takes the path by id alone.
+
+    Returns:
+        What the call did (the engine reports it as the task's event; Celery keeps no
+        result), None when the message named no run or was handed back.
 
     Raises:
         kombu / redis errors: publishing the retry failed. The invocation is already
@@ -113,7 +117,7 @@ def run_trigger(invocation_id: str, scheduled_for: str | None = None) -> None:
         # Nothing can ever run it; failing the task would only log the same thing louder.
         log.warning("run_trigger: not an invocation id",
                     extra={"action": "run.bad_id", "invocation_id": invocation_id})
-        return
+        return None
     key = _scheduled_for(scheduled_for)
     run: Run = invocation_id if key is None else (invocation_id, key)
     runtime = get_runtime()
@@ -129,7 +133,7 @@ def run_trigger(invocation_id: str, scheduled_for: str | None = None) -> None:
         log.info("run_trigger: handed back (%s)", exc.message,
                  extra={"action": "run.handed_back", "invocation_id": invocation_id})
         publish_runs(celery_app, [run])
-        return
+        return None
     if outcome.alert_ids:
         publish_alerts_quietly(outcome.alert_ids)
     if outcome.retry_in_s is not None:
@@ -137,3 +141,4 @@ def run_trigger(invocation_id: str, scheduled_for: str | None = None) -> None:
         # at once must find the row pending.
         countdown_s = outcome.retry_in_s if outcome.retry_in_s > 0 else None
         publish_runs(celery_app, [run], countdown_s=countdown_s)
+    return outcome

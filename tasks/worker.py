@@ -8,7 +8,7 @@ from celery.concurrency.thread import TaskPool as ThreadsPool
 from celery.signals import setup_logging, worker_init, worker_process_init
 
 from app.logs import configure_logging
-from tasks import alerts, engine, gate
+from tasks import alerts, engine_step, gate
 from tasks.celery_app import RUN_TASK, celery_app, configure
 from tasks.overrun import OverrunWatch
 from tasks.run import RUN_TIME_LIMIT_S
@@ -21,7 +21,7 @@ gate.install(app)
 alerts.install(app)
 # Workers consuming cronbeat.runs deliver through the engine (tasks.engine), on a
 # broker connection of its own.
-engine.install(app)
+engine_step.install(app)
 
 
 @worker_init.connect

@@ -202,7 +202,7 @@ def finish_retrying(
                 plan, outcome = _finish_one(session, run, result, rand, max_countdown_s)
                 alert_ids = observe_in(session, public_url, [(run, outcome, result)])
             log_finished(run, result, plan, outcome)
-            return dataclasses.replace(outcome, alert_ids=alert_ids) if alert_ids else outcome
+            return dataclasses.replace(outcome, alert_ids=alert_ids, error=result.error)
         except DBAPIError as exc:
             transient = isinstance(exc, OperationalError | InterfaceError)
             delay_s = next(delays)

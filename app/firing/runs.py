@@ -35,6 +35,9 @@ class RunOutcome:
     retry_in_s: float | None = None
     #: Alerts the outcome raised (app.alerting), to publish after the call.
     alert_ids: tuple[uuid.UUID, ...] = ()
+    #: How the attempt's delivery failed, when it did (its attempt row's error): for the
+    #: task event, not part of what the call did.
+    error: str | None = dataclasses.field(default=None, compare=False)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -53,9 +53,10 @@ def start_worker(
 ) -> Iterator[Callable[..., WorkerProcess]]:
     started: list[WorkerProcess] = []
 
-    def start(*, queues: str = QUEUES, concurrency: int = 2, **env: str) -> WorkerProcess:
+    def start(*, queues: str = QUEUES, concurrency: int = 2, heartbeat: bool = False,
+              **env: str) -> WorkerProcess:
         worker = WorkerProcess(tmp_path / f"workers-{len(started)}", queues=queues,
-                               concurrency=concurrency)
+                               concurrency=concurrency, heartbeat=heartbeat)
         worker.log_dir.mkdir()
         started.append(worker)
         worker.start(**env)

@@ -98,9 +98,12 @@ def test_make_run_starts_web_worker_dispatcher_and_beat_and_flower_only_on_reque
     # node names of their own, and between them they consume every queue the app uses
     # (the workers deliver alerts too, and run the alert watchdog).
     worker, dispatcher = procfile_commands()["worker"], procfile_commands()["dispatcher"]
-    assert "-Q cronbeat.runs,cronbeat.alerts -n worker@%h " in worker
+    # Node names carry the deployment: Flower tells two deployments' workers apart.
+    assert "-Q cronbeat.runs,cronbeat.alerts -n worker-${CRONBEAT_DEPLOYMENT_ID:-unversioned}@%h "\
+        in worker
     # Two slots: a tick goes on while the history's maintenance runs in the other.
-    assert "-Q cronbeat.dispatch -n dispatcher@%h --concurrency 2 " in dispatcher
+    assert ("-Q cronbeat.dispatch -n dispatcher-${CRONBEAT_DEPLOYMENT_ID:-unversioned}@%h"
+            " --concurrency 2 ") in dispatcher
     assert shlex.split(procfile_commands()["web"])[-1] == "api.wsgi:app"
 
 

@@ -15,6 +15,7 @@ import os
 import re
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -31,11 +32,14 @@ class WorkerProcess:
     """One worker at a time, restartable: start, kill (SIGKILL), stop (SIGTERM), restart."""
 
     def __init__(self, log_dir: Path, *, queues: str = QUEUES, concurrency: int = 4,
-                 pool: str = "threads", **env: str) -> None:
+                 pool: str = "threads", heartbeat: bool = False, **env: str) -> None:
         self.log_dir = log_dir
         self.queues = queues
         self.concurrency = concurrency
         self.pool = pool
+        #: Heartbeats and gossip on, as the Procfile's worker runs (Flower can then turn
+        #: its task events on); off by default, to keep the tests' broker quiet.
+        self.heartbeat = heartbeat
         self.default_env = {
             "CRONBEAT_ALLOW_PRIVATE_TARGETS": "true",
             "CRONBEAT_DEPLOYMENT_ID": DEFAULT_DEPLOYMENT_ID,
@@ -52,6 +56,11 @@ class WorkerProcess:
     @property
     def pid(self) -> int | None:
         return None if self._process is None else self._process.pid
+
+    @property
+    def node(self) -> str:
+        """The worker's Celery node name (``name@host``), as events and Flower show it."""
+        return f"{self.name}@{socket.gethostname()}"
 
     @property
     def alive(self) -> bool:
@@ -78,7 +87,8 @@ class WorkerProcess:
         command = [
             sys.executable, "-m", "celery", "-A", "tasks.worker", "worker",
             "-Q", self.queues, "-c", str(self.concurrency), "--pool", self.pool,
-            "--without-heartbeat", "--without-gossip", "--without-mingle",
+            *(() if self.heartbeat else ("--without-heartbeat", "--without-gossip")),
+            "--without-mingle",
             "-n", f"{self.name}@%h", "--loglevel", "INFO",
         ]
         with self.log_path.open("wb") as log:
