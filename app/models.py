@@ -424,6 +424,9 @@ class DispatcherHeartbeat(Base):
     last_tick_duration_ms: Mapped[float | None] = mapped_column(Float)
     last_tick_deployment_id: Mapped[str | None] = mapped_column(String(100))
     last_tick_report: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    #: The broker's epoch as the last tick saw it (messaging.backlog.broker_epoch): a
+    #: different one means the broker lost its data since (app.queries.claims).
+    broker_epoch: Mapped[str | None] = mapped_column(String(64))
 
     __table_args__ = (CheckConstraint("id = 1", name="single_row"),)
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 import uuid
 
 from celery import Celery
@@ -47,24 +46,22 @@ def oldest_waiting_run(app: Celery) -> uuid.UUID | None:
         return None
 
 
-#: A key Cronbeat keeps in the broker's Redis. Gone means the broker lost its data (a
-#: restart without persistence, a flush, a failover to an empty replica) since a
-#: dispatcher last looked, and every queued message with it.
+#: A key Cronbeat keeps in the broker's Redis: a random token, set when missing. A new
+#: token means the broker lost its data (a restart without persistence, a flush, a
+#: failover to an empty replica) since a dispatcher last looked, and every queued
+#: message with it.
 EPOCH_KEY = "cronbeat:broker-epoch"
 
 
-def broker_was_wiped(app: Celery) -> bool:
-    """Whether the broker lost its data since the last look; the mark is set again.
-
-    True for the first look at a new broker too: the sweep then sends every pending run
-    again, and a run whose message was in fact still queued is claimed by one of its
-    two messages, the other doing nothing. False when the broker cannot be read.
-    """
+def broker_epoch(app: Celery) -> str | None:
+    """The broker's epoch token (set now if missing); None when it cannot be read."""
     try:
         with app.connection_for_read() as conn:
-            created = conn.default_channel.client.set(EPOCH_KEY, repr(time.time()), nx=True)
+            client = conn.default_channel.client
+            client.set(EPOCH_KEY, uuid.uuid4().hex, nx=True)
+            raw = client.get(EPOCH_KEY)
     except (BrokerError, RedisError, OSError):
         log.warning("sweep: the broker's epoch could not be read", exc_info=True,
                     extra={"action": "dispatch.epoch_unread"})
-        return False
-    return bool(created)
+        return None
+    return raw.decode() if isinstance(raw, bytes) else raw

@@ -12,7 +12,7 @@ from redis.exceptions import RedisError
 
 from app.errors import TransientError
 from app.firing.dispatch import DispatchOptions, dispatch_tick
-from messaging.backlog import broker_was_wiped, oldest_waiting_run
+from messaging.backlog import broker_epoch, oldest_waiting_run
 from messaging.publisher import publish_runs
 from tasks.celery_app import celery_app
 from tasks.runtime import get_runtime
@@ -43,5 +43,5 @@ def run_tick(now: dt.datetime | None = None) -> dict[str, Any]:
     return dispatch_tick(
         runtime.sessions, publish, options, now=now,
         oldest_waiting=lambda: oldest_waiting_run(celery_app),
-        broker_wiped=lambda: broker_was_wiped(celery_app),
+        broker_epoch=lambda: broker_epoch(celery_app),
     ).as_dict()

@@ -130,7 +130,8 @@ def empty_database(engine: Engine) -> None:
         conn.execute(
             text(
                 "UPDATE dispatcher_heartbeat SET last_tick_at = NULL, last_tick_duration_ms ="
-                " NULL, last_tick_deployment_id = NULL, last_tick_report = NULL"
+                " NULL, last_tick_deployment_id = NULL, last_tick_report = NULL,"
+                " broker_epoch = NULL"
             )
         )
 

@@ -37,8 +37,8 @@ Publish = Callable[[Sequence[InvocationKey]], int]
 #: The invocation id of the oldest run message still waiting in the queue, None if none
 #: (or unknown): messaging.backlog.oldest_waiting_run.
 OldestWaiting = Callable[[], uuid.UUID | None]
-#: Whether the broker lost every queued message since the last look (messaging.backlog).
-BrokerWiped = Callable[[], bool]
+#: The broker's epoch token (messaging.backlog.broker_epoch), None when unreadable.
+BrokerEpoch = Callable[[], str | None]
 
 #: How far out of order two publishers' messages may reach the queue (see
 #: sweep.lost_before).
@@ -107,7 +107,7 @@ def dispatch_tick(
     *,
     now: dt.datetime | None = None,
     oldest_waiting: OldestWaiting | None = None,
-    broker_wiped: BrokerWiped | None = None,
+    broker_epoch: BrokerEpoch | None = None,
 ) -> TickReport:
     """Run one tick until nothing due at ``now`` is left; then sweep.
 
@@ -116,8 +116,9 @@ def dispatch_tick(
         oldest_waiting: reads the run queue's oldest waiting message, so that the
             sweep re-publishes only lost messages, never a backlog's; without it, age
             alone decides.
-        broker_wiped: whether the broker lost its queues since the last look: then
-            every pending run is published again at once, not once it looks stale.
+        broker_epoch: reads the broker's epoch: when it differs from the one the last
+            tick recorded, the broker lost its queues, and every pending run is
+            published again at once, not once it looks stale.
 
     Returns:
         What the tick did.
@@ -140,9 +141,9 @@ def dispatch_tick(
         except Exception:
             # Whatever broke this tick's dispatching (a broker outage, a database
             # blip), the sweep still gets its turn: it repairs what earlier ticks left.
-            _sweep(sessions, publish, now, options, report, oldest_waiting, broker_wiped)
+            _sweep(sessions, publish, now, options, report, oldest_waiting, broker_epoch)
             raise
-        _sweep(sessions, publish, now, options, report, oldest_waiting, broker_wiped)
+        _sweep(sessions, publish, now, options, report, oldest_waiting, broker_epoch)
     finally:
         report.duration_ms = round((time.perf_counter() - started) * 1000, 3)
         log.info("tick done", extra={"action": "dispatch.tick", "tick": report.as_dict()})
@@ -339,6 +340,16 @@ def _publish(
         raise
 
 
+def _broker_was_wiped(sessions: sessionmaker[Session], broker_epoch: BrokerEpoch | None
+                      ) -> bool:
+    """Whether the broker's epoch changed since the last tick recorded it."""
+    epoch = broker_epoch() if broker_epoch is not None else None
+    if epoch is None:
+        return False
+    with sessions.begin() as session:
+        return claims.note_broker_epoch(session, epoch)
+
+
 def _sweep(
     sessions: sessionmaker[Session],
     publish: Publish,
@@ -346,12 +357,12 @@ def _sweep(
     options: DispatchOptions,
     report: TickReport,
     oldest_waiting: OldestWaiting | None,
-    broker_wiped: BrokerWiped | None = None,
+    broker_epoch: BrokerEpoch | None = None,
 ) -> None:
     """Publish due retries, and again what lost its message, while batches come back full."""
     stale_before = now - dt.timedelta(seconds=options.republish_after_s)
     waiting = oldest_waiting() if oldest_waiting is not None else None
-    if broker_wiped is not None and broker_wiped():
+    if _broker_was_wiped(sessions, broker_epoch):
         # Every message queued before the broker came back is gone, and when it came
         # back is unknown: send every pending run sent before this tick again. A run
         # whose message went out after the broker's return gets a second one, and

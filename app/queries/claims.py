@@ -338,3 +338,20 @@ def record_tick(
             last_tick_report=report,
         )
     )
+
+
+def note_broker_epoch(session: Session, epoch: str) -> bool:
+    """Record the broker's epoch; True if it changed since the last one recorded (the
+    broker lost its data meanwhile), False the first time and while it is the same."""
+    # The row lock makes one dispatcher of several see the change, and only once.
+    previous = session.connection().execute(
+        select(DispatcherHeartbeat.broker_epoch).where(DispatcherHeartbeat.id == 1)
+        .with_for_update()
+    ).scalar_one_or_none()
+    if previous == epoch:
+        return False
+    session.connection().execute(
+        update(DispatcherHeartbeat).where(DispatcherHeartbeat.id == 1)
+        .values(broker_epoch=epoch)
+    )
+    return previous is not None

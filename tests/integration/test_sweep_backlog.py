@@ -10,6 +10,7 @@ import datetime as dt
 import json
 import uuid
 from collections.abc import Sequence
+from typing import Any
 
 import redis
 from sqlalchemy import func, select, text, update
@@ -20,7 +21,7 @@ from app.enums import InvocationStatus
 from app.firing.dispatch import DispatchOptions, dispatch_tick
 from app.firing.runner import RunOutcome, run_invocation
 from app.models import Invocation, InvocationAttempt
-from messaging.backlog import EPOCH_KEY, broker_was_wiped, oldest_waiting_run
+from messaging.backlog import EPOCH_KEY, broker_epoch, oldest_waiting_run
 from messaging.publisher import publish_runs
 from tasks.celery_app import RUN_QUEUE, celery_app
 from tests.support.receiver import Receiver, Reply
@@ -158,21 +159,24 @@ def test_a_wiped_broker_gets_every_pending_run_again_at_the_next_tick(
     db: sessionmaker[Session], broker: redis.Redis
 ) -> None:
     # Sent 2 s ago and 120 s ago, both long before the setting's 300 s would call them
-    # lost; Redis restarted empty since (its epoch key is gone).
-    recent = pending_backlog(db, 3, NOW - dt.timedelta(seconds=2))
-    older = pending_backlog(db, 2, NOW - dt.timedelta(seconds=120))
+    # lost. The first tick only learns the broker's epoch; then Redis restarts empty
+    # (its epoch key is gone), and the next tick sends every pending run again.
     options = DispatchOptions(batch_size=5000, republish_after_s=300)
     broker.delete(EPOCH_KEY)
 
-    first = dispatch_tick(db, publish, options, now=NOW, oldest_waiting=waiting,
-                          broker_wiped=lambda: broker_was_wiped(celery_app))
-    assert first.republished == 5
+    def tick(at: dt.datetime) -> Any:
+        return dispatch_tick(db, publish, options, now=at, oldest_waiting=waiting,
+                             broker_epoch=lambda: broker_epoch(celery_app))
+
+    recent = pending_backlog(db, 3, NOW - dt.timedelta(seconds=2))
+    older = pending_backlog(db, 2, NOW - dt.timedelta(seconds=120))
+    assert tick(NOW).republished == 0  # a broker seen for the first time: nothing lost
+    broker.delete(EPOCH_KEY)
+
+    assert tick(NOW + dt.timedelta(seconds=1)).republished == 5
     assert {uuid.UUID(json.loads(m)["headers"]["id"]) for m in broker.lrange(RUN_QUEUE, 0, -1)
             } == set(recent + older)
-    # The mark is back: the next tick copies nothing.
-    assert broker.exists(EPOCH_KEY)
+    # The new epoch is recorded: the next tick copies nothing.
     broker.delete(RUN_QUEUE)
-    second = dispatch_tick(db, publish, options, now=NOW + dt.timedelta(seconds=1),
-                           oldest_waiting=waiting,
-                           broker_wiped=lambda: broker_was_wiped(celery_app))
-    assert (second.republished, broker.llen(RUN_QUEUE)) == (0, 0)
+    assert tick(NOW + dt.timedelta(seconds=2)).republished == 0
+    assert broker.llen(RUN_QUEUE) == 0
