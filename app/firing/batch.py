@@ -2,7 +2,7 @@
 
 The worker's delivery engine (tasks.engine) receives run messages faster than one
 transaction per attempt start and one per finish can keep up with, so it starts and
-finishes them in batches. These are :mod:`app.firing.runner`'s units of work for a set
+finishes them in attempts. These are :mod:`app.firing.runner`'s units of work for a set
 of runs: the same claim conditions, the same outcome rules (``plan_finish``), the same
 log line per attempt. What a batch cannot decide alone goes to the single-run path:
 
@@ -39,15 +39,15 @@ from app.firing.outcome import (
 )
 from app.firing.runner import TENANT_WAIT_S
 from app.firing.runs import RunOutcome, StartedRun, started_run
-from app.queries import batches
+from app.queries import attempts
 
 log = logging.getLogger(__name__)
 
 
 def start_batch(
-    sessions: sessionmaker[Session], settings: Settings, keys: Sequence[batches.Key],
+    sessions: sessionmaker[Session], settings: Settings, keys: Sequence[attempts.Key],
     leased_by: uuid.UUID | None = None,
-) -> tuple[list[StartedRun], list[batches.Key]]:
+) -> tuple[list[StartedRun], list[attempts.Key]]:
     """Claim each run of ``keys`` that the common path allows, in one transaction, as
     attempts leased by worker ``leased_by`` (its registry id).
 
@@ -67,11 +67,11 @@ def start_batch(
     for last in (False, True):
         try:
             with sessions.begin() as session:
-                batches.lock_many(session, keys, cap)
-                claimed = batches.claim_many(session, keys, settings.deployment_id, cap,
+                attempts.lock_many(session, keys, cap)
+                claimed = attempts.claim_many(session, keys, settings.deployment_id, cap,
                                              leased_by)
                 taken = {item.invocation_id for item in claimed}
-                waiting = batches.defer_capped(
+                waiting = attempts.defer_capped(
                     session, [key for key in keys if key[0] not in taken],
                     settings.deployment_id, cap, TENANT_WAIT_S)
             return [started_run(item, settings) for item in claimed], waiting
@@ -99,7 +99,7 @@ def finish_batch(
     plans = [plan_finish(run, result, rand, max_countdown_s) for run, result in done]
     try:
         with sessions.begin() as session:
-            left = batches.finish_many(session, plans)
+            left = attempts.finish_many(session, plans)
             outcomes = [outcome_of(run, plan, status)
                         for (run, _), plan, status in zip(done, plans, left, strict=True)]
             alert_ids = observe_in(session, settings.public_url, [

@@ -28,7 +28,7 @@ from app.delivery.send import DeliveryResult, Verdict
 from app.enums import InvocationStatus
 from app.firing.backoff import next_retry_delay_s
 from app.firing.runs import RunOutcome, StartedRun
-from app.queries import attempts, batches, leases
+from app.queries import attempts, leases
 
 # The run path's one logger: its lines read the same whichever module writes them.
 log = logging.getLogger("app.firing.runner")
@@ -40,7 +40,7 @@ FINISH_RETRY_DELAYS_S = (0.5, 1.0, 2.0, 4.0, 5.0)
 
 def plan_finish(
     run: StartedRun, result: DeliveryResult, rand: Callable[[], float], max_countdown_s: float
-) -> batches.Finish:
+) -> attempts.Finish:
     """What the finish of ``run``'s attempt writes, given how its delivery went."""
     trigger = run.target
     error = result.error
@@ -69,7 +69,7 @@ def plan_finish(
     # in the database (pending, run_after, enqueued_at NULL) and the dispatcher
     # publishes it when due (sweep.take_unpublished): no worker holds it meanwhile.
     published = retry_delay_s is not None and retry_delay_s <= max_countdown_s
-    return batches.Finish(
+    return attempts.Finish(
         invocation_id=run.invocation_id, scheduled_for=run.scheduled_for,
         attempt=run.attempt, status=status, retry_delay_s=retry_delay_s,
         published=published, error=error, attempt_error=result.error,
@@ -79,7 +79,7 @@ def plan_finish(
 
 
 def outcome_of(
-    run: StartedRun, plan: batches.Finish, left: InvocationStatus | None
+    run: StartedRun, plan: attempts.Finish, left: InvocationStatus | None
 ) -> RunOutcome:
     """The outcome of a recorded finish (``left``: the invocation's new status, None if
     the attempt no longer held it)."""
@@ -89,7 +89,7 @@ def outcome_of(
 
 
 def log_finished(
-    run: StartedRun, result: DeliveryResult, plan: batches.Finish, outcome: RunOutcome
+    run: StartedRun, result: DeliveryResult, plan: attempts.Finish, outcome: RunOutcome
 ) -> None:
     """The attempt's one INFO (or WARNING) line, once its finish committed."""
     held = outcome.status is not None
@@ -113,13 +113,9 @@ def log_finished(
 def _finish_one(
     session: Session, run: StartedRun, result: DeliveryResult, rand: Callable[[], float],
     max_countdown_s: float,
-) -> tuple[batches.Finish, RunOutcome]:
+) -> tuple[attempts.Finish, RunOutcome]:
     plan = plan_finish(run, result, rand, max_countdown_s)
-    fields = dataclasses.asdict(plan)
-    for name in ("invocation_id", "scheduled_for", "attempt"):
-        del fields[name]
-    left = attempts.finish(session, plan.invocation_id, plan.scheduled_for, plan.attempt,
-                           **fields)
+    left, = attempts.finish_many(session, [plan])
     return plan, outcome_of(run, plan, left)
 
 

@@ -93,20 +93,28 @@ def _start(
     session: Session, settings: Settings, invocation_id: uuid.UUID,
     scheduled_for: dt.datetime | None, leased_by: uuid.UUID | None,
 ) -> StartedRun | RunOutcome:
+    # The run's key: its day, read first when the message did not carry it (it then
+    # looks in every day's partition once).
+    day = scheduled_for or leases.day_of(session, invocation_id)
+    if day is None:
+        log.warning("run: no such invocation", extra={"action": "run.unknown",
+                                                       "invocation_id": str(invocation_id)})
+        return RunOutcome(status=None)
+    key = (invocation_id, day)
     # The deploy fence first: it share-locks the scheduler state until this transaction
     # commits, so an activation of another deployment waits for this claim, and no
     # attempt of a superseded deployment can start after the activation returned. The
     # claim reads the active deployment in its own snapshot, taken after the lock. With
     # the tenant cap on, the tenant's claim lock comes in the same round trip.
-    attempts.lock_for_claim(session, invocation_id, settings.tenant_max_running,
-                            scheduled_for)
-    claimed = attempts.claim(session, invocation_id, settings.deployment_id,
-                             settings.tenant_max_running, scheduled_for, leased_by)
-    if claimed is None:
+    cap = settings.tenant_max_running
+    attempts.lock_many(session, [key], cap)
+    claimed = attempts.claim_many(session, [key], settings.deployment_id, cap, leased_by)
+    if not claimed:
         # Not the common case: a duplicate, early, cancelled, deleted, paused, overlap
-        # skip, or a superseded deployment. The slow path looks at each.
+        # skip, a superseded deployment, or a tenant at its cap. The slow path looks at
+        # each (a wrong day finds nothing: the path by id alone looks again).
         return _start_slow(session, settings, invocation_id, leased_by)
-    return started_run(claimed, settings)
+    return started_run(claimed[0], settings)
 
 
 def _start_slow(
@@ -139,6 +147,11 @@ def _start_slow(
         # Early: this worker's clock ran ahead of the database's when it honoured the
         # countdown. Publishing again for the remainder beats waiting for the sweep.
         return RunOutcome(status=None, retry_in_s=(invocation.run_after - now).total_seconds())
+    key = (invocation_id, invocation.scheduled_for)
+    cap = settings.tenant_max_running
+    # The tenant's claim lock (again, reentrant, or for the first time when the
+    # message's day was wrong), before the trigger's run lock: the lock order.
+    attempts.lock_many(session, [key], cap)
     closing = _not_runnable_reason(session, invocation, trigger)
     if closing is not None:
         status, reason = closing
@@ -147,36 +160,21 @@ def _start_slow(
         log.info("run: closed without running",
                  extra={"action": f"run.{status.value}", "reason": reason, **ids})
         return RunOutcome(status=status, attempt=invocation.attempt)
-    assert trigger is not None
-    cap = settings.tenant_max_running
-    if cap and attempts.tenant_running(session, invocation.tenant_id) >= cap:
-        # Fair tenants: one tenant's slow or hanging targets hold at most `cap` worker
-        # threads; its next run waits a moment and tries again, and the thread goes to
-        # whatever is next in the queue, another tenant's run included.
-        if not attempts.defer(session, invocation_id, TENANT_WAIT_S):
-            return RunOutcome(status=None)
-        log.debug("run: the tenant is at its cap, waiting",
-                  extra={"action": "run.tenant_capped", "cap": cap, **ids})
-        return RunOutcome(status=None, retry_in_s=TENANT_WAIT_S)
-    claim = leases.claim_attempt(
-        session,
-        invocation_id,
-        lease_s=trigger.timeout_s + leases.LEASE_GRACE_S,
-        deployment_id=settings.deployment_id,
-        leased_by=leased_by,
-    )
-    if claim is None:
-        return RunOutcome(status=None)
-    leases.record_attempt_started(session, invocation_id, claim.attempt, settings.deployment_id)
-    return started_run(attempts.Claimed(
-        invocation_id=invocation_id, attempt=claim.attempt, started_at=claim.started_at,
-        scheduled_for=invocation.scheduled_for, occurrence_at=invocation.occurrence_at,
-        tenant_id=invocation.tenant_id,
-        project_id=invocation.project_id, trigger_id=trigger.id,
-        target=attempts.Target.of(trigger), manual=invocation.manual,
-        watched=bool(observe.watched_scopes(
-            session, [(invocation.tenant_id, invocation.project_id)])),
-    ), settings)
+    # Past every check (overlap skip under the trigger's run lock): the one claim
+    # statement, the tenant's cap included.
+    claimed = attempts.claim_many(session, [key], settings.deployment_id, cap, leased_by,
+                                  overlap_checked=True)
+    if claimed:
+        return started_run(claimed[0], settings)
+    # Fair tenants: one tenant's slow or hanging targets hold at most `cap` worker
+    # threads; its next run waits a moment and tries again, and the thread goes to
+    # whatever is next in the queue, another tenant's run included.
+    if not attempts.defer_capped(session, [key], settings.deployment_id, cap, TENANT_WAIT_S,
+                                 overlap_checked=True):
+        return RunOutcome(status=None)  # claimed by another message meanwhile
+    log.debug("run: the tenant is at its cap, waiting",
+              extra={"action": "run.tenant_capped", "cap": cap, **ids})
+    return RunOutcome(status=None, retry_in_s=TENANT_WAIT_S)
 
 
 def _deliver(

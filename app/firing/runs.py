@@ -17,7 +17,7 @@ from typing import Any
 from app.alerting import observe
 from app.config import Settings
 from app.enums import InvocationStatus
-from app.queries import attempts
+from app.queries.attempt_sql import Claimed, Target
 from app.queries.leases import LEASE_GRACE_S
 
 # The run path's one logger (app.firing.outcome says why).
@@ -49,7 +49,7 @@ class StartedRun:
     started_at: dt.datetime
     scheduled_for: dt.datetime
     trigger_id: uuid.UUID
-    target: attempts.Target
+    target: Target
     log_ids: dict[str, Any]
     #: The occurrence's time the body carries (a replay's original's).
     occurrence_at: dt.datetime
@@ -77,7 +77,7 @@ def log_ids(
     }
 
 
-def started_run(claimed: attempts.Claimed, settings: Settings) -> StartedRun:
+def started_run(claimed: Claimed, settings: Settings) -> StartedRun:
     ids = log_ids(claimed.tenant_id, claimed.project_id, claimed.trigger_id,
                    claimed.invocation_id, claimed.scheduled_for)
     ids["attempt"] = claimed.attempt

@@ -1,10 +1,10 @@
 """The statements that lock rows, and the one order they lock them in.
 
 Every ``FOR UPDATE`` and every advisory lock of Cronbeat is in this package: the
-dispatcher's claims (:mod:`.claims`) and sweep (:mod:`.sweep`), the run path's leases
-(:mod:`.leases`) and attempts (:mod:`.attempts`), cancels (:mod:`.cancellation`), the
-editing paths' trigger and key locks (:mod:`.triggers`, :mod:`.apikeys`), and the
-advisory locks (:mod:`.locks`). The rest of
+dispatcher's claims (:mod:`.claims`) and sweep (:mod:`.sweep`), the run path's one claim
+and one finish (:mod:`.attempts`) and its other checks (:mod:`.leases`), cancels
+(:mod:`.cancellation`), the editing paths' trigger and key locks (:mod:`.triggers`,
+:mod:`.apikeys`), and the advisory locks (:mod:`.locks`). The rest of
 ``app`` calls these functions and locks nothing itself.
 
 The lock order: every transaction that locks several rows takes them in this order.
@@ -19,8 +19,8 @@ here is taken in one global order, and by primary key within a table:
 3. triggers, ``ORDER BY id`` ``FOR UPDATE`` (:mod:`.triggers`): a sync, a delete by ref,
    a single-row edit;
 4. one tenant's runs (advisory, :data:`.locks.TENANT_RUNS_NAMESPACE`, taken with the
-   fence in one statement by :func:`.attempts.lock_for_claim`): every attempt's claim
-   while the tenant cap is on, so the cap is counted by one claim at a time;
+   fence in one statement by :func:`.attempts.lock_many`, in key order): every
+   attempt's claim while the tenant cap is on, so the cap is counted exactly;
 5. one trigger's runs (advisory, :func:`.locks.lock_trigger_runs`): the run path's
    overlap check;
 6. invocations, ``ORDER BY id`` ``FOR UPDATE`` (:func:`.locks.by_id`): cancels

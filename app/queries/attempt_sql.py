@@ -1,16 +1,30 @@
-"""The pieces an attempt's claim and finish are built of, for one run or for a batch.
+"""The pieces the attempt's one claim and one finish are built of, and what a claim returns.
 
-:mod:`app.queries.attempts` builds them for one invocation (bound parameters) and
-:mod:`app.queries.batches` for many (the columns of an ``unnest`` of arrays); what a claim
-sets and returns, and how a finish's outcome becomes the invocation's new state, are
-written once, here.
+:mod:`app.queries.attempts` builds the statements (for any number of runs: one is a
+batch of one); what is claimable, what a claim sets and returns, and how a finish's
+outcome becomes the invocation's new state are written here, once.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import datetime as dt
+import uuid
 from typing import Any
 
-from sqlalchemy import and_, bindparam, case, exists, func, insert, literal, not_, or_, select
+from sqlalchemy import (
+    Boolean,
+    and_,
+    bindparam,
+    case,
+    exists,
+    func,
+    insert,
+    literal,
+    not_,
+    or_,
+    select,
+)
 from sqlalchemy.dialects.postgresql import UUID
 
 from app.enums import InvocationStatus, OverlapPolicy
@@ -57,16 +71,23 @@ def may_run(deployment: Any) -> Any:
     )
 
 
+def overlap_checked() -> Any:
+    """Whether the caller looked for another running run of the trigger under its run
+    lock already (the single-run path, for overlap ``skip``); false for a batch."""
+    return bindparam("b_overlap_checked", type_=Boolean, value=False, required=False)
+
+
 def claimable(deployment: Any) -> tuple[Any, ...]:
-    """What the common path claims without looking further (the invocation joined with
-    its trigger): pending and due, no cancel requested, a runnable trigger whose overlap
-    policy is not ``skip`` (which takes a lock first), and this deployment may run."""
+    """What may be claimed (the invocation joined with its trigger): pending and due, no
+    cancel requested, a runnable trigger, and this deployment may run. A trigger whose
+    overlap policy is ``skip`` only once its runs were looked at under their lock
+    (:func:`overlap_checked`)."""
     return (
         INV.c.status == InvocationStatus.PENDING,
         or_(INV.c.run_after.is_(None), INV.c.run_after <= func.now()),
         INV.c.cancel_requested.is_(False),
         or_(TRG.c.enabled, INV.c.manual, TRG.c.run_at.is_not(None)),
-        TRG.c.overlap_policy != OverlapPolicy.SKIP,
+        or_(TRG.c.overlap_policy != OverlapPolicy.SKIP, overlap_checked()),
         may_run(deployment),
     )
 
@@ -171,3 +192,65 @@ def attempt_finish_values(
         "error": case((held, attempt_error), else_=lost_error),
         "finished_at": func.now(),
     }
+
+
+@dataclasses.dataclass(frozen=True)
+class Target:
+    """The trigger's columns a delivery reads (TARGET_COLUMNS), as of the claim."""
+
+    name: str
+    payload: Any
+    message_template: str | None
+    target_kind: Any
+    task_name: str | None
+    task_queue: str | None
+    webhook_url: str | None
+    webhook_method: str | None
+    webhook_headers: Any
+    signing_secret: str | None
+    timeout_s: int
+    max_attempts: int
+    backoff_base_s: Any
+    backoff_cap_s: Any
+
+    @classmethod
+    def of(cls, source: Any) -> Target:
+        """Read the columns from a row mapping or a Trigger."""
+        get = source.__getitem__ if hasattr(source, "__getitem__") else source.__getattribute__
+        return cls(**{name: get(name) for name in TARGET_COLUMNS})
+
+
+@dataclasses.dataclass(frozen=True)
+class Claimed:
+    """A claimed attempt and the trigger's columns its delivery reads."""
+
+    invocation_id: uuid.UUID
+    attempt: int
+    started_at: dt.datetime
+    scheduled_for: dt.datetime
+    occurrence_at: dt.datetime | None
+    tenant_id: str
+    project_id: str
+    trigger_id: uuid.UUID
+    target: Target
+    #: A manual run (run now, replay, backfill): its outcome raises no alert.
+    manual: bool = False
+    #: The project has an enabled alert channel (app.alerting).
+    watched: bool = False
+
+    @classmethod
+    def of(cls, values: Any) -> Claimed:
+        """Read a claim statement's returned row (attempt_sql.claim_returning)."""
+        return cls(
+            invocation_id=values["id"],
+            attempt=values["attempt"],
+            started_at=values["started_at"],
+            scheduled_for=values["scheduled_for"],
+            occurrence_at=values["occurrence_at"],
+            tenant_id=values["tenant_id"],
+            project_id=values["project_id"],
+            trigger_id=values["trigger_id"],
+            target=Target.of(values),
+            manual=values["manual"],
+            watched=values["watched"],
+        )

@@ -1,19 +1,23 @@
-"""An attempt's two statements: claim it (with its attempt row) and finish it.
+"""An attempt's one claim and one finish, for any number of runs (one is a batch of one).
 
-The common path of a run costs one statement to start and one to finish, each built
-once at import (SQLAlchemy caches their compiled form, so a call binds values and sends
-the SQL). Both are the conditional writes of :mod:`app.queries.leases` folded together
-with data-modifying CTEs, and safe against the same racers for the same reasons:
+Every run starts by :func:`claim_many` and ends by :func:`finish_many`: the delivery
+engine's batches (tasks.engine, app.firing.batch) and the single-run path
+(app.firing.runner) alike, so a run is claimed and finished under the same conditions,
+against the same racers, whichever path takes it (the keys are ``unnest`` of array
+parameters):
 
-* :func:`claim` moves a due, pending, runnable invocation to running, inserts its
-  attempt row, and returns everything the delivery needs, in one statement. It claims
-  only what the slow path (:mod:`app.firing.runner`) would claim without looking further:
-  the trigger exists and is runnable, the overlap policy is not ``skip`` (which takes a
-  lock first), no cancel is requested, and this process's deployment is the active one
-  (read in this statement's snapshot, taken after the caller holds the deploy fence).
-  Anything else returns no row, and the caller takes the slow path.
-* :func:`finish` records the outcome on the invocation, if the attempt still holds it,
-  and on the attempt row, whether or not it does, in one statement.
+* :func:`claim_many` moves each due, pending, runnable invocation of the batch to
+  running, inserts its attempt row and returns what its delivery needs. It locks the
+  rows first with ``SKIP LOCKED``: a run another claim holds is left to the single-run
+  path, so two batches sharing runs never wait on each other. A tenant's runs in the
+  batch are ranked, and only those that keep the tenant under its cap are claimed
+  (exact under :func:`lock_many`'s tenant locks). Keys it does not claim take the
+  single-run path, which looks at each (duplicate, early, cancelled, capped, ...) and,
+  past its checks, claims with this same statement.
+* :func:`finish_many` records each attempt's outcome on its invocation, if the attempt
+  still holds it, and on its attempt row, whether or not it does.
+
+Both are built once at import; a call binds arrays and sends the SQL.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import (
@@ -30,95 +35,102 @@ from sqlalchemy import (
     Integer,
     String,
     and_,
+    any_,
     bindparam,
-    exists,
+    case,
+    cast,
     func,
     literal,
     or_,
     select,
     update,
 )
+from sqlalchemy.dialects.postgresql import ARRAY, UUID
 from sqlalchemy.orm import Session
 
 from app.enums import InvocationStatus
 from app.queries import attempt_sql as sql
 from app.queries.attempt_sql import ATT as _att
 from app.queries.attempt_sql import INV as _inv
-from app.queries.attempt_sql import TARGET_COLUMNS
 from app.queries.attempt_sql import TRG as _trg
+from app.queries.attempt_sql import Claimed
 from app.queries.locks import FENCE_LOCK_KEY, TENANT_RUNS_NAMESPACE, fence_shared
 
-
-def _this_invocation() -> Any:
-    """``id = :b_invocation_id``, and its day when the caller knows it.
-
-    With ``b_scheduled_for`` NULL the second term folds to true when PostgreSQL plans
-    the statement; with a value it prunes the history to that day's partition.
-    """
-    scheduled_for = bindparam("b_scheduled_for", type_=DateTime(timezone=True))
-    return and_(_inv.c.id == bindparam("b_invocation_id"),
-                or_(scheduled_for.is_(None), _inv.c.scheduled_for == scheduled_for))
+#: A key of a run: its invocation's id and day (scheduled_for).
+Key = tuple[uuid.UUID, dt.datetime]
 
 
-_LOCK_FOR_CLAIM = select(
-    # Evaluated left to right: the fence first (lock order 1), then the tenant (4).
-    func.pg_advisory_xact_lock_shared(FENCE_LOCK_KEY),
-    func.pg_advisory_xact_lock(TENANT_RUNS_NAMESPACE, func.hashtext(_inv.c.tenant_id)),
-).where(_this_invocation())
+def _array(name: str, item: Any) -> Any:
+    # Cast, because psycopg2 sends a list as ARRAY[...] of literals, whose type
+    # PostgreSQL guesses (text[] when every item is NULL).
+    return cast(bindparam(name, type_=ARRAY(item)), ARRAY(item))
 
 
-def lock_for_claim(
-    session: Session, invocation_id: uuid.UUID, tenant_cap: int,
-    scheduled_for: dt.datetime | None = None,
-) -> None:
-    """Hold the deploy fence (shared) and, with a tenant cap, the tenant's claim lock.
-
-    Both until commit, in one round trip. The tenant's lock makes the cap exact: the
-    claim counts the tenant's running invocations in a snapshot taken after every
-    earlier claim of the tenant committed. An unknown id takes the fence alone.
-    """
-    if not tenant_cap:
-        fence_shared(session)
-        return
-    found = session.connection().execute(
-        _LOCK_FOR_CLAIM, {"b_invocation_id": invocation_id, "b_scheduled_for": scheduled_for}
-    ).first()
-    if found is None:
-        fence_shared(session)
+def _ids(name: str) -> Any:
+    # psycopg2 sends a list of strings as text[]: cast it to uuid[] in the statement.
+    return cast(bindparam(name, type_=ARRAY(String)), ARRAY(UUID(as_uuid=True)))
 
 
-def tenant_running(session: Session, tenant_id: str) -> int:
-    """How many of ``tenant_id``'s invocations are running now."""
-    count = select(sql.running_of(literal(tenant_id)))
-    return int(session.connection().execute(count).scalar_one())
+def _in_batch() -> Any:
+    """The batch's invocations: ``id = ANY(:b_ids)``, pruned to the batch's days."""
+    return and_(_inv.c.id == any_(_ids("b_ids")),
+                _inv.c.scheduled_for == any_(_array("b_days", DateTime(timezone=True))))
 
 
-def defer(session: Session, invocation_id: uuid.UUID, delay_s: float) -> bool:
-    """Leave a pending invocation for ``delay_s`` (its tenant is at its cap); True if done.
-
-    Its message is published again with that countdown right after the commit, so it
-    counts as sent now.
-    """
-    statement = (
-        update(_inv)
-        .where(_inv.c.id == invocation_id, _inv.c.status == InvocationStatus.PENDING)
-        .values(run_after=func.now() + sql.seconds(literal(delay_s, Float)),
-                enqueued_at=func.now())
+def _build_lock_tenants() -> Any:
+    # Every tenant lock of the batch, taken in the order of its key, so two batches that
+    # share tenants cannot wait on each other (the single-run path takes one tenant lock
+    # only). OFFSET 0 keeps the sort below the lock calls.
+    keys = (
+        select(func.hashtext(_inv.c.tenant_id).label("key"))
+        .where(_in_batch())
+        .distinct()
+        .order_by("key")
+        .offset(0)
+        .subquery("tenant_keys")
     )
-    return session.connection().execute(statement).rowcount == 1
+    # Evaluated left to right on each row: the fence (taken again, shared, is free)
+    # before every tenant lock.
+    return select(
+        func.pg_advisory_xact_lock_shared(FENCE_LOCK_KEY),
+        func.pg_advisory_xact_lock(TENANT_RUNS_NAMESPACE, keys.c.key),
+    ).select_from(keys)
 
 
-def _build_claim() -> Any:
+def _build_claim_many() -> Any:
     deployment = bindparam("b_deployment_id", type_=String)
     cap = bindparam("b_tenant_cap", type_=Integer)
+    # The batch's runnable rows, locked in this statement; a row another claim holds is
+    # skipped, never waited for (it takes the single-run path), so two batches that
+    # share runs (duplicate messages) cannot deadlock.
+    locked = (
+        select(_inv.c.id, _inv.c.scheduled_for.label("day"), _inv.c.tenant_id)
+        .select_from(_inv.join(_trg, _trg.c.id == _inv.c.trigger_id))
+        .where(
+            _in_batch(),
+            *sql.claimable(deployment),
+        )
+        .with_for_update(of=_inv, skip_locked=True)
+        .cte("locked")
+    )
+    candidates = select(
+        locked.c.id,
+        locked.c.day,
+        func.row_number().over(partition_by=locked.c.tenant_id,
+                               order_by=(locked.c.day, locked.c.id)).label("rank"),
+        # Counted only under a cap: CASE evaluates the subquery only then.
+        case((cap == 0, literal(0)), else_=sql.running_of(locked.c.tenant_id)).label("running"),
+    ).cte("candidates")
     claimed = (
         update(_inv)
         .where(
-            _this_invocation(),
+            _inv.c.id == candidates.c.id,
+            _inv.c.scheduled_for == candidates.c.day,
+            _inv.c.scheduled_for == any_(_array("b_days", DateTime(timezone=True))),
             _trg.c.id == _inv.c.trigger_id,
-            *sql.claimable(deployment),
-            # The tenant's cap (0: none), exact under lock_for_claim's tenant lock.
-            or_(cap == 0, sql.running_of(_inv.c.tenant_id) < cap),
+            # A tenant's runs in rank order, while they keep it under its cap (0: none),
+            # exact under lock_many's tenant locks.
+            or_(cap == 0, candidates.c.running + candidates.c.rank <= cap),
         )
         .values(**sql.claim_values(deployment))
         .returning(*sql.claim_returning())
@@ -127,168 +139,199 @@ def _build_claim() -> Any:
     return sql.with_attempt_rows(claimed, deployment)
 
 
-def _build_finish() -> Any:
-    def param(name: str, type_: Any) -> Any:
-        return bindparam(f"b_{name}", type_=type_)
+def _build_defer_capped() -> Any:
+    # After claim_many, in its transaction (the tenants' locks held, its own claims
+    # counted): the batch's runs that only their tenant's cap kept from running wait
+    # b_wait_s and are sent again then. Rows another claim holds are skipped.
+    deployment = bindparam("b_deployment_id", type_=String)
+    capped = (
+        select(_inv.c.id, _inv.c.scheduled_for.label("day"))
+        .select_from(_inv.join(_trg, _trg.c.id == _inv.c.trigger_id))
+        .where(
+            _in_batch(),
+            *sql.claimable(deployment),
+            sql.running_of(_inv.c.tenant_id) >= bindparam("b_tenant_cap", type_=Integer),
+        )
+        .with_for_update(of=_inv, skip_locked=True)
+        .cte("capped")
+    )
+    return (
+        update(_inv)
+        .where(
+            _inv.c.id == capped.c.id,
+            _inv.c.scheduled_for == capped.c.day,
+            _inv.c.scheduled_for == any_(_array("b_days", DateTime(timezone=True))),
+        )
+        .values(run_after=func.now() + sql.seconds(bindparam("b_wait_s", type_=Float)),
+                enqueued_at=func.now())
+        .returning(_inv.c.id, _inv.c.scheduled_for)
+    )
 
+
+#: The per-outcome columns of a finish, in the order of finish_many's arrays.
+_FINISH_COLUMNS = (
+    ("id", None), ("day", DateTime(timezone=True)), ("attempt", Integer),
+    ("retry", Boolean), ("delay_s", Float), ("published", Boolean), ("status", String),
+    ("error", String), ("attempt_error", String), ("lost_error", String),
+    ("outcome", String), ("response_status", Integer), ("response_excerpt", String),
+)
+
+
+def _build_finish_many() -> Any:
+    arrays = [_ids("b_id") if item is None else _array(f"b_{name}", item)
+              for name, item in _FINISH_COLUMNS]
+    rows = select(
+        *func.unnest(*arrays).table_valued(*(name for name, _ in _FINISH_COLUMNS))
+        .render_derived("f").c
+    ).cte("finishes")
     finished = (
         update(_inv)
         .where(
-            _inv.c.id == bindparam("b_invocation_id"),
-            _inv.c.scheduled_for == bindparam("b_scheduled_for"),
+            _inv.c.id == rows.c.id,
+            _inv.c.scheduled_for == rows.c.day,
+            _inv.c.scheduled_for == any_(_array("b_days", DateTime(timezone=True))),
             _inv.c.status == InvocationStatus.RUNNING,
-            _inv.c.attempt == param("attempt", Integer),
+            _inv.c.attempt == rows.c.attempt,
         )
         .values(**sql.finish_values(
-            retry=param("retry", Boolean), delay_s=param("delay_s", Float),
-            published=param("published", Boolean), status=param("status", String),
-            error=param("error", String), response_status=param("response_status", Integer),
-            response_excerpt=param("response_excerpt", String),
+            retry=rows.c.retry, delay_s=rows.c.delay_s, published=rows.c.published,
+            status=rows.c.status, error=rows.c.error, response_status=rows.c.response_status,
+            response_excerpt=rows.c.response_excerpt,
         ))
-        .returning(_inv.c.status)
+        .returning(_inv.c.id, _inv.c.attempt, _inv.c.status)
         .cte("finished")
+    )
+    outcomes = (
+        select(rows, finished.c.status.label("left_status"))
+        .select_from(rows.outerjoin(finished, and_(finished.c.id == rows.c.id,
+                                                   finished.c.attempt == rows.c.attempt)))
+        .subquery("outcomes")
     )
     return (
         update(_att)
         .where(
-            _att.c.invocation_id == bindparam("b_invocation_id"),
-            _att.c.scheduled_for == bindparam("b_scheduled_for"),
-            _att.c.number == param("attempt", Integer),
+            _att.c.invocation_id == outcomes.c.id,
+            _att.c.scheduled_for == outcomes.c.day,
+            _att.c.scheduled_for == any_(_array("b_days", DateTime(timezone=True))),
+            _att.c.number == outcomes.c.attempt,
         )
         .values(**sql.attempt_finish_values(
-            held=exists(select(finished.c.status)), outcome=param("outcome", String),
-            response_status=param("response_status", Integer),
-            attempt_error=param("attempt_error", String),
-            lost_error=param("lost_error", String),
+            held=outcomes.c.left_status.is_not(None), outcome=outcomes.c.outcome,
+            response_status=outcomes.c.response_status,
+            attempt_error=outcomes.c.attempt_error, lost_error=outcomes.c.lost_error,
         ))
-        .returning(select(finished.c.status).scalar_subquery())
+        .returning(_att.c.invocation_id, _att.c.number, outcomes.c.left_status)
     )
 
 
-_CLAIM = _build_claim()
-_FINISH = _build_finish()
+_LOCK_TENANTS = _build_lock_tenants()
+_CLAIM_MANY = _build_claim_many()
+_FINISH_MANY = _build_finish_many()
+_DEFER_CAPPED = _build_defer_capped()
+
+
+def _key_params(keys: Sequence[Key]) -> dict[str, Any]:
+    return {"b_ids": [str(invocation_id) for invocation_id, _ in keys],
+            "b_days": sorted({day for _, day in keys})}
+
+
+def lock_many(session: Session, keys: Sequence[Key], tenant_cap: int) -> None:
+    """Hold the deploy fence (shared) and, with a tenant cap, the batch's tenants' locks.
+
+    All until commit, in one round trip; the fence first (lock order 1), then the
+    tenants (4).
+    """
+    if not tenant_cap or not session.connection().execute(
+            _LOCK_TENANTS, _key_params(keys)).all():
+        # No cap, or none of the keys found: the fence alone.
+        fence_shared(session)
+
+
+def claim_many(
+    session: Session, keys: Sequence[Key], deployment_id: str | None, tenant_cap: int,
+    leased_by: uuid.UUID | None = None, *, overlap_checked: bool = False,
+) -> list[Claimed]:
+    """Claim every run of ``keys`` that is claimable (attempt_sql.claimable), as a new
+    attempt each, leased by worker ``leased_by``.
+
+    The caller holds :func:`lock_many`'s locks. ``overlap_checked``: the caller looked
+    for another running run of each key's trigger under its run lock (the single-run
+    path does, for overlap ``skip``). Keys not in the result were not claimed.
+    """
+    if not keys:
+        return []
+    rows = session.connection().execute(_CLAIM_MANY, {
+        **_key_params(keys), "b_deployment_id": deployment_id, "b_tenant_cap": tenant_cap,
+        "b_leased_by": leased_by, "b_overlap_checked": overlap_checked,
+    }).all()
+    return [Claimed.of(row._mapping) for row in rows]
+
+
+def defer_capped(
+    session: Session, keys: Sequence[Key], deployment_id: str | None, tenant_cap: int,
+    wait_s: float, *, overlap_checked: bool = False,
+) -> list[Key]:
+    """Of ``keys`` (runs :func:`claim_many` did not claim, in its transaction), those
+    that only their tenant's cap keeps from running: each waits ``wait_s`` (its message
+    is sent again with that countdown after the commit, so it counts as sent now)."""
+    if not keys or not tenant_cap:
+        return []
+    rows = session.connection().execute(_DEFER_CAPPED, {
+        **_key_params(keys), "b_deployment_id": deployment_id, "b_tenant_cap": tenant_cap,
+        "b_wait_s": wait_s, "b_overlap_checked": overlap_checked,
+    }).all()
+    return [(row[0], row[1]) for row in rows]
 
 
 @dataclasses.dataclass(frozen=True)
-class Target:
-    """The trigger's columns a delivery reads (TARGET_COLUMNS), as of the claim."""
-
-    name: str
-    payload: Any
-    message_template: str | None
-    target_kind: Any
-    task_name: str | None
-    task_queue: str | None
-    webhook_url: str | None
-    webhook_method: str | None
-    webhook_headers: Any
-    signing_secret: str | None
-    timeout_s: int
-    max_attempts: int
-    backoff_base_s: Any
-    backoff_cap_s: Any
-
-    @classmethod
-    def of(cls, source: Any) -> Target:
-        """Read the columns from a row mapping or a Trigger."""
-        get = source.__getitem__ if hasattr(source, "__getitem__") else source.__getattribute__
-        return cls(**{name: get(name) for name in TARGET_COLUMNS})
-
-
-@dataclasses.dataclass(frozen=True)
-class Claimed:
-    """A claimed attempt and the trigger's columns its delivery reads."""
+class Finish:
+    """How one attempt ended."""
 
     invocation_id: uuid.UUID
-    attempt: int
-    started_at: dt.datetime
     scheduled_for: dt.datetime
-    occurrence_at: dt.datetime | None
-    tenant_id: str
-    project_id: str
-    trigger_id: uuid.UUID
-    target: Target
-    #: A manual run (run now, replay, backfill): its outcome raises no alert.
-    manual: bool = False
-    #: The project has an enabled alert channel (app.alerting).
-    watched: bool = False
-
-    @classmethod
-    def of(cls, values: Any) -> Claimed:
-        """Read a claim statement's returned row (attempt_sql.claim_returning)."""
-        return cls(
-            invocation_id=values["id"],
-            attempt=values["attempt"],
-            started_at=values["started_at"],
-            scheduled_for=values["scheduled_for"],
-            occurrence_at=values["occurrence_at"],
-            tenant_id=values["tenant_id"],
-            project_id=values["project_id"],
-            trigger_id=values["trigger_id"],
-            target=Target.of(values),
-            manual=values["manual"],
-            watched=values["watched"],
-        )
+    attempt: int
+    status: InvocationStatus | None
+    retry_delay_s: float | None
+    published: bool
+    error: str | None
+    attempt_error: str | None
+    lost_error: str
+    outcome: str
+    response_status: int | None
+    response_excerpt: str | None
 
 
-def claim(
-    session: Session, invocation_id: uuid.UUID, deployment_id: str | None, tenant_cap: int,
-    scheduled_for: dt.datetime | None = None, leased_by: uuid.UUID | None = None,
-) -> Claimed | None:
-    """Claim the invocation as a new attempt if the common path allows; None otherwise.
-
-    The caller holds :func:`lock_for_claim`'s locks already. ``tenant_cap`` is
-    CRONBEAT_TENANT_MAX_RUNNING (0: no cap); ``leased_by`` the claiming worker's
-    registry id.
-    """
-    row = session.connection().execute(
-        _CLAIM, {"b_invocation_id": invocation_id, "b_deployment_id": deployment_id,
-                 "b_tenant_cap": tenant_cap, "b_scheduled_for": scheduled_for,
-                 "b_leased_by": leased_by}
-    ).first()
-    if row is None:
-        return None
-    return Claimed.of(row._mapping)
-
-
-def finish(
-    session: Session,
-    invocation_id: uuid.UUID,
-    scheduled_for: dt.datetime,
-    attempt: int,
-    *,
-    status: InvocationStatus | None,
-    retry_delay_s: float | None,
-    published: bool,
-    error: str | None,
-    attempt_error: str | None,
-    lost_error: str,
-    outcome: str,
-    response_status: int | None,
-    response_excerpt: str | None,
-) -> InvocationStatus | None:
-    """Record how attempt ``attempt`` ended; the invocation's new status, None if lost.
+def finish_many(
+    session: Session, finishes: Sequence[Finish]
+) -> list[InvocationStatus | None]:
+    """Record how each attempt ended; each invocation's new status, None if lost.
 
     Either ``status`` (final) or ``retry_delay_s`` (back to pending) is given; a retry
     whose cancel was requested meanwhile ends cancelled. ``attempt_error`` goes on the
-    attempt row if the attempt still held the invocation, ``lost_error`` if not.
+    attempt row if the attempt still held the invocation, ``lost_error`` if not. The
+    result is in the order of ``finishes``.
     """
-    retry = retry_delay_s is not None
-    assert retry != (status is not None), "a final status or a retry, not both"
-    assert status is None or status.is_final
-    result = session.connection().execute(_FINISH, {
-        "b_invocation_id": invocation_id,
-        "b_scheduled_for": scheduled_for,
-        "b_attempt": attempt,
-        "b_retry": retry,
-        "b_delay_s": retry_delay_s or 0.0,
-        "b_published": published,
-        "b_status": status.value if status else InvocationStatus.FAILED.value,
-        "b_error": error,
-        "b_attempt_error": attempt_error,
-        "b_lost_error": lost_error,
-        "b_outcome": outcome,
-        "b_response_status": response_status,
-        "b_response_excerpt": response_excerpt,
-    }).scalar()
-    return None if result is None else InvocationStatus(result)
+    if not finishes:
+        return []
+    for item in finishes:
+        assert (item.retry_delay_s is not None) != (item.status is not None)
+    params: dict[str, Any] = {
+        "b_id": [str(item.invocation_id) for item in finishes],
+        "b_day": [item.scheduled_for for item in finishes],
+        "b_attempt": [item.attempt for item in finishes],
+        "b_retry": [item.retry_delay_s is not None for item in finishes],
+        "b_delay_s": [item.retry_delay_s or 0.0 for item in finishes],
+        "b_published": [item.published for item in finishes],
+        "b_status": [(item.status or InvocationStatus.FAILED).value for item in finishes],
+        "b_error": [item.error for item in finishes],
+        "b_attempt_error": [item.attempt_error for item in finishes],
+        "b_lost_error": [item.lost_error for item in finishes],
+        "b_outcome": [item.outcome for item in finishes],
+        "b_response_status": [item.response_status for item in finishes],
+        "b_response_excerpt": [item.response_excerpt for item in finishes],
+        "b_days": sorted({item.scheduled_for for item in finishes}),
+    }
+    rows = session.connection().execute(_FINISH_MANY, params).all()
+    left = {(row[0], row[1]): None if row[2] is None else InvocationStatus(row[2])
+            for row in rows}
+    return [left.get((item.invocation_id, item.attempt)) for item in finishes]

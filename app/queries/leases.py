@@ -12,17 +12,13 @@ The comment beside each conditional write says why it is safe against them.
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import uuid
 
 from sqlalchemy import (
     ColumnElement,
-    Integer,
     Interval,
-    String,
     func,
-    insert,
     literal,
     or_,
     select,
@@ -57,12 +53,12 @@ def _due() -> ColumnElement[bool]:
     return or_(Invocation.run_after.is_(None), Invocation.run_after <= func.now())
 
 
-@dataclasses.dataclass(frozen=True)
-class Claim:
-    """A claimed attempt: its number and the instant (the transaction's now()) it began."""
-
-    attempt: int
-    started_at: dt.datetime
+def day_of(session: Session, invocation_id: uuid.UUID) -> dt.datetime | None:
+    """The invocation's scheduled_for (its day: half its key), None if there is none."""
+    # By id alone: an index probe in each day's partition.
+    return session.execute(
+        select(Invocation.scheduled_for).where(Invocation.id == invocation_id)
+    ).scalar_one_or_none()
 
 
 def other_run_in_progress(
@@ -84,54 +80,6 @@ def other_run_in_progress(
         .exists()
     )
     return bool(session.scalar(statement))
-
-
-def claim_attempt(
-    session: Session, invocation_id: uuid.UUID, *, lease_s: float, deployment_id: str | None,
-    leased_by: uuid.UUID | None = None,
-) -> Claim | None:
-    """Move a due, pending invocation to running as a new attempt; None if not claimable."""
-    # The conditional WHERE is the claim: two messages for one invocation both run this
-    # UPDATE; the second waits for the first's row lock, then re-evaluates the WHERE
-    # against the committed row (READ COMMITTED), finds it running, and updates nothing.
-    # A row the sweep took back is pending again and claimable by exactly one message.
-    statement = (
-        update(Invocation)
-        .where(
-            Invocation.id == invocation_id,
-            Invocation.status == _PENDING,
-            _due(),
-            Invocation.cancel_requested.is_(False),
-        )
-        .values(
-            status=_RUNNING,
-            attempt=Invocation.attempt + 1,
-            lease_expires_at=func.now() + _seconds(lease_s),
-            started_at=func.now(),
-            deployment_id=deployment_id,
-            leased_by=leased_by,
-        )
-        .returning(Invocation.attempt, func.now())
-        .execution_options(synchronize_session=False)
-    )
-    row = session.execute(statement).first()
-    return None if row is None else Claim(attempt=row[0], started_at=row[1])
-
-
-def record_attempt_started(
-    session: Session, invocation_id: uuid.UUID, number: int, deployment_id: str | None
-) -> None:
-    """Insert the attempt row of a claim (same transaction as the claim)."""
-    # No race: only the one claim that moved the row to running got this number, and
-    # UNIQUE (invocation_id, number) would refuse a second one.
-    session.execute(
-        insert(InvocationAttempt).from_select(
-            ["invocation_id", "scheduled_for", "number", "deployment_id", "started_at"],
-            select(Invocation.id, Invocation.scheduled_for, literal(number, Integer),
-                   literal(deployment_id, String), func.now())
-            .where(Invocation.id == invocation_id),
-        )
-    )
 
 
 def close_without_running(
@@ -166,7 +114,7 @@ def recorded_finish(
     """
     # For a finishing transaction tried again after a connection error: the first try
     # may have committed with only its acknowledgement lost. The attempt row tells: the
-    # finish (attempts.finish, batches.finish_many) gave it an outcome, and the sweep's
+    # finish (attempts.finish_many) gave it an outcome, and the sweep's
     # "abandoned" is not one of ours. Trying the finish again would overwrite it as a lost lease.
     row = session.execute(
         select(

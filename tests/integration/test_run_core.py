@@ -30,6 +30,7 @@ from tests.support.runs import (
     add_invocation,
     add_trigger,
     attempts,
+    claim,
     finish_for_retry,
     load,
     new_secret,
@@ -180,7 +181,7 @@ def test_a_claim_racing_a_committed_claim_claims_nothing(db, settings: Settings)
                                        send_webhook_=never_delivered))
 
     with db.begin() as first:
-        assert leases.claim_attempt(first, invocation_id, lease_s=60, deployment_id="a")
+        assert claim(first, invocation_id, deployment_id="a") == 1
         # The second message reads the row as pending (the first claim is not committed
         # yet) and blocks on the row lock in its own claim, the tightest interleaving.
         racer = threading.Thread(target=second_message)
@@ -230,8 +231,8 @@ def test_overlap_skip_sees_an_earlier_claim_that_commits_while_it_waits(
         outcomes.append(run_invocation(db, settings, later, send_task=no_task))
 
     with db.begin() as first:
+        assert claim(first, earlier, deployment_id="a") == 1
         locks.lock_trigger_runs(first, trigger_id)
-        assert leases.claim_attempt(first, earlier, lease_s=60, deployment_id="a")
         # The later run starts while the earlier claim is uncommitted: without the
         # trigger's lock it would see the earlier one pending, not running, and run.
         racer = threading.Thread(target=run_later)
@@ -438,14 +439,14 @@ def test_a_finish_tried_again_after_its_commit_landed_keeps_what_it_recorded(
     # must not overwrite the attempt as one that lost its lease.
     invocation_id = add_invocation(db, add_trigger(db))
     with db.begin() as session:
-        claim = leases.claim_attempt(session, invocation_id, lease_s=60, deployment_id="a")
-        leases.record_attempt_started(session, invocation_id, claim.attempt, "a")
+        attempt = claim(session, invocation_id, deployment_id="a")
+        assert attempt == 1
     with db.begin() as session:
-        assert leases.recorded_finish(session, invocation_id, claim.attempt) is None
-        finish_for_retry(session, invocation_id, claim.attempt, delay_s=30,
+        assert leases.recorded_finish(session, invocation_id, attempt) is None
+        finish_for_retry(session, invocation_id, attempt, delay_s=30,
                          error="HTTP 503", response_status=503)
     with db.begin() as session:
-        status, run_after_in_s = leases.recorded_finish(session, invocation_id, claim.attempt)
+        status, run_after_in_s = leases.recorded_finish(session, invocation_id, attempt)
     assert status == InvocationStatus.PENDING
     assert 25 < run_after_in_s <= 30
 

@@ -187,47 +187,13 @@ def _relations(plan: list[dict]) -> set[str]:
     return {n["Relation Name"] for n in nodes if "Relation Name" in n}
 
 
-def test_an_attempt_s_statements_read_one_day_partition_when_the_message_names_its_day(
+def test_the_claim_and_finish_read_only_the_partitions_of_their_runs_days(
     db: sessionmaker[Session], engine: Engine,
 ) -> None:
     from sqlalchemy.dialects import postgresql
 
     from app.history import partitions
     from app.queries import attempts
-
-    with engine.connect() as conn:
-        day = partitions.existing_days(conn)[-1]
-        every_day = {f"invocations_p{d:%Y%m%d}" for d in partitions.existing_days(conn)}
-
-    def plan(statement: Any, **values: Any) -> set[str]:
-        compiled = statement.compile(dialect=postgresql.dialect())
-        params = {**compiled.params, "b_invocation_id": uuid.uuid4(), "b_deployment_id": None,
-                  "b_tenant_cap": 0, "b_attempt": 1, "b_retry": False, "b_delay_s": 0.0,
-                  "b_published": False, "b_status": "succeeded", "b_outcome": "succeeded",
-                  **values}
-        with engine.connect() as conn:
-            explained = conn.exec_driver_sql(
-                f"EXPLAIN (FORMAT JSON) {compiled.string}", params).scalar_one()
-        return {name for name in _relations(explained)
-                if name.startswith(("invocations_", "invocation_attempts_"))}
-
-    at = partitions.day_start(day) + dt.timedelta(hours=3)
-    one_day = {f"invocations_p{day:%Y%m%d}"}
-    assert plan(attempts._LOCK_FOR_CLAIM, b_scheduled_for=at) == one_day
-    assert plan(attempts._CLAIM, b_scheduled_for=at) == one_day
-    assert plan(attempts._FINISH, b_scheduled_for=at) == {
-        *one_day, f"invocation_attempts_p{day:%Y%m%d}"}
-    # A message without the day (an older publisher's) reads every day's partition.
-    assert plan(attempts._CLAIM, b_scheduled_for=None) >= every_day
-
-
-def test_a_batch_s_statements_read_only_the_partitions_of_the_batch_s_days(
-    db: sessionmaker[Session], engine: Engine,
-) -> None:
-    from sqlalchemy.dialects import postgresql
-
-    from app.history import partitions
-    from app.queries import batches
 
     with engine.connect() as conn:
         day = partitions.existing_days(conn)[-1]
@@ -244,14 +210,14 @@ def test_a_batch_s_statements_read_only_the_partitions_of_the_batch_s_days(
     at = partitions.day_start(day) + dt.timedelta(hours=3)
     keys = {"b_ids": [str(uuid.uuid4()), str(uuid.uuid4())], "b_days": [at]}
     one_day = {f"invocations_p{day:%Y%m%d}"}
-    assert plan(batches._LOCK_TENANTS, **keys) == one_day
+    assert plan(attempts._LOCK_TENANTS, **keys) == one_day
     # Without a tenant cap; with one, the count of the tenant's running invocations
     # reads each partition's partial index of running rows, as the single claim's does.
-    assert plan(batches._CLAIM_MANY, **keys, b_deployment_id=None, b_tenant_cap=0) == one_day
-    one = {f"b_{name}": [None] for name, _ in batches._FINISH_COLUMNS}
+    assert plan(attempts._CLAIM_MANY, **keys, b_deployment_id=None, b_tenant_cap=0) == one_day
+    one = {f"b_{name}": [None] for name, _ in attempts._FINISH_COLUMNS}
     finish = {**one, "b_id": [keys["b_ids"][0]], "b_day": [at], "b_attempt": [1],
               "b_retry": [False], "b_delay_s": [0.0], "b_published": [False],
               "b_status": ["succeeded"], "b_lost_error": ["lost"], "b_outcome": ["succeeded"],
               "b_days": [at]}
-    assert plan(batches._FINISH_MANY, **finish) == {
+    assert plan(attempts._FINISH_MANY, **finish) == {
         *one_day, f"invocation_attempts_p{day:%Y%m%d}"}

@@ -19,7 +19,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.enums import InvocationStatus
 from app.models import Invocation, InvocationAttempt, Trigger
-from app.queries import batches
+from app.queries import attempts as attempt_statements
+from app.queries import leases
 from messaging.publisher import publish_runs
 from tests.support.receiver import Receiver
 
@@ -112,14 +113,26 @@ def finish_for_retry(session: Session, invocation_id: uuid.UUID, attempt: int, *
                      delay_s: float, error: str, response_status: int | None
                      ) -> InvocationStatus | None:
     """Record a transient failure of ``attempt`` with the live finish statement (the
-    engine's, batches.finish_many, for a batch of one); the invocation's new status
+    engine's, attempts.finish_many, for a batch of one); the invocation's new status
     (pending for the retry, cancelled if a cancel was asked meanwhile), None if the
     attempt no longer held it."""
     day = session.execute(select(Invocation.scheduled_for).where(
         Invocation.id == invocation_id)).scalar_one()
-    left, = batches.finish_many(session, [batches.Finish(
+    left, = attempt_statements.finish_many(session, [attempt_statements.Finish(
         invocation_id=invocation_id, scheduled_for=day, attempt=attempt, status=None,
         retry_delay_s=delay_s, published=True, error=error, attempt_error=error,
         lost_error=f"{error}; finished after its lease was taken back", outcome="error",
         response_status=response_status, response_excerpt=None)])
     return left
+
+
+def claim(session: Session, invocation_id: uuid.UUID, *, deployment_id: str | None = None,
+          tenant_cap: int = 32) -> int | None:
+    """Claim the invocation with the live claim statement, as the single-run path does
+    past its checks (its locks first: the fence and, with a cap, the tenant's); the new
+    attempt's number, None if it was not claimable. The caller commits."""
+    key = (invocation_id, leases.day_of(session, invocation_id))
+    attempt_statements.lock_many(session, [key], tenant_cap)
+    claimed = attempt_statements.claim_many(session, [key], deployment_id, tenant_cap,
+                                  overlap_checked=True)
+    return claimed[0].attempt if claimed else None

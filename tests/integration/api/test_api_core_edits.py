@@ -24,9 +24,8 @@ from app.enums import InvocationStatus
 from app.errors import Conflict
 from app.firing.dispatch import DispatchOptions, dispatch_tick
 from app.models import Invocation, Trigger
-from app.queries import leases
 from app.schedule import occurrences
-from tests.support.runs import finish_for_retry
+from tests.support.runs import claim, finish_for_retry
 
 UTC = dt.UTC
 NOW = dt.datetime(2026, 3, 7, 5, 0, 30, tzinfo=UTC)
@@ -248,9 +247,8 @@ def test_a_cancel_racing_a_retry_is_never_a_conflict(
     _dispatch(db, _at(5, 1))
     with db.begin() as session:
         invocation_id = session.scalars(select(Invocation.id)).one()
-        claim = leases.claim_attempt(session, invocation_id, lease_s=60, deployment_id=None)
-        assert claim is not None
-        leases.record_attempt_started(session, invocation_id, claim.attempt, None)
+        attempt = claim(session, invocation_id)
+        assert attempt == 1
     released: list[InvocationStatus | None] = []
 
     def release() -> None:
@@ -259,7 +257,7 @@ def test_a_cancel_racing_a_retry_is_never_a_conflict(
             # a held lock means "later", and the worker tries again after the commit.
             worker.execute(text("SET LOCAL lock_timeout = '100ms'"))
             released.append(finish_for_retry(
-                worker, invocation_id, claim.attempt, delay_s=1, error="HTTP 503",
+                worker, invocation_id, attempt, delay_s=1, error="HTTP 503",
                 response_status=503))
 
     def between(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
@@ -382,16 +380,15 @@ def test_pausing_a_fired_one_time_trigger_mid_attempt_cancels_the_retry(
 ):
     trigger, invocation_id = _fired_once(db)
     with db.begin() as session:
-        claim = leases.claim_attempt(session, invocation_id, lease_s=60, deployment_id=None)
-        assert claim is not None
-        leases.record_attempt_started(session, invocation_id, claim.attempt, None)
+        attempt = claim(session, invocation_id)
+        assert attempt == 1
     with db.begin() as session:
         triggers.update_trigger(session, "t1", "p1", trigger.id, {"enabled": False},
                                 now=trigger.run_at + MINUTE)
     with db.begin() as session:
         assert session.get(Invocation, invocation_id).cancel_requested
         assert finish_for_retry(
-            session, invocation_id, claim.attempt, delay_s=1, error="HTTP 503",
+            session, invocation_id, attempt, delay_s=1, error="HTTP 503",
             response_status=503) is InvocationStatus.CANCELLED
 
 
