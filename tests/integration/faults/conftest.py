@@ -5,8 +5,10 @@
   factory on it, emptied before each test.
 * ``fleet(names, redis, database_url=None, **env)``: the Procfile's lines ``names``
   started on those servers (the run's database by default), stopped after the test.
-* ``one_time(db, url, run_at, count, **values)`` (a plain function): one-time triggers
-  due at ``run_at``, in ten tenants.
+* ``channel_receiver``: a second webhook receiver, for alert channels.
+* Plain functions: ``one_time(db, url, run_at, count, **values)``, one-time triggers due
+  at ``run_at`` in ten tenants; ``watch_tenants(db, receiver)``, an alert channel on each
+  of those tenants' project; ``statuses(db)``, the invocations' statuses counted.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import datetime as dt
 import shutil
 import tempfile
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -25,12 +28,20 @@ from sqlalchemy import func, insert, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.db import create_database, make_session_factory
-from app.models import Trigger
+from app.enums import InvocationStatus
+from app.models import AlertChannel, Invocation, Trigger
 from tests.conftest import alembic_config, empty_database
 from tests.support.fleet import PrivatePostgres, PrivateRedis, ProcfileProcess
+from tests.support.receiver import Receiver, running_receiver
+from tests.support.runs import new_secret
 from tests.support.worker import ROOT
 
-__all__ = ["ROOT", "db_now", "one_time"]
+__all__ = ["ROOT", "db_now", "one_time", "statuses", "watch_tenants"]
+
+
+@pytest.fixture
+def channel_receiver() -> Iterator[Receiver]:
+    yield from running_receiver()
 
 
 @pytest.fixture
@@ -110,3 +121,18 @@ def one_time(db: sessionmaker[Session], url: str, run_at: dt.datetime, count: in
              **values} for n in range(count)]
     with db.begin() as session:
         return list(session.execute(insert(Trigger).returning(Trigger.id), rows).scalars())
+
+
+def watch_tenants(db: sessionmaker[Session], receiver: Receiver) -> None:
+    """An alert channel (to ``receiver``) on the project of each tenant one_time uses."""
+    with db.begin() as session:
+        session.execute(insert(AlertChannel), [
+            {"tenant_id": f"t{n}", "project_id": "p1", "name": "ops",
+             "url": receiver.url("/alerts"), "signing_secret": new_secret()}
+            for n in range(10)])
+
+
+def statuses(db: sessionmaker[Session]) -> Counter[InvocationStatus]:
+    """How many invocations are in each status."""
+    with db.begin() as session:
+        return Counter(session.execute(select(Invocation.status)).scalars())

@@ -14,40 +14,21 @@ import json
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
-from sqlalchemy import create_engine, func, insert, select, text
+from sqlalchemy import create_engine, func, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.enums import InvocationStatus
-from app.models import Alert, AlertChannel, Invocation
-from tests.integration.faults.conftest import db_now, one_time
+from app.models import Alert, Invocation
+from tests.integration.faults.conftest import db_now, one_time, statuses, watch_tenants
 from tests.support.fleet import PrivatePostgres, PrivateRedis, ProcfileProcess, wait_until
-from tests.support.receiver import Receiver, Reply, running_receiver
-from tests.support.runs import new_secret
+from tests.support.receiver import Receiver, Reply
 
 pytestmark = pytest.mark.slow
 
 RUNS = 100
-
-
-@pytest.fixture
-def channel_receiver() -> Iterator[Receiver]:
-    yield from running_receiver()
-
-
-def _watch(db: sessionmaker[Session], receiver: Receiver) -> None:
-    with db.begin() as session:
-        session.execute(insert(AlertChannel), [
-            {"tenant_id": f"t{n}", "project_id": "p1", "name": "ops",
-             "url": receiver.url("/alerts"), "signing_secret": new_secret()}
-            for n in range(10)])
-
-
-def _statuses(db: sessionmaker[Session]) -> Counter[InvocationStatus]:
-    with db.begin() as session:
-        return Counter(session.execute(select(Invocation.status)).scalars())
 
 
 def _waiting_on_the_alerts_lock(url: str) -> int:
@@ -69,7 +50,7 @@ def _failing_runs_wait_on_the_alerts_lock(
     """RUNS runs that fail (503, one attempt), each of its own trigger, the first of them
     delivered while the alerts table is locked; returns their triggers, the session
     holding the lock, and how many were delivered (their finish waits at the lock)."""
-    _watch(db, channel_receiver)
+    watch_tenants(db, channel_receiver)
     receiver.default = Reply(503, body="unavailable")
     holder = db()
     holder.execute(text("LOCK TABLE alerts IN SHARE ROW EXCLUSIVE MODE"))
@@ -80,7 +61,7 @@ def _failing_runs_wait_on_the_alerts_lock(
                "the finish waiting at the alerts' insert", 20)
     time.sleep(1.0)  # every delivery of the claimed batch has come back
     # Outcomes not committed: they wait with their alerts.
-    assert _statuses(db)[InvocationStatus.FAILED] == 0
+    assert statuses(db)[InvocationStatus.FAILED] == 0
     return triggers, holder, receiver.count
 
 
@@ -116,7 +97,7 @@ def test_a_worker_killed_while_recording_failures_loses_no_alert(
     # runs back (their only attempt: failed, "worker lost") with their alerts, and
     # delivers the runs the dead one had not claimed (their messages sent again).
     fleet(("worker",), redis_server)
-    wait_until(lambda: _statuses(db) == {InvocationStatus.FAILED: RUNS}, "every run failed",
+    wait_until(lambda: statuses(db) == {InvocationStatus.FAILED: RUNS}, "every run failed",
                90, every_s=0.5)
     taken_back_s = time.monotonic() - killed_at
     wait_until(lambda: channel_receiver.count >= RUNS, "the alerts delivered", 60)
@@ -143,7 +124,7 @@ def test_postgres_restarted_while_recording_failures_loses_no_alert(
     time.sleep(2)
     private_pg.start()
 
-    wait_until(lambda: _statuses(pg_db) == {InvocationStatus.FAILED: RUNS},
+    wait_until(lambda: statuses(pg_db) == {InvocationStatus.FAILED: RUNS},
                "every run failed", 90, every_s=0.5)
     wait_until(lambda: channel_receiver.count >= RUNS, "the alerts delivered", 60)
     time.sleep(2)

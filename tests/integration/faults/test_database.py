@@ -8,41 +8,21 @@ import datetime as dt
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
-from sqlalchemy import func, insert, select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.enums import InvocationStatus
-from app.models import Alert, AlertChannel, Invocation
-from tests.integration.faults.conftest import db_now, one_time
+from app.models import Alert, Invocation
+from tests.integration.faults.conftest import db_now, one_time, statuses, watch_tenants
 from tests.support.fleet import PrivatePostgres, PrivateRedis, ProcfileProcess, wait_until
-from tests.support.receiver import Receiver, Reply, running_receiver
-from tests.support.runs import new_secret
+from tests.support.receiver import Receiver, Reply
 
 pytestmark = pytest.mark.slow
 
 WAVE = 300
-
-
-@pytest.fixture
-def channel_receiver() -> Iterator[Receiver]:
-    yield from running_receiver()
-
-
-def _watch(db: sessionmaker[Session], receiver: Receiver) -> None:
-    """An alert channel on the project of each of the ten tenants one_time uses."""
-    with db.begin() as session:
-        session.execute(insert(AlertChannel), [
-            {"tenant_id": f"t{n}", "project_id": "p1", "name": "ops",
-             "url": receiver.url("/alerts"), "signing_secret": new_secret()}
-            for n in range(10)])
-
-
-def _statuses(db: sessionmaker[Session]) -> Counter[InvocationStatus]:
-    with db.begin() as session:
-        return Counter(session.execute(select(Invocation.status)).scalars())
 
 
 def _outage(server: PrivatePostgres, down_s: float) -> None:
@@ -58,7 +38,7 @@ def test_outages_of_10_and_20_s_record_no_delivered_run_as_failed(
 ) -> None:
     processes = fleet(("worker", "dispatcher", "beat"), redis_server,
                       private_pg.url("cronbeat"))
-    _watch(pg_db, channel_receiver)
+    watch_tenants(pg_db, channel_receiver)
     # Each delivery takes a second, and a run gets one attempt: a delivered run whose
     # outcome were lost would be taken back and recorded failed, raising an alert.
     receiver.default = Reply(delay_s=1.0)
@@ -68,11 +48,11 @@ def test_outages_of_10_and_20_s_record_no_delivered_run_as_failed(
     _outage(private_pg, 10.0)
     one_time(pg_db, receiver.url(), db_now(pg_db) + dt.timedelta(seconds=2), WAVE,
              max_attempts=1, timeout_s=30)
-    wait_until(lambda: _statuses(pg_db)[InvocationStatus.SUCCEEDED] >= WAVE + 50,
+    wait_until(lambda: statuses(pg_db)[InvocationStatus.SUCCEEDED] >= WAVE + 50,
                "the second wave under way", 90)
     _outage(private_pg, 20.0)
 
-    wait_until(lambda: _statuses(pg_db) == {InvocationStatus.SUCCEEDED: 2 * WAVE},
+    wait_until(lambda: statuses(pg_db) == {InvocationStatus.SUCCEEDED: 2 * WAVE},
                "every run succeeded", 180, every_s=0.5)
     deliveries = Counter(r.headers["webhook-id"] for r in receiver.requests)
     with pg_db.begin() as session:
