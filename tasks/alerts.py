@@ -33,6 +33,7 @@ from app.alerting import observe, watch
 from app.alerting.delivery import deliver_alert as deliver
 from app.config import Settings
 from app.db import make_engine, make_session_factory
+from app.queries import alerts as alert_queries
 from messaging.config import ALERT_QUEUE, ALERT_TASK
 from messaging.publisher import publish_alerts
 from tasks import gate
@@ -80,12 +81,12 @@ def watch_once(sessions: sessionmaker[Any], settings: Settings) -> dict[str, int
         sqlalchemy errors: the database failed; nothing of the pass was committed.
     """
     with sessions.begin() as session:
-        if not watch.try_lock(session):
+        if not alert_queries.try_watchdog_lock(session):
             return {"didnt_run": 0, "published": 0}
         now = session.execute(select(func.now())).scalar_one()
         events = watch.didnt_run(session, now, settings.min_misfire_grace_s, PASS_LIMIT)
         raised = observe.observe(session, events, now, public_url=settings.public_url)
-        due = watch.take_due_alerts(session, now, SETTLE, PASS_LIMIT)
+        due = alert_queries.take_due_alerts(session, now, SETTLE, PASS_LIMIT)
     if events:
         log.warning("alert watchdog: %d trigger(s) did not run within their grace (%d"
                     " alerts)", len(events), len(raised), extra={"action": "alert.didnt_run"})

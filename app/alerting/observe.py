@@ -39,6 +39,7 @@ from app.alerting.rules import (
     step,
 )
 from app.models import Alert, AlertChannel, AlertRule, Invocation, Trigger, TriggerAlertState
+from app.queries import alerts as alert_queries
 
 log = logging.getLogger(__name__)
 
@@ -223,19 +224,9 @@ def _enabled_channels(session: Session, scopes: set[Scope]) -> dict[Scope, list[
 
 
 def _lock_states(session: Session, firsts: Sequence[Event]) -> dict[uuid.UUID, State]:
-    """Each trigger's state row, created fine if missing, locked until commit."""
-    session.execute(
-        pg_insert(TriggerAlertState)
-        .values([{"trigger_id": e.trigger_id, "tenant_id": e.tenant_id,
-                  "project_id": e.project_id} for e in firsts])
-        .on_conflict_do_nothing(index_elements=["trigger_id"])
-    )
-    rows = session.execute(
-        select(TriggerAlertState)
-        .where(TriggerAlertState.trigger_id.in_([e.trigger_id for e in firsts]))
-        .order_by(TriggerAlertState.trigger_id)
-        .with_for_update()
-    ).scalars()
+    """Each trigger's state, its row created if missing and locked until commit."""
+    rows = alert_queries.lock_alert_states(
+        session, [(e.trigger_id, e.tenant_id, e.project_id) for e in firsts])
     return {row.trigger_id: State(
         condition=Condition(row.condition) if row.condition else None,
         consecutive_failures=row.consecutive_failures,

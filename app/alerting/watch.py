@@ -1,9 +1,10 @@
-"""The alert watchdog's statements: "didn't run" detection, and alerts due for delivery.
+"""The alert watchdog's "didn't run" detection (its lock and the due alerts it publishes are
+in app.queries.alerts).
 
 The watchdog runs in the workers (tasks.alerts), not in the dispatcher or beat, so that
 a dispatcher or a beat that is down is what it reports, not what silences it. One
-watchdog at a time does the work (:func:`try_lock`). Each function takes the caller's
-``Session`` and never commits.
+watchdog at a time does the work (``app.queries.alerts.try_watchdog_lock``). Each
+function takes the caller's ``Session`` and never commits.
 
 A trigger *didn't run* when an occurrence it expected has no started run within its
 grace (``misfire_grace_s``, at least the dispatcher's minimum grace):
@@ -23,27 +24,19 @@ the rule sends no alert for it), at most ``limit`` a pass.
 from __future__ import annotations
 
 import datetime as dt
-import uuid
 from typing import Any
 
-from sqlalchemy import exists, func, literal, or_, select, update
+from sqlalchemy import exists, func, literal, or_, select
 from sqlalchemy.dialects.postgresql import distinct_on
 from sqlalchemy.orm import Session
 
 from app.alerting.observe import Event
 from app.alerting.rules import Condition, Observation
 from app.enums import InvocationStatus
-from app.models import Alert, AlertChannel, Invocation, Trigger, TriggerAlertState
-from app.queries.locks import ALERTS_NAMESPACE
+from app.models import AlertChannel, Invocation, Trigger, TriggerAlertState
 
 #: Unstarted runs older than this are not looked at (their trigger was reported then).
 LOOKBACK = dt.timedelta(days=1)
-
-
-def try_lock(session: Session) -> bool:
-    """Take the watchdog's lock until commit; False if another watchdog holds it."""
-    return bool(session.execute(
-        select(func.pg_try_advisory_xact_lock(ALERTS_NAMESPACE, 0))).scalar())
 
 
 def _grace(min_grace_s: int) -> object:
@@ -100,30 +93,3 @@ def didnt_run(session: Session, now: dt.datetime, min_grace_s: int, limit: int) 
                 invocation_id=row.id, status=InvocationStatus.PENDING.value,
                 error="recorded, but no worker started it"))
     return events
-
-
-def take_due_alerts(
-    session: Session, now: dt.datetime, settle: dt.timedelta, limit: int
-) -> list[uuid.UUID]:
-    """Mark as published now, and return, pending alerts due whose message may be lost.
-
-    Due: ``next_attempt_at`` has passed (a new alert, a retry whose wait is over, or an
-    attempt whose lease ran out). A message published less than ``settle`` ago (or a
-    countdown that went live that recently) is left to arrive. Setting ``published_at``
-    in the statement that picks the rows (SKIP LOCKED) is the claim.
-    """
-    due = (
-        select(Alert.id)
-        .where(Alert.status == "pending", Alert.next_attempt_at <= now,
-               or_(Alert.published_at.is_(None), Alert.published_at < now - settle))
-        .order_by(Alert.next_attempt_at)
-        .limit(limit)
-        .with_for_update(skip_locked=True)
-        .scalar_subquery()
-    )
-    rows = session.execute(
-        update(Alert).where(Alert.id.in_(due)).values(published_at=now)
-        .returning(Alert.id).execution_options(synchronize_session=False)
-    )
-    return [row.id for row in rows]
-

@@ -22,6 +22,7 @@ from app.editing.definitions import new_signing_secret
 from app.editing.triggers import get_trigger
 from app.errors import Conflict, NameTaken, NotFound
 from app.models import Alert, AlertChannel, AlertRule, TriggerAlertState
+from app.queries import alerts as alert_queries
 from app.queries.locks import lock_project
 
 #: A project has at most this many channels (each alert goes to every enabled one).
@@ -40,12 +41,8 @@ def list_channels(session: Session, tenant_id: str, project_id: str) -> list[Ale
 def get_channel(session: Session, tenant_id: str, project_id: str, channel_id: uuid.UUID,
                 *, for_update: bool = False) -> AlertChannel:
     """Raises NotFound: no such channel in this tenant's project."""
-    statement = select(AlertChannel).where(
-        AlertChannel.id == channel_id, AlertChannel.tenant_id == tenant_id,
-        AlertChannel.project_id == project_id)
-    if for_update:
-        statement = statement.with_for_update()
-    channel = session.execute(statement).scalar_one_or_none()
+    channel = alert_queries.channel(session, tenant_id, project_id, channel_id,
+                                    for_update=for_update)
     if channel is None:
         raise NotFound("no such alert channel in this project")
     return channel

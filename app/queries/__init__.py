@@ -4,7 +4,8 @@ Every ``FOR UPDATE`` and every advisory lock of Cronbeat is in this package: the
 dispatcher's claims (:mod:`.claims`) and sweep (:mod:`.sweep`), the run path's one claim
 and one finish (:mod:`.attempts`) and its other checks (:mod:`.leases`), cancels
 (:mod:`.cancellation`), the editing paths' trigger and key locks (:mod:`.triggers`,
-:mod:`.apikeys`), and the advisory locks (:mod:`.locks`). The rest of
+:mod:`.apikeys`), the alert tables' (:mod:`.alerts`), and the advisory locks
+(:mod:`.locks`). The rest of
 ``app`` calls these functions and locks nothing itself.
 
 The lock order: every transaction that locks several rows takes them in this order.
@@ -27,10 +28,12 @@ here is taken in one global order, and by primary key within a table:
    (:mod:`.cancellation`); or ``SKIP LOCKED``: mark_published, the dispatcher's claims
    and the sweep, which never wait;
 7. triggers' alert states, ``ORDER BY trigger_id`` ``FOR UPDATE``
-   (``app.alerting.observe``): taken in the very transaction that records what the
-   alerts are about (a run's finish, a tick's batch, a take-back), after its rows of 1-6;
-8. alerts: ``SKIP LOCKED`` (the watchdog's ``take_due_alerts``), or one alert by id
-   (its delivery), alone in its transaction.
+   (:func:`.alerts.lock_alert_states`): taken in the very transaction that records what
+   the alerts are about (a run's finish, a tick's batch, a take-back), after its rows of
+   1-6; an edited alert channel (:func:`.alerts.channel`) is alone in its transaction;
+8. alerts: ``SKIP LOCKED`` (:func:`.alerts.take_due_alerts`), or one alert by id (its
+   delivery), alone in its transaction; the watchdog's advisory lock
+   (:func:`.alerts.try_watchdog_lock`) never waits.
 
 A statement that only needs rows nobody else holds uses ``SKIP LOCKED`` and never
 waits, so it can be part of no deadlock at all.
