@@ -25,7 +25,7 @@ DISPATCH_QUEUE = "cronbeat.dispatch"
 RUN_QUEUE = "cronbeat.runs"
 # The longest countdown a run_trigger message is published with: a retry's backoff is
 # capped by the trigger's backoff_cap_s (at most 86,400 s, the API's bound), and
-# Retry-After by app.firing.backoff.MAX_RETRY_AFTER_S (3,600 s), whichever is longer.
+# Retry-After by app.delivery.retry_after.MAX_RETRY_AFTER_S (3,600 s), whichever is longer.
 MAX_RETRY_COUNTDOWN_S = 86_400
 # Redis hands an unacknowledged message to another consumer once it is this old. A
 # worker holds a countdown message unacknowledged until it runs it, so a visibility

@@ -33,9 +33,9 @@ from app.delivery.netguard import (
     check_host,
     resolve_within,
 )
+from app.delivery.retry_after import retry_after_s
 from app.delivery.webhook_transport import Pin, TransportError, is_ip_literal, perform
 from app.errors import PermanentError, TargetRefused, TargetUnavailable
-from app.firing.backoff import retry_after_s
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,8 @@ import datetime as dt
 
 import pytest
 
-from app.firing.backoff import MAX_RETRY_AFTER_S, backoff_delay_s, next_retry_delay_s, retry_after_s
+from app.delivery.retry_after import MAX_RETRY_AFTER_S, retry_after_s
+from app.firing.backoff import backoff_delay_s, next_retry_delay_s
 
 NOW = dt.datetime(2026, 3, 7, 5, 0, 0, tzinfo=dt.UTC)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from celery import Celery
 
 from app.config import Settings
-from app.firing.backoff import MAX_RETRY_AFTER_S
+from app.delivery.retry_after import MAX_RETRY_AFTER_S
 from app.queries.leases import LEASE_GRACE_S
 from tasks.celery_app import configure
 from tasks.run import MAX_TRIGGER_TIMEOUT_S
