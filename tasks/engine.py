@@ -18,11 +18,19 @@ worker takes ``run_trigger`` messages off Celery's task machinery:
   back are put off 2 s there and sent again), hands each claimed attempt
   to a thread of the delivery pool (``CRONBEAT_RUN_CONCURRENCY`` per worker process,
   default 256; libcurl waits with the GIL released), and records every outcome that came
-  back within 20 ms with one finish transaction. Then it publishes retries and
-  alerts, and acknowledges the messages.
+  back within 20 ms, with the alerts they raise, in one finish transaction (tried again
+  until each attempt's lease ends while the database is away). Then it publishes
+  retries and alerts, and acknowledges the messages. While the database does not
+  answer a claim, the runs not claimed yet wait here, unacknowledged, and are claimed
+  once it does.
 * A message the batch did not claim nor put off (a duplicate, early, cancelled, overlap
   ``skip``, superseded, or without its day) runs the ``run_trigger`` task's own body on a
   delivery thread: the single-run path, which looks at each case.
+
+Each attempt is reported as Celery task events when the worker's events are on
+(:mod:`tasks.run_events`, for Flower), and the engine's worker runs the reaper that
+takes back dead workers' runs (:mod:`tasks.reaper`); the worker bootstep that starts
+all of it is :mod:`tasks.engine_step`.
 
 The consumer's prefetch is the pool's size plus :data:`PREFETCH_EXTRA`, so the broker
 hands this worker about as many run messages as it can deliver at once: memory stays

@@ -73,8 +73,9 @@ class RunConsumer:
     def __init__(self, app: Celery, queue_name: str, handle: Callable[[Delivery], None],
                  prefetch: int, may_consume: Callable[[], bool]) -> None:
         self._app = app
-        self._queue = Queue(queue_name, routing_key=queue_name, no_declare=False)
-        self._queue_name = queue_name
+        # The app's own declaration of the queue (its exchange and binding), as every
+        # publisher and the Celery consumer know it.
+        self._queue: Queue = app.amqp.queues[queue_name]
         self._handle = handle
         self._prefetch = prefetch
         self._may_consume = may_consume
