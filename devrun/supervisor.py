@@ -254,15 +254,20 @@ def standby_warning(settings: Settings, env_file: Path) -> list[str]:
                f" have no CRONBEAT_DEPLOYMENT_ID")
     else:
         why = f"deployment {active} is active, and these processes are deployment {mine}"
-    return [
+    cli = (f"source {_as_typed(env_file)} && "
+           f"{_as_typed(Path(sys.executable).parent / 'cronbeat')}")
+    lines = [
         f"make run: NOTHING WILL RUN: {why}, so they wait as standbys.",
         "make run: to run them, in a second terminal in this folder:",
-        f"make run:     source {_as_typed(env_file)} && "
-        f"{_as_typed(Path(sys.executable).parent / 'cronbeat')} deploy reset",
+        f"make run:     {cli} deploy reset",
         "make run: (turns gating off: every process runs), or start again with the active"
         " deployment's id:",
-        f"make run:     CRONBEAT_DEPLOYMENT_ID={active} make run",
+        f"make run:     CRONBEAT_DEPLOYMENT_ID={shlex.quote(active)} make run",
     ]
+    if mine is not None:
+        lines += ["make run: or make theirs the active one, once they are up:",
+                  f"make run:     {cli} deploy activate {shlex.quote(mine)}"]
+    return lines
 
 
 def _write_env_file(path: Path, env: Mapping[str, str], running: contextlib.ExitStack) -> None:

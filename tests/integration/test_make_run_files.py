@@ -113,3 +113,34 @@ def test_the_first_install_shows_its_progress() -> None:
                    if "pip install" in line and "constraints.txt" in line)
     assert "--quiet" not in install
     assert "make: installing Cronbeat and its pinned dependencies" in makefile
+
+
+def test_the_standby_warning_names_the_commands_for_the_box_s_own_deployment(
+    db: object, settings: object, engine: object,
+) -> None:
+    import dataclasses
+
+    from sqlalchemy import text
+
+    from devrun.supervisor import standby_warning
+
+    env_file = ROOT / ".cronbeat" / "env"
+    assert standby_warning(settings, env_file) == []  # gating off: nothing to say
+    with engine.begin() as conn:  # type: ignore[attr-defined]
+        conn.execute(text("UPDATE scheduler_state SET active_deployment_id = 'v1'"))
+    assert standby_warning(dataclasses.replace(settings, deployment_id="v1"), env_file) == []
+    lines = standby_warning(dataclasses.replace(settings, deployment_id="v2"), env_file)
+    script = Path(sys.executable).parent / "cronbeat"
+    typed = script.relative_to(ROOT) if script.is_relative_to(ROOT) else script
+    cli = f"source .cronbeat/env && {typed}"
+    assert lines == [
+        "make run: NOTHING WILL RUN: deployment v1 is active, and these processes are"
+        " deployment v2, so they wait as standbys.",
+        "make run: to run them, in a second terminal in this folder:",
+        f"make run:     {cli} deploy reset",
+        "make run: (turns gating off: every process runs), or start again with the active"
+        " deployment's id:",
+        "make run:     CRONBEAT_DEPLOYMENT_ID=v1 make run",
+        "make run: or make theirs the active one, once they are up:",
+        f"make run:     {cli} deploy activate v2",
+    ]
