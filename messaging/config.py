@@ -55,10 +55,14 @@ def configure(app: Celery, settings: Settings) -> Celery:
         accept_content=["json"],
         enable_utc=True,
         timezone="UTC",
-        # A run message is acknowledged only after the attempt finished, so a killed
-        # worker's message comes back; the invocation's lease decides who may run it.
-        task_acks_late=True,
-        task_reject_on_worker_lost=True,
+        # The tasks the Celery consumer runs (ticks, the history's maintenance, alerts)
+        # are acknowledged as they start: each is recorded in the database before it is
+        # sent (an alert's row and lease, beat's next tick), so a lost message costs
+        # nothing, and the consumer holds no unacknowledged message at a broker loss
+        # (kombu 5.7 then fails restoring it, and Celery ends the worker). Run messages
+        # go to the delivery engine (tasks.engine), which acknowledges each only after
+        # its attempt is recorded.
+        task_acks_late=False,
         worker_prefetch_multiplier=1,
         # Processes that only publish (the API) replace these options with their own and
         # need not carry this key: Redis applies it where messages are consumed.

@@ -58,7 +58,7 @@ def publish_alerts_quietly(alert_ids: Iterable[uuid.UUID],
                     exc_info=True, extra={"action": "alert.publish_failed"})
 
 
-@celery_app.task(name=ALERT_TASK, acks_late=True, ignore_result=True)
+@celery_app.task(name=ALERT_TASK, ignore_result=True)
 def deliver_alert(alert_id: str) -> None:
     """Run one attempt of alert ``alert_id``; safe to receive any number of times."""
     try:

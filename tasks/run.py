@@ -95,7 +95,8 @@ def _scheduled_for(text: str | None) -> dt.datetime | None:
     return parsed if parsed.tzinfo is not None else None
 
 
-@celery_app.task(name=RUN_TASK, acks_late=True, ignore_result=True, time_limit=RUN_TIME_LIMIT_S)
+@celery_app.task(name=RUN_TASK, acks_late=True, reject_on_worker_lost=True, ignore_result=True,
+                 time_limit=RUN_TIME_LIMIT_S)
 def run_trigger(invocation_id: str, scheduled_for: str | None = None) -> RunOutcome | None:
     """Run one attempt of invocation ``invocation_id``; safe to receive any number of times.
 

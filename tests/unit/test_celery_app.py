@@ -26,7 +26,7 @@ def test_the_visibility_timeout_outlasts_the_longest_retry_countdown() -> None:
 
 
 def test_the_visibility_timeout_outlasts_the_longest_attempt() -> None:
-    # An acks_late message stays unacknowledged while its attempt runs.
+    # A run message stays unacknowledged while its attempt runs.
     options = configured().conf.broker_transport_options
     assert options["visibility_timeout"] > MAX_TRIGGER_TIMEOUT_S + 2 * LEASE_GRACE_S
 
