@@ -2,7 +2,7 @@
 
 The worker's delivery engine (tasks.engine) receives run messages faster than one
 transaction per attempt start and one per finish can keep up with, so it starts and
-finishes them in attempts. These are :mod:`app.firing.runner`'s units of work for a set
+finishes them in batches. These are :mod:`app.firing.runner`'s units of work for a set
 of runs: the same claim conditions, the same outcome rules (``plan_finish``), the same
 log line per attempt. What a batch cannot decide alone goes to the single-run path:
 

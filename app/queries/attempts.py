@@ -71,6 +71,13 @@ def _ids(name: str) -> Any:
     return cast(bindparam(name, type_=ARRAY(String)), ARRAY(UUID(as_uuid=True)))
 
 
+def _is_key(id_column: Any, day_column: Any, key_id: Any, key_day: Any) -> tuple[Any, ...]:
+    """A history row's (id, day) is a key of the batch (another relation's columns),
+    its day among the batch's days, so PostgreSQL reads only those days' partitions."""
+    return (id_column == key_id, day_column == key_day,
+            day_column == any_(_array("b_days", DateTime(timezone=True))))
+
+
 def _in_batch() -> Any:
     """The batch's invocations: ``id = ANY(:b_ids)``, pruned to the batch's days."""
     return and_(_inv.c.id == any_(_ids("b_ids")),
@@ -124,9 +131,7 @@ def _build_claim_many() -> Any:
     claimed = (
         update(_inv)
         .where(
-            _inv.c.id == candidates.c.id,
-            _inv.c.scheduled_for == candidates.c.day,
-            _inv.c.scheduled_for == any_(_array("b_days", DateTime(timezone=True))),
+            *_is_key(_inv.c.id, _inv.c.scheduled_for, candidates.c.id, candidates.c.day),
             _trg.c.id == _inv.c.trigger_id,
             # A tenant's runs in rank order, while they keep it under its cap (0: none),
             # exact under lock_many's tenant locks.
@@ -158,9 +163,7 @@ def _build_defer_capped() -> Any:
     return (
         update(_inv)
         .where(
-            _inv.c.id == capped.c.id,
-            _inv.c.scheduled_for == capped.c.day,
-            _inv.c.scheduled_for == any_(_array("b_days", DateTime(timezone=True))),
+            *_is_key(_inv.c.id, _inv.c.scheduled_for, capped.c.id, capped.c.day),
         )
         .values(run_after=func.now() + sql.seconds(bindparam("b_wait_s", type_=Float)),
                 enqueued_at=func.now())
@@ -187,9 +190,7 @@ def _build_finish_many() -> Any:
     finished = (
         update(_inv)
         .where(
-            _inv.c.id == rows.c.id,
-            _inv.c.scheduled_for == rows.c.day,
-            _inv.c.scheduled_for == any_(_array("b_days", DateTime(timezone=True))),
+            *_is_key(_inv.c.id, _inv.c.scheduled_for, rows.c.id, rows.c.day),
             _inv.c.status == InvocationStatus.RUNNING,
             _inv.c.attempt == rows.c.attempt,
         )
@@ -210,9 +211,7 @@ def _build_finish_many() -> Any:
     return (
         update(_att)
         .where(
-            _att.c.invocation_id == outcomes.c.id,
-            _att.c.scheduled_for == outcomes.c.day,
-            _att.c.scheduled_for == any_(_array("b_days", DateTime(timezone=True))),
+            *_is_key(_att.c.invocation_id, _att.c.scheduled_for, outcomes.c.id, outcomes.c.day),
             _att.c.number == outcomes.c.attempt,
         )
         .values(**sql.attempt_finish_values(

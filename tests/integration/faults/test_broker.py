@@ -1,7 +1,8 @@
 """Redis dies under load: the Procfile's worker, dispatcher and beat on a redis-server of
 their own, SIGKILLed mid-burst (no persistence: every queued message is gone) and
 started again after 1 s, then after 15 s. Every run is still delivered, repeats are only
-same-id repeats of runs in flight, and the worker never stays alive and idle."""
+same-id repeats of runs in flight, every failed run has its one alert, delivered once,
+and the worker never stays alive and idle."""
 
 from __future__ import annotations
 
@@ -9,17 +10,18 @@ import datetime as dt
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.enums import InvocationStatus
-from app.models import Invocation, InvocationAttempt
+from app.models import Alert, AlertChannel, Invocation, InvocationAttempt
 from tests.integration.faults.conftest import db_now, one_time
 from tests.support.fleet import PrivateRedis, ProcfileProcess, wait_until
-from tests.support.receiver import Receiver, Reply
+from tests.support.receiver import Receiver, Reply, running_receiver
+from tests.support.runs import new_secret
 
 pytestmark = pytest.mark.slow
 
@@ -55,33 +57,66 @@ def _late_runs_delivered(db: sessionmaker[Session], receiver: Receiver, path: st
                       f"the runs due after the restart ({path})", NEW_RUN_DEADLINE_S)
 
 
+@pytest.fixture
+def refusing() -> Iterator[Receiver]:
+    """A target that answers 503 to everything."""
+    for server in running_receiver():
+        server.default = Reply(503, body="unavailable")
+        yield server
+
+
 def test_every_run_is_delivered_through_two_redis_restarts_under_load(
-    db: sessionmaker[Session], receiver: Receiver, redis_server: PrivateRedis,
+    db: sessionmaker[Session], receiver: Receiver, refusing: Receiver,
+    channel_receiver: Receiver, redis_server: PrivateRedis,
     fleet: Callable[..., dict[str, ProcfileProcess]],
 ) -> None:
     # The default republish delay (300 s): the runs whose messages Redis lost come back
-    # because the dispatcher sees that the broker lost everything, not by their age.
+    # because the dispatcher sees that the broker lost everything, not by their age. The
+    # alert watchdog looks every 2 s for alerts whose message the broker lost.
     processes = fleet(("worker", "dispatcher", "beat"), redis_server,
-                      CRONBEAT_REPUBLISH_AFTER_S="300")
+                      CRONBEAT_REPUBLISH_AFTER_S="300", CRONBEAT_ALERT_WATCH_INTERVAL_S="2")
     worker = processes["worker"]
     worker_pid = worker.pid
     receiver.default = Reply(delay_s=RECEIVER_DELAY_S)
+    with db.begin() as session:
+        session.execute(insert(AlertChannel).values(
+            tenant_id="failing", project_id="p1", name="ops",
+            url=channel_receiver.url("/alerts"), signing_secret=new_secret()))
+    # Runs of a watched project that fail (one attempt each): ten in the first burst,
+    # ten more failing just before the long outage, whose alerts' messages may be lost.
+    failing = one_time(db, refusing.url(), db_now(db) + dt.timedelta(seconds=2), 10,
+                       tenant_id="failing", max_attempts=1)
     one_time(db, receiver.url(), db_now(db) + dt.timedelta(seconds=2), RUNS)
 
     receiver.wait_for(250, timeout_s=60)
     _restart(redis_server, down_s=1.0)
     _late_runs_delivered(db, receiver, "/after-first")
-    wait_until(lambda: receiver.count >= 700, "more deliveries", 120)
+    failing += one_time(db, refusing.url(), db_now(db) + dt.timedelta(seconds=1), 10,
+                        tenant_id="failing", max_attempts=1)
+    wait_until(lambda: receiver.count >= 700 and refusing.count >= 20, "more deliveries", 120)
     _restart(redis_server, down_s=15.0)
     _late_runs_delivered(db, receiver, "/after-second")
 
     everything = RUNS + 20
-    wait_until(lambda: sum(i.status.is_final for i in _invocations(db)) == everything,
+    wait_until(lambda: sum(i.status.is_final for i in _invocations(db)) == everything + 20,
                "every run final", 180, every_s=0.5)
-    invocations = _invocations(db)
+    invocations = [i for i in _invocations(db) if i.tenant_id != "failing"]
     assert Counter(i.status for i in invocations) == {InvocationStatus.SUCCEEDED: everything}
     deliveries = Counter(r.headers["webhook-id"] for r in receiver.requests)
     assert set(deliveries) == {str(i.id) for i in invocations}
+    # Each failed run: failed, with its one alert, delivered once, whatever the broker lost.
+    wait_until(lambda: len({r.headers["webhook-id"] for r in channel_receiver.requests})
+               >= 20, "every failure's alert delivered", 120)
+    time.sleep(2)  # a duplicate would show now
+    with db.begin() as session:
+        failed = Counter(session.execute(select(Invocation.status).where(
+            Invocation.tenant_id == "failing")).scalars())
+        alerts = session.execute(select(Alert.trigger_id, Alert.kind, Alert.status)).all()
+    assert failed == {InvocationStatus.FAILED: 20}
+    assert Counter((a.kind, a.status) for a in alerts) == {("failing", "delivered"): 20}
+    assert Counter(a.trigger_id for a in alerts) == Counter(failing)
+    assert set(Counter(r.headers["webhook-id"] for r in channel_receiver.requests).values()
+               ) == {1}
     # A repeat is the same run delivered again with its own webhook-id, and only where
     # an attempt was in flight (its outcome could not be recorded): never a new run.
     attempts = _attempt_counts(db)
