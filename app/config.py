@@ -137,9 +137,10 @@ class Settings:
     # A pending invocation whose message was published this long ago and never started
     # is published again (the broker lost it, e.g. Redis restarted without persistence).
     republish_after_s: int = 300
-    #: At most this many of one tenant's invocations run at once across the fleet; a
-    #: run over it waits TENANT_WAIT_S and tries again (0: no cap).
-    tenant_max_running: int = 32
+    #: An optional hard cap: at most this many of one tenant's invocations run at once
+    #: across the fleet; a run over it is parked until the tenant is under it (0, the
+    #: default: no cap; tenants share the threads fairly without one, app.firing.fairness).
+    tenant_max_running: int = 0
     #: Days of run history kept (invocations and attempts, by scheduled_for); older days
     #: are rolled up into trigger_day_stats and dropped (app.history.retention).
     history_retention_days: int = 30
@@ -210,7 +211,7 @@ class Settings:
             allow_private_targets=_bool(env, "CRONBEAT_ALLOW_PRIVATE_TARGETS", False),
             dispatch_batch_size=_int(env, "CRONBEAT_DISPATCH_BATCH_SIZE", 5000, 1, 100_000),
             republish_after_s=_int(env, "CRONBEAT_REPUBLISH_AFTER_S", 300, 5, 86_400),
-            tenant_max_running=_int(env, "CRONBEAT_TENANT_MAX_RUNNING", 32, 0, 100_000),
+            tenant_max_running=_int(env, "CRONBEAT_TENANT_MAX_RUNNING", 0, 0, 100_000),
             run_concurrency=_int(env, "CRONBEAT_RUN_CONCURRENCY", 256, 1, 4096),
             worker_db_pool=_int(env, "CRONBEAT_WORKER_DB_POOL", 8, 2, 200),
             history_retention_days=_int(env, "CRONBEAT_HISTORY_RETENTION_DAYS", 30, 1, 3650),

@@ -192,6 +192,10 @@ class Invocation(Base):
     #: (app.queries.sweep.take_dead_workers_leases), not when the lease runs out.
     leased_by: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
     cancel_requested: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
+    #: Set while the run waits in the database for a worker's free thread, with no
+    #: message (app.firing.fairness): pending, ``enqueued_at`` NULL. Workers take parked
+    #: runs oldest first; a claim or a publish clears it.
+    parked_at: Mapped[dt.datetime | None] = mapped_column(Timestamp)
     last_error: Mapped[str | None] = mapped_column(Text)
     response_status: Mapped[int | None] = mapped_column(Integer)
     response_excerpt: Mapped[str | None] = mapped_column(Text)
@@ -215,21 +219,34 @@ class Invocation(Base):
         # BRIN: rows arrive in created_at order, so a few bytes per block range serve
         # the range scan without slowing the dispatcher's inserts like a B-tree would.
         Index("ix_invocations_created_at", "created_at", postgresql_using="brin"),
-        # The sweep's "message lost" query, an index range scan over only the stale rows:
-        #   WHERE status = 'pending'
+        # The sweep's "message lost" query, an index range scan over only the stale rows
+        # (parked rows have no message to lose):
+        #   WHERE status = 'pending' AND parked_at IS NULL
         #     AND GREATEST(COALESCE(enqueued_at, created_at), run_after) < :stale
         Index(
             "ix_invocations_pending_last_sent",
             func.greatest(func.coalesce(text("enqueued_at"), text("created_at")),
                           text("run_after")),
-            postgresql_where=text("status = 'pending'"),
+            postgresql_where=text("status = 'pending' AND parked_at IS NULL"),
         ),
         # Retries waiting in the database for the dispatcher (sweep.take_unpublished):
-        #   WHERE status = 'pending' AND enqueued_at IS NULL AND run_after <= :now
+        #   WHERE status = 'pending' AND enqueued_at IS NULL AND parked_at IS NULL
+        #     AND run_after <= :now
         Index(
             "ix_invocations_retry_due",
             "run_after",
-            postgresql_where=text("status = 'pending' AND enqueued_at IS NULL"),
+            postgresql_where=text(
+                "status = 'pending' AND enqueued_at IS NULL AND parked_at IS NULL"),
+        ),
+        # Parked runs, for the workers' free threads (app.queries.parking): the tenants
+        # that have some (a skip scan), then each one's oldest:
+        #   WHERE status = 'pending' AND parked_at IS NOT NULL AND tenant_id = :t
+        #   ORDER BY parked_at
+        Index(
+            "ix_invocations_parked",
+            "tenant_id",
+            "parked_at",
+            postgresql_where=text("status = 'pending' AND parked_at IS NOT NULL"),
         ),
         # Runs that never started, oldest first, for the alert watchdog's "didn't run"
         # (app.alerting.watch): WHERE status = 'pending' AND attempt = 0

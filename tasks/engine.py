@@ -1,75 +1,61 @@
 """The worker's delivery engine: run messages in batches, deliveries on threads of their own.
 
-A webhook is network I/O, and the work around it is two short transactions. Run as one
-Celery task per message (the pool's request, tracer and events, plus a claim and a
-finish transaction each), the worker's one GIL spends more on the bookkeeping than on
-the delivery, and each delivery holds one of the pool's slots while it waits. So the
-worker takes ``run_trigger`` messages off Celery's task machinery:
+A webhook is network I/O around two short transactions; run as one Celery task per
+message, the worker's GIL would spend more on the bookkeeping than on the delivery. So:
 
 * :class:`tasks.run_consumer.RunConsumer` consumes ``cronbeat.runs`` on a broker
-  connection of its own (the Celery consumer leaves that queue to it, :mod:`tasks.gate`)
-  and hands each message to the engine (a message with a future ETA, a short retry's
-  countdown, is held there until due). The message stays unacknowledged until its
-  attempt is recorded, as with ``acks_late``: a killed worker's messages come back, and
-  the invocation's lease decides who may run it. A broker that goes away costs the
-  acks of that connection, never the worker (the consumer connects again).
-* The engine's thread starts the messages that arrived within 20 ms with one claim
-  transaction (:func:`app.firing.batch.start_batch`; runs only their tenant's cap holds
-  back are put off 2 s there and sent again), hands each claimed attempt
-  to a thread of the delivery pool (``CRONBEAT_RUN_CONCURRENCY`` per worker process,
-  default 256; libcurl waits with the GIL released), and records every outcome that came
-  back within 20 ms, with the alerts they raise, in one finish transaction (tried again
-  until each attempt's lease ends while the database is away). Then it publishes
-  retries and alerts, and acknowledges the messages. While the database does not
-  answer a claim, the runs not claimed yet wait here, unacknowledged, and are claimed
-  once it does.
-* A message the batch did not claim nor put off (a duplicate, early, cancelled, overlap
-  ``skip``, superseded, or without its day) runs the ``run_trigger`` task's own body on a
+  connection of its own and hands each message here, unacknowledged until its attempt
+  is recorded (as ``acks_late``): a killed worker's messages come back, and the
+  invocation's lease decides who may run it.
+* The engine's thread claims the messages that arrived within 20 ms in one transaction
+  (:func:`app.firing.batch.start_batch`), hands each attempt to a delivery thread
+  (``CRONBEAT_RUN_CONCURRENCY``, default 256; libcurl waits with the GIL released),
+  and records the outcomes that came back within 20 ms, with their alerts, in one
+  finish transaction; then it publishes retries and alerts and acknowledges. While the
+  database does not answer, unclaimed runs wait here and are claimed once it does.
+* A message the batch neither claims nor parks (a duplicate, early, cancelled, overlap
+  ``skip``, superseded, or without its day) runs ``run_trigger``'s own body on a
   delivery thread: the single-run path, which looks at each case.
+* Fairness without throttling (app.firing.fairness; :mod:`tasks.run_queue` decides):
+  spare threads for tenants with none while all are taken; a message that waited 1 s
+  for a thread is parked in the database; free threads with no message waiting take
+  parked runs, an equal share of each tenant's.
 
-Each attempt is reported as Celery task events when the worker's events are on
-(:mod:`tasks.run_events`, for Flower), and the engine's worker runs the reaper that
-takes back dead workers' runs (:mod:`tasks.reaper`); the worker bootstep that starts
-all of it is :mod:`tasks.engine_step`.
-
-The consumer's prefetch is the pool's size plus :data:`PREFETCH_EXTRA`, so the broker
-hands this worker about as many run messages as it can deliver at once: memory stays
-bounded by the prefetch, plus the short retries waiting for their ETA, as for any
-Celery worker. The prefork pool's hard time limit's stand-in is the
-same as for tasks (:mod:`tasks.overrun`): an attempt running past ``RUN_TIME_LIMIT_S`` ends
-the process, and leases bring its attempts back.
+Attempts are reported as Celery task events for Flower (:mod:`tasks.run_events`); the
+prefetch is the threads plus :data:`PREFETCH_EXTRA`, so memory stays bounded as for any
+Celery worker; an attempt running past ``RUN_TIME_LIMIT_S`` ends the process
+(:mod:`tasks.overrun`) and leases bring its attempts back. :mod:`tasks.engine_step` is
+the worker bootstep that starts it all, with the reaper (:mod:`tasks.reaper`).
 """
 
 from __future__ import annotations
 
-import collections
-import dataclasses
-import datetime as dt
 import logging
 import queue
 import threading
 import time
-import uuid
+from collections.abc import Callable
 
 from kombu.exceptions import OperationalError as BrokerError
 from redis.exceptions import RedisError
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
-from app.delivery.send import DeliveryResult
-from app.firing.batch import finish_batch, start_batch
-from app.firing.runner import TENANT_WAIT_S, RunOutcome, StartedRun, deliver
+from app.firing.batch import finish_batch, park_waiting, start_batch, start_parked
+from app.firing.runner import RunOutcome, StartedRun, deliver
 from messaging.publisher import publish_runs
 from tasks import gate
 from tasks.alerts import publish_alerts_quietly
 from tasks.celery_app import RUN_TASK, celery_app
 from tasks.delivery_threads import DeliveryThreads
+from tasks.engine_events import Delivered, Done, Event, Wake, gather
 from tasks.overrun import OverrunWatch
 from tasks.reaper import Reaper
 from tasks.run import RUN_TIME_LIMIT_S, _send_task, run_trigger
 from tasks.run_consumer import Delivery, RunConsumer
 from tasks.run_events import RunEvents, report_outcome
-from tasks.run_messages import RunMessage, run_message
+from tasks.run_messages import RunMessage, pulled_message, run_message
+from tasks.run_queue import DatabaseWait, RunQueue
 from tasks.runtime import get_runtime
 
 log = logging.getLogger(__name__)
@@ -78,66 +64,54 @@ log = logging.getLogger(__name__)
 MAX_BATCH = 500
 #: How long a pass gathers messages and outcomes after the first one arrived.
 BATCH_WINDOW_S = 0.02
-#: The longest wait between two claims while the database does not answer.
-START_RETRY_MAX_S = 5.0
 #: How long a shutdown waits for the consumer's thread to send its last acks.
 CONSUMER_CLOSE_S = 5.0
 #: Run messages the consumer takes ahead of the delivery threads, so a thread that
 #: frees finds its next run already here.
 PREFETCH_EXTRA = 64
+#: Errors that say the database did not answer (nothing was done).
+_UNREACHABLE = (OperationalError, InterfaceError, PoolTimeout)
 
 
-@dataclasses.dataclass(frozen=True)
-class _Delivered:
-    message: RunMessage
-    run: StartedRun
-    result: DeliveryResult
-    #: When its delivery began (time.monotonic()), for the task event's runtime.
-    began: float
-
-
-class _Done:
-    """A single-path run's thread is free again."""
-
-
-class _Wake:
-    """Nothing to do but a pass (the engine is stopping)."""
+def spare_threads(capacity: int) -> int:
+    """Threads beyond ``capacity`` for tenants that have none while all are taken."""
+    return max(8, capacity // 4)
 
 
 class Engine:
     """One per worker process: the batching thread and the delivery pool."""
 
-    def __init__(self, capacity: int) -> None:
+    def __init__(self, capacity: int, may_pull: Callable[[], bool] = lambda: True) -> None:
         self.capacity = capacity
+        self.spare = spare_threads(capacity)
         self.consumer: RunConsumer | None = None
         #: Celery task events for Flower (tasks.run_events), when the worker sends them.
         self.task_events: RunEvents | None = None
         #: Takes back dead workers' runs (tasks.reaper), started with the engine.
         self.reaper: Reaper | None = None
-        self._events: queue.SimpleQueue[RunMessage | _Delivered | _Done | _Wake | None] = (
-            queue.SimpleQueue())
-        #: The engine thread's own: messages not claimed yet, and delivery threads taken.
-        self._waiting: collections.deque[RunMessage] = collections.deque()
-        self._busy = 0
-        self._pool = DeliveryThreads(capacity)
+        self._events: queue.SimpleQueue[Event | None] = queue.SimpleQueue()
+        #: The engine thread's own: messages not claimed yet, and threads taken.
+        self._queue: RunQueue[RunMessage] = RunQueue(capacity, self.spare)
+        #: Whether this worker may take parked runs (its deployment is the active one).
+        self._may_pull = may_pull
+        self._pulled_after = ""
+        self._pool = DeliveryThreads(capacity + self.spare)
         self._thread = threading.Thread(target=self._loop, name="run-engine", daemon=True)
         self._watch = OverrunWatch(RUN_TASK, RUN_TIME_LIMIT_S)
         self._lock = threading.Lock()
-        #: Messages taken from the consumer and not acknowledged yet.
+        #: Runs taken (messages and parked runs) and not done with yet.
         self._held = 0
         self._stopping = False
         self._idle = threading.Condition(self._lock)
-        #: After the database failed a claim: when to try the waiting runs again.
-        self._retry_at: float | None = None
-        self._unreachable_for = 0
+        #: After the database failed to answer: when to try the waiting runs again.
+        self._database = DatabaseWait()
 
     def start(self) -> None:
         self._thread.start()
         self._watch.start(connect_signals=False)
 
     def submit(self, message: RunMessage) -> None:
-        with self._lock:
-            self._held += 1
+        self._hold(1)
         self._events.put(message)
 
     def receive(self, delivery: Delivery) -> None:
@@ -165,7 +139,7 @@ class Engine:
             self._stopping = True
         if self.consumer is not None:
             self.consumer.drain()
-        self._events.put(_Wake())  # the waiting messages are let go at the next pass
+        self._events.put(Wake())  # the waiting messages are let go at the next pass
         with self._lock:
             while self._held and time.monotonic() < deadline:
                 self._idle.wait(min(1.0, deadline - time.monotonic()))
@@ -186,39 +160,19 @@ class Engine:
     # The engine's thread.
 
     def _loop(self) -> None:
-        while True:
-            try:
-                first = self._events.get(timeout=self._until_retry_s())
-            except queue.Empty:  # the database may be back: try the waiting runs again
-                first = _Wake()
-            if first is None:
-                return
-            events = [first]
-            # Gather what arrives within BATCH_WINDOW_S of the first event: one claim and
-            # one finish for all of it (a few milliseconds of latency, for a fraction of
-            # the statements, commits and Python per run).
-            window_ends = time.monotonic() + BATCH_WINDOW_S
-            while len(events) < 2 * MAX_BATCH:
-                left_s = window_ends - time.monotonic()
-                try:
-                    event = (self._events.get(timeout=left_s) if left_s > 0
-                             else self._events.get_nowait())
-                except queue.Empty:
-                    break
-                if event is None:
-                    self._events.put(None)
-                    break
-                events.append(event)
-            delivered = [event for event in events if isinstance(event, _Delivered)]
-            self._waiting.extend(event for event in events if isinstance(event, RunMessage))
-            self._busy -= sum(1 for event in events if isinstance(event, _Done))
+        while (events := gather(self._events, self._wake_in_s(), BATCH_WINDOW_S,
+                                2 * MAX_BATCH)) is not None:
+            delivered = [event for event in events if isinstance(event, Delivered)]
+            self._queue.arrive((event for event in events if isinstance(event, RunMessage)),
+                               time.monotonic())
+            for _ in range(sum(1 for event in events if isinstance(event, Done))):
+                self._queue.ended(None)
             try:
                 for at in range(0, len(delivered), MAX_BATCH):
                     self._finish(delivered[at:at + MAX_BATCH])
                 if self._stopping:
                     # Left unacknowledged: the broker gives them back at the channel's close.
-                    self._forget(len(self._waiting))
-                    self._waiting.clear()
+                    self._forget(len(self._queue.take_all()))
                     continue
                 self._start_waiting()
             except Exception:  # a bug: log it, and keep the engine alive
@@ -226,88 +180,137 @@ class Engine:
             if self.task_events is not None:
                 self.task_events.flush()
 
-    def _until_retry_s(self) -> float | None:
-        if self._retry_at is None:
-            return None
-        return max(0.0, self._retry_at - time.monotonic())
+    def _wake_in_s(self) -> float | None:
+        now = time.monotonic()
+        if self._database.until is not None:
+            return max(0.0, self._database.until - now)
+        return self._queue.wake_in_s(now) if not self._stopping else None
 
     def _start_waiting(self) -> None:
         # Claim no more runs than there are free delivery threads: a claimed attempt's
         # lease runs from its claim, so it must not wait for a thread. The rest wait
-        # here, unclaimed, bounded by the worker's prefetch.
-        if self._retry_at is not None and time.monotonic() < self._retry_at:
-            return  # the database was unreachable: the waiting runs wait a moment more
-        self._retry_at = None
-        while self._waiting and self._busy < self.capacity and self._retry_at is None:
-            count = min(self.capacity - self._busy, MAX_BATCH, len(self._waiting))
-            batch = [self._waiting.popleft() for _ in range(count)]
-            self._busy += count
-            self._start(batch)
+        # here, unclaimed, bounded by the worker's prefetch, or go back to the database.
+        now = time.monotonic()
+        wait = self._database.waiting
+        while len(self._queue) and self._queue.free() and not wait(now):
+            self._start(self._queue.to_start(MAX_BATCH))
+        if not wait(now) and (spare := self._queue.to_try_spare()):
+            self._start(spare, spare=True)
+        if not wait(now) and (overdue := self._queue.to_park(now)):
+            self._park(overdue, now)
+        if not wait(now) and self._queue.may_pull(now) and self._may_pull():
+            self._pull(now)
 
-    def _start(self, messages: list[RunMessage]) -> None:
+    def _start(self, messages: list[RunMessage], *, spare: bool = False) -> None:
+        """Claim and start ``messages`` (counted busy). On ``spare`` threads, only runs
+        of tenants with none of this engine's threads; the others wait again instead
+        of taking the single path."""
+        except_tenants = self._queue.tenants() if spare else ()
         keyed = [message for message in messages if message.key is not None]
         started: list[StartedRun] = []
-        waiting: list[tuple[uuid.UUID, dt.datetime]] = []
+        parked: set[object] = set()
         if keyed:
             runtime = get_runtime()
             try:
-                started, waiting = start_batch(
+                started, capped = start_batch(
                     runtime.sessions, runtime.settings,
-                    [message.key for message in keyed if message.key], gate.process_id())
-                self._unreachable_for = 0
-            except (OperationalError, InterfaceError, PoolTimeout) as exc:
-                # The database is unreachable: nothing was claimed. The messages stay
-                # here, unacknowledged, and are claimed once it answers again, instead
-                # of being dropped for the sweep to send again minutes later.
-                self._busy -= len(messages)
-                self._waiting.extendleft(reversed(messages))
-                delay_s = min(START_RETRY_MAX_S, 0.5 * 2 ** self._unreachable_for)
-                self._unreachable_for += 1
-                self._retry_at = time.monotonic() + delay_s
-                log.warning("run engine: the database did not answer (%s); %d runs wait"
-                            " and are tried again in %.1f s", type(exc).__name__,
-                            len(self._waiting), delay_s,
-                            extra={"action": "run.start_waits_for_database"})
+                    [message.key for message in keyed if message.key], gate.process_id(),
+                    except_tenants=except_tenants, spare=spare)
+                parked = {invocation_id for invocation_id, _ in capped}
+                self._database.answered()
+            except _UNREACHABLE as exc:
+                # Nothing was claimed. The messages stay here, unacknowledged, and are
+                # claimed once the database answers again, instead of being dropped for
+                # the sweep to send again minutes later.
+                self._queue.put_back(messages, time.monotonic())
+                self._database_failed(exc)
                 return
             except Exception:
                 # The database failed: each message tries the single path, which
                 # reports its own failure as a task would.
                 log.warning("run engine: starting %d runs together failed", len(keyed),
                             exc_info=True, extra={"action": "run.start_batch_failed"})
-        if waiting:
-            self._wait_for_tenant(waiting)
         by_id = {run.invocation_id: run for run in started}
-        capped = {invocation_id for invocation_id, _ in waiting}
+        again: list[RunMessage] = []
         for message in messages:
-            run = None
-            if message.key is not None:
-                run = by_id.pop(message.key[0], None)
-                if run is None and message.key[0] in capped:
-                    capped.discard(message.key[0])  # its message is sent again
-                    self._busy -= 1
-                    self._done(message)
-                    continue
-            if run is None:
-                self._pool.submit(self._run_single, message)
+            run = by_id.pop(message.key[0], None) if message.key is not None else None
+            if run is not None:
+                self._begin(message, run)
+            elif message.key is not None and message.key[0] in parked:
+                self._queue.ended(None)  # parked for its tenant's cap: the message is done
+                self._done(message)
+            elif spare:
+                again.append(message)
             else:
-                self._watch.begin(message.invocation_id)
-                if self.task_events is not None:
-                    self.task_events.started(message.invocation_id)
-                self._pool.submit(self._deliver, message, run)
+                self._pool.submit(self._run_single, message)
+        if again:
+            self._queue.put_back(again, time.monotonic())
 
-    def _wait_for_tenant(self, waiting: list[tuple[uuid.UUID, dt.datetime]]) -> None:
-        """Send the runs their tenant's cap holds back again, after TENANT_WAIT_S."""
+    def _begin(self, message: RunMessage, run: StartedRun) -> None:
+        self._queue.started(run.tenant_id)
+        self._watch.begin(message.invocation_id)
+        if self.task_events is not None:
+            self.task_events.started(message.invocation_id)
+        self._pool.submit(self._deliver, message, run)
+
+    def _park(self, messages: list[RunMessage], now: float) -> None:
+        """Park the runs of messages that waited too long for a thread; the others (no
+        key, a cancel requested, not pending) wait on for the single path."""
+        keys = [message.key for message in messages if message.key is not None]
         try:
-            publish_runs(celery_app, waiting, countdown_s=TENANT_WAIT_S)
-        except (BrokerError, RedisError, OSError):
-            # Committed pending, counted as sent: the dispatcher's sweep sends them.
-            log.warning("run engine: publishing %d capped runs failed; the sweep sends them",
-                        len(waiting), exc_info=True,
-                        extra={"action": "run.capped_publish_failed"})
-        log.debug("run engine: %d runs wait for their tenant's cap", len(waiting),
-                  extra={"action": "run.tenant_capped", "count": len(waiting)})
+            parked = {key[0] for key in park_waiting(get_runtime().sessions, keys)}
+        except _UNREACHABLE as exc:
+            self._queue.arrive(messages, now)
+            self._database_failed(exc)
+            return
+        left = [message for message in messages
+                if message.key is None or message.key[0] not in parked]
+        self._queue.arrive(left, now)
+        for message in messages:
+            if message.key is not None and message.key[0] in parked:
+                self._done(message)
+        if parked:
+            log.info("run engine: %d runs waited %.0f s for a thread; parked in the database",
+                     len(parked), self._queue.park_after_s,
+                     extra={"action": "run.parked", "count": len(parked)})
 
-    def _finish(self, delivered: list[_Delivered]) -> None:
+    def _pull(self, now: float) -> None:
+        """Start parked runs on the free threads (no message waits)."""
+        runtime = get_runtime()
+        try:
+            started, published, self._pulled_after = start_parked(
+                runtime.sessions, runtime.settings, min(self._queue.free(), MAX_BATCH),
+                gate.process_id(), self._pulled_after)
+            self._database.answered()
+        except _UNREACHABLE as exc:
+            self._database_failed(exc)
+            return
+        self._queue.pulled(len(started), now)
+        self._hold(len(started))
+        for run in started:
+            message = pulled_message(run.invocation_id, run.scheduled_for)
+            if self.task_events is not None:
+                self.task_events.received(message.invocation_id, message.args)
+            self._begin(message, run)
+        if published:
+            self._publish(published, None, "parked runs a batch cannot start")
+
+    def _database_failed(self, exc: Exception) -> None:
+        delay_s = self._database.failed(time.monotonic())
+        log.warning("run engine: the database did not answer (%s); %d runs wait and are"
+                    " tried again in %.1f s", type(exc).__name__, len(self._queue), delay_s,
+                    extra={"action": "run.start_waits_for_database"})
+
+    def _publish(self, runs: list, countdown_s: float | None, what: str) -> None:
+        try:
+            publish_runs(celery_app, runs, countdown_s=countdown_s)
+        except (BrokerError, RedisError, OSError):
+            # Committed pending and counted as sent: the dispatcher's sweep sends them.
+            log.warning("run engine: publishing %d %s failed; the sweep publishes them",
+                        len(runs), what, exc_info=True,
+                        extra={"action": "run.publish_failed"})
+
+    def _finish(self, delivered: list[Delivered]) -> None:
         runtime = get_runtime()
         try:
             outcomes, alert_ids = finish_batch(runtime.sessions, runtime.settings,
@@ -318,7 +321,8 @@ class Engine:
             log.error("run engine: %d outcomes could not be recorded", len(delivered),
                       exc_info=True, extra={"action": "run.finish_failed"})
             outcomes, alert_ids = [RunOutcome(status=None)] * len(delivered), ()
-        self._busy -= len(delivered)
+        for item in delivered:
+            self._queue.ended(item.run.tenant_id)
         if alert_ids:
             publish_alerts_quietly(alert_ids)
         finished_at = time.monotonic()
@@ -332,16 +336,9 @@ class Engine:
 
     def _after(self, message: RunMessage, outcome: RunOutcome) -> None:
         """Publish the retry the recorded outcome asks for (after its commit, never before)."""
-        if outcome.retry_in_s is None:
-            return
-        countdown_s = outcome.retry_in_s if outcome.retry_in_s > 0 else None
-        try:
-            publish_runs(celery_app, [message.run], countdown_s=countdown_s)
-        except (BrokerError, RedisError, OSError):
-            # The invocation is committed pending: the dispatcher's sweep publishes it.
-            log.warning("run engine: publishing a retry failed; the sweep publishes it",
-                        exc_info=True, extra={"action": "run.retry_publish_failed",
-                                              "invocation_id": message.invocation_id})
+        if outcome.retry_in_s is not None:
+            self._publish([message.run], outcome.retry_in_s if outcome.retry_in_s > 0
+                          else None, "retries")
 
     # Delivery threads.
 
@@ -349,7 +346,7 @@ class Engine:
         settings = get_runtime().settings
         began = time.monotonic()
         result = deliver(run, settings, _send_task)
-        self._events.put(_Delivered(message, run, result, began))
+        self._events.put(Delivered(message, run, result, began))
 
     def _run_single(self, message: RunMessage) -> None:
         self._watch.begin(message.invocation_id)
@@ -373,12 +370,12 @@ class Engine:
         finally:
             self._watch.end(message.invocation_id)
             self._done(message)
-            self._events.put(_Done())
+            self._events.put(Done())
 
     # Either thread.
 
-    def _ack(self, delivery: Delivery) -> None:
-        if self.consumer is not None:
+    def _ack(self, delivery: Delivery | None) -> None:
+        if self.consumer is not None and delivery is not None:
             self.consumer.ack(delivery)
 
     def _done(self, message: RunMessage) -> None:
@@ -386,6 +383,10 @@ class Engine:
         log.debug("run_trigger[%s] done", message.invocation_id,
                   extra={"action": "run.message_done", "invocation_id": message.invocation_id})
         self._forget(1)
+
+    def _hold(self, count: int) -> None:
+        with self._lock:
+            self._held += count
 
     def _forget(self, count: int) -> None:
         with self._lock:

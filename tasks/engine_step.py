@@ -38,9 +38,9 @@ class EngineStep(bootsteps.StartStopStep):
         if self.engine is not None:
             return
         capacity = get_runtime().settings.run_concurrency
-        engine = Engine(capacity)
+        engine = Engine(capacity, may_pull=gate.is_active)
         engine.consumer = RunConsumer(w.app, RUN_QUEUE, engine.receive,
-                                      prefetch=capacity + PREFETCH_EXTRA,
+                                      prefetch=capacity + engine.spare + PREFETCH_EXTRA,
                                       may_consume=gate.is_active)
         gate.watch_engine(lambda: engine.consumer is not None and engine.consumer.consuming)
         # The worker's own event dispatcher says whether events are on (-E, or Flower's

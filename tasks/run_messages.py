@@ -1,5 +1,6 @@
 """A run message as the delivery engine holds it: what it names, and the delivery it
-came in (tasks.run_consumer), unacknowledged until its attempt is recorded."""
+came in (tasks.run_consumer), unacknowledged until its attempt is recorded. A parked
+run the engine took from the database is held the same way, with no delivery."""
 
 from __future__ import annotations
 
@@ -19,7 +20,8 @@ class RunMessage:
     invocation_id: str
     scheduled_for: str | None
     key: tuple[uuid.UUID, dt.datetime] | None
-    delivery: Delivery
+    #: None for a parked run taken from the database (nothing to acknowledge).
+    delivery: Delivery | None
 
     @property
     def run(self) -> Run:
@@ -46,3 +48,9 @@ def run_message(delivery: Delivery) -> RunMessage | None:
     scheduled_for = _scheduled_for(text) if isinstance(text, str) else None
     key = None if scheduled_for is None else (parsed, scheduled_for)
     return RunMessage(invocation_id, text if key else None, key, delivery)
+
+
+def pulled_message(invocation_id: uuid.UUID, scheduled_for: dt.datetime) -> RunMessage:
+    """A parked run taken from the database, held as its message would be."""
+    return RunMessage(str(invocation_id), scheduled_for.isoformat(),
+                      (invocation_id, scheduled_for), None)

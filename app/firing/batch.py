@@ -6,7 +6,7 @@ finishes them in batches. These are :mod:`app.firing.runner`'s units of work for
 of runs: the same claim conditions, the same outcome rules (``plan_finish``), the same
 log line per attempt. What a batch cannot decide alone goes to the single-run path:
 
-* a run :func:`start_batch` neither claimed nor put off for its tenant's cap (a
+* a run :func:`start_batch` neither claimed nor parked for its tenant's hard cap (a
   duplicate, an early retry, a cancel, overlap ``skip``, a superseded deployment) is run by
   :func:`app.firing.runner.run_invocation`, which looks at each case;
 * if a batch's finish fails, each outcome is recorded on its own, first checked against
@@ -24,6 +24,7 @@ import logging
 import random
 import uuid
 from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
@@ -37,44 +38,101 @@ from app.firing.outcome import (
     outcome_of,
     plan_finish,
 )
-from app.firing.runner import TENANT_WAIT_S
 from app.firing.runs import RunOutcome, StartedRun, started_run
-from app.queries import attempts
+from app.queries import attempts, parking
+
+_T = TypeVar("_T")
 
 log = logging.getLogger(__name__)
 
 
 def start_batch(
     sessions: sessionmaker[Session], settings: Settings, keys: Sequence[attempts.Key],
-    leased_by: uuid.UUID | None = None,
+    leased_by: uuid.UUID | None = None, *, except_tenants: Sequence[str] = (),
+    spare: bool = False,
 ) -> tuple[list[StartedRun], list[attempts.Key]]:
     """Claim each run of ``keys`` that the common path allows, in one transaction, as
     attempts leased by worker ``leased_by`` (its registry id).
 
-    In the same transaction, the runs that only their tenant's cap kept from running
-    wait TENANT_WAIT_S (the single path's rule, for the whole batch at once).
+    In the same transaction, the runs that only their tenant's hard cap kept from
+    running are parked (app.queries.parking): they wait in the database, and their
+    messages are done with. ``except_tenants``: claim no run of these. ``spare``: for a
+    worker's spare threads (app.firing.fairness), which park nothing.
 
     Returns:
-        The claimed runs, and the keys that wait for their tenant: the caller sends
-        those again with a TENANT_WAIT_S countdown after this returns. Runs in neither
-        were not claimed; the caller runs them one by one.
+        The claimed runs, and the keys parked for their tenant's cap. Runs in neither
+        were not claimed; the caller runs them one by one (or, on ``spare``
+        threads, keeps them for a thread of its own).
 
     Raises:
         sqlalchemy errors: the database failed; nothing was claimed.
     """
     cap = settings.tenant_max_running
+
+    def claim(session: Session) -> tuple[list[StartedRun], list[attempts.Key]]:
+        attempts.lock_many(session, keys, cap)
+        claimed = attempts.claim_many(session, keys, settings.deployment_id, cap,
+                                      leased_by, except_tenants=except_tenants)
+        taken = {item.invocation_id for item in claimed}
+        parked = [] if spare else attempts.park_capped(
+            session, [key for key in keys if key[0] not in taken],
+            settings.deployment_id, cap)
+        return [started_run(item, settings) for item in claimed], parked
+
+    return _retried(sessions, claim)
+
+
+def start_parked(
+    sessions: sessionmaker[Session], settings: Settings, limit: int,
+    leased_by: uuid.UUID | None = None, after: str = "",
+) -> tuple[list[StartedRun], list[attempts.Key], str]:
+    """Take up to ``limit`` parked runs (app.queries.parking) and claim them, in one
+    transaction: a worker's free threads, when no message waits.
+
+    Returns:
+        The claimed runs; the keys to publish, runs taken that a batch cannot claim
+        (cancelled, paused, overlap ``skip``, ...), now marked sent: the single-run
+        path looks at each; and the last tenant taken from, for the next call's
+        ``after``. Runs the hard cap still holds back stay parked.
+
+    Raises:
+        sqlalchemy errors: the database failed; nothing was claimed.
+    """
+    cap = settings.tenant_max_running
+
+    def take(session: Session) -> tuple[list[StartedRun], list[attempts.Key], str]:
+        keys, last = parking.take_parked(session, limit, after)
+        if not keys:
+            return [], [], last
+        attempts.lock_many(session, keys, cap)
+        claimed = attempts.claim_many(session, keys, settings.deployment_id, cap, leased_by)
+        taken = {item.invocation_id for item in claimed}
+        rest = [key for key in keys if key[0] not in taken]
+        capped = {key[0] for key in attempts.park_capped(session, rest,
+                                                         settings.deployment_id, cap)}
+        published = parking.unpark(session, [key for key in rest if key[0] not in capped])
+        return [started_run(item, settings) for item in claimed], published, last
+
+    return _retried(sessions, take)
+
+
+def park_waiting(sessions: sessionmaker[Session], keys: Sequence[attempts.Key]
+                 ) -> list[attempts.Key]:
+    """Park the pending runs of ``keys``: messages that waited in a worker too long for
+    a thread (app.firing.fairness). Returns the keys parked; their messages are done with.
+
+    Raises:
+        sqlalchemy errors: the database failed; nothing was parked.
+    """
+    return _retried(sessions, lambda session: parking.park(session, keys))
+
+
+def _retried(sessions: sessionmaker[Session], work: Callable[[Session], _T]) -> _T:
     # As the single path: no pre-ping, a connection found dead is tried once more.
     for last in (False, True):
         try:
             with sessions.begin() as session:
-                attempts.lock_many(session, keys, cap)
-                claimed = attempts.claim_many(session, keys, settings.deployment_id, cap,
-                                             leased_by)
-                taken = {item.invocation_id for item in claimed}
-                waiting = attempts.defer_capped(
-                    session, [key for key in keys if key[0] not in taken],
-                    settings.deployment_id, cap, TENANT_WAIT_S)
-            return [started_run(item, settings) for item in claimed], waiting
+                return work(session)
         except DBAPIError as exc:
             if last or not exc.connection_invalidated:
                 raise

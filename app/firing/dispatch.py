@@ -8,6 +8,7 @@ the sweep re-publishes what was committed but never delivered.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import datetime as dt
 import logging
@@ -25,9 +26,9 @@ from app.alerting.rules import Observation
 from app.deploys import deploy
 from app.enums import InvocationStatus, MisfirePolicy
 from app.errors import CronbeatError
-from app.firing.reap import failed_events
+from app.firing import fairness, resend
 from app.models import InvocationKey
-from app.queries import claims, sweep
+from app.queries import claims
 from app.schedule.occurrences import TriggerPlan, plan_trigger
 
 log = logging.getLogger(__name__)
@@ -40,10 +41,6 @@ OldestWaiting = Callable[[], uuid.UUID | None]
 #: The broker's epoch token (messaging.backlog.broker_epoch), None when unreadable.
 BrokerEpoch = Callable[[], str | None]
 
-#: How far out of order two publishers' messages may reach the queue (see
-#: sweep.lost_before).
-REORDER_MARGIN = dt.timedelta(seconds=5)
-
 #: A safety net, not a tuning knob: a tick whose loop claims this many batches has a bug
 #: (the due set is fixed by the tick's ``now``), and stopping beats spinning forever.
 MAX_BATCHES_PER_TICK = 10_000
@@ -54,10 +51,6 @@ MAX_BATCHES_PER_TICK = 10_000
 #: practice far fewer, since missed occurrences fold (occurrences.fold_missed).
 MAX_ROWS_PER_BATCH = 10_000
 
-#: A wiped broker may leave a large backlog to re-publish; one tick sweeps at most this
-#: many batches, so it still ends in bounded time, and the next tick goes on.
-MAX_SWEEP_BATCHES_PER_TICK = 20
-
 
 @dataclasses.dataclass
 class TickReport:
@@ -66,6 +59,7 @@ class TickReport:
     now: dt.datetime | None = None
     claimed: int = 0  # triggers claimed (locked and advanced)
     created: int = 0  # pending invocations recorded
+    parked: int = 0  # of those, parked: no message, a worker takes them (fairness)
     missed: int = 0  # occurrences recorded missed
     published: int = 0  # messages published for new invocations
     republished: int = 0  # pending invocations whose lost message was published again
@@ -170,12 +164,13 @@ def _dispatch_all(
     # the GIL while the publisher thread encodes messages. One thread keeps the batches
     # in order. Once a publish failed, no further batch is committed: the broker is
     # down, and the triggers left due are claimed by the next tick.
+    sent: collections.Counter[str] = collections.Counter()  # runs per tenant (fairness)
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="publish") as publisher:
         futures = []
         for _ in range(MAX_BATCHES_PER_TICK):
             if any(f.done() and f.exception() is not None for f in futures):
                 break
-            new_ids = _dispatch_batch(sessions, now, options, report)
+            new_ids = _dispatch_batch(sessions, now, options, report, sent)
             if new_ids is None:
                 break
             if new_ids:
@@ -197,9 +192,12 @@ def _dispatch_all(
 
 def _dispatch_batch(
     sessions: sessionmaker[Session], now: dt.datetime, options: DispatchOptions,
-    report: TickReport,
+    report: TickReport, sent: collections.Counter[str],
 ) -> list[uuid.UUID] | None:
     """Claim, record and advance one batch in one transaction; None when nothing is due.
+
+    ``sent``: the runs per tenant the tick recorded so far; past one batch of a tenant,
+    its runs are parked, with no message (app.firing.fairness).
 
     Returns:
         The ids of the pending invocations it recorded, to publish after the commit.
@@ -276,6 +274,8 @@ def _dispatch_batch(
             misseds=misseds,
             reasons=reasons,
             now=now,
+            parked_ats=fairness.parked_ats(tenant_ids, [not missed for missed in misseds],
+                                           sent, now),
         )
         claims.advance_triggers(
             session,
@@ -293,8 +293,10 @@ def _dispatch_batch(
     report.batches += 1
     report.claimed += len(advanced)
     new_ids = [key for key, status in inserted if status == InvocationStatus.PENDING]
-    report.created += len(new_ids)
-    report.missed += len(inserted) - len(new_ids)
+    parked = sum(1 for _, status in inserted if status == claims.PARKED)
+    report.created += len(new_ids) + parked
+    report.parked += parked
+    report.missed += len(inserted) - len(new_ids) - parked
     return new_ids
 
 
@@ -340,63 +342,16 @@ def _publish(
         raise
 
 
-def _broker_was_wiped(sessions: sessionmaker[Session], broker_epoch: BrokerEpoch | None
-                      ) -> bool:
-    """Whether the broker's epoch changed since the last tick recorded it."""
-    epoch = broker_epoch() if broker_epoch is not None else None
-    if epoch is None:
-        return False
-    with sessions.begin() as session:
-        return claims.note_broker_epoch(session, epoch)
-
-
 def _sweep(
-    sessions: sessionmaker[Session],
-    publish: Publish,
-    now: dt.datetime,
-    options: DispatchOptions,
-    report: TickReport,
-    oldest_waiting: OldestWaiting | None,
-    broker_epoch: BrokerEpoch | None = None,
+    sessions: sessionmaker[Session], publish: Publish, now: dt.datetime,
+    options: DispatchOptions, report: TickReport, oldest_waiting: OldestWaiting | None,
+    broker_epoch: BrokerEpoch | None,
 ) -> None:
-    """Publish due retries, and again what lost its message, while batches come back full."""
-    stale_before = now - dt.timedelta(seconds=options.republish_after_s)
-    waiting = oldest_waiting() if oldest_waiting is not None else None
-    if _broker_was_wiped(sessions, broker_epoch):
-        # Every message queued before the broker came back is gone, and when it came
-        # back is unknown: send every pending run sent before this tick again. A run
-        # whose message went out after the broker's return gets a second one, and
-        # whichever comes first claims it; the other does nothing.
-        log.warning("the broker lost its queued messages (restarted empty?); every pending"
-                    " run is published again", extra={"action": "dispatch.broker_wiped"})
-        stale_before, waiting = now, None
-    lost_before = sweep.lost_before(stale_before, waiting, REORDER_MARGIN)
-    for _ in range(MAX_SWEEP_BATCHES_PER_TICK):
-        # Atomic so that the rows this sweeper marks are exactly the rows it publishes;
-        # if it dies after the commit, the marks age and a later sweep publishes them.
-        with sessions.begin() as session:
-            deploy.fence(session, options.deployment_id)
-            retries = sweep.take_unpublished(session, now, options.batch_size,
-                                              settle=REORDER_MARGIN)
-            lost = sweep.take_stale_pending(session, now, lost_before, options.batch_size)
-            failed: list[Any] = []
-            expired = sweep.take_expired_leases(session, now, options.batch_size,
-                                                failed=failed)
-            events = failed_events(failed, sweep.LEASE_LOST_ERROR)
-            if events:
-                observe.observe_watched(session, events, now, public_url=options.public_url)
-        if retries:
-            publish(retries)
-        again = lost + expired
-        if again:
-            publish(again)
-            log.warning(
-                "published lost messages again",
-                extra={"action": "dispatch.sweep",
-                       "sweep": {"republished": len(lost), "leases_expired": len(expired)}},
-            )
-        report.retries += len(retries)
-        report.republished += len(lost)
-        report.leases_expired += len(expired)
-        if max(len(retries), len(lost), len(expired)) < options.batch_size:
-            return
+    counts = resend.sweep(
+        sessions, publish, now, batch_size=options.batch_size,
+        republish_after_s=options.republish_after_s, deployment_id=options.deployment_id,
+        public_url=options.public_url, oldest_waiting=oldest_waiting,
+        broker_epoch=broker_epoch)
+    report.retries += counts.retries
+    report.republished += counts.republished
+    report.leases_expired += counts.leases_expired

@@ -60,11 +60,6 @@ log = logging.getLogger(__name__)
 
 SendWebhook = Callable[..., DeliveryResult]
 
-#: A run whose tenant has CRONBEAT_TENANT_MAX_RUNNING invocations running tries again
-#: after this.
-TENANT_WAIT_S = 2.0
-
-
 def _not_runnable_reason(
     session: Session, invocation: Invocation, trigger: Trigger | None
 ) -> tuple[InvocationStatus, str] | None:
@@ -166,15 +161,15 @@ def _start_slow(
                                   overlap_checked=True)
     if claimed:
         return started_run(claimed[0], settings)
-    # Fair tenants: one tenant's slow or hanging targets hold at most `cap` worker
-    # threads; its next run waits a moment and tries again, and the thread goes to
-    # whatever is next in the queue, another tenant's run included.
-    if not attempts.defer_capped(session, [key], settings.deployment_id, cap, TENANT_WAIT_S,
-                                 overlap_checked=True):
-        return RunOutcome(status=None)  # claimed by another message meanwhile
-    log.debug("run: the tenant is at its cap, waiting",
-              extra={"action": "run.tenant_capped", "cap": cap, **ids})
-    return RunOutcome(status=None, retry_in_s=TENANT_WAIT_S)
+    # The optional hard cap: one tenant's slow or hanging targets hold at most `cap`
+    # delivery threads. Its next run is parked: it waits in the database, and a worker
+    # takes it once the tenant is under its cap (app.queries.parking); the thread goes
+    # to whatever is next, another tenant's run included.
+    if attempts.park_capped(session, [key], settings.deployment_id, cap,
+                            overlap_checked=True):
+        log.debug("run: the tenant is at its cap, parked",
+                  extra={"action": "run.tenant_capped", "cap": cap, **ids})
+    return RunOutcome(status=None)
 
 
 def _deliver(

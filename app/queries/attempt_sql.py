@@ -10,13 +10,18 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import (
     Boolean,
+    DateTime,
+    String,
     and_,
+    any_,
     bindparam,
     case,
+    cast,
     exists,
     func,
     insert,
@@ -25,7 +30,7 @@ from sqlalchemy import (
     or_,
     select,
 )
-from sqlalchemy.dialects.postgresql import UUID
+from sqlalchemy.dialects.postgresql import ARRAY, UUID
 
 from app.enums import InvocationStatus, OverlapPolicy
 from app.models import AlertChannel, Invocation, InvocationAttempt, SchedulerState, Trigger
@@ -43,6 +48,47 @@ TARGET_COLUMNS = (
     "webhook_url", "webhook_method", "webhook_headers", "signing_secret", "timeout_s",
     "max_attempts", "backoff_base_s", "backoff_cap_s",
 )
+
+
+#: A key of a run: its invocation's id and day (scheduled_for).
+Key = tuple[uuid.UUID, dt.datetime]
+
+
+def array_param(name: str, item: Any) -> Any:
+    """An array parameter of ``item``s. Cast, because psycopg2 sends a list as
+    ARRAY[...] of literals, whose type PostgreSQL guesses (text[] when every item is
+    NULL)."""
+    return cast(bindparam(name, type_=ARRAY(item)), ARRAY(item))
+
+
+def ids_param(name: str) -> Any:
+    """A uuid[] parameter: psycopg2 sends a list of strings as text[], cast here."""
+    return cast(bindparam(name, type_=ARRAY(String)), ARRAY(UUID(as_uuid=True)))
+
+
+def is_key(id_column: Any, day_column: Any, key_id: Any, key_day: Any) -> tuple[Any, ...]:
+    """A history row's (id, day) is a key of the batch (another relation's columns),
+    its day among the batch's days, so PostgreSQL reads only those days' partitions."""
+    return (id_column == key_id, day_column == key_day,
+            day_column == any_(array_param("b_days", DateTime(timezone=True))))
+
+
+def in_batch() -> Any:
+    """The batch's invocations: ``id = ANY(:b_ids)``, pruned to the batch's days."""
+    return and_(INV.c.id == any_(ids_param("b_ids")),
+                INV.c.scheduled_for == any_(array_param("b_days", DateTime(timezone=True))))
+
+
+def key_params(keys: Sequence[Key]) -> dict[str, Any]:
+    """The parameters of :func:`in_batch` for ``keys``."""
+    return {"b_ids": [str(invocation_id) for invocation_id, _ in keys],
+            "b_days": sorted({day for _, day in keys})}
+
+
+def park_values() -> dict[str, Any]:
+    """What parking a pending run sets: it waits in the database for a worker's free
+    thread, with no message (app.queries.parking)."""
+    return {"parked_at": func.now(), "enqueued_at": None}
 
 
 def seconds(column: Any) -> Any:
@@ -117,6 +163,7 @@ def claim_values(deployment: Any) -> dict[str, Any]:
         "started_at": func.now(),
         "deployment_id": deployment,
         "leased_by": leased_by(),
+        "parked_at": None,
     }
 
 

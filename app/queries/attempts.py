@@ -34,8 +34,8 @@ from sqlalchemy import (
     Float,
     Integer,
     String,
+    all_,
     and_,
-    any_,
     bindparam,
     case,
     cast,
@@ -45,7 +45,7 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.dialects.postgresql import ARRAY, UUID
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
 from app.enums import InvocationStatus
@@ -57,31 +57,7 @@ from app.queries.attempt_sql import Claimed
 from app.queries.locks import FENCE_LOCK_KEY, TENANT_RUNS_NAMESPACE, fence_shared
 
 #: A key of a run: its invocation's id and day (scheduled_for).
-Key = tuple[uuid.UUID, dt.datetime]
-
-
-def _array(name: str, item: Any) -> Any:
-    # Cast, because psycopg2 sends a list as ARRAY[...] of literals, whose type
-    # PostgreSQL guesses (text[] when every item is NULL).
-    return cast(bindparam(name, type_=ARRAY(item)), ARRAY(item))
-
-
-def _ids(name: str) -> Any:
-    # psycopg2 sends a list of strings as text[]: cast it to uuid[] in the statement.
-    return cast(bindparam(name, type_=ARRAY(String)), ARRAY(UUID(as_uuid=True)))
-
-
-def _is_key(id_column: Any, day_column: Any, key_id: Any, key_day: Any) -> tuple[Any, ...]:
-    """A history row's (id, day) is a key of the batch (another relation's columns),
-    its day among the batch's days, so PostgreSQL reads only those days' partitions."""
-    return (id_column == key_id, day_column == key_day,
-            day_column == any_(_array("b_days", DateTime(timezone=True))))
-
-
-def _in_batch() -> Any:
-    """The batch's invocations: ``id = ANY(:b_ids)``, pruned to the batch's days."""
-    return and_(_inv.c.id == any_(_ids("b_ids")),
-                _inv.c.scheduled_for == any_(_array("b_days", DateTime(timezone=True))))
+Key = sql.Key
 
 
 def _build_lock_tenants() -> Any:
@@ -90,7 +66,7 @@ def _build_lock_tenants() -> Any:
     # only). OFFSET 0 keeps the sort below the lock calls.
     keys = (
         select(func.hashtext(_inv.c.tenant_id).label("key"))
-        .where(_in_batch())
+        .where(sql.in_batch())
         .distinct()
         .order_by("key")
         .offset(0)
@@ -114,8 +90,13 @@ def _build_claim_many() -> Any:
         select(_inv.c.id, _inv.c.scheduled_for.label("day"), _inv.c.tenant_id)
         .select_from(_inv.join(_trg, _trg.c.id == _inv.c.trigger_id))
         .where(
-            _in_batch(),
+            sql.in_batch(),
             *sql.claimable(deployment),
+            # A worker whose threads are all taken starts only the runs of tenants that
+            # have none of its threads (tasks.engine, app.firing.fairness).
+            _inv.c.tenant_id != all_(cast(
+                bindparam("b_except_tenants", type_=ARRAY(String), value=[],
+                          required=False), ARRAY(String))),
         )
         .with_for_update(of=_inv, skip_locked=True)
         .cte("locked")
@@ -131,7 +112,7 @@ def _build_claim_many() -> Any:
     claimed = (
         update(_inv)
         .where(
-            *_is_key(_inv.c.id, _inv.c.scheduled_for, candidates.c.id, candidates.c.day),
+            *sql.is_key(_inv.c.id, _inv.c.scheduled_for, candidates.c.id, candidates.c.day),
             _trg.c.id == _inv.c.trigger_id,
             # A tenant's runs in rank order, while they keep it under its cap (0: none),
             # exact under lock_many's tenant locks.
@@ -144,16 +125,18 @@ def _build_claim_many() -> Any:
     return sql.with_attempt_rows(claimed, deployment)
 
 
-def _build_defer_capped() -> Any:
+def _build_park_capped() -> Any:
     # After claim_many, in its transaction (the tenants' locks held, its own claims
-    # counted): the batch's runs that only their tenant's cap kept from running wait
-    # b_wait_s and are sent again then. Rows another claim holds are skipped.
+    # counted): the batch's runs that only their tenant's cap kept from running are
+    # parked (app.queries.parking): they wait in the database, with no message, until a
+    # worker with a free thread takes them under the cap. Rows another claim holds are
+    # skipped.
     deployment = bindparam("b_deployment_id", type_=String)
     capped = (
         select(_inv.c.id, _inv.c.scheduled_for.label("day"))
         .select_from(_inv.join(_trg, _trg.c.id == _inv.c.trigger_id))
         .where(
-            _in_batch(),
+            sql.in_batch(),
             *sql.claimable(deployment),
             sql.running_of(_inv.c.tenant_id) >= bindparam("b_tenant_cap", type_=Integer),
         )
@@ -163,10 +146,9 @@ def _build_defer_capped() -> Any:
     return (
         update(_inv)
         .where(
-            *_is_key(_inv.c.id, _inv.c.scheduled_for, capped.c.id, capped.c.day),
+            *sql.is_key(_inv.c.id, _inv.c.scheduled_for, capped.c.id, capped.c.day),
         )
-        .values(run_after=func.now() + sql.seconds(bindparam("b_wait_s", type_=Float)),
-                enqueued_at=func.now())
+        .values(**sql.park_values())
         .returning(_inv.c.id, _inv.c.scheduled_for)
     )
 
@@ -181,7 +163,7 @@ _FINISH_COLUMNS = (
 
 
 def _build_finish_many() -> Any:
-    arrays = [_ids("b_id") if item is None else _array(f"b_{name}", item)
+    arrays = [sql.ids_param("b_id") if item is None else sql.array_param(f"b_{name}", item)
               for name, item in _FINISH_COLUMNS]
     rows = select(
         *func.unnest(*arrays).table_valued(*(name for name, _ in _FINISH_COLUMNS))
@@ -190,7 +172,7 @@ def _build_finish_many() -> Any:
     finished = (
         update(_inv)
         .where(
-            *_is_key(_inv.c.id, _inv.c.scheduled_for, rows.c.id, rows.c.day),
+            *sql.is_key(_inv.c.id, _inv.c.scheduled_for, rows.c.id, rows.c.day),
             _inv.c.status == InvocationStatus.RUNNING,
             _inv.c.attempt == rows.c.attempt,
         )
@@ -211,7 +193,7 @@ def _build_finish_many() -> Any:
     return (
         update(_att)
         .where(
-            *_is_key(_att.c.invocation_id, _att.c.scheduled_for, outcomes.c.id, outcomes.c.day),
+            *sql.is_key(_att.c.invocation_id, _att.c.scheduled_for, outcomes.c.id, outcomes.c.day),
             _att.c.number == outcomes.c.attempt,
         )
         .values(**sql.attempt_finish_values(
@@ -226,58 +208,57 @@ def _build_finish_many() -> Any:
 _LOCK_TENANTS = _build_lock_tenants()
 _CLAIM_MANY = _build_claim_many()
 _FINISH_MANY = _build_finish_many()
-_DEFER_CAPPED = _build_defer_capped()
+_PARK_CAPPED = _build_park_capped()
 
 
-def _key_params(keys: Sequence[Key]) -> dict[str, Any]:
-    return {"b_ids": [str(invocation_id) for invocation_id, _ in keys],
-            "b_days": sorted({day for _, day in keys})}
-
-
-def lock_many(session: Session, keys: Sequence[Key], tenant_cap: int) -> None:
+def lock_many(session: Session, keys: Sequence[sql.Key], tenant_cap: int) -> None:
     """Hold the deploy fence (shared) and, with a tenant cap, the batch's tenants' locks.
 
     All until commit, in one round trip; the fence first (lock order 1), then the
     tenants (4).
     """
     if not tenant_cap or not session.connection().execute(
-            _LOCK_TENANTS, _key_params(keys)).all():
+            _LOCK_TENANTS, sql.key_params(keys)).all():
         # No cap, or none of the keys found: the fence alone.
         fence_shared(session)
 
 
 def claim_many(
-    session: Session, keys: Sequence[Key], deployment_id: str | None, tenant_cap: int,
+    session: Session, keys: Sequence[sql.Key], deployment_id: str | None, tenant_cap: int,
     leased_by: uuid.UUID | None = None, *, overlap_checked: bool = False,
+    except_tenants: Sequence[str] = (),
 ) -> list[Claimed]:
     """Claim every run of ``keys`` that is claimable (attempt_sql.claimable), as a new
     attempt each, leased by worker ``leased_by``.
 
     The caller holds :func:`lock_many`'s locks. ``overlap_checked``: the caller looked
     for another running run of each key's trigger under its run lock (the single-run
-    path does, for overlap ``skip``). Keys not in the result were not claimed.
+    path does, for overlap ``skip``). ``except_tenants``: claim no run of these. Keys
+    not in the result were not claimed.
     """
     if not keys:
         return []
     rows = session.connection().execute(_CLAIM_MANY, {
-        **_key_params(keys), "b_deployment_id": deployment_id, "b_tenant_cap": tenant_cap,
+        **sql.key_params(keys), "b_deployment_id": deployment_id, "b_tenant_cap": tenant_cap,
         "b_leased_by": leased_by, "b_overlap_checked": overlap_checked,
+        "b_except_tenants": list(except_tenants),
     }).all()
     return [Claimed.of(row._mapping) for row in rows]
 
 
-def defer_capped(
-    session: Session, keys: Sequence[Key], deployment_id: str | None, tenant_cap: int,
-    wait_s: float, *, overlap_checked: bool = False,
-) -> list[Key]:
-    """Of ``keys`` (runs :func:`claim_many` did not claim, in its transaction), those
-    that only their tenant's cap keeps from running: each waits ``wait_s`` (its message
-    is sent again with that countdown after the commit, so it counts as sent now)."""
+def park_capped(
+    session: Session, keys: Sequence[sql.Key], deployment_id: str | None, tenant_cap: int,
+    *, overlap_checked: bool = False,
+) -> list[sql.Key]:
+    """Of ``keys`` (runs :func:`claim_many` did not claim, in its transaction), park
+    those that only their tenant's cap keeps from running; their keys. A parked run has
+    no message: its own is done with, and a worker takes the run from the database once
+    its tenant is under the cap (app.queries.parking)."""
     if not keys or not tenant_cap:
         return []
-    rows = session.connection().execute(_DEFER_CAPPED, {
-        **_key_params(keys), "b_deployment_id": deployment_id, "b_tenant_cap": tenant_cap,
-        "b_wait_s": wait_s, "b_overlap_checked": overlap_checked,
+    rows = session.connection().execute(_PARK_CAPPED, {
+        **sql.key_params(keys), "b_deployment_id": deployment_id, "b_tenant_cap": tenant_cap,
+        "b_overlap_checked": overlap_checked,
     }).all()
     return [(row[0], row[1]) for row in rows]
 

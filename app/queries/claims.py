@@ -143,6 +143,10 @@ def claim_due_triggers(session: Session, now: dt.datetime, limit: int) -> Sequen
     return session.connection().execute(plain).all()
 
 
+#: insert_invocations' status for a run it parked.
+PARKED = "parked"
+
+
 def insert_invocations(
     session: Session,
     *,
@@ -153,12 +157,15 @@ def insert_invocations(
     misseds: Sequence[bool],
     reasons: Sequence[str | None],
     now: dt.datetime,
+    parked_ats: Sequence[dt.datetime | None] | None = None,
 ) -> list[tuple[InvocationKey, str]]:
-    """Insert one invocation per occurrence; return (key, status) of the rows inserted.
+    """Insert one invocation per occurrence; return (key, status) of the rows inserted,
+    the status ``parked`` for a run parked (no message: app.queries.parking).
 
     A pending row is recorded as published at ``now`` (its message goes out right after
-    the commit; if that publish fails, :func:`unmark_published` says so). A missed row
-    carries its reason (``reasons``, or :data:`MISSED_REASON` where None).
+    the commit; if that publish fails, :func:`unmark_published` says so), unless
+    ``parked_ats`` parks it. A missed row carries its reason (``reasons``, or
+    :data:`MISSED_REASON` where None).
     """
     # ON CONFLICT DO NOTHING on UNIQUE (trigger_id, scheduled_for): should any path ever
     # record an occurrence twice (a dispatcher racing a trigger edit, a replayed batch),
@@ -172,8 +179,10 @@ def insert_invocations(
         ("scheduled_for", _TS, scheduled_fors),
         ("missed", Boolean, misseds),
         ("reason", Text, reasons),
+        ("parked_at", _TS, parked_ats or [None] * len(trigger_ids)),
     )
     missed = source.c.missed
+    parked = source.c.parked_at.is_not(None)
     # The tenant and project come with the claim (claim_due_triggers): no join back to
     # the triggers the caller holds locked.
     rows = select(
@@ -187,7 +196,8 @@ def insert_invocations(
         literal(now, _TS),
         case((missed, literal(now, _TS)), else_=None),
         case((missed, func.coalesce(source.c.reason, literal(MISSED_REASON))), else_=None),
-        case((missed, None), else_=literal(now, _TS)),
+        case((missed, None), (parked, None), else_=literal(now, _TS)),
+        source.c.parked_at,
     ).select_from(source)
     invocations = Invocation.__table__
     statement = (
@@ -203,13 +213,16 @@ def insert_invocations(
                 invocations.c.finished_at,
                 invocations.c.last_error,
                 invocations.c.enqueued_at,
+                invocations.c.parked_at,
             ],
             rows,
         )
         .on_conflict_do_nothing(constraint="uq_invocations_trigger_id_scheduled_for")
-        .returning(invocations.c.id, invocations.c.scheduled_for, invocations.c.status)
+        .returning(invocations.c.id, invocations.c.scheduled_for, invocations.c.status,
+                   invocations.c.parked_at)
     )
-    return [(InvocationKey(row.id, row.scheduled_for), row.status)
+    return [(InvocationKey(row.id, row.scheduled_for),
+             PARKED if row.parked_at is not None else row.status)
             for row in session.connection().execute(statement)]
 
 

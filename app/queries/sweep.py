@@ -46,13 +46,15 @@ def stale_pending_query(
 ) -> Select[tuple[uuid.UUID]]:
     """Select (and lock, skipping locked) pending invocations last sent before a cutoff."""
     # The expression is ix_invocations_pending_last_sent's, so this is a range scan
-    # over the stale rows only.
+    # over the stale rows only. A parked run has no message to lose: a worker takes it
+    # from the database (app.firing.fairness).
     last_sent = func.greatest(
         func.coalesce(Invocation.enqueued_at, Invocation.created_at), Invocation.run_after
     )
     return (
         select(Invocation.id)
-        .where(Invocation.status == InvocationStatus.PENDING, last_sent < stale_before)
+        .where(Invocation.status == InvocationStatus.PENDING, Invocation.parked_at.is_(None),
+               last_sent < stale_before)
         .order_by(last_sent)
         .limit(limit)
         .with_for_update(skip_locked=True)
@@ -64,7 +66,7 @@ def _mark_sent(session: Session, picked: Any, now: dt.datetime) -> list[Invocati
     statement = (
         update(Invocation)
         .where(Invocation.id.in_(picked))
-        .values(enqueued_at=now)
+        .values(enqueued_at=now, parked_at=None)
         .returning(Invocation.id, Invocation.scheduled_for)
         .execution_options(synchronize_session=False)
     )
@@ -121,12 +123,14 @@ def take_unpublished(
     to the request that is publishing it. Setting enqueued_at in the statement that
     picks the rows is the claim (SKIP LOCKED, as the sweep).
     """
-    # ix_invocations_retry_due holds exactly the rows this reads.
+    # ix_invocations_retry_due holds exactly the rows this reads (parked runs are not
+    # unsent: they wait for a worker to take them, app.firing.fairness).
     due = (
         select(Invocation.id)
         .where(
             Invocation.status == InvocationStatus.PENDING,
             Invocation.enqueued_at.is_(None),
+            Invocation.parked_at.is_(None),
             func.coalesce(Invocation.run_after, Invocation.created_at + settle) <= now,
         )
         .limit(limit)

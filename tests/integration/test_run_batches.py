@@ -12,8 +12,8 @@ from sqlalchemy import func, select, update
 from app.config import Settings
 from app.delivery.send import DeliveryResult, Verdict
 from app.enums import InvocationStatus
-from app.firing.batch import finish_batch, start_batch
-from app.firing.runner import TENANT_WAIT_S, RunOutcome, deliver
+from app.firing.batch import finish_batch, start_batch, start_parked
+from app.firing.runner import RunOutcome, deliver
 from app.models import Invocation
 from tests.support.receiver import Receiver
 from tests.support.runs import T0, add_invocation, add_trigger, attempts, load, no_task
@@ -73,19 +73,28 @@ def test_a_batch_claims_no_more_of_a_tenant_than_its_cap(db, settings: Settings)
     of_b = [add_invocation(db, trigger_b, T0 + dt.timedelta(minutes=i), tenant_id="cap-b")
             for i in range(4)]
 
-    started, waiting = start_batch(db, core, _keys(db, [*of_a, *of_b]))
+    started, parked = start_batch(db, core, _keys(db, [*of_a, *of_b]))
 
     # Tenant a runs one already: two more fit, its oldest two; tenant b's first three.
     assert sorted(run.invocation_id for run in started) == sorted([*of_a[:2], *of_b[:3]])
-    # The rest wait TENANT_WAIT_S for their tenant, counted as sent now.
-    assert sorted(key[0] for key in waiting) == sorted([*of_a[2:], *of_b[3:]])
+    # The rest are parked for their tenant: pending, no message, run_after untouched.
+    assert sorted(key[0] for key in parked) == sorted([*of_a[2:], *of_b[3:]])
     with db.begin() as session:
         rows = session.execute(select(
-            Invocation.status, func.extract("epoch", Invocation.run_after - func.now()),
-            Invocation.enqueued_at.is_not(None),
+            Invocation.status, Invocation.run_after, Invocation.enqueued_at,
+            Invocation.parked_at.is_not(None),
         ).where(Invocation.id.in_([*of_a[2:], *of_b[3:]]))).all()
-    assert [(status, sent) for status, _, sent in rows] == [(InvocationStatus.PENDING, True)] * 4
-    assert all(0 < float(wait_s) <= TENANT_WAIT_S for _, wait_s, _ in rows)
+    assert rows == [(InvocationStatus.PENDING, None, None, True)] * 4
+    # A free thread takes them only as the cap allows: none while a is at 3 and b at 3.
+    assert start_parked(db, core, 10)[:2] == ([], [])
+    # b's first run ends: one of b's parked runs may start, the oldest; a's stay parked.
+    with db.begin() as session:
+        session.execute(update(Invocation).where(Invocation.id == of_b[0])
+                        .values(status=InvocationStatus.SUCCEEDED))
+    pulled, published, _ = start_parked(db, core, 10)
+    assert ([run.invocation_id for run in pulled], published) == ([of_b[3]], [])
+    assert load(db, of_b[3]).parked_at is None
+    assert all(load(db, invocation_id).parked_at is not None for invocation_id in of_a[2:])
 
 
 def test_a_batch_finish_records_every_outcome_as_the_single_path_does(

@@ -169,7 +169,11 @@ def test_an_unexpected_error_in_delivery_fails_the_invocation_with_its_type_only
     )
 
 
-def test_a_claim_racing_a_committed_claim_claims_nothing(db, settings: Settings) -> None:
+@pytest.mark.parametrize("cap", [0, 32])
+def test_a_claim_racing_a_committed_claim_claims_nothing(
+    db, settings: Settings, cap: int
+) -> None:
+    capped = dataclasses.replace(settings, tenant_max_running=cap)
     invocation_id = add_invocation(db, add_trigger(db))
     outcomes: list[RunOutcome] = []
 
@@ -177,29 +181,37 @@ def test_a_claim_racing_a_committed_claim_claims_nothing(db, settings: Settings)
         raise AssertionError("the losing claim delivered")
 
     def second_message() -> None:
-        outcomes.append(run_invocation(db, settings, invocation_id, send_task=no_task,
+        outcomes.append(run_invocation(db, capped, invocation_id, send_task=no_task,
                                        send_webhook_=never_delivered))
 
     with db.begin() as first:
-        assert claim(first, invocation_id, deployment_id="a") == 1
-        # The second message reads the row as pending (the first claim is not committed
-        # yet) and blocks on the row lock in its own claim, the tightest interleaving.
+        assert claim(first, invocation_id, deployment_id="a", tenant_cap=cap) == 1
         racer = threading.Thread(target=second_message)
         racer.start()
-        deadline = time.monotonic() + DEADLINE_S
-        with db() as observer:
-            while not observer.scalar(text(
-                "SELECT count(*) FROM pg_stat_activity"
-                " WHERE datname = current_database() AND wait_event_type = 'Lock'"
-            )):
-                assert time.monotonic() < deadline, "the second claim never blocked"
-                time.sleep(0.02)
-                observer.rollback()  # a fresh snapshot of pg_stat_activity
+        if cap:
+            # The second message reads the row as pending (the first claim is not
+            # committed yet) and blocks on the tenant's claim lock, the tightest
+            # interleaving.
+            deadline = time.monotonic() + DEADLINE_S
+            with db() as observer:
+                while not observer.scalar(text(
+                    "SELECT count(*) FROM pg_stat_activity"
+                    " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+                )):
+                    assert time.monotonic() < deadline, "the second claim never blocked"
+                    time.sleep(0.02)
+                    observer.rollback()  # a fresh snapshot of pg_stat_activity
+        else:
+            # No cap, no tenant lock: the claim skips the locked row and is done before
+            # the first one commits.
+            racer.join(DEADLINE_S)
+            assert outcomes == [RunOutcome(status=None)]
     racer.join(DEADLINE_S)
 
     assert outcomes == [RunOutcome(status=None)]
     invocation = load(db, invocation_id)
-    assert (invocation.status, invocation.attempt) == (InvocationStatus.RUNNING, 1)
+    assert (invocation.status, invocation.attempt, invocation.parked_at) == (
+        InvocationStatus.RUNNING, 1, None)
 
 
 def test_a_loopback_target_past_the_address_check_is_refused_at_the_socket(

@@ -26,7 +26,7 @@ def test_defaults_for_a_minimal_environment() -> None:
         allow_private_targets=False,
         dispatch_batch_size=5000,
         republish_after_s=300,
-        tenant_max_running=32,
+        tenant_max_running=0,
         history_retention_days=30,
         log_format="text",
         log_level="INFO",

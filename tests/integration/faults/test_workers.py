@@ -49,14 +49,15 @@ def test_a_killed_worker_s_runs_free_their_tenant_within_45_s(
     db: sessionmaker[Session], receiver: Receiver, redis_server: PrivateRedis,
     fleet: Callable[..., dict[str, ProcfileProcess]],
 ) -> None:
-    first = fleet(("worker", "dispatcher", "beat"), redis_server)["worker"]
+    capped = {"CRONBEAT_TENANT_MAX_RUNNING": "32"}
+    first = fleet(("worker", "dispatcher", "beat"), redis_server, **capped)["worker"]
     hold = threading.Event()
     receiver.script(*[Reply(hold=hold)] * 32)
-    # The tenant's cap (CRONBEAT_TENANT_MAX_RUNNING, 32): the first worker holds it all.
+    # The tenant's optional hard cap, 32: the first worker holds it all.
     one_time(db, receiver.url("/held"), db_now(db) + dt.timedelta(seconds=1), 32,
              tenant_id="capped", max_attempts=1, timeout_s=300)
     receiver.wait_for(32, timeout_s=60)
-    second = fleet(("worker",), redis_server)["worker"]
+    second = fleet(("worker",), redis_server, **capped)["worker"]
     first.kill()
     killed_at = time.monotonic()
     hold.set()
@@ -85,7 +86,7 @@ def test_one_worker_under_a_burst_holds_at_most_its_connection_budget(
 ) -> None:
     worker = fleet(("worker",), redis_server)["worker"]
     receiver.default = Reply(delay_s=0.05)
-    # Twenty tenants, so their caps (32 running each) are not what the burst waits on.
+    # Twenty tenants of 100 runs each: every run goes out as a message.
     triggers = [add_trigger(db, receiver, tenant_id=f"burst{n}", max_attempts=1)
                 for n in range(20)]
     with db.begin() as session:
