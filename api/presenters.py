@@ -15,24 +15,14 @@ from urllib.parse import urlsplit, urlunsplit
 from api.schemas.fields import REDACTED
 from app.enums import TargetKind
 from app.models import Invocation, InvocationAttempt, Trigger
-from app.schedule import scheduling
-from app.schedule.descriptions import describe_cron
+from app.schedule.kinds import local_time, schedule_of
 
-
-def _local(moment: dt.datetime, timezone: str) -> dt.datetime:
-    # A stored instant near the end of datetime's range (year 9999) has no local time in
-    # a zone east of UTC; the answer shows it in UTC rather than failing.
-    try:
-        return moment.astimezone(scheduling.validate_timezone(timezone))
-    except OverflowError:
-        return moment.astimezone(dt.UTC)
+_local = local_time
 
 
 def describe_schedule(trigger: Trigger) -> str:
     """Describe a trigger's schedule in words."""
-    if trigger.cron_expression is not None:
-        return describe_cron(trigger.cron_expression)
-    return f"Once, at {_local(trigger.run_at, trigger.timezone).isoformat()}"
+    return schedule_of(trigger).describe(trigger.timezone)
 
 
 def redact_url(url: str) -> str:
@@ -81,10 +71,7 @@ def trigger_view(
 
 def preview_view(trigger: Trigger, now: dt.datetime, count: int) -> dict[str, Any]:
     """Return the trigger's next ``count`` fire times (none left for a past one-time)."""
-    if trigger.cron_expression is not None:
-        times = scheduling.next_run_times(trigger.cron_expression, trigger.timezone, now, count)
-    else:
-        times = [trigger.run_at] if trigger.run_at > now else []
+    times = schedule_of(trigger).times(now, count)
     return {
         "cron_expression": trigger.cron_expression,
         "run_at": trigger.run_at,

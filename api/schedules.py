@@ -6,11 +6,11 @@ from typing import Any
 
 from api import auth
 from api.parser import Blueprint
-from api.presenters import describe_cron
 from api.schemas.common import ScheduleCheckResultSchema, ScheduleCheckSchema
 from api.state import db_now, state
 from app.errors import InvalidSchedule
 from app.schedule import scheduling
+from app.schedule.descriptions import describe_cron
 
 PREVIEW_COUNT = 5
 

@@ -170,6 +170,16 @@ class Invocation(Base):
     trigger_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
     tenant_id: Mapped[str] = mapped_column(String(64))
     project_id: Mapped[str] = mapped_column(String(64))
+    #: The row's *key instant*. It has four roles, each with its name in the code:
+    #:
+    #: * the **occurrence instant** of a scheduled run: when the schedule said it falls
+    #:   (:attr:`occurrence_instant`, which a replay overrides with ``occurrence_at``);
+    #: * the **occurrence key** with ``trigger_id``: one row per occurrence, whatever
+    #:   races (``uq_invocations_trigger_id_scheduled_for``);
+    #: * the **day**, the partition key: every statement that knows it reads one day's
+    #:   partition (:class:`InvocationKey`, ``attempt_sql.Key``);
+    #: * for a manual run (run now, replay), its **manual instant**: the moment asked
+    #:   for, made unique per trigger (:func:`app.editing.manual.manual_instant`).
     scheduled_for: Mapped[dt.datetime] = mapped_column(Timestamp, primary_key=True)
     status: Mapped[InvocationStatus] = mapped_column(
         _enum(InvocationStatus, "invocation_status"),
@@ -206,6 +216,12 @@ class Invocation(Base):
     #: The occurrence's time the delivery's body carries when it is not scheduled_for
     #: (a replay carries its original's).
     occurrence_at: Mapped[dt.datetime | None] = mapped_column(Timestamp)
+
+    @property
+    def occurrence_instant(self) -> dt.datetime:
+        """When the occurrence this row runs falls: ``occurrence_at`` (a replay's
+        original's) or the key instant."""
+        return self.occurrence_at or self.scheduled_for
 
     __table_args__ = (
         # The idempotency key: one invocation per occurrence, whatever races (it holds

@@ -39,7 +39,8 @@ from app.editing import alerts, apikeys, invocations, manual, triggers
 from app.errors import Conflict, NotFound
 from app.history import stats
 from app.models import Invocation, InvocationAttempt, InvocationKey, Trigger
-from app.schedule import cron, scheduling
+from app.schedule import scheduling
+from app.schedule.kinds import schedule_of
 
 PAGE_SIZE = 50
 STRIP_DAYS = 30
@@ -181,22 +182,9 @@ def next_runs(trigger: Trigger, now: dt.datetime) -> list[dict[str, Any]]:
     """
     if not trigger.enabled:
         return []
-    if trigger.cron_expression is None:
-        times = [trigger.run_at] if trigger.run_at > now else []
-        return [{"utc": t, "local": _local(t, trigger.timezone), "dst": None} for t in times]
-    spec = cron.parse(trigger.cron_expression)
-    runs = []
-    for moment in scheduling.next_run_times(trigger.cron_expression, trigger.timezone, now,
-                                            NEXT_RUNS):
-        local = _local(moment, trigger.timezone)
-        assert local is not None
-        dst = None
-        if not cron.matches(spec, local.replace(tzinfo=None)):
-            dst = "moved: its wall time falls in a DST gap"
-        elif local.fold:
-            dst = "second pass of an hour DST repeats"
-        runs.append({"utc": moment, "local": local, "dst": dst})
-    return runs
+    schedule, zone = schedule_of(trigger), trigger.timezone
+    return [{"utc": moment, "local": _local(moment, zone), "dst": schedule.dst_note(moment, zone)}
+            for moment in schedule.times(now, NEXT_RUNS)]
 
 
 @blp.get("/projects/<project_id>/triggers/<uuid:trigger_id>")

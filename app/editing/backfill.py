@@ -22,12 +22,11 @@ from app.editing.triggers import get_trigger
 from app.enums import InvocationStatus
 from app.errors import InvalidTrigger
 from app.models import Invocation, InvocationKey, Trigger
-from app.schedule import scheduling
+from app.schedule.kinds import schedule_of
 
 #: Occurrences one call may record (a dry run lists as many); a longer range is done in
 #: several calls, each starting where the last one's ``capped_at`` says.
 MAX_OCCURRENCES = 1000
-_TICK = dt.timedelta(microseconds=1)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,17 +46,7 @@ class Backfill:
 def occurrences(trigger: Trigger, start: dt.datetime, end: dt.datetime,
                 limit: int) -> tuple[list[dt.datetime], dt.datetime | None]:
     """The trigger's occurrences in ``[start, end)``, at most ``limit``; and the next one."""
-    if trigger.cron_expression is None:
-        found = [trigger.run_at] if start <= trigger.run_at < end else []
-        return found, None
-    found: list[dt.datetime] = []
-    moment = scheduling.next_run_at(trigger.cron_expression, trigger.timezone, start - _TICK)
-    while moment < end:
-        if len(found) == limit:
-            return found, moment
-        found.append(moment)
-        moment = scheduling.next_run_at(trigger.cron_expression, trigger.timezone, moment)
-    return found, None
+    return schedule_of(trigger).between(start, end, limit)
 
 
 def backfill(

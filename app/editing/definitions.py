@@ -20,6 +20,7 @@ from app.errors import InvalidSchedule, InvalidTrigger
 from app.limits import RUN_AT_LIMIT
 from app.models import Trigger
 from app.schedule import occurrences, scheduling
+from app.schedule.kinds import Schedule, schedule_of
 
 # What a trigger gets for every column its definition leaves out. Kept here rather than
 # read back from the server defaults so that a declarative sync can tell "unchanged"
@@ -115,7 +116,7 @@ def is_finished_one_time(trigger: Trigger) -> bool:
     ``last_scheduled_for`` at its ``run_at``.
     """
     return (
-        trigger.run_at is not None
+        not schedule_of(trigger).pausable
         and not trigger.enabled
         and trigger.next_run_at is None
         and trigger.last_scheduled_for == trigger.run_at
@@ -126,7 +127,7 @@ def next_run_after_save(
     old: Trigger | None,
     new: Mapping[str, Any],
     now: dt.datetime,
-    cache: dict[tuple[str, str], dt.datetime] | None = None,
+    cache: dict[Schedule, dt.datetime] | None = None,
 ) -> dt.datetime | None:
     """Decide ``next_run_at`` for a trigger being saved as ``new`` (``old``: as stored).
 
@@ -134,7 +135,7 @@ def next_run_after_save(
     ``now`` (one-time: ``run_at``, which must then lie ahead). Otherwise unchanged, so an
     edit of the description neither skips nor repeats an occurrence.
 
-    ``cache`` maps (expression, zone) to a computed time, for callers saving many.
+    ``cache`` maps a schedule to its computed time, for callers saving many.
 
     Raises:
         InvalidTrigger: ``run_at`` is not in the future, or the expression never fires
@@ -149,19 +150,15 @@ def next_run_after_save(
         and all(getattr(old, column) == new[column] for column in SCHEDULE_COLUMNS)
     ):
         return old.next_run_at
-    if new["cron_expression"] is None:
-        if new["run_at"] <= now:
-            raise InvalidTrigger("run_at", "must be in the future")
-        return new["run_at"]
-    key = (new["cron_expression"], new["timezone"])
-    if cache is not None and key in cache:
-        return cache[key]
+    schedule = schedule_of(new)
+    if cache is not None and schedule in cache:
+        return cache[schedule]
     try:
-        found = scheduling.next_run_at(key[0], key[1], now)
+        found = schedule.first_for_save(now)
     except InvalidSchedule as exc:
-        raise InvalidTrigger("cron_expression", exc.message) from None
+        raise InvalidTrigger(schedule.field, exc.message) from None
     if cache is not None:
-        cache[key] = found
+        cache[schedule] = found
     return found
 
 
@@ -185,7 +182,7 @@ class Applied:
 def apply_definition(
     old: Trigger | None, definition: Mapping[str, Any], *, now: dt.datetime,
     explicit_enabled: bool | None, declarative: bool, generate_secret: bool = True,
-    cache: dict[tuple[str, str], dt.datetime] | None = None,
+    cache: dict[Schedule, dt.datetime] | None = None,
 ) -> Applied:
     """Decide what saving ``definition`` over ``old`` does: the one rule of PATCH and sync.
 

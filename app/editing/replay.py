@@ -88,7 +88,7 @@ def replay_failed(
             continue
         key = insert_manual(session, trigger, now=now, at=next_at.get(trigger.id),
                             id=replay_id, replay_of=original.id,
-                            occurrence_at=original.occurrence_at or original.scheduled_for)
+                            occurrence_at=original.occurrence_instant)
         next_at[trigger.id] = key.scheduled_for + dt.timedelta(microseconds=1)
         created.append((original.id, key))
     return Replayed(matched=matched, created=created, trigger_gone=gone)

@@ -36,6 +36,7 @@ from app.queries.cancellation import DELETED_REASON, cancel_pending, stop_schedu
 from app.queries.missed import record_missed
 from app.queries.triggers import project_triggers
 from app.schedule import occurrences
+from app.schedule.kinds import Schedule
 
 # The columns an update rewrites: the whole definition, plus what saving derives.
 _UPDATED = (*EDITABLE, "next_run_at", "version", "updated_at")
@@ -87,7 +88,7 @@ def sync_triggers(
     existing = {t.name: t for t in project_triggers(session, tenant_id, project_id,
                                                     lock=not dry_run)}
 
-    cache: dict[tuple[str, str], dt.datetime] = {}
+    cache: dict[Schedule, dt.datetime] = {}
     created: list[dict[str, Any]] = []
     updated: list[dict[str, Any]] = []
     unchanged: list[str] = []

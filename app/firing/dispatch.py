@@ -29,6 +29,7 @@ from app.errors import CronbeatError
 from app.firing import fairness, resend
 from app.models import InvocationKey
 from app.queries import claims
+from app.schedule.kinds import schedule_of
 from app.schedule.occurrences import TriggerPlan, plan_trigger
 
 log = logging.getLogger(__name__)
@@ -225,8 +226,7 @@ def _dispatch_batch(
         for row in rows:
             try:
                 plan = plan_trigger(
-                    cron_expression=row.cron_expression,
-                    timezone=row.timezone,
+                    schedule=schedule_of(row),
                     stored_next_run_at=row.next_run_at,
                     policy=MisfirePolicy(row.misfire_policy),
                     grace_s=max(row.misfire_grace_s, options.min_grace_s),

@@ -55,6 +55,7 @@ from app.firing.outcome import finish_retrying
 from app.firing.runs import RunOutcome, StartedRun, log_ids, started_run
 from app.models import Invocation, Trigger
 from app.queries import attempts, leases, locks
+from app.schedule.kinds import schedule_of
 
 log = logging.getLogger(__name__)
 
@@ -69,13 +70,14 @@ def _not_runnable_reason(
         return InvocationStatus.CANCELLED, "cancelled: cancel requested"
     if trigger is None:
         return InvocationStatus.CANCELLED, "cancelled: the trigger was deleted"
-    if not trigger.enabled and not invocation.manual and trigger.run_at is None:
-        # Only a cron trigger's enabled = false means "paused". A one-time trigger's
-        # means "fired" too: the dispatcher sets it in the transaction that records the
-        # occurrence, and setting a new run_at fires it again, so it cannot tell a
-        # pause from an earlier firing whose retry is still due. Pausing one cancels its
-        # pending invocations explicitly (cancel_requested), so it needs nothing here.
-        # Manual runs are the user's explicit request; pausing leaves them alone.
+    if not trigger.enabled and not invocation.manual and schedule_of(trigger).pausable:
+        # Only a pausable kind's enabled = false means "paused" (kinds.Schedule.pausable).
+        # A one-time trigger's means "fired" too: the dispatcher sets it in the
+        # transaction that records the occurrence, and setting a new run_at fires it
+        # again, so it cannot tell a pause from an earlier firing whose retry is still
+        # due. Pausing one cancels its pending invocations explicitly (cancel_requested),
+        # so it needs nothing here. Manual runs are the user's explicit request; pausing
+        # leaves them alone.
         return InvocationStatus.CANCELLED, "cancelled: the trigger is disabled"
     if trigger.overlap_policy is OverlapPolicy.SKIP:
         locks.lock_trigger_runs(session, trigger.id)

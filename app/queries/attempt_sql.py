@@ -117,6 +117,12 @@ def may_run(deployment: Any) -> Any:
     )
 
 
+def not_pausable() -> Any:
+    """The trigger's kind is not pausable (app.schedule.kinds.Schedule.pausable, in SQL):
+    a one-time trigger, whose ``enabled = false`` also means "fired"."""
+    return TRG.c.run_at.is_not(None)
+
+
 def overlap_checked() -> Any:
     """Whether the caller looked for another running run of the trigger under its run
     lock already (the single-run path, for overlap ``skip``); false for a batch."""
@@ -125,14 +131,15 @@ def overlap_checked() -> Any:
 
 def claimable(deployment: Any) -> tuple[Any, ...]:
     """What may be claimed (the invocation joined with its trigger): pending and due, no
-    cancel requested, a runnable trigger, and this deployment may run. A trigger whose
+    cancel requested, a runnable trigger (enabled, or the run is manual, or its kind
+    is not pausable), and this deployment may run. A trigger whose
     overlap policy is ``skip`` only once its runs were looked at under their lock
     (:func:`overlap_checked`)."""
     return (
         INV.c.status == InvocationStatus.PENDING,
         or_(INV.c.run_after.is_(None), INV.c.run_after <= func.now()),
         INV.c.cancel_requested.is_(False),
-        or_(TRG.c.enabled, INV.c.manual, TRG.c.run_at.is_not(None)),
+        or_(TRG.c.enabled, INV.c.manual, not_pausable()),
         or_(TRG.c.overlap_policy != OverlapPolicy.SKIP, overlap_checked()),
         may_run(deployment),
     )

@@ -2,10 +2,10 @@
 
 One module for the one concept, used by the dispatcher and by edits alike:
 
-* :func:`due_occurrences` enumerates a trigger's due occurrences from its stored
-  ``next_run_at``: the first real occurrence at or after it, then each next one from the
-  scheduled instant, never from the wall clock. Both paths count this way, so their
-  rows share keys ``(trigger_id, scheduled_for)``.
+* :meth:`app.schedule.kinds.Schedule.due` enumerates a trigger's due occurrences from
+  its stored ``next_run_at``: the first real occurrence at or after it, then each next
+  one from the scheduled instant, never from the wall clock. Both paths count this way,
+  so their rows share keys ``(trigger_id, scheduled_for)``.
 * The dispatcher: :func:`plan_trigger` decides each due occurrence's fate by the
   trigger's misfire policy (:func:`decide`). An occurrence is *on time* when the
   dispatcher sees it at most ``misfire_grace_s`` after its scheduled instant; on-time
@@ -29,16 +29,13 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import functools
 from collections.abc import Sequence
 from typing import Any
 
 from app.enums import InvocationStatus, MisfirePolicy
 from app.errors import InvalidSchedule
 from app.models import Trigger
-from app.schedule import scheduling
-
-_ONE_SECOND = dt.timedelta(seconds=1)
+from app.schedule.kinds import Schedule, schedule_of
 
 #: ``run_all`` replays at most this many occurrences after an outage. A minutely trigger
 #: after a day's outage would otherwise fire 1,440 times at once at its target, which
@@ -136,32 +133,6 @@ def decide(
     return decided
 
 
-# next_run_at is pure, and triggers that share a schedule are due at the same instant
-# (thousands of "0 * * * *" triggers at the top of the hour), so one computation serves
-# them all within a batch.
-_next_run_at = functools.lru_cache(maxsize=65_536)(scheduling.next_run_at)
-
-
-def due_occurrences(
-    cron_expression: str, timezone: str, stored_next_run_at: dt.datetime, now: dt.datetime,
-    limit: int,
-) -> tuple[list[dt.datetime], dt.datetime]:
-    """Return up to ``limit`` due occurrences (``<= now``), oldest first, and the next one.
-
-    The next one is the first occurrence after those returned: after ``now`` when every
-    due occurrence was returned, else the first due one left out.
-
-    Raises:
-        InvalidSchedule: the stored expression no longer computes.
-    """
-    due: list[dt.datetime] = []
-    occurrence = _next_run_at(cron_expression, timezone, stored_next_run_at - _ONE_SECOND)
-    while occurrence <= now and len(due) < limit:
-        due.append(occurrence)
-        occurrence = _next_run_at(cron_expression, timezone, occurrence)
-    return due, occurrence
-
-
 @dataclasses.dataclass(frozen=True)
 class TriggerPlan:
     occurrences: list[Occurrence]
@@ -175,8 +146,7 @@ class TriggerPlan:
 
 def plan_trigger(
     *,
-    cron_expression: str | None,
-    timezone: str,
+    schedule: Schedule,
     stored_next_run_at: dt.datetime,
     policy: MisfirePolicy,
     grace_s: int,
@@ -189,23 +159,16 @@ def plan_trigger(
     Missed occurrences are folded by :func:`fold_missed` (``missed_reason`` is the
     plain reason a summary row's text starts with).
 
-    A one-time trigger (no cron expression) has one occurrence, at ``stored_next_run_at``
-    (its run_at), and is then finished. A cron trigger's occurrences are enumerated from
-    the first real occurrence at or after ``stored_next_run_at`` (so a hand-edited
-    next_run_at never produces an occurrence the schedule does not have), advancing from
-    each scheduled instant, never from the wall clock.
+    The occurrences are enumerated from the first real occurrence at or after
+    ``stored_next_run_at`` (so a hand-edited next_run_at never produces an occurrence
+    the schedule does not have), advancing from each scheduled instant, never from the
+    wall clock. A schedule with none left (a one-time trigger, once fired) is finished.
 
     Raises:
-        InvalidSchedule: the stored expression no longer parses (a bug elsewhere).
+        InvalidSchedule: the stored schedule no longer computes (a bug elsewhere).
     """
-    if cron_expression is None:
-        occurrences = decide(
-            [stored_next_run_at], exhausted=True, now=now, policy=policy, grace_s=grace_s
-        )
-        return TriggerPlan(occurrences, None)
-    due, occurrence = due_occurrences(cron_expression, timezone, stored_next_run_at, now,
-                                      limit + MAX_CATCH_UP_RUNS)
-    exhausted = occurrence > now
+    due, occurrence = schedule.due(stored_next_run_at, now, limit + MAX_CATCH_UP_RUNS)
+    exhausted = occurrence is None or occurrence > now
     decided = decide(
         due, exhausted=exhausted, now=now, policy=policy, grace_s=grace_s, limit=limit
     )
@@ -255,13 +218,11 @@ def _due_for_edit(old: Trigger, now: dt.datetime) -> tuple[list[dt.datetime], bo
     # The due instants (as many as a dispatcher's claim enumerates) and whether more
     # are due after them.
     assert old.next_run_at is not None
-    if old.cron_expression is None:
-        return [old.next_run_at], False
     try:
-        due, following = due_occurrences(old.cron_expression, old.timezone, old.next_run_at,
-                                         now, MAX_OCCURRENCES_PER_CLAIM + MAX_CATCH_UP_RUNS)
+        due, following = schedule_of(old).due(
+            old.next_run_at, now, MAX_OCCURRENCES_PER_CLAIM + MAX_CATCH_UP_RUNS)
     except InvalidSchedule:
-        # A stored expression that no longer computes (the dispatcher records it
+        # A stored schedule that no longer computes (the dispatcher records it
         # failed): the one instant known to be due is recorded.
         return [old.next_run_at], False
-    return due, following <= now
+    return due, following is not None and following <= now

@@ -7,6 +7,7 @@ import datetime as dt
 import pytest
 
 from app.enums import InvocationStatus, MisfirePolicy
+from app.schedule.kinds import Cron, Once
 from app.schedule.occurrences import (
     MAX_CATCH_UP_RUNS,
     MAX_MISSED_ROWS,
@@ -79,8 +80,7 @@ def test_a_cut_short_list_that_is_too_short_is_a_programmer_error() -> None:
 
 def test_an_hourly_trigger_three_hours_behind_plans_three_occurrences_and_the_next_hour() -> None:
     plan = plan_trigger(
-        cron_expression="0 * * * *",
-        timezone="UTC",
+        schedule=Cron("0 * * * *", "UTC"),
         stored_next_run_at=dt.datetime(2026, 6, 1, 10, 0, tzinfo=UTC),
         policy=MisfirePolicy.RUN_ONCE,
         grace_s=60,
@@ -96,8 +96,7 @@ def test_an_hourly_trigger_three_hours_behind_plans_three_occurrences_and_the_ne
 
 def test_a_hand_edited_next_run_at_snaps_to_the_schedules_next_real_occurrence() -> None:
     plan = plan_trigger(
-        cron_expression="0 * * * *",
-        timezone="UTC",
+        schedule=Cron("0 * * * *", "UTC"),
         stored_next_run_at=dt.datetime(2026, 6, 1, 11, 17, 30, tzinfo=UTC),
         policy=MisfirePolicy.RUN_ALL,
         grace_s=60,
@@ -113,8 +112,7 @@ def test_a_daily_job_advances_by_the_local_calendar_day_across_spring_forward() 
     # America/New_York, 2026-03-08: 02:00 EST -> 03:00 EDT. 02:30 falls in the gap and
     # fires at the transition (07:00Z); the next day's 02:30 EDT is 06:30Z.
     plan = plan_trigger(
-        cron_expression="30 2 * * *",
-        timezone="America/New_York",
+        schedule=Cron("30 2 * * *", "America/New_York"),
         stored_next_run_at=dt.datetime(2026, 3, 8, 7, 0, tzinfo=UTC),
         policy=MisfirePolicy.RUN_ONCE,
         grace_s=300,
@@ -128,7 +126,7 @@ def test_a_daily_job_advances_by_the_local_calendar_day_across_spring_forward() 
 
 def test_a_one_time_trigger_has_one_occurrence_and_then_finishes() -> None:
     run_at = dt.datetime(2026, 6, 1, 11, 0, 0, 123000, tzinfo=UTC)
-    plan = plan_trigger(cron_expression=None, timezone="UTC", stored_next_run_at=run_at,
+    plan = plan_trigger(schedule=Once(run_at), stored_next_run_at=run_at,
                         policy=MisfirePolicy.SKIP, grace_s=60, now=NOW)
     assert [(o.scheduled_for, o.status) for o in plan.occurrences] == [(run_at, MISS)]
     assert plan.finished
@@ -136,8 +134,7 @@ def test_a_one_time_trigger_has_one_occurrence_and_then_finishes() -> None:
 
 def test_a_minutely_trigger_a_month_behind_is_recorded_in_bounded_chunks() -> None:
     plan = plan_trigger(
-        cron_expression="* * * * *",
-        timezone="UTC",
+        schedule=Cron("* * * * *", "UTC"),
         stored_next_run_at=NOW.replace(second=0) - dt.timedelta(days=30),
         policy=MisfirePolicy.RUN_ONCE,
         grace_s=60,
@@ -156,7 +153,7 @@ def test_a_minutely_trigger_a_month_behind_is_recorded_in_bounded_chunks() -> No
 
 def test_the_last_chunk_of_a_backlog_keeps_the_latest_missed_rows_and_folds_the_rest() -> None:
     start = NOW.replace(second=0) - dt.timedelta(minutes=300)
-    plan = plan_trigger(cron_expression="* * * * *", timezone="UTC", stored_next_run_at=start,
+    plan = plan_trigger(schedule=Cron("* * * * *", "UTC"), stored_next_run_at=start,
                         policy=MisfirePolicy.RUN_ONCE, grace_s=60, now=NOW,
                         missed_reason="missed: late")
     # 301 due: the latest runs, the 100 before it keep a row each, 200 fold into one.
