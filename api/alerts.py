@@ -16,7 +16,6 @@ from flask.views import MethodView
 from api import auth
 from api.pagination import decode_time_cursor, time_page
 from api.parser import Blueprint
-from api.presenters import redact_url
 from api.schemas.alerts import (
     AlertListQuerySchema,
     AlertPageSchema,
@@ -34,6 +33,7 @@ from app.alerting.rules import Rule
 from app.delivery.send import Verdict
 from app.editing import alerts
 from app.models import Alert, AlertChannel
+from app.targets.webhook import redact_url
 
 log = logging.getLogger(__name__)
 

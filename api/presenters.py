@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import datetime as dt
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
-from api.schemas.fields import REDACTED
-from app.enums import TargetKind
 from app.models import Invocation, InvocationAttempt, Trigger
 from app.schedule.kinds import local_time, schedule_of
+from app.targets import target_of
 
 _local = local_time
 
@@ -25,30 +23,12 @@ def describe_schedule(trigger: Trigger) -> str:
     return schedule_of(trigger).describe(trigger.timezone)
 
 
-def redact_url(url: str) -> str:
-    """Return ``url`` with the password of its userinfo, if any, replaced."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    userinfo, _, hostport = parts.netloc.rpartition("@")
-    user = userinfo.partition(":")[0]
-    return urlunsplit(parts._replace(netloc=f"{user}:{REDACTED}@{hostport}"))
-
-
 def trigger_view(
     trigger: Trigger, last: Invocation | None, *, signing_secret: str | None = None
 ) -> dict[str, Any]:
     """Return a trigger as the API shows it: credentials redacted (see the module doc),
     the signing secret only when given, to show once."""
-    if trigger.target_kind is TargetKind.WEBHOOK:
-        target: dict[str, Any] = {
-            "kind": "webhook", "url": redact_url(trigger.webhook_url),
-            "method": trigger.webhook_method,
-            "headers": dict.fromkeys(trigger.webhook_headers or {}, REDACTED),
-            "has_signing_secret": trigger.signing_secret is not None,
-        }
-    else:
-        target = {"kind": "task", "task_name": trigger.task_name, "queue": trigger.task_queue}
+    target = target_of(trigger.target_kind).view(trigger)
     view = {
         column: getattr(trigger, column)
         for column in (

@@ -41,6 +41,7 @@ from app.history import stats
 from app.models import Invocation, InvocationAttempt, InvocationKey, Trigger
 from app.schedule import scheduling
 from app.schedule.kinds import schedule_of
+from app.targets import target_of
 
 PAGE_SIZE = 50
 STRIP_DAYS = 30
@@ -207,6 +208,7 @@ def trigger_page(project_id: str, trigger_id: uuid.UUID) -> str:
         return render_template(
             "console/trigger.html", trigger=trigger, view=trigger_view(trigger, last),
             description=describe_schedule(trigger), runs=next_runs(trigger, now),
+            target_line=target_of(trigger.target_kind).describe(trigger),
             history=history, attempts=attempts, alerting=alerting,
             rule_text=describe_rule(alerting.rule.rule))
 

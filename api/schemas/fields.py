@@ -20,10 +20,11 @@ from app.limits import (  # noqa: F401 - re-exported for the schemas
     MAX_TEMPLATE_BYTES,
 )
 from app.schedule import scheduling
+from app.targets import webhook
 
 NAME_PATTERN = r"^[A-Za-z0-9._-]{1,200}$"
 # What reads show in place of a webhook's header values and URL password.
-REDACTED = "<redacted>"
+REDACTED = webhook.REDACTED
 # Not "." or "..": as a path segment they would resolve away in links and URLs.
 PROJECT_ID_PATTERN = r"^(?!\.{1,2}$)[A-Za-z0-9._-]{1,64}$"
 PROJECT_ID_RULE = "must be 1-64 of A-Z a-z 0-9 . _ -, and not . or .."

@@ -49,6 +49,7 @@ from app.limits import (
     TIMEOUT_S,
 )
 from app.schedule import scheduling
+from app.targets import all_columns, target_of
 
 METHODS = ("POST", "PUT", "PATCH", "GET", "DELETE")
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,256}")
@@ -173,21 +174,11 @@ TARGETS = {"webhook": WebhookTargetSchema, "task": TaskTargetSchema}
 
 
 def target_columns(target: dict[str, Any]) -> dict[str, Any]:
-    """Map a loaded target onto the trigger's columns."""
-    if target["kind"] == "webhook":
-        columns = {
-            "target_kind": "webhook",
-            "webhook_url": target["url"],
-            "webhook_method": target["method"],
-            "webhook_headers": target["headers"],
-            "task_name": None,
-            "task_queue": None,
-        }
-        if "signing_secret" in target:
-            columns["signing_secret"] = target["signing_secret"]
-        return columns
-    return {"target_kind": "task", "task_name": target["task_name"],
-            "task_queue": target["queue"]}
+    """Map a loaded target onto the trigger's columns (the other kinds' cleared)."""
+    kind = target_of(target["kind"])
+    cleared = {column: value for column, value in all_columns().items()
+               if column not in kind.columns and column != "signing_secret"}
+    return {**cleared, **kind.columns_of(target)}
 
 
 def _run_at_utc(run_at: dt.datetime, timezone: str | None) -> dt.datetime:

@@ -18,12 +18,12 @@ from sqlalchemy.orm import Session
 
 from app.alerting.observe import console_link, iso_utc
 from app.alerting.rules import DEFAULT_RULE, AlertKind, Rule
-from app.editing.definitions import new_signing_secret
 from app.editing.triggers import get_trigger
 from app.errors import Conflict, NameTaken, NotFound
 from app.models import Alert, AlertChannel, AlertRule, TriggerAlertState
 from app.queries import alerts as alert_queries
 from app.queries.locks import lock_project
+from app.targets.webhook import new_signing_secret
 
 #: A project has at most this many channels (each alert goes to every enabled one).
 MAX_CHANNELS_PER_PROJECT = 10

@@ -8,10 +8,8 @@ trigger was off, because the next one is counted from now.
 
 from __future__ import annotations
 
-import base64
 import dataclasses
 import datetime as dt
-import secrets
 from collections.abc import Mapping
 from typing import Any
 
@@ -21,6 +19,7 @@ from app.limits import RUN_AT_LIMIT
 from app.models import Trigger
 from app.schedule import occurrences, scheduling
 from app.schedule.kinds import Schedule, schedule_of
+from app.targets import all_columns, target_of
 
 # What a trigger gets for every column its definition leaves out. Kept here rather than
 # read back from the server defaults so that a declarative sync can tell "unchanged"
@@ -52,15 +51,7 @@ DEFAULTS: dict[str, Any] = {
 #: The columns a definition may set.
 EDITABLE = ("name", *DEFAULTS)
 SCHEDULE_COLUMNS = ("cron_expression", "timezone", "run_at")
-TARGET_COLUMNS = (
-    "target_kind", "webhook_url", "webhook_method", "webhook_headers", "signing_secret",
-    "task_name", "task_queue",
-)
-
-
-def new_signing_secret() -> str:
-    """Return a fresh Standard Webhooks secret: ``whsec_`` + base64 of 24 random bytes."""
-    return "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode("ascii")
+TARGET_COLUMNS = ("target_kind", *all_columns())
 
 
 def complete_definition(values: Mapping[str, Any]) -> dict[str, Any]:
@@ -97,15 +88,10 @@ def complete_definition(values: Mapping[str, Any]) -> dict[str, Any]:
     if row["backoff_cap_s"] < row["backoff_base_s"]:
         raise InvalidTrigger("backoff_cap_s", "must be at least backoff_base_s")
     row["target_kind"] = TargetKind(row["target_kind"])
-    if row["target_kind"] is TargetKind.WEBHOOK:
-        if not row["webhook_url"]:
-            raise InvalidTrigger("target", "a webhook target needs a url")
-        row.update(task_name=None, task_queue=None)
-    else:
-        if not row["task_name"]:
-            raise InvalidTrigger("target", "a task target needs a task_name")
-        row.update(webhook_url=None, webhook_method="POST", webhook_headers={},
-                   signing_secret=None)
+    target = target_of(row["target_kind"])
+    target.check(row)
+    row.update({column: value for column, value in all_columns().items()
+                if column not in target.columns})
     return row
 
 
@@ -201,12 +187,8 @@ def apply_definition(
         InvalidTrigger: the definition is invalid.
     """
     row = complete_definition(definition)
-    generated = None
-    if row["target_kind"] is TargetKind.WEBHOOK and row["signing_secret"] is None:
-        if old is not None and old.target_kind is TargetKind.WEBHOOK and old.signing_secret:
-            row["signing_secret"] = old.signing_secret
-        elif generate_secret:
-            generated = row["signing_secret"] = new_signing_secret()
+    generated = target_of(row["target_kind"]).prepare_save(
+        row, old, generate_secret=generate_secret)
     if (old is not None and declarative and is_finished_one_time(old)
             and row["run_at"] == old.run_at):
         # The same file applied again after its one-time trigger fired: that occurrence

@@ -30,16 +30,16 @@ from app.editing.definitions import (
     TARGET_COLUMNS,
     apply_definition,
     complete_definition,
-    new_signing_secret,
     next_run_after_save,
 )
-from app.enums import InvocationStatus, TargetKind
+from app.enums import InvocationStatus
 from app.errors import NameTaken, NotFound, StaleVersion
 from app.models import Invocation, Trigger
 from app.queries import triggers as queries
 from app.queries.cancellation import DELETED_REASON, cancel_pending, stop_scheduled_runs
 from app.queries.missed import record_missed
 from app.schedule import occurrences
+from app.targets import target_of
 
 _NAME_CONSTRAINT = "uq_triggers_tenant_id_project_id_name"
 
@@ -110,8 +110,7 @@ def create_trigger(
         NameTaken: the project has a trigger of that name.
     """
     row = complete_definition(values)
-    if row["target_kind"] is TargetKind.WEBHOOK and row["signing_secret"] is None:
-        row["signing_secret"] = new_signing_secret()
+    target_of(row["target_kind"]).prepare_save(row, None, generate_secret=True)
     trigger = Trigger(
         tenant_id=tenant_id, project_id=project_id, **row,
         next_run_at=next_run_after_save(None, row, now),
@@ -151,7 +150,9 @@ def update_trigger(
         raise StaleVersion(f"the trigger is at version {trigger.version}")
     merged = {column: getattr(trigger, column) for column in EDITABLE}
     if "target_kind" in changes:
-        old_secret = trigger.signing_secret if trigger.target_kind is TargetKind.WEBHOOK else None
+        # A new target starts from the defaults; a webhook's signing secret is kept
+        # (a task target's is none), so switching back does not rotate it.
+        old_secret = trigger.signing_secret
         merged.update({column: DEFAULTS[column] for column in TARGET_COLUMNS})
         merged["signing_secret"] = old_secret
     merged.update(changes)

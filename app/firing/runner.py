@@ -38,24 +38,21 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.alerting import observe
 from app.config import Settings
 from app.delivery.send import (
-    DEFAULT_TASK_QUEUE,
     DeliveryResult,
     SendTask,
     Verdict,
-    build_headers,
-    encode_body,
-    send_task_message,
     send_webhook,
 )
 from app.delivery.templating import render_message
 from app.deploys import deploy
-from app.enums import InvocationStatus, OverlapPolicy, TargetKind
+from app.enums import InvocationStatus, OverlapPolicy
 from app.errors import PermanentError, TransientError
 from app.firing.outcome import finish_retrying
 from app.firing.runs import RunOutcome, StartedRun, log_ids, started_run
 from app.models import Invocation, Trigger
 from app.queries import attempts, leases, locks
 from app.schedule.kinds import schedule_of
+from app.targets import Delivery, target_of
 
 log = logging.getLogger(__name__)
 
@@ -188,34 +185,10 @@ def _deliver(
     message = None
     if trigger.message_template is not None:
         message = render_message(trigger.message_template, occurrence)
-    body = {**occurrence, "message": message}
-    if trigger.target_kind is TargetKind.TASK:
-        assert trigger.task_name is not None, "ck_triggers_target_complete"
-        queue = trigger.task_queue or DEFAULT_TASK_QUEUE
-        if queue not in settings.task_queues:
-            # The API refuses such a queue at save; this catches rows saved before it
-            # did, or before the operator narrowed CRONBEAT_TASK_QUEUES. Our own queues
-            # and kombu's keys are never in it (app.config), so a tenant cannot reach them.
-            raise PermanentError(f"the task queue {queue!r} is not one of the operator's queues")
-        return send_task_message(send_task, name=trigger.task_name, queue=queue, body=body)
-    assert trigger.webhook_url is not None, "ck_triggers_target_complete"
-    text = encode_body(body)
-    headers = build_headers(
-        trigger.webhook_headers,
-        invocation_id=str(run.invocation_id),
-        body=text,
-        signing_secret=trigger.signing_secret,
-        now=run.started_at,
-    )
-    return send_webhook_(
-        method=trigger.webhook_method or "POST",
-        url=trigger.webhook_url,
-        headers=headers,
-        body=text,
-        timeout_s=float(trigger.timeout_s),
-        allow_private=settings.allow_private_targets,
-        now=run.started_at,
-    )
+    return target_of(trigger.target_kind).deliver(Delivery(
+        row=trigger, body={**occurrence, "message": message},
+        invocation_id=str(run.invocation_id), started_at=run.started_at, settings=settings,
+        send_task=send_task, send_webhook=send_webhook_))
 
 
 def deliver(

@@ -17,7 +17,7 @@ from typing import Any
 from app.alerting import observe
 from app.config import Settings
 from app.enums import InvocationStatus
-from app.queries.attempt_sql import Claimed, Target
+from app.queries.attempt_sql import Claimed, TargetRow
 from app.queries.leases import LEASE_GRACE_S
 
 # The run path's one logger (app.firing.outcome says why).
@@ -49,7 +49,7 @@ class StartedRun:
     started_at: dt.datetime
     scheduled_for: dt.datetime
     trigger_id: uuid.UUID
-    target: Target
+    target: TargetRow
     log_ids: dict[str, Any]
     #: The occurrence's time the body carries (a replay's original's).
     occurrence_at: dt.datetime

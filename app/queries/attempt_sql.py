@@ -249,7 +249,7 @@ def attempt_finish_values(
 
 
 @dataclasses.dataclass(frozen=True)
-class Target:
+class TargetRow:
     """The trigger's columns a delivery reads (TARGET_COLUMNS), as of the claim."""
 
     name: str
@@ -268,7 +268,7 @@ class Target:
     backoff_cap_s: Any
 
     @classmethod
-    def of(cls, source: Any) -> Target:
+    def of(cls, source: Any) -> TargetRow:
         """Read the columns from a row mapping or a Trigger."""
         get = source.__getitem__ if hasattr(source, "__getitem__") else source.__getattribute__
         return cls(**{name: get(name) for name in TARGET_COLUMNS})
@@ -286,7 +286,7 @@ class Claimed:
     tenant_id: str
     project_id: str
     trigger_id: uuid.UUID
-    target: Target
+    target: TargetRow
     #: A manual run (run now, replay, backfill): its outcome raises no alert.
     manual: bool = False
     #: The project has an enabled alert channel (app.alerting).
@@ -304,7 +304,7 @@ class Claimed:
             tenant_id=values["tenant_id"],
             project_id=values["project_id"],
             trigger_id=values["trigger_id"],
-            target=Target.of(values),
+            target=TargetRow.of(values),
             manual=values["manual"],
             watched=values["watched"],
         )
