@@ -3,6 +3,9 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# Test files run on this many parallel workers (each with its own database and Redis
+# db); most tests wait on servers and processes, not on a core.
+TEST_WORKERS ?= 4
 
 .PHONY: run test lint bench bench-e2e bench-history openapi clean
 
@@ -21,7 +24,7 @@ run: $(STAMP)
 ## Run the whole test suite against real PostgreSQL and Redis.
 test: $(STAMP)
 	$(VENV)/bin/ruff check .
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

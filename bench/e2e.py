@@ -51,6 +51,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -295,6 +296,38 @@ def cpu_spent(before: Reading, after: Reading) -> dict[str, float]:
     }
 
 
+class PeakRss:
+    """The peak of the summed resident memory of some process trees, sampled every
+    0.1 s on a thread of its own while a round runs."""
+
+    def __init__(self, pids: list[int]) -> None:
+        self.pids = pids
+        self.peak_bytes = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def __enter__(self) -> PeakRss:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _sample(self) -> None:
+        while True:
+            total = 0
+            for pid in self.pids:
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    root = psutil.Process(pid)
+                    for process in (root, *root.children(recursive=True)):
+                        with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
+                            total += process.memory_info().rss
+            self.peak_bytes = max(self.peak_bytes, total)
+            if self._stop.wait(0.1):
+                return
+
+
 # ---------------------------------------------------------------------------- receiver
 
 
@@ -357,6 +390,12 @@ class Outcome:
     receiver: dict[str, Any]
     complete: bool
     notes: list[str] = dataclasses.field(default_factory=list)
+    #: The peak of the side's processes' summed RSS during the round, MiB.
+    peak_rss_mib: float = 0.0
+    #: With --other-tenant: B -> the other tenant's one delivery, s.
+    other_s: float | None = None
+    #: Each expected id's first arrival.
+    first_seen: dict[str, float] = dataclasses.field(default_factory=dict)
 
     @property
     def delivered(self) -> int:
@@ -413,6 +452,8 @@ class Bench:
     tick_mode: str
     timeout_s: float
     tenants: int
+    #: One run of one more tenant, due at B too, sent after the others (fairness).
+    other_tenant: bool = False
 
     def clean(self) -> None:
         """Invocations, attempts and triggers gone; Redis db emptied (bindings kept)."""
@@ -436,6 +477,12 @@ class Bench:
                 {"boundary": boundary, "url": self.receiver.url, "n": count,
                  "tenants": self.tenants},
             )
+            if self.other_tenant:
+                conn.execute(text(
+                    "INSERT INTO triggers (tenant_id, project_id, name, cron_expression,"
+                    " timezone, next_run_at, target_kind, webhook_url, timeout_s)"
+                    " VALUES ('bench-other', 'e2e', 'other', '* * * * *', 'UTC', :boundary,"
+                    " 'webhook', :url, 30)"), {"boundary": boundary, "url": self.receiver.url})
         with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
             conn.execute(text("VACUUM ANALYZE triggers, invocations"))
 
@@ -454,6 +501,7 @@ class Bench:
             ahead = now + dt.timedelta(seconds=LEAD_S)
             boundary_at = ahead.replace(second=0, microsecond=0) + dt.timedelta(minutes=1)
         self.seed(count, boundary_at)
+        count += 1 if self.other_tenant and not warmup else 0
         boundary = boundary_at.timestamp()
         self.receiver.reset(delay_ms)
         groups = {"worker": self.worker.pid, "dispatcher": self.dispatcher.pid}
@@ -481,7 +529,8 @@ class Bench:
             from tasks.celery_app import celery_app
 
             kick_tick(celery_app)
-        complete = self._wait(count, self.final_count)
+        with PeakRss(list(groups.values())) as rss:
+            complete = self._wait(count, self.final_count)
         after = read_cpu(groups)
         children_after = resource.getrusage(resource.RUSAGE_CHILDREN)
         cpu = cpu_spent(before, after)
@@ -513,8 +562,17 @@ class Bench:
                          f" in {report['batches']} batches")
         for spawned in (self.worker, self.dispatcher):
             notes.extend(_log_problems(spawned, offsets[spawned.name]))
-        return self._outcome("cronbeat", delay_ms, count, boundary, ids, cpu, counted,
-                             receiver_before, complete, notes)
+        outcome = self._outcome("cronbeat", delay_ms, count, boundary, ids, cpu, counted,
+                                receiver_before, complete, notes)
+        outcome.peak_rss_mib = rss.peak_bytes / 2**20
+        if self.other_tenant and not warmup:
+            with self.engine.connect() as conn:
+                other = str(conn.execute(text(
+                    "SELECT i.id FROM invocations i JOIN triggers t ON t.id = i.trigger_id"
+                    " WHERE t.tenant_id = 'bench-other'")).scalar_one())
+            if other in outcome.first_seen:
+                outcome.other_s = outcome.first_seen[other] - boundary
+        return outcome
 
     def run_baseline(self, delay_ms: int, count: int, *, warmup: bool = False) -> Outcome:
         from bench import baseline_tasks
@@ -522,6 +580,8 @@ class Bench:
         self.clean()
         self.receiver.reset(delay_ms)
         offset = self.baseline.log_size()
+        # The other tenant's one run is published last, as the tick would record it.
+        count += 1 if self.other_tenant and not warmup else 0
         ids = [str(uuid.uuid4()) for _ in range(count)]
         boundary = time.time() + (0 if warmup else BASELINE_LEAD_S)
         scheduled_for = dt.datetime.fromtimestamp(boundary, dt.UTC).isoformat()
@@ -551,7 +611,8 @@ class Bench:
         def finished() -> int:
             return len(done.findall(self.baseline.log_since(offset)))
 
-        complete = self._wait(count, finished)
+        with PeakRss(list(groups.values())) as rss:
+            complete = self._wait(count, finished)
         after = read_cpu(groups)
         cpu = cpu_spent(before, after)
         cpu["publisher"] = (usage_after.ru_utime + usage_after.ru_stime
@@ -562,9 +623,13 @@ class Bench:
                  f"tasks succeeded {log.count('succeeded in'):,}, raised "
                  f"{len(re.findall(r'] raised', log)):,}", self._others(before, after)]
         notes.extend(_log_problems(self.baseline, offset))
-        return self._outcome("baseline", delay_ms, count, boundary, set(ids), cpu,
-                             ("worker", "publisher", "redis"), receiver_before, complete,
-                             notes)
+        outcome = self._outcome("baseline", delay_ms, count, boundary, set(ids), cpu,
+                                ("worker", "publisher", "redis"), receiver_before, complete,
+                                notes)
+        outcome.peak_rss_mib = rss.peak_bytes / 2**20
+        if self.other_tenant and not warmup and ids[-1] in outcome.first_seen:
+            outcome.other_s = outcome.first_seen[ids[-1]] - boundary
+        return outcome
 
     def _others(self, before: Reading, after: Reading) -> str:
         busiest = busiest_others(before, after, {os.getpid(), self.receiver_pid})
@@ -607,6 +672,7 @@ class Bench:
             cpu_s=cpu, counted=counted,
             receiver_cpu_s=receiver_cpu_s(records) - receiver_cpu_s(receiver_before),
             receiver=records | {"records": None}, complete=complete, notes=notes,
+            first_seen=first_seen,
         )
 
 
@@ -665,6 +731,11 @@ def print_pair(cronbeat: Outcome, baseline: Outcome) -> None:
     row("lateness p50 (arrival - B), s", c.get("p50_s"), b.get("p50_s"), 3)
     row("lateness p99 (arrival - B), s", c.get("p99_s"), b.get("p99_s"), 3)
     row("CPU per delivery, ms (sum of the rows below)", c.get("cpu_ms"), b.get("cpu_ms"), 3)
+    row("peak RSS of the side's processes, MiB", cronbeat.peak_rss_mib,
+        baseline.peak_rss_mib, 0)
+    if cronbeat.other_s is not None or baseline.other_s is not None:
+        row("another tenant's one run: B -> its delivery, s", cronbeat.other_s,
+            baseline.other_s, 3)
     for label, left_label, right_label in (
         ("  worker process", "worker", "worker"),
         ("  dispatcher tick / publisher (driver)", _tick_label(cronbeat), "publisher"),
@@ -725,7 +796,8 @@ def _summary(outcome: Outcome, *, warmup: bool = False) -> str:
                 + ("" if outcome.complete else "  (TIMED OUT)"))
     return (f"    {outcome.side}: {outcome.delivered:,}/{outcome.count:,} delivered, "
             f"B -> last {m['to_last_s']:.2f} s, {m['rate_span']:,.0f}/s, "
-            f"p99 {m['p99_s']:.3f} s, {m['cpu_ms']:.3f} ms CPU/delivery"
+            f"p99 {m['p99_s']:.3f} s, {m['cpu_ms']:.3f} ms CPU/delivery, "
+            f"peak RSS {outcome.peak_rss_mib:.0f} MiB"
             + ("" if outcome.complete else "  (TIMED OUT)"))
 
 
@@ -807,9 +879,12 @@ def main() -> None:
                         help="the dispatcher process gets one tick message at B, or "
                              "`python -m cli dispatch --once` starts at B")
     parser.add_argument("--tenants", type=int, default=100,
-                        help="the triggers' tenants, round robin: with 1, one tenant's "
-                             "CRONBEAT_TENANT_MAX_RUNNING (default 32) caps its running "
-                             "invocations below the worker's threads")
+                        help="the triggers' tenants, round robin (1: the single-tenant "
+                             "installation, on default settings)")
+    parser.add_argument("--other-tenant", action="store_true",
+                        help="one run of one more tenant, due at B too (the baseline "
+                             "publishes it last): how long another tenant's run waits "
+                             "behind a burst")
     parser.add_argument("--warmup", type=int, default=256,
                         help="deliveries of the unmeasured warm-up round of each side")
     parser.add_argument("--timeout", type=float, default=300.0,
@@ -853,7 +928,7 @@ def main() -> None:
                           receiver_pid=receiver_process.pid, cronbeat_env=cronbeat_env,
                           worker=worker, dispatcher=dispatcher, baseline=baseline,
                           tick_mode=args.tick, timeout_s=args.timeout,
-                          tenants=args.tenants)
+                          tenants=args.tenants, other_tenant=args.other_tenant)
             if args.tick == "cli":
                 shown = " ".join(f"{key}={value}" for key, value in cronbeat_env.items()
                                  if key.startswith(("CRONBEAT_", "DATABASE_URL", "REDIS_URL")))

@@ -14,6 +14,7 @@ import pytest
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, text
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.config import Settings
@@ -116,7 +117,21 @@ TABLES = (
 
 
 def empty_database(engine: Engine) -> None:
-    """Every table of the run's data emptied, and the scheduler's state as new."""
+    """Every table of the run's data emptied, and the scheduler's state as new.
+
+    A module's worker still runs meanwhile (its heartbeat, reaper and engine write), and
+    TRUNCATE locks its tables one by one: a deadlock between the two is tried again.
+    """
+    for attempt in range(5):
+        try:
+            _empty(engine)
+            return
+        except OperationalError as exc:
+            if attempt == 4 or "deadlock detected" not in str(exc):
+                raise
+
+
+def _empty(engine: Engine) -> None:
     with engine.begin() as conn:
         conn.execute(text(f"TRUNCATE {', '.join(TABLES)} CASCADE"))
         conn.execute(
