@@ -24,7 +24,8 @@ run: $(STAMP)
 ## Run the whole test suite against real PostgreSQL and Redis.
 test: $(STAMP)
 	$(VENV)/bin/ruff check .
-	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile -m "not serial"
+	$(PY) -m pytest -m serial
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -93,6 +93,9 @@ def _aim_at_real_rows(case: schemathesis.Case, db: sessionmaker[Session]) -> Non
 
 # The document the app serves; test_api_misc checks that it is byte-for-byte the one
 # the code generates, and building it opens no connection.
+# One test id for every generated case: pytest-xdist would run one of them (setup.cfg).
+pytestmark = pytest.mark.serial
+
 schema = schemathesis.openapi.from_dict(spec_dict())
 schema.config.generation.update(
     modes=[GenerationMode.POSITIVE, GenerationMode.NEGATIVE], max_examples=EXAMPLES,
