@@ -461,8 +461,10 @@ class Bench:
             conn.execute(text("TRUNCATE invocation_attempts, invocations, triggers CASCADE"))
         # FLUSHDB would also drop kombu's exchange bindings, which the running workers
         # declared once at start: messages routed through those exchanges would vanish.
+        # Cronbeat's broker epoch stays too: a new one reads as a broker that lost its
+        # data, and the next tick would publish every pending run again.
         for key in list(self.broker.scan_iter(count=1000)):
-            if not key.startswith(b"_kombu.binding."):
+            if not key.startswith((b"_kombu.binding.", b"cronbeat:broker-epoch")):
                 self.broker.delete(key)
 
     def seed(self, count: int, boundary: dt.datetime) -> None:

@@ -21,11 +21,9 @@ message, the worker's GIL would spend more on the bookkeeping than on the delive
   for a thread is parked in the database; free threads with no message waiting take
   parked runs, an equal share of each tenant's.
 
-Attempts are reported as Celery task events for Flower (:mod:`tasks.run_events`); the
-prefetch is the threads plus :data:`PREFETCH_EXTRA`, so memory stays bounded as for any
-Celery worker; an attempt running past ``RUN_TIME_LIMIT_S`` ends the process
-(:mod:`tasks.overrun`) and leases bring its attempts back. :mod:`tasks.engine_step` is
-the worker bootstep that starts it all, with the reaper (:mod:`tasks.reaper`).
+Task events for Flower: :mod:`tasks.run_events`. Memory is bounded by the prefetch (the
+threads plus :data:`PREFETCH_EXTRA`); an attempt past ``RUN_TIME_LIMIT_S`` ends the
+process (:mod:`tasks.overrun`). :mod:`tasks.engine_step` starts it all.
 """
 
 from __future__ import annotations
@@ -34,7 +32,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from kombu.exceptions import OperationalError as BrokerError
 from redis.exceptions import RedisError
@@ -43,7 +41,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from app.firing.batch import finish_batch, park_waiting, start_batch, start_parked
 from app.firing.runner import RunOutcome, StartedRun, deliver
-from messaging.publisher import publish_runs
+from messaging.publisher import Run, publish_runs
 from tasks import gate
 from tasks.alerts import publish_alerts_quietly
 from tasks.celery_app import RUN_TASK, celery_app
@@ -259,9 +257,13 @@ class Engine:
         keys = [message.key for message in messages if message.key is not None]
         try:
             parked = {key[0] for key in park_waiting(get_runtime().sessions, keys)}
-        except _UNREACHABLE as exc:
+        except Exception as exc:  # nothing was parked: they wait on here
             self._queue.arrive(messages, now)
-            self._database_failed(exc)
+            if isinstance(exc, _UNREACHABLE):
+                self._database_failed(exc)
+            else:
+                log.exception("run engine: parking runs failed",
+                              extra={"action": "run.park_failed"})
             return
         left = [message for message in messages
                 if message.key is None or message.key[0] not in parked]
@@ -269,10 +271,8 @@ class Engine:
         for message in messages:
             if message.key is not None and message.key[0] in parked:
                 self._done(message)
-        if parked:
-            log.info("run engine: %d runs waited %.0f s for a thread; parked in the database",
-                     len(parked), self._queue.park_after_s,
-                     extra={"action": "run.parked", "count": len(parked)})
+        log.info("run engine: %d runs waited for a thread; parked in the database",
+                 len(parked), extra={"action": "run.parked", "count": len(parked)})
 
     def _pull(self, now: float) -> None:
         """Start parked runs on the free threads (no message waits)."""
@@ -282,8 +282,13 @@ class Engine:
                 runtime.sessions, runtime.settings, min(self._queue.free(), MAX_BATCH),
                 gate.process_id(), self._pulled_after)
             self._database.answered()
-        except _UNREACHABLE as exc:
-            self._database_failed(exc)
+        except Exception as exc:  # nothing was taken
+            self._queue.pulled(0, now)  # not again before pull_idle_s
+            if isinstance(exc, _UNREACHABLE):
+                self._database_failed(exc)
+            else:
+                log.exception("run engine: taking parked runs failed",
+                              extra={"action": "run.pull_failed"})
             return
         self._queue.pulled(len(started), now)
         self._hold(len(started))
@@ -301,7 +306,7 @@ class Engine:
                     " tried again in %.1f s", type(exc).__name__, len(self._queue), delay_s,
                     extra={"action": "run.start_waits_for_database"})
 
-    def _publish(self, runs: list, countdown_s: float | None, what: str) -> None:
+    def _publish(self, runs: Sequence[Run], countdown_s: float | None, what: str) -> None:
         try:
             publish_runs(celery_app, runs, countdown_s=countdown_s)
         except (BrokerError, RedisError, OSError):
@@ -357,8 +362,8 @@ class Engine:
             outcome = run_trigger.run(message.invocation_id, message.scheduled_for)
             if events is not None:
                 outcome = outcome or RunOutcome(status=None)
-                report_outcome(events, message.invocation_id, outcome, time.monotonic() - began,
-                        outcome.error)
+                report_outcome(events, message.invocation_id, outcome,
+                               time.monotonic() - began, outcome.error)
         except Exception as exc:
             # As a failed task: logged and acknowledged; a pending invocation whose
             # message is gone is published again by the sweep.
@@ -371,8 +376,6 @@ class Engine:
             self._watch.end(message.invocation_id)
             self._done(message)
             self._events.put(Done())
-
-    # Either thread.
 
     def _ack(self, delivery: Delivery | None) -> None:
         if self.consumer is not None and delivery is not None:
