@@ -8,7 +8,6 @@ the sweep re-publishes what was committed but never delivered.
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 import datetime as dt
 import logging
@@ -165,13 +164,13 @@ def _dispatch_all(
     # the GIL while the publisher thread encodes messages. One thread keeps the batches
     # in order. Once a publish failed, no further batch is committed: the broker is
     # down, and the triggers left due are claimed by the next tick.
-    sent: collections.Counter[str] = collections.Counter()  # runs per tenant (fairness)
+    sent = 0  # runs recorded so far: past one batch, they are parked (fairness)
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="publish") as publisher:
         futures = []
         for _ in range(MAX_BATCHES_PER_TICK):
             if any(f.done() and f.exception() is not None for f in futures):
                 break
-            new_ids = _dispatch_batch(sessions, now, options, report, sent)
+            new_ids, sent = _dispatch_batch(sessions, now, options, report, sent)
             if new_ids is None:
                 break
             if new_ids:
@@ -193,15 +192,16 @@ def _dispatch_all(
 
 def _dispatch_batch(
     sessions: sessionmaker[Session], now: dt.datetime, options: DispatchOptions,
-    report: TickReport, sent: collections.Counter[str],
-) -> list[uuid.UUID] | None:
-    """Claim, record and advance one batch in one transaction; None when nothing is due.
+    report: TickReport, sent: int,
+) -> tuple[list[uuid.UUID] | None, int]:
+    """Claim, record and advance one batch in one transaction.
 
-    ``sent``: the runs per tenant the tick recorded so far; past one batch of a tenant,
-    its runs are parked, with no message (app.firing.fairness).
+    ``sent``: the runs the tick recorded so far; past one batch, runs are parked, with
+    no message (app.firing.fairness).
 
     Returns:
-        The ids of the pending invocations it recorded, to publish after the commit.
+        The ids of the pending invocations it recorded, to publish after the commit
+        (None when nothing was due), and the runs recorded so far.
     """
     # Atomic because the claim, the invocation rows and the advanced next_run_at must
     # all land or none: a crash after the commit leaves rows whose messages the sweep
@@ -212,7 +212,7 @@ def _dispatch_batch(
         deploy.fence(session, options.deployment_id)
         rows = claims.claim_due_triggers(session, now, options.batch_size)
         if not rows:
-            return None
+            return None, sent
         trigger_ids: list[uuid.UUID] = []
         tenant_ids: list[str] = []
         project_ids: list[str] = []
@@ -265,6 +265,7 @@ def _dispatch_batch(
             last_scheduled.append(
                 plan.occurrences[-1].scheduled_for if plan.occurrences else None
             )
+        parked_at, sent = fairness.parked_ats([not missed for missed in misseds], sent, now)
         inserted = claims.insert_invocations(
             session,
             trigger_ids=trigger_ids,
@@ -274,8 +275,7 @@ def _dispatch_batch(
             misseds=misseds,
             reasons=reasons,
             now=now,
-            parked_ats=fairness.parked_ats(tenant_ids, [not missed for missed in misseds],
-                                           sent, now),
+            parked_ats=parked_at,
         )
         claims.advance_triggers(
             session,
@@ -297,7 +297,7 @@ def _dispatch_batch(
     report.created += len(new_ids) + parked
     report.parked += parked
     report.missed += len(inserted) - len(new_ids) - parked
-    return new_ids
+    return new_ids, sent
 
 
 def _unschedulable(

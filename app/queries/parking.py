@@ -1,8 +1,8 @@
 """Parked runs: pending, with no message, waiting in the database for a worker's free
 delivery thread.
 
-A run is parked when a tick has more of one tenant's runs than one batch
-(:data:`app.firing.fairness.TENANT_BURST`), when it waited in a worker too long for a
+A run is parked when a tick records more runs than one batch
+(:data:`app.firing.fairness.TICK_MESSAGES`), when it waited in a worker too long for a
 thread, or when the optional hard cap (CRONBEAT_TENANT_MAX_RUNNING) holds it back. A
 worker with free threads and no message waiting takes parked runs with
 :func:`take_parked`: the same share of each tenant that has some, each tenant's oldest

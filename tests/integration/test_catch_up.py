@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.config import Settings
 from app.firing import dispatch
 from app.firing.dispatch import DispatchOptions, dispatch_tick
-from app.firing.fairness import TENANT_BURST
+from app.firing.fairness import TICK_MESSAGES
 from app.models import Invocation
 from app.queries import claims
 from app.schedule.occurrences import MAX_MISSED_ROWS
@@ -73,9 +73,9 @@ def test_a_day_long_outage_of_5000_minutely_triggers_recovers_in_bounded_batches
         # One tenant: one batch of its runs goes out as messages, the rest are parked
         # for the workers to take from the database (app.firing.fairness).
         assert (report.created, report.published, report.parked) == (
-            TRIGGERS, TENANT_BURST, TRIGGERS - TENANT_BURST)
+            TRIGGERS, TICK_MESSAGES, TRIGGERS - TICK_MESSAGES)
         assert report.missed == TRIGGERS * (1 + MAX_MISSED_ROWS + 1)
-        assert broker.llen(RUN_QUEUE) == TENANT_BURST
+        assert broker.llen(RUN_QUEUE) == TICK_MESSAGES
         with db.begin() as session:
             counts = dict(session.execute(
                 select(Invocation.status, func.count()).group_by(Invocation.status)).all())

@@ -44,10 +44,10 @@ def _park(db, ids):
     return park_waiting(db, [tuple(key) for key in keys])
 
 
-def test_a_tick_sends_one_batch_of_each_tenant_s_runs_and_parks_the_rest(
+def test_a_tick_sends_one_batch_of_runs_alternating_tenants_and_parks_the_rest(
     db, broker: redis.Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(fairness, "TENANT_BURST", 3)
+    monkeypatch.setattr(fairness, "TICK_MESSAGES", 5)
     for _ in range(7):
         add_trigger(db, tenant_id="big", next_run_at=T0)
     for _ in range(2):
@@ -61,6 +61,7 @@ def test_a_tick_sends_one_batch_of_each_tenant_s_runs_and_parks_the_rest(
         rows = session.execute(select(Invocation.id, Invocation.tenant_id,
                                       Invocation.enqueued_at, Invocation.parked_at)).all()
     sent = {row.id for row in rows if row.parked_at is None}
+    # The tick claims round-robin by tenant: both of small's runs are among the five.
     assert Counter(row.tenant_id for row in rows if row.id in sent) == {"big": 3, "small": 2}
     assert {(row.enqueued_at, row.parked_at is None) for row in rows if row.id in sent} == {
         (NOW, True)}
