@@ -20,7 +20,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.models.base import Base, Timestamp
+from app.models.base import Base, Timestamp, uuid_primary_key
 
 
 class AlertChannel(Base):
@@ -28,9 +28,7 @@ class AlertChannel(Base):
 
     __tablename__ = "alert_channels"
 
-    id: Mapped[uuid.UUID] = mapped_column(
-        UUID(as_uuid=True), primary_key=True, server_default=text("gen_random_uuid()")
-    )
+    id: Mapped[uuid.UUID] = uuid_primary_key()
     tenant_id: Mapped[str] = mapped_column(String(64))
     project_id: Mapped[str] = mapped_column(String(64))
     name: Mapped[str] = mapped_column(String(200))
@@ -51,9 +49,7 @@ class AlertRule(Base):
 
     __tablename__ = "alert_rules"
 
-    id: Mapped[uuid.UUID] = mapped_column(
-        UUID(as_uuid=True), primary_key=True, server_default=text("gen_random_uuid()")
-    )
+    id: Mapped[uuid.UUID] = uuid_primary_key()
     tenant_id: Mapped[str] = mapped_column(String(64))
     project_id: Mapped[str] = mapped_column(String(64))
     trigger_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
@@ -102,9 +98,7 @@ class Alert(Base):
 
     __tablename__ = "alerts"
 
-    id: Mapped[uuid.UUID] = mapped_column(
-        UUID(as_uuid=True), primary_key=True, server_default=text("gen_random_uuid()")
-    )
+    id: Mapped[uuid.UUID] = uuid_primary_key()
     tenant_id: Mapped[str] = mapped_column(String(64))
     project_id: Mapped[str] = mapped_column(String(64))
     channel_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True))

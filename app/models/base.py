@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from sqlalchemy import (
-    DateTime,
-    Enum,
-    MetaData,
-)
-from sqlalchemy.orm import DeclarativeBase
+from typing import Any
+
+from sqlalchemy import DateTime, Enum, MetaData, text
+from sqlalchemy.dialects.postgresql import UUID
+from sqlalchemy.orm import DeclarativeBase, mapped_column
 
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -38,3 +37,9 @@ class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 
+
+
+def uuid_primary_key() -> Any:
+    """A random UUID primary key, made by the database (``gen_random_uuid()``)."""
+    return mapped_column(UUID(as_uuid=True), primary_key=True,
+                         server_default=text("gen_random_uuid()"))

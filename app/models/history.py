@@ -26,7 +26,7 @@ from sqlalchemy.dialects.postgresql import UUID
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.enums import InvocationStatus
-from app.models.base import Base, Timestamp, checked_enum
+from app.models.base import Base, Timestamp, checked_enum, uuid_primary_key
 
 
 class InvocationKey(NamedTuple):
@@ -46,9 +46,7 @@ class Invocation(Base):
 
     __tablename__ = "invocations"
 
-    id: Mapped[uuid.UUID] = mapped_column(
-        UUID(as_uuid=True), primary_key=True, server_default=text("gen_random_uuid()")
-    )
+    id: Mapped[uuid.UUID] = uuid_primary_key()
     # No foreign key: deleting a trigger leaves its history as it is (readable by trigger
     # id until retention drops it) instead of rewriting every row, and a message still
     # in flight finds its trigger gone and records the run cancelled.

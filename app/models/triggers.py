@@ -17,12 +17,12 @@ from sqlalchemy import (
     func,
     text,
 )
-from sqlalchemy.dialects.postgresql import JSONB, UUID
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.enums import MisfirePolicy, OverlapPolicy, TargetKind
 from app.limits import MAX_ATTEMPTS, TIMEOUT_S
-from app.models.base import Base, Timestamp, checked_enum
+from app.models.base import Base, Timestamp, checked_enum, uuid_primary_key
 
 
 class Trigger(Base):
@@ -30,9 +30,7 @@ class Trigger(Base):
 
     __tablename__ = "triggers"
 
-    id: Mapped[uuid.UUID] = mapped_column(
-        UUID(as_uuid=True), primary_key=True, server_default=text("gen_random_uuid()")
-    )
+    id: Mapped[uuid.UUID] = uuid_primary_key()
     tenant_id: Mapped[str] = mapped_column(String(64))
     project_id: Mapped[str] = mapped_column(String(64))
     name: Mapped[str] = mapped_column(String(200))
