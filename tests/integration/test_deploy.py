@@ -36,6 +36,7 @@ from app.firing.runner import run_invocation
 from app.models import Deployment, Invocation, Trigger
 from tests.conftest import ROOT
 from tests.support.processes import register
+from tests.support.runs import add_trigger
 
 UTC = dt.UTC
 NOW = dt.datetime(2026, 6, 1, 12, 0, 20, tzinfo=UTC)
@@ -46,17 +47,8 @@ def _no_publish(ids: Any) -> int:
 
 
 def _add_due_trigger(db: sessionmaker[Session]) -> uuid.UUID:
-    with db.begin() as session:
-        return session.execute(
-            insert(Trigger)
-            .values(
-                tenant_id="t1", project_id="p1", name=f"t-{uuid.uuid4().hex[:8]}",
-                cron_expression="0 * * * *",
-                next_run_at=dt.datetime(2026, 6, 1, 12, 0, tzinfo=UTC),
-                target_kind="webhook", webhook_url="https://example.com/hook",
-            )
-            .returning(Trigger.id)
-        ).scalar_one()
+    return add_trigger(db, cron_expression="0 * * * *",
+                       next_run_at=dt.datetime(2026, 6, 1, 12, 0, tzinfo=UTC))
 
 
 def _count(db: sessionmaker[Session]) -> int:

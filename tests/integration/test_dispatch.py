@@ -20,6 +20,7 @@ from app.firing.dispatch import DispatchOptions, dispatch_tick
 from app.models import Alert, AlertChannel, Invocation, InvocationAttempt, Trigger
 from messaging.publisher import publish_runs
 from tasks.celery_app import RUN_QUEUE, celery_app
+from tests.support.runs import add_trigger
 
 UTC = dt.UTC
 NOW = dt.datetime(2026, 6, 1, 12, 0, 20, tzinfo=UTC)
@@ -41,19 +42,6 @@ def queued_ids(client: redis.Redis) -> list[str]:
 
 def publish(ids: Sequence[uuid.UUID]) -> int:
     return publish_runs(celery_app, ids)
-
-
-def add_trigger(db: sessionmaker[Session], **values: Any) -> uuid.UUID:
-    row: dict[str, Any] = {
-        "tenant_id": "t1",
-        "project_id": "p1",
-        "name": f"t-{uuid.uuid4().hex[:10]}",
-        "target_kind": "webhook",
-        "webhook_url": "https://example.com/hook",
-    }
-    row.update(values)
-    with db.begin() as session:
-        return session.execute(insert(Trigger).values(**row).returning(Trigger.id)).scalar_one()
 
 
 def invocations(db: sessionmaker[Session], trigger_id: uuid.UUID) -> list[tuple[Any, ...]]:

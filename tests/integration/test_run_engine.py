@@ -46,15 +46,19 @@ def test_slow_receivers_hold_delivery_threads_not_the_worker_s_slots(
     db, start_worker, celery_client, receiver: Receiver
 ) -> None:
     # Two Celery threads, eight delivery threads: a held receiver holds eight runs at
-    # once, and no more (the rest wait, unclaimed, in the worker or the queue).
+    # once, and no more (the rest wait, unclaimed, in the worker; after a second
+    # without a thread they are parked in the database, the engine's decision to wait).
     start_worker(concurrency=2, CRONBEAT_RUN_CONCURRENCY="8")
     hold = threading.Event()
     receiver.script(*[Reply(hold=hold)] * 12)
     ids = [add_invocation(db, add_trigger(db, receiver)) for _ in range(12)]
-    publish_runs(celery_client, ids)
+    publish_runs(celery_client, [(i, T0) for i in ids])
 
     receiver.wait_for(8)
-    time.sleep(1.0)
+    deadline = time.monotonic() + DEADLINE_S
+    while _parked(db, ids) < 4:
+        assert time.monotonic() < deadline, "the waiting runs were never parked"
+        time.sleep(0.05)
     assert receiver.count == 8
     assert _statuses(db, ids) == {InvocationStatus.RUNNING: 8, InvocationStatus.PENDING: 4}
 

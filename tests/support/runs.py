@@ -31,6 +31,10 @@ DEADLINE_S = 20.0
 def add_trigger(
     db: sessionmaker[Session], receiver: Receiver | None = None, **values: Any
 ) -> uuid.UUID:
+    """Insert a trigger as a save leaves it (every test's one trigger factory): a cron
+    trigger due at T0 unless ``values`` say otherwise (a ``run_at`` makes it one-time)."""
+    if "run_at" in values:
+        values.setdefault("cron_expression", None)
     row: dict[str, Any] = {
         "tenant_id": "t1",
         "project_id": "p1",
