@@ -851,7 +851,7 @@ def _start_fleet(fleet: Fleet, args: argparse.Namespace, database_url: str,
     ], cronbeat_env, shown)
     dispatcher = fleet.start("dispatcher", [
         celery_bin, "-A", "tasks.worker", "worker", "-Q", "cronbeat.dispatch",
-        "-n", "dispatcher@%h", "--concurrency", "1", "--loglevel", "INFO",
+        "-n", "dispatcher@%h", "-P", "threads", "--concurrency", "2", "--loglevel", "INFO",
     ], cronbeat_env, shown)
     baseline_env, baseline_shown = _celery_env(dict(os.environ),
                                                BENCH_BASELINE_BROKER_URL=redis_url)

@@ -27,8 +27,8 @@ WORKER_STATEMENT_TIMEOUT_S = 60
 
 @dataclasses.dataclass(frozen=True)
 class EngineOptions:
-    # A prefork child (the dispatcher's) runs one task at a time: a tick's transactions
-    # one after another, beside its publisher thread's; four connections at most.
+    # A process running one task at a time (a CLI tick, beat): a tick's transactions one
+    # after another, beside its publisher thread's; four connections at most.
     pool_size: int = 2
     max_overflow: int = 2
     pre_ping: bool = True
@@ -63,6 +63,16 @@ def get_runtime() -> Runtime:
         wait_for_connection=options.wait_for_connection,
     )
     return Runtime(settings=settings, engine=engine, sessions=make_session_factory(engine))
+
+
+def configure_for_dispatcher(threads: int) -> None:
+    """Size the runtime for a dispatcher on the threads pool (before first use): four
+    connections per thread (a tick and its publisher, the history's maintenance and
+    its lock), no statement timeout (the maintenance may run long statements)."""
+    _OPTIONS[0] = EngineOptions(pool_size=2 * threads, max_overflow=2 * threads)
+    if get_runtime.cache_info().currsize:
+        get_runtime().engine.dispose()
+        get_runtime.cache_clear()
 
 
 def configure_for_worker() -> None:

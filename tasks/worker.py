@@ -8,11 +8,17 @@ from celery.concurrency.thread import TaskPool as ThreadsPool
 from celery.signals import setup_logging, worker_init, worker_process_init
 
 from app.logs import configure_logging
+from messaging.config import RUN_QUEUE
 from tasks import alerts, engine_step, gate
 from tasks.celery_app import RUN_TASK, celery_app, configure
 from tasks.overrun import OverrunWatch
 from tasks.run import RUN_TIME_LIMIT_S
-from tasks.runtime import configure_for_worker, get_runtime, get_settings
+from tasks.runtime import (
+    configure_for_dispatcher,
+    configure_for_worker,
+    get_runtime,
+    get_settings,
+)
 
 app = configure(celery_app, get_settings())
 # Workers consume Cronbeat's queues only while their deployment is the active one.
@@ -33,13 +39,17 @@ def _capture_queues(sender: Any, **_: Any) -> None:
 
 @worker_init.connect
 def _size_for_threads(sender: Any, **_: Any) -> None:
-    # The threads pool (the Procfile's worker): a fixed budget of database connections
-    # (CRONBEAT_WORKER_DB_POOL) for all its threads, and the prefork hard time limit's
-    # stand-ins (tasks.overrun, statement_timeout).
+    # The run worker on the threads pool (the Procfile's worker): a fixed budget of
+    # database connections (CRONBEAT_WORKER_DB_POOL) for all its threads, and the prefork
+    # hard time limit's stand-ins (tasks.overrun, statement_timeout). The dispatcher's
+    # two threads keep the defaults: the history's maintenance may run long statements.
     pool = sender.pool_cls
-    if pool is ThreadsPool or pool in ("threads", "celery.concurrency.thread:TaskPool"):
+    threads = pool is ThreadsPool or pool in ("threads", "celery.concurrency.thread:TaskPool")
+    if threads and gate.consumes(RUN_QUEUE):
         configure_for_worker()
         OverrunWatch(RUN_TASK, RUN_TIME_LIMIT_S).start()
+    elif threads:
+        configure_for_dispatcher(sender.concurrency)
 
 
 @worker_process_init.connect
