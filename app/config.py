@@ -163,7 +163,7 @@ class Settings:
     alert_watch_interval_s: int = 15
     #: Deliveries a worker process runs at once (tasks.engine): threads that wait on the
     #: network, and the run messages the worker takes from the broker ahead.
-    run_concurrency: int = 256
+    run_concurrency: int = 512
     #: The database connections a worker process's threads share (tasks.runtime); the
     #: process holds two more of its own (its presence, its alert watchdog).
     worker_db_pool: int = 8
@@ -212,7 +212,7 @@ class Settings:
             dispatch_batch_size=_int(env, "CRONBEAT_DISPATCH_BATCH_SIZE", 5000, 1, 100_000),
             republish_after_s=_int(env, "CRONBEAT_REPUBLISH_AFTER_S", 300, 5, 86_400),
             tenant_max_running=_int(env, "CRONBEAT_TENANT_MAX_RUNNING", 0, 0, 100_000),
-            run_concurrency=_int(env, "CRONBEAT_RUN_CONCURRENCY", 256, 1, 4096),
+            run_concurrency=_int(env, "CRONBEAT_RUN_CONCURRENCY", 512, 1, 4096),
             worker_db_pool=_int(env, "CRONBEAT_WORKER_DB_POOL", 8, 2, 200),
             history_retention_days=_int(env, "CRONBEAT_HISTORY_RETENTION_DAYS", 30, 1, 3650),
             log_format=_choice(env, "CRONBEAT_LOG_FORMAT", "text", ("text", "json")),

@@ -843,6 +843,8 @@ def _start_fleet(fleet: Fleet, args: argparse.Namespace, database_url: str,
         dict(os.environ), DATABASE_URL=database_url, REDIS_URL=redis_url,
         CRONBEAT_DEPLOYMENT_ID=DEPLOYMENT_ID, CRONBEAT_ALLOW_PRIVATE_TARGETS="true",
         CRONBEAT_DATA_DIR=str(fleet.log_dir), CRONBEAT_WORKER_CONCURRENCY=str(args.concurrency),
+        **({"CRONBEAT_RUN_CONCURRENCY": str(args.run_concurrency)} if args.run_concurrency
+           else {}),
     )
     concurrency = str(args.concurrency)
     worker = fleet.start("worker", [
@@ -883,6 +885,8 @@ def main() -> None:
     parser.add_argument("--tenants", type=int, default=100,
                         help="the triggers' tenants, round robin (1: the single-tenant "
                              "installation, on default settings)")
+    parser.add_argument("--run-concurrency", type=int, default=0,
+                        help="CRONBEAT_RUN_CONCURRENCY of Cronbeat's worker (0: its default)")
     parser.add_argument("--other-tenant", action="store_true",
                         help="one run of one more tenant, due at B too (the baseline "
                              "publishes it last): how long another tenant's run waits "

@@ -9,7 +9,7 @@ message, the worker's GIL would spend more on the bookkeeping than on the delive
   invocation's lease decides who may run it.
 * The engine's thread claims the messages that arrived within 20 ms in one transaction
   (:func:`app.firing.batch.start_batch`), hands each attempt to a delivery thread
-  (``CRONBEAT_RUN_CONCURRENCY``, default 256; libcurl waits with the GIL released),
+  (``CRONBEAT_RUN_CONCURRENCY``, default 512; libcurl waits with the GIL released),
   and records the outcomes that came back within 20 ms, with their alerts, in one
   finish transaction; then it publishes retries and alerts and acknowledges. While the
   database does not answer, unclaimed runs wait here and are claimed once it does.

@@ -24,7 +24,7 @@ from app.config import Settings
 from app.enums import InvocationStatus
 from app.errors import TransientError
 from app.firing.dispatch import DispatchOptions, dispatch_tick
-from app.models import Invocation, InvocationAttempt, Trigger
+from app.models import DispatcherHeartbeat, Invocation, InvocationAttempt, Trigger
 from messaging.publisher import publish_runs
 from tasks.celery_app import DISPATCH_QUEUE, DISPATCH_TASK, RUN_QUEUE
 from tests.support.receiver import Receiver
@@ -111,9 +111,14 @@ def test_a_one_time_and_a_cron_trigger_fire_through_beats_task_and_are_verified(
     assert attempts == 2
 
     # A second tick finds nothing due (unless the clock crossed into the next minute,
-    # which fires the cron trigger's next occurrence, never an old one again).
+    # which fires the cron trigger's next occurrence, never an old one again). The
+    # tick's heartbeat says when it ran.
+    ticked = _last_tick(db)
     celery_client.send_task(DISPATCH_TASK, queue=DISPATCH_QUEUE)
-    time.sleep(2)
+    deadline = time.monotonic() + 20
+    while _last_tick(db) == ticked:
+        assert time.monotonic() < deadline, "the second tick never ran"
+        time.sleep(0.05)
     with db.begin() as session:
         scheduled = session.execute(
             select(Invocation.trigger_id, Invocation.scheduled_for)
@@ -131,6 +136,19 @@ def _due_now(db: sessionmaker[Session], receiver: Receiver) -> uuid.UUID:
                 timeout_s=5)
 
 
+def _last_tick(db: sessionmaker[Session]) -> dt.datetime | None:
+    with db.begin() as session:
+        return session.execute(select(DispatcherHeartbeat.last_tick_at)).scalar_one()
+
+
+def _queued(settings: Settings) -> int:
+    broker = redis.Redis.from_url(settings.redis_url)
+    try:
+        return int(broker.llen(RUN_QUEUE))
+    finally:
+        broker.close()
+
+
 def _age_invocations(db: sessionmaker[Session], seconds: int) -> None:
     shift = dt.timedelta(seconds=seconds)
     with db.begin() as session:
@@ -144,7 +162,7 @@ OPTIONS = DispatchOptions(batch_size=100, republish_after_s=5, deployment_id="te
 
 def test_a_dispatcher_killed_between_commit_and_publish_loses_nothing_and_delivers_once(
     db: sessionmaker[Session], celery_worker: WorkerProcess, celery_client: Celery,
-    receiver: Receiver,
+    receiver: Receiver, settings: Settings,
 ) -> None:
     _due_now(db, receiver)
 
@@ -157,7 +175,8 @@ def test_a_dispatcher_killed_between_commit_and_publish_loses_nothing_and_delive
     # does): the row reads as sent at the tick's time.
     with db.begin() as session:
         session.execute(update(Invocation).values(enqueued_at=Invocation.created_at))
-    time.sleep(1)
+    # No message went out: nothing can be delivered.
+    assert _queued(settings) == 0
     assert receiver.count == 0
     _age_invocations(db, OPTIONS.republish_after_s + 1)
     report = dispatch_tick(db, lambda ids: publish_runs(celery_client, ids), OPTIONS)
@@ -166,8 +185,8 @@ def test_a_dispatcher_killed_between_commit_and_publish_loses_nothing_and_delive
     (row,) = _wait_final(db, 1)
     assert (row.status, row.attempt) == (InvocationStatus.SUCCEEDED, 1)
     again = dispatch_tick(db, lambda ids: publish_runs(celery_client, ids), OPTIONS)
-    time.sleep(1)
-    assert (again.republished, receiver.count) == (0, 1)
+    # Nothing published again, nothing queued: no second delivery can come.
+    assert (again.republished, _queued(settings), receiver.count) == (0, 0, 1)
 
 
 def test_a_broker_that_lost_its_queue_is_refilled_by_the_sweep_and_delivers_once(
@@ -191,5 +210,5 @@ def test_a_broker_that_lost_its_queue_is_refilled_by_the_sweep_and_delivers_once
     receiver.wait_for(1)
     (row,) = _wait_final(db, 1)
     assert (row.status, row.attempt) == (InvocationStatus.SUCCEEDED, 1)
-    time.sleep(1)
-    assert receiver.count == 1
+    # The one message was taken and nothing else is queued: no second delivery can come.
+    assert (_queued(settings), receiver.count) == (0, 1)

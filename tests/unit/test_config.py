@@ -60,7 +60,7 @@ def test_every_setting_is_read_from_its_variable() -> None:
         "CRONBEAT_CONSOLE_SECURE_COOKIES": "true",
         "CRONBEAT_PUBLIC_URL": "https://cronbeat.example.com/",
         "CRONBEAT_ALERT_WATCH_INTERVAL_S": "5",
-        "CRONBEAT_RUN_CONCURRENCY": "512",
+        "CRONBEAT_RUN_CONCURRENCY": "384",
         "CRONBEAT_WORKER_DB_POOL": "12",
     })
     assert dataclasses.asdict(settings) == {
@@ -84,7 +84,7 @@ def test_every_setting_is_read_from_its_variable() -> None:
         "console_secure_cookies": True,
         "public_url": "https://cronbeat.example.com",
         "alert_watch_interval_s": 5,
-        "run_concurrency": 512,
+        "run_concurrency": 384,
         "worker_db_pool": 12,
     }
 
