@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import decimal
 import json
 from collections.abc import Iterator, Mapping
@@ -21,6 +22,20 @@ from app.limits import (  # noqa: F401 - re-exported for the schemas
 )
 from app.schedule import scheduling
 from app.targets import webhook
+
+
+class UtcDateTime(fields.AwareDateTime):
+    """An instant with a UTC offset, loaded as UTC: PostgreSQL refuses offsets beyond
+    +-15:59 that ISO 8601 allows, so none reaches SQL. One outside datetime's range
+    once in UTC is a 422 naming the field."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Any:
+        moment = super()._deserialize(value, attr, data, **kwargs)
+        try:
+            return moment.astimezone(dt.UTC)
+        except OverflowError:
+            raise ValidationError("is out of range once in UTC") from None
+
 
 NAME_PATTERN = r"^[A-Za-z0-9._-]{1,200}$"
 # What reads show in place of a webhook's header values and URL password.

@@ -9,7 +9,7 @@ from __future__ import annotations
 import marshmallow as ma
 from marshmallow import fields, validate
 
-from api.schemas.fields import OneOfSchemas, Str
+from api.schemas.fields import OneOfSchemas, Str, UtcDateTime
 from app.enums import InvocationStatus, MisfirePolicy, OverlapPolicy
 
 _NULL = {"allow_none": True}
@@ -178,9 +178,9 @@ class InvocationListQuerySchema(ma.Schema):
 class _TimeRange(ma.Schema):
     """``since`` (inclusive) and ``until`` (exclusive) on ``scheduled_for``, in order."""
 
-    since = fields.AwareDateTime(
+    since = UtcDateTime(
         metadata={"description": "Only invocations scheduled at or after this instant."})
-    until = fields.AwareDateTime(
+    until = UtcDateTime(
         metadata={"description": "Only invocations scheduled before this instant."})
 
     @ma.validates_schema
@@ -221,9 +221,9 @@ class TriggerStatsSchema(ma.Schema):
 
 
 class BackfillSchema(ma.Schema):
-    start = fields.AwareDateTime(required=True, data_key="from",
+    start = UtcDateTime(required=True, data_key="from",
                                  metadata={"description": "The range's start (inclusive)."})
-    end = fields.AwareDateTime(required=True, data_key="to",
+    end = UtcDateTime(required=True, data_key="to",
                                metadata={"description": "Its end (exclusive), not after now."})
     dry_run = fields.Boolean(load_default=False,
                              metadata={"description": "List the occurrences, record nothing."})

@@ -148,3 +148,21 @@ def test_the_last_invocation_is_the_latest_whatever_last_scheduled_for_says(
         elsewhere = last_invocations(session, "other", [uuid.UUID(t) for t in expected])
     assert {str(k): str(v.id) for k, v in found.items()} == expected
     assert elsewhere == {}
+
+
+def test_any_utc_offset_iso_8601_allows_is_read_as_utc_and_one_out_of_range_is_a_422(
+    api: Caller, db: sessionmaker[Session],
+) -> None:
+    # PostgreSQL refuses offsets beyond +-15:59 (they were 500s): the API converts first.
+    trigger = api.create(name="offsets")
+    run = _run(db, trigger["id"], T0 + dt.timedelta(minutes=1), S.SUCCEEDED)
+    # The run is at 2026-01-01T09:01Z. Since 03:29+18:29 the next day is 09:00Z, until
+    # 01:00:30+16:00 is 09:00:30Z: an empty window, and no 500.
+    window = _all_pages(api, "/invocations?since=2026-01-02T03:29:00%2B18:29"
+                             "&until=2026-01-02T01:00:30%2B16:00")
+    assert window == []
+    # Until 09:02-23:59 is 09:01Z the next day: the run is in.
+    window = _all_pages(api, "/invocations?since=2026-01-02T03:29:00%2B18:29"
+                             "&until=2026-01-01T09:02:00-23:59")
+    assert [item["id"] for item in window] == [run]
+    assert_error(api.get("/invocations?since=0001-01-01T00:00:00%2B01:00"), 422, "since")
