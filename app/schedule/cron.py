@@ -189,13 +189,17 @@ def _parse_dom(text: str) -> tuple[int, bool, bool, frozenset[int]]:
     days: set[int] = set()
     last = last_weekday = False
     nearest: set[int] = set()
-    for item in _items(text, _DOM):
+    items = _items(text, _DOM)
+    for item in items:
         upper = item.upper()
         if upper == "L":
             last = True
         elif upper == "LW":
             last_weekday = True
         elif upper.endswith("W") and len(upper) > 1:
+            if len(items) > 1:
+                # As in Quartz: NW names one day, alone in its field.
+                raise _DOM.bad(text, "NW stands alone in the day-of-month field")
             nearest.add(_number(upper[:-1], _DOM, item))
         else:
             days |= _values(item, _DOM)
@@ -215,6 +219,8 @@ def _parse_dow(text: str) -> tuple[int, frozenset[tuple[int, int]], int]:
                 raise _DOW.bad(item, "the K of D#K is 1-5")
             nth.add((day, int(k_text)))
         elif upper.endswith("L") and len(upper) > 1:
+            if not upper[:-1].isdigit():
+                raise _DOW.bad(item, "the D of DL is a number 0-7")
             last.add(_number(upper[:-1], _DOW, item) % 7)
         else:
             weekdays |= {value % 7 for value in _values(item, _DOW)}
@@ -243,7 +249,9 @@ def _compile(expression: str) -> CronSpec:
         raise InvalidSchedule("cron expression must be a string")
     if len(expression) > MAX_EXPRESSION_LENGTH:
         raise InvalidSchedule(f"expression too long (max {MAX_EXPRESSION_LENGTH} characters)")
-    text = " ".join(expression.split())
+    # Fields are separated by ASCII spaces and tabs, as cronie reads them: any other
+    # whitespace (a no-break space, U+2028, ...) is part of a field, and refused there.
+    text = " ".join(part for part in expression.replace("\t", " ").split(" ") if part)
     fields = text.split(" ") if text else []
     if text.startswith("@"):
         if text.lower() == "@reboot":

@@ -221,14 +221,26 @@ def next_run_at(cron_expression: str, timezone: str, after: datetime) -> datetim
         An aware UTC datetime on a whole minute.
 
     Raises:
-        InvalidSchedule: the expression or zone is invalid, or no match in the next
-            ``SEARCH_YEARS`` years survives the zone's DST gaps.
+        InvalidSchedule: the expression or zone is invalid, no match in the next
+            ``SEARCH_YEARS`` years survives the zone's DST gaps, or datetime's calendar
+            (years 1-9999) ends first.
         TypeError: ``after`` is naive or not a datetime (a programmer error, deliberately
             not a ``ValueError`` so that it is never reported as a user's mistake).
     """
     spec = cron.parse(cron_expression)
     zone = validate_timezone(timezone)
     _check_after(after)
+    try:
+        return _next_after(spec, zone, after, timezone)
+    except OverflowError:
+        # The search ran off datetime's calendar (years 1-9999) in this zone.
+        raise InvalidSchedule(
+            f"no fire time within the calendar's range (years 1-9999): {spec.text} in"
+            f" {timezone}") from None
+
+
+def _next_after(spec: cron.CronSpec, zone: ZoneInfo, after: datetime, timezone: str
+                ) -> datetime:
     after_utc = after.astimezone(UTC).replace(tzinfo=None)
     local = after.astimezone(zone)
     start = local.replace(tzinfo=None, fold=0, second=0, microsecond=0) + _ONE_MINUTE

@@ -222,3 +222,45 @@ def test_the_never_fires_check_agrees_with_a_search_of_the_whole_400_year_cycle(
     spec = cron._compile(expression)
     assert cron.can_fire(spec) is fires
     assert (cron.next_match(spec, datetime(2000, 1, 1), 2399) is not None) is fires
+
+
+@pytest.mark.parametrize("separator", ["\u00a0", "\u2028", "\u3000", "\u2003", "\u0085"])
+def test_fields_are_separated_by_ascii_spaces_and_tabs_only(separator: str) -> None:
+    with pytest.raises(InvalidSchedule, match="expected 5 fields, got 4"):
+        cron.parse(f"0{separator}0 * * *")
+    assert cron.parse("0\t0  * *\t*").text == "0 0 * * *"
+
+
+def test_nw_stands_alone_in_its_field() -> None:
+    with pytest.raises(InvalidSchedule, match=r"bad day-of-month field: 15W,16 \(NW stands "
+                                              r"alone in the day-of-month field\)"):
+        cron.parse("0 0 15W,16 * *")
+    assert cron.parse("0 0 15W * *").days.dom_nearest == frozenset({15})
+
+
+def test_the_last_weekday_form_takes_a_number_only() -> None:
+    with pytest.raises(InvalidSchedule,
+                       match=r"bad day-of-week field: MONL \(the D of DL is a number 0-7\)"):
+        cron.parse("0 0 * * MONL")
+    # 5L: the last Friday of each month.
+    assert next_run_times("0 0 * * 5L", "UTC", utc(2026, 1, 1), 2) == [
+        utc(2026, 1, 30), utc(2026, 2, 27)]
+
+
+def test_31w_does_not_fire_in_a_month_of_30_days() -> None:
+    # Quartz's rule, kept: April 2026 has 30 days, so after March 31 (a Tuesday) the
+    # next is May 29 (May 31 is a Sunday: the nearest weekday within May, Friday 29th).
+    assert next_run_times("0 9 31W * *", "UTC", utc(2026, 3, 30), 2) == [
+        utc(2026, 3, 31, 9), utc(2026, 5, 29, 9)]
+
+
+@pytest.mark.parametrize(("zone", "after"), [
+    ("UTC", datetime(9999, 12, 31, 23, 59, tzinfo=UTC)),
+    ("Pacific/Kiritimati", datetime(9999, 12, 31, 23, 59, tzinfo=UTC)),
+    ("Etc/GMT+12", datetime(1, 1, 1, 0, 0, tzinfo=UTC)),
+])
+def test_the_end_of_the_calendar_is_a_schedule_error_not_an_overflow(
+    zone: str, after: datetime
+) -> None:
+    with pytest.raises(InvalidSchedule, match=r"no fire time within the calendar's range"):
+        next_run_times("0 0 1 1 *", zone, after, 1)

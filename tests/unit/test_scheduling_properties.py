@@ -100,6 +100,9 @@ def day_expressions(draw: st.DrawFn) -> tuple[str, list[str], list[str]]:
                               min_size=1, max_size=3))
     dow_items = draw(st.lists(st.one_of(DOW_SPECIALS, st.integers(0, 7).map(str)),
                               min_size=1, max_size=2))
+    nearest = [item for item in dom_items if item.endswith("W") and item != "LW"]
+    if nearest:
+        dom_items = nearest[:1]  # NW stands alone in its field
     if draw(st.booleans()):
         dom_items = ["*"]
     elif draw(st.booleans()):
