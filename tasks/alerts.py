@@ -2,7 +2,11 @@
 
 ``deliver_alert(alert_id)`` is one attempt of one alert (app.alerting.delivery), on the
 workers' ``cronbeat.alerts`` queue; a retry due within a tick goes out as a countdown
-message, a longer one is published by the watchdog when due.
+message, a longer one is published by the watchdog when due. A worker consumes that
+queue on a broker connection of its own (:class:`AlertDeliveries`, with
+:class:`tasks.run_consumer.RunConsumer`), as it does runs, not through the Celery
+consumer: that one, holding an unacknowledged message when the broker goes, ends the
+process (kombu 5.7 fails to restore it), where this one connects again.
 
 The watchdog is a thread of each worker started to consume ``cronbeat.alerts`` (a
 worker bootstep starts it, standbys included), not a beat schedule: a beat or
@@ -20,7 +24,7 @@ import datetime as dt
 import logging
 import threading
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from celery import bootsteps
@@ -38,6 +42,8 @@ from messaging.config import ALERT_QUEUE, ALERT_TASK
 from messaging.publisher import publish_alerts
 from tasks import gate
 from tasks.celery_app import celery_app
+from tasks.delivery_threads import DeliveryThreads
+from tasks.run_consumer import Delivery, RunConsumer
 from tasks.runtime import get_runtime, get_settings
 
 log = logging.getLogger(__name__)
@@ -127,6 +133,40 @@ class Watchdog:
                             exc_info=True, extra={"action": "alert.watch_failed"})
 
 
+class AlertDeliveries:
+    """The worker's consumer of ``cronbeat.alerts``: each message's attempt on one of a
+    few threads, acknowledged once it ran (an alert is safe to receive twice)."""
+
+    THREADS = 4
+
+    def __init__(self, app: Any, may_consume: Callable[[], bool]) -> None:
+        self._threads = DeliveryThreads(self.THREADS)
+        self.consumer = RunConsumer(app, ALERT_QUEUE, self._receive,
+                                    prefetch=2 * self.THREADS, may_consume=may_consume,
+                                    name="alert consumer")
+
+    def start(self) -> None:
+        self.consumer.start()
+
+    def stop(self) -> None:
+        """Take no new message; an attempt still running is left to its redelivery."""
+        self.consumer.drain()
+        self._threads.stop()
+        self.consumer.close(timeout_s=5.0)
+
+    def _receive(self, delivery: Delivery) -> None:
+        self._threads.submit(self._deliver, delivery)
+
+    def _deliver(self, delivery: Delivery) -> None:
+        try:
+            args, kwargs, _ = delivery.message.decode()
+            deliver_alert(str(args[0] if args else kwargs["alert_id"]))
+        except Exception:  # a bug or a bad message: logged, acknowledged, not retried
+            log.exception("deliver_alert failed", extra={"action": "alert.failed"})
+        finally:
+            self.consumer.ack(delivery)
+
+
 class AlertWatchStep(bootsteps.StartStopStep):
     """Worker bootstep: a worker started to consume cronbeat.alerts runs the watchdog.
 
@@ -140,6 +180,7 @@ class AlertWatchStep(bootsteps.StartStopStep):
     def __init__(self, w: Any, **kwargs: Any) -> None:
         super().__init__(w, **kwargs)
         self.watchdog: Watchdog | None = None
+        self.deliveries: AlertDeliveries | None = None
 
     def include_if(self, w: Any) -> bool:
         return gate.consumes(ALERT_QUEUE)
@@ -148,8 +189,15 @@ class AlertWatchStep(bootsteps.StartStopStep):
         if self.watchdog is None:
             self.watchdog = Watchdog(get_settings(), gate.is_active)
             self.watchdog.start()
+        if self.deliveries is None:
+            deliveries = self.deliveries = AlertDeliveries(w.app, gate.is_active)
+            gate.watch_consumer(lambda: deliveries.consumer.consuming)
+            deliveries.start()
 
     def stop(self, w: Any) -> None:
+        if self.deliveries is not None:
+            self.deliveries.stop()
+            self.deliveries = None
         if self.watchdog is not None:
             self.watchdog.stop()
             self.watchdog = None

@@ -42,7 +42,8 @@ class EngineStep(bootsteps.StartStopStep):
         engine.consumer = RunConsumer(w.app, RUN_QUEUE, engine.receive,
                                       prefetch=capacity + engine.spare + PREFETCH_EXTRA,
                                       may_consume=gate.is_active)
-        gate.watch_engine(lambda: engine.consumer is not None and engine.consumer.consuming)
+        gate.watch_consumer(
+            lambda: engine.consumer is not None and engine.consumer.consuming)
         # The worker's own event dispatcher says whether events are on (-E, or Flower's
         # enable_events): a documented attribute of the consumer, there once it started.
         engine.task_events = RunEvents(

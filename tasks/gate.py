@@ -45,6 +45,11 @@ APPLY_INTERVAL_S = 0.25
 NOT_CONSUMING_GRACE_S = 10.0
 LOOP_STALL_S = 30.0
 CRONBEAT_QUEUES = (DISPATCH_QUEUE, RUN_QUEUE, ALERT_QUEUE)
+#: Queues a worker consumes on connections of its own (tasks.run_consumer), not through
+#: the Celery consumer: runs (the engine) and alerts. kombu 5.7 fails to restore a
+#: message the Celery consumer holds unacknowledged when the broker goes, and Celery
+#: then ends the process; these consumers survive it.
+OWN_CONSUMERS = (RUN_QUEUE, ALERT_QUEUE)
 
 
 class _Gate:
@@ -54,20 +59,20 @@ class _Gate:
         #: Every Cronbeat queue this worker consumes, the engine's included.
         self.queues = queues
         #: The queues the Celery consumer consumes (all but the engine's).
-        self.celery_queues = tuple(q for q in queues if q != RUN_QUEUE)
+        self.celery_queues = tuple(q for q in queues if q not in OWN_CONSUMERS)
         self.last_apply: float | None = None
         self.celery_consuming = False
         self.not_consuming_since: float | None = None
         #: Whether the engine consumes its queue now (set by tasks.engine).
-        self.engine_consuming: Callable[[], bool] | None = None
+        self.own_consuming: list[Callable[[], bool]] = []
         self.presence = Presence(
             get_settings(), processes.kind_for_queues(queues), queues, self.status
         )
 
     @property
     def consuming(self) -> bool:
-        engine = self.engine_consuming
-        return bool(self.queues) and self.celery_consuming and (engine is None or engine())
+        return (bool(self.queues) and self.celery_consuming
+                and all(consuming() for consuming in self.own_consuming))
 
     def status(self) -> tuple[bool | None, str | None]:
         """(consuming, problem), for the heartbeat thread."""
@@ -96,8 +101,9 @@ def capture(app: Any) -> tuple[str, ...]:
     ``cronbeat.runs`` to the engine. Returns the queues (empty: not a Cronbeat worker)."""
     global _gate
     queues = tuple(q for q in app.amqp.queues.consume_from if q in CRONBEAT_QUEUES)
-    if RUN_QUEUE in queues:
-        app.amqp.queues.deselect(RUN_QUEUE)
+    for queue in OWN_CONSUMERS:
+        if queue in queues:
+            app.amqp.queues.deselect(queue)
     _gate = _Gate(queues) if queues else None
     return queues
 
@@ -117,10 +123,11 @@ def process_id() -> uuid.UUID | None:
     return None if _gate is None else _gate.presence.id
 
 
-def watch_engine(consuming: Callable[[], bool]) -> None:
-    """Count the engine's consuming in the worker's (for the heartbeat and health)."""
+def watch_consumer(consuming: Callable[[], bool]) -> None:
+    """Count a consumer of this worker's own (the engine's, the alerts') in the worker's
+    consuming (for the heartbeat and health)."""
     if _gate is not None:
-        _gate.engine_consuming = consuming
+        _gate.own_consuming.append(consuming)
 
 
 class WorkerPresence(bootsteps.StartStopStep):

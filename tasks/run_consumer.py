@@ -68,10 +68,12 @@ class RunConsumer:
         handle: called on this consumer's thread with each due message.
         prefetch: the most messages handed out and not acknowledged at once.
         may_consume: whether to consume now (the deployment gate); read every pass.
+        name: what its log lines and its thread are called.
     """
 
     def __init__(self, app: Celery, queue_name: str, handle: Callable[[Delivery], None],
-                 prefetch: int, may_consume: Callable[[], bool]) -> None:
+                 prefetch: int, may_consume: Callable[[], bool], *,
+                 name: str = "run consumer") -> None:
         self._app = app
         # The app's own declaration of the queue (its exchange and binding), as every
         # publisher and the Celery consumer know it.
@@ -82,7 +84,9 @@ class RunConsumer:
         self._acks: queue.SimpleQueue[Delivery] = queue.SimpleQueue()
         self._stopping = threading.Event()
         self._draining = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="run-consumer", daemon=True)
+        self._name = name
+        self._thread = threading.Thread(target=self._run, name=name.replace(" ", "-"),
+                                        daemon=True)
         #: Which connection is current (1, 2, ...); 0 before the first.
         self._number = 0
         self._etas: list[tuple[float, int, Any]] = []
@@ -124,9 +128,9 @@ class RunConsumer:
                 # this worker's consuming).
                 if not self._stopping.is_set():
                     log.warning(
-                        "run consumer: the broker connection failed (%s); connecting again"
-                        " in %.1f s (the messages it held come back through their runs'"
-                        " leases and the sweep)", type(exc).__name__, wait_s, exc_info=True,
+                        "%s: the broker connection failed (%s); connecting again in %.1f s"
+                        " (the messages it held come back through their leases and the"
+                        " sweeps)", self._name, type(exc).__name__, wait_s, exc_info=True,
                         extra={"action": "run.broker_lost"})
             finally:
                 self._forget_connection()
@@ -147,7 +151,7 @@ class RunConsumer:
             self._qos.update()
             self.connected = True
             if self._number > 1:
-                log.warning("run consumer: connected to the broker again",
+                log.warning("%s: connected to the broker again", self._name,
                             extra={"action": "run.broker_back"})
             while not self._stopping.is_set():
                 self._follow_role(consumer)
@@ -208,7 +212,7 @@ class RunConsumer:
                 delivery.message.ack()
             except Exception as exc:
                 # The message is gone either way: its run's lease decides what runs.
-                log.debug("run consumer: an ack failed (%s)", type(exc).__name__,
+                log.debug("%s: an ack failed (%s)", self._name, type(exc).__name__,
                           extra={"action": "run.ack_failed"})
 
     def _forget_connection(self) -> None:

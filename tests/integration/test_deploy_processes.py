@@ -385,7 +385,9 @@ def test_health_follows_the_worker_role_and_the_gate_restores_a_cancelled_consum
     db: sessionmaker[Session], start_worker: Callable[..., WorkerProcess],
 ) -> None:
     assert _cli("deploy", "activate", "v1", "--force").returncode == 0
-    worker = start_worker(queues=f"{RUNS},{ALERTS}", CRONBEAT_DEPLOYMENT_ID="v2")
+    # Runs and alerts have consumers of the worker's own; the dispatch queue is the
+    # Celery consumer's, whose cancelled queue the gate restores below.
+    worker = start_worker(queues=f"{RUNS},{ALERTS},{DISPATCH}", CRONBEAT_DEPLOYMENT_ID="v2")
     pid = str(worker.pid)
     standby = _cli("health", "worker", "--pid", pid)
     assert standby.returncode == 0, standby.stderr
@@ -395,21 +397,22 @@ def test_health_follows_the_worker_role_and_the_gate_restores_a_cancelled_consum
     _wait(lambda: _roles(db, "v2") == Counter({("worker", "active", True): 1}), "v2 consuming")
     active = _cli("health", "worker", "--pid", pid)
     assert active.returncode == 0, active.stderr
-    assert re.match(r"healthy  deployment v2  worker .* active +consuming cronbeat\.runs",
-                    active.stdout)
+    assert re.match(r"healthy  deployment v2  worker .* active +consuming .*cronbeat\.runs",
+                    active.stdout), active.stdout
 
     # Someone cancels the Celery consumer's queue by hand (the old way a deploy stranded
     # a worker): the gate consumes again, since its deployment is the active one. (The
-    # run queue is the engine's own consumer's, which remote control does not reach.)
+    # run and alert queues are the worker's own consumers', which remote control does
+    # not reach.)
     assert worker.name
     cancel = subprocess.run(
         [sys.executable, "-m", "celery", "-A", "tasks.worker", "control", "cancel_consumer",
-         ALERTS, "-d", f"{worker.name}@{socket.gethostname()}"],
+         DISPATCH, "-d", f"{worker.name}@{socket.gethostname()}"],
         cwd=ROOT, env=os.environ, capture_output=True, text=True, timeout=60,
     )
     assert cancel.returncode == 0, cancel.stderr
-    worker.wait_for_log(r"Canceling queue cronbeat\.alerts", count=2, timeout_s=DEADLINE_S)
-    worker.wait_for_log(r"Started consuming from cronbeat\.alerts", count=2,
+    worker.wait_for_log(r"Canceling queue cronbeat\.dispatch", count=2, timeout_s=DEADLINE_S)
+    worker.wait_for_log(r"Started consuming from cronbeat\.dispatch", count=2,
                         timeout_s=DEADLINE_S)
 
     assert _cli("deploy", "activate", "v3", "--force").returncode == 0
