@@ -58,6 +58,9 @@ log = logging.getLogger(__name__)
 
 SendWebhook = Callable[..., DeliveryResult]
 
+#: A run whose row another transaction held at its claim is tried again after this.
+ROW_BUSY_RETRY_S = 1.0
+
 def _not_runnable_reason(
     session: Session, invocation: Invocation, trigger: Trigger | None
 ) -> tuple[InvocationStatus, str] | None:
@@ -168,7 +171,14 @@ def _start_slow(
                             overlap_checked=True):
         log.debug("run: the tenant is at its cap, parked",
                   extra={"action": "run.tenant_capped", "cap": cap, **ids})
-    return RunOutcome(status=None)
+        return RunOutcome(status=None)
+    # Pending, runnable, and neither claimed nor capped: another transaction holds its
+    # row this moment (a claim of a duplicate message, a publish marking it sent; claims
+    # skip locked rows). Its message is not dropped: it comes back in a moment, and then
+    # runs, or finds the run taken and does nothing.
+    log.debug("run: its row is busy, trying again shortly",
+              extra={"action": "run.row_busy", **ids})
+    return RunOutcome(status=None, retry_in_s=ROW_BUSY_RETRY_S)
 
 
 def _deliver(
