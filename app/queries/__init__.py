@@ -3,9 +3,9 @@
 Every ``FOR UPDATE`` and every advisory lock of Cronbeat is in this package: the
 dispatcher's claims (:mod:`.claims`) and sweep (:mod:`.sweep`), the run path's one claim
 and one finish (:mod:`.attempts`) and its other checks (:mod:`.leases`), cancels
-(:mod:`.cancellation`), the editing paths' trigger and key locks (:mod:`.triggers`,
-:mod:`.apikeys`), the alert tables' (:mod:`.alerts`), and the advisory locks
-(:mod:`.locks`). The rest of
+(:mod:`.cancellation`), parked runs (:mod:`.parking`), the editing paths' trigger and
+key locks (:mod:`.triggers`, :mod:`.apikeys`), the alert tables' (:mod:`.alerts`), and
+the advisory locks (:mod:`.locks`). The rest of
 ``app`` calls these functions and locks nothing itself.
 
 The lock order: every transaction that locks several rows takes them in this order.
@@ -25,8 +25,8 @@ here is taken in one global order, and by primary key within a table:
 5. one trigger's runs (advisory, :func:`.locks.lock_trigger_runs`): the run path's
    overlap check;
 6. invocations, ``ORDER BY id`` ``FOR UPDATE`` (:func:`.locks.by_id`): cancels
-   (:mod:`.cancellation`); or ``SKIP LOCKED``: mark_published, the dispatcher's claims
-   and the sweep, which never wait;
+   (:mod:`.cancellation`); or ``SKIP LOCKED``: mark_published, the dispatcher's claims,
+   the sweep, and parking and taking parked runs (:mod:`.parking`), which never wait;
 7. triggers' alert states, ``ORDER BY trigger_id`` ``FOR UPDATE``
    (:func:`.alerts.lock_alert_states`): taken in the very transaction that records what
    the alerts are about (a run's finish, a tick's batch, a take-back), after its rows of
