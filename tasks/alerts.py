@@ -141,9 +141,11 @@ class AlertDeliveries:
 
     def __init__(self, app: Any, may_consume: Callable[[], bool]) -> None:
         self._threads = DeliveryThreads(self.THREADS)
+        # Alerts are not latency-critical: the thread wakes five times a second, not
+        # fifty (an idle worker's CPU).
         self.consumer = RunConsumer(app, ALERT_QUEUE, self._receive,
                                     prefetch=2 * self.THREADS, may_consume=may_consume,
-                                    name="alert consumer")
+                                    name="alert consumer", poll_s=0.2)
 
     def start(self) -> None:
         self.consumer.start()

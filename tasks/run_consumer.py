@@ -69,11 +69,13 @@ class RunConsumer:
         prefetch: the most messages handed out and not acknowledged at once.
         may_consume: whether to consume now (the deployment gate); read every pass.
         name: what its log lines and its thread are called.
+        poll_s: how long the thread waits for a message before it sends the acks asked
+            for and looks at its ETAs and role (the latency those have).
     """
 
     def __init__(self, app: Celery, queue_name: str, handle: Callable[[Delivery], None],
                  prefetch: int, may_consume: Callable[[], bool], *,
-                 name: str = "run consumer") -> None:
+                 name: str = "run consumer", poll_s: float = POLL_S) -> None:
         self._app = app
         # The app's own declaration of the queue (its exchange and binding), as every
         # publisher and the Celery consumer know it.
@@ -85,6 +87,7 @@ class RunConsumer:
         self._stopping = threading.Event()
         self._draining = threading.Event()
         self._name = name
+        self._poll_every_s = poll_s
         self._thread = threading.Thread(target=self._run, name=name.replace(" ", "-"),
                                         daemon=True)
         #: Which connection is current (1, 2, ...); 0 before the first.
@@ -179,8 +182,8 @@ class RunConsumer:
 
     def _poll_s(self) -> float:
         if not self._etas:
-            return POLL_S
-        return max(0.0, min(POLL_S, self._etas[0][0] - time.monotonic()))
+            return self._poll_every_s
+        return max(0.0, min(self._poll_every_s, self._etas[0][0] - time.monotonic()))
 
     def _on_message(self, body: Any, message: Any) -> None:
         due_in_s = _due_in_s(message)
