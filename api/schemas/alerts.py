@@ -7,7 +7,7 @@ from typing import Any
 import marshmallow as ma
 from marshmallow import fields, validate
 
-from api.schemas.fields import NAME_PATTERN, FullMatch, Str, StrictBool
+from api.schemas.fields import NAME_PATTERN, FullMatch, Str, StrictBool, WebUrl
 from api.schemas.triggers import check_secret, check_url_authority
 from app.alerting.rules import DEFAULT_RULE, AlertKind
 
@@ -25,14 +25,14 @@ _SECRET = {"description": "whsec_ + base64 of 24-64 bytes; generated when left o
 
 class ChannelCreateSchema(ma.Schema):
     name = Str(required=True, validate=FullMatch(NAME_PATTERN))
-    url = fields.Url(required=True, **_URL_FIELD)
+    url = WebUrl(required=True, **_URL_FIELD)
     signing_secret = Str(validate=check_secret, metadata=_SECRET)
     enabled = StrictBool(load_default=True)
 
 
 class ChannelPatchSchema(ma.Schema):
     name = Str(validate=FullMatch(NAME_PATTERN))
-    url = fields.Url(**_URL_FIELD)
+    url = WebUrl(**_URL_FIELD)
     signing_secret = Str(validate=check_secret, metadata=_SECRET)
     rotate_secret = StrictBool(
         load_default=False,

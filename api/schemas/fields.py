@@ -37,6 +37,16 @@ class UtcDateTime(fields.AwareDateTime):
             raise ValidationError("is out of range once in UTC") from None
 
 
+class WebUrl(fields.Url):
+    """An http(s) URL. One without the scheme (``example.com/hook``) is told exactly
+    that, rather than marshmallow's "Not a valid URL." beside a host check."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Any:
+        if isinstance(value, str) and not value[:8].lower().startswith(("http://", "https://")):
+            raise ValidationError("must start with http:// or https://")
+        return super()._deserialize(value, attr, data, **kwargs)
+
+
 NAME_PATTERN = r"^[A-Za-z0-9._-]{1,200}$"
 # What reads show in place of a webhook's header values and URL password.
 REDACTED = webhook.REDACTED

@@ -30,6 +30,7 @@ from api.schemas.fields import (
     OneOfSchemas,
     Str,
     StrictBool,
+    WebUrl,
     check_cron,
     check_template,
     check_timezone,
@@ -125,7 +126,7 @@ class WebhookTargetSchema(ma.Schema):
     """POST (or ``method``) a signed JSON body to ``url``."""
 
     kind = Str(required=True, validate=validate.OneOf(["webhook"]))
-    url = fields.Url(
+    url = WebUrl(
         required=True, schemes={"http", "https"}, require_tld=False,
         validate=[validate.Length(max=2048), check_url_authority],
         metadata={"format": "uri", "pattern": "^https?://[^/?#\\s]+",

@@ -26,6 +26,7 @@ Nothing global (``zoneinfo.TZPATH``) is changed to achieve this: zones are loade
 
 from __future__ import annotations
 
+import difflib
 import functools
 import importlib.resources
 from datetime import MAXYEAR, UTC, datetime, timedelta
@@ -103,8 +104,19 @@ def validate_timezone(name: str) -> ZoneInfo:
         raise InvalidSchedule("time zone must be a string")
     # The allow-list check also keeps paths such as "../etc/passwd" away from the loader.
     if name not in _zone_names():
-        raise InvalidSchedule(f"unknown time zone: {_shown(name)}")
+        raise InvalidSchedule(f"unknown time zone: {_shown(name)}{_did_you_mean(name)}")
     return _load_zone(name)
+
+
+def _did_you_mean(name: str) -> str:
+    """``; did you mean X?`` for the closest zone names (a different case, a typo), or
+    nothing when none is close."""
+    if len(name) > 64:  # no zone name is longer; and difflib's work grows with it
+        return ""
+    names = _zone_names()
+    folded = [zone for zone in names if zone.lower() == name.strip().lower()]
+    close = folded or difflib.get_close_matches(name.strip(), sorted(names), n=3, cutoff=0.8)
+    return f"; did you mean {' or '.join(close)}?" if close else ""
 
 
 def validate_schedule(cron_expression: str, timezone: str) -> None:

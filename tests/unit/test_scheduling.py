@@ -191,16 +191,18 @@ def test_is_fixed_time_rejects_invalid_expressions() -> None:
 @pytest.mark.parametrize(("name", "message"), [
     ("Mars/Olympus", "unknown time zone: Mars/Olympus"),
     ("", "unknown time zone: ''"),
-    (" UTC", "unknown time zone: ' UTC'"),
-    ("utc", "unknown time zone: utc"),
+    (" UTC", "unknown time zone: ' UTC'; did you mean UTC?"),
+    ("utc", "unknown time zone: utc; did you mean UTC?"),
+    ("Europe/Berlinn", "unknown time zone: Europe/Berlinn; did you mean Europe/Berlin?"),
     ("localtime", "unknown time zone: localtime"),
     ("posixrules", "unknown time zone: posixrules"),
-    ("posix/Europe/London", "unknown time zone: posix/Europe/London"),
+    ("posix/Europe/London",
+     "unknown time zone: posix/Europe/London; did you mean Europe/London?"),
     ("right/UTC", "unknown time zone: right/UTC"),
     ("../etc", "unknown time zone: ../etc"),
     ("/usr/share/zoneinfo/UTC", "unknown time zone: /usr/share/zoneinfo/UTC"),
     ("Factory", "unknown time zone: Factory"),
-    ("Europe/London\n", "unknown time zone: 'Europe/London\\n'"),
+    ("Europe/London\n", "unknown time zone: 'Europe/London\\n'; did you mean Europe/London?"),
 ])
 def test_unknown_and_host_specific_time_zones_are_rejected(name: str, message: str) -> None:
     with pytest.raises(InvalidSchedule) as raised:

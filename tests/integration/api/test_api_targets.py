@@ -115,3 +115,17 @@ def test_reads_redact_header_values_and_the_url_password(api: Caller, db: sessio
         stored = session.scalars(select(Trigger)).one()
         assert stored.webhook_url == target["url"]
         assert stored.webhook_headers == target["headers"]
+
+
+@pytest.mark.parametrize("url", ["example.com/hook", "ftp://example.com/hook",
+                                 "//example.com/hook"])
+def test_a_url_without_an_http_scheme_is_told_exactly_that(
+    api: Caller, db: sessionmaker[Session], url: str,
+):
+    response = api.post("/triggers", json=trigger_body(target={"kind": "webhook", "url": url}))
+    body = assert_error(response, 422, "target")
+    assert body["errors"]["target"] == {"url": ["must start with http:// or https://"]}
+    assert _count(db) == 0
+    channel = api.post("/alerts/channels", json={"name": "ops", "url": url})
+    assert assert_error(channel, 422, "url")["errors"]["url"] == [
+        "must start with http:// or https://"]
