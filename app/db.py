@@ -5,15 +5,19 @@ from __future__ import annotations
 import logging
 import os
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from sqlalchemy import Engine, NullPool, QueuePool, create_engine, text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.config import Settings
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 CONNECT_TIMEOUT_S = 5
 POOL_TIMEOUT_S = 10
@@ -112,6 +116,30 @@ def make_engine(
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:
     """Return the session factory; callers open one ``with factory.begin()`` per unit of work."""
     return sessionmaker(engine, expire_on_commit=False)
+
+
+def in_transaction(sessions: sessionmaker[Session], work: Callable[[Session], T]) -> T:
+    """Run ``work`` in one transaction; on a connection found dead, once more.
+
+    Workers do not ping a pooled connection before each use (a round trip per unit of
+    work): a connection PostgreSQL closed since (a restart, a failover, an idle timeout)
+    fails its first statement, SQLAlchemy drops the pool's connections of that age, and
+    the work is tried again on a fresh one. Nothing was written by the failed try: the
+    connection died before its commit.
+
+    Raises:
+        sqlalchemy errors: any other failure, or the second try's.
+    """
+    for last in (False, True):
+        try:
+            with sessions.begin() as session:
+                return work(session)
+        except DBAPIError as exc:
+            if last or not exc.connection_invalidated:
+                raise
+            log.info("database: the connection was gone, trying again on a fresh one",
+                     extra={"action": "db.reconnect"})
+    raise AssertionError("unreachable: the last try returns or raises")
 
 
 def _quoted(engine: Engine, name: str) -> str:

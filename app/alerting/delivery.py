@@ -18,13 +18,19 @@ import dataclasses
 import datetime as dt
 import logging
 import uuid
-from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import Float, func, literal, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.delivery.send import DeliveryResult, Verdict, build_headers, encode_body, send_webhook
+from app.delivery.send import (
+    DeliveryResult,
+    SendWebhook,
+    Verdict,
+    build_headers,
+    encode_body,
+    send_webhook,
+)
 from app.errors import PermanentError, TransientError
 from app.models import Alert, AlertChannel
 
@@ -37,9 +43,6 @@ LEASE_S = 60.0
 #: The wait after each failed attempt: the last one is the sixth.
 RETRY_DELAYS_S = (5.0, 30.0, 120.0, 600.0, 1800.0)
 MAX_ATTEMPTS = len(RETRY_DELAYS_S) + 1
-
-SendWebhook = Callable[..., DeliveryResult]
-
 
 @dataclasses.dataclass(frozen=True)
 class AlertOutcome:

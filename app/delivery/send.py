@@ -216,6 +216,10 @@ def _pin(host: str, port: int, timeout_s: float, allow_private: bool,
     return Pin(host=host, port=port, addresses=addresses)
 
 
+#: send_webhook's shape, for callers that take another (a test's receiver).
+SendWebhook = Callable[..., DeliveryResult]
+
+
 def send_webhook(
     *,
     method: str,

@@ -24,12 +24,12 @@ import logging
 import random
 import uuid
 from collections.abc import Callable, Sequence
-from typing import TypeVar
 
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.config import Settings
+from app.db import in_transaction
 from app.delivery.send import DeliveryResult
 from app.firing.outcome import (
     finish_retrying,
@@ -40,8 +40,6 @@ from app.firing.outcome import (
 )
 from app.firing.runs import RunOutcome, StartedRun, started_run
 from app.queries import attempts, parking
-
-_T = TypeVar("_T")
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +77,7 @@ def start_batch(
             settings.deployment_id, cap)
         return [started_run(item, settings) for item in claimed], parked
 
-    return _retried(sessions, claim)
+    return in_transaction(sessions, claim)
 
 
 def start_parked(
@@ -113,7 +111,7 @@ def start_parked(
         published = parking.unpark(session, [key for key in rest if key[0] not in capped])
         return [started_run(item, settings) for item in claimed], published, last
 
-    return _retried(sessions, take)
+    return in_transaction(sessions, take)
 
 
 def park_waiting(sessions: sessionmaker[Session], keys: Sequence[attempts.Key]
@@ -124,19 +122,7 @@ def park_waiting(sessions: sessionmaker[Session], keys: Sequence[attempts.Key]
     Raises:
         sqlalchemy errors: the database failed; nothing was parked.
     """
-    return _retried(sessions, lambda session: parking.park(session, keys))
-
-
-def _retried(sessions: sessionmaker[Session], work: Callable[[Session], _T]) -> _T:
-    # As the single path: no pre-ping, a connection found dead is tried once more.
-    for last in (False, True):
-        try:
-            with sessions.begin() as session:
-                return work(session)
-        except DBAPIError as exc:
-            if last or not exc.connection_invalidated:
-                raise
-    raise AssertionError("unreachable: the last try returns or raises")
+    return in_transaction(sessions, lambda session: parking.park(session, keys))
 
 
 def finish_batch(

@@ -32,14 +32,15 @@ import uuid
 from collections.abc import Callable
 
 from sqlalchemy import func, select
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.alerting import observe
 from app.config import Settings
+from app.db import in_transaction
 from app.delivery.send import (
     DeliveryResult,
     SendTask,
+    SendWebhook,
     Verdict,
     send_webhook,
 )
@@ -56,10 +57,9 @@ from app.targets import Delivery, target_of
 
 log = logging.getLogger(__name__)
 
-SendWebhook = Callable[..., DeliveryResult]
-
 #: A run whose row another transaction held at its claim is tried again after this.
 ROW_BUSY_RETRY_S = 1.0
+
 
 def _not_runnable_reason(
     session: Session, invocation: Invocation, trigger: Trigger | None
@@ -265,32 +265,10 @@ def run_invocation(
             lease ends first (outcome.finish_retrying), since its delivery happened.
     """
     invocation_id = uuid.UUID(str(invocation_id))
-    started = _start_retrying(sessions, settings, invocation_id, scheduled_for, leased_by)
+    started = in_transaction(sessions, lambda session: _start(
+        session, settings, invocation_id, scheduled_for, leased_by))
     if isinstance(started, RunOutcome):
         return started
     result = deliver(started, settings, send_task, send_webhook_)
     return finish_retrying(sessions, started, result, rand, float(settings.tick_seconds),
                            public_url=settings.public_url)
-
-
-def _start_retrying(
-    sessions: sessionmaker[Session], settings: Settings, invocation_id: uuid.UUID,
-    scheduled_for: dt.datetime | None, leased_by: uuid.UUID | None,
-) -> StartedRun | RunOutcome:
-    # Workers do not ping a pooled connection before each use (a round trip per unit of
-    # work): a connection PostgreSQL closed since (a restart, a failover, an idle
-    # timeout) fails its first statement, SQLAlchemy drops the pool's connections of
-    # that age, and the start is tried once more on a fresh one. Nothing was written
-    # by the failed try: the connection died before its commit.
-    for last in (False, True):
-        try:
-            with sessions.begin() as session:
-                return _start(session, settings, invocation_id, scheduled_for, leased_by)
-        except DBAPIError as exc:
-            if last or not exc.connection_invalidated:
-                raise
-            log.info("run: the database connection was gone, starting again",
-                     extra={"action": "run.start_retry", "invocation_id": str(invocation_id)})
-    raise AssertionError("unreachable: the last try returns or raises")
-
-

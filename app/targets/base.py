@@ -11,14 +11,12 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from app.config import Settings
-from app.delivery.send import DeliveryResult, SendTask
+from app.delivery.send import DeliveryResult, SendTask, SendWebhook
 from app.enums import TargetKind
-
-SendWebhook = Callable[..., DeliveryResult]
 
 
 @dataclasses.dataclass(frozen=True)
