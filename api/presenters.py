@@ -15,8 +15,6 @@ from app.models import Invocation, InvocationAttempt, Trigger
 from app.schedule.kinds import local_time, schedule_of
 from app.targets import target_of
 
-_local = local_time
-
 
 def describe_schedule(trigger: Trigger) -> str:
     """Describe a trigger's schedule in words."""
@@ -59,7 +57,7 @@ def preview_view(trigger: Trigger, now: dt.datetime, count: int) -> dict[str, An
         "description": describe_schedule(trigger),
         "next_run_times": [
             {"utc": moment.astimezone(dt.UTC).isoformat(),
-             "local": _local(moment, trigger.timezone).isoformat()}
+             "local": local_time(moment, trigger.timezone).isoformat()}
             for moment in times
         ],
     }

@@ -221,7 +221,7 @@ class Engine:
                 # claimed once the database answers again, instead of being dropped for
                 # the sweep to send again minutes later.
                 self._queue.put_back(messages, time.monotonic())
-                self._database_failed(exc)
+                self._database_failed(exc, "claiming runs")
                 return
             except Exception:
                 # The database failed: each message tries the single path, which
@@ -259,11 +259,7 @@ class Engine:
             parked = {key[0] for key in park_waiting(get_runtime().sessions, keys)}
         except Exception as exc:  # nothing was parked: they wait on here
             self._queue.arrive(messages, now)
-            if isinstance(exc, _UNREACHABLE):
-                self._database_failed(exc)
-            else:
-                log.exception("run engine: parking runs failed",
-                              extra={"action": "run.park_failed"})
+            self._database_failed(exc, "parking runs")
             return
         left = [message for message in messages
                 if message.key is None or message.key[0] not in parked]
@@ -271,8 +267,9 @@ class Engine:
         for message in messages:
             if message.key is not None and message.key[0] in parked:
                 self._done(message)
-        log.info("run engine: %d runs waited for a thread; parked in the database",
-                 len(parked), extra={"action": "run.parked", "count": len(parked)})
+        if parked:
+            log.info("run engine: %d runs waited for a thread; parked in the database",
+                     len(parked), extra={"action": "run.parked", "count": len(parked)})
 
     def _pull(self, now: float) -> None:
         """Start parked runs on the free threads (no message waits)."""
@@ -284,11 +281,7 @@ class Engine:
             self._database.answered()
         except Exception as exc:  # nothing was taken
             self._queue.pulled(0, now)  # not again before pull_idle_s
-            if isinstance(exc, _UNREACHABLE):
-                self._database_failed(exc)
-            else:
-                log.exception("run engine: taking parked runs failed",
-                              extra={"action": "run.pull_failed"})
+            self._database_failed(exc, "taking parked runs")
             return
         self._queue.pulled(len(started), now)
         self._hold(len(started))
@@ -300,7 +293,13 @@ class Engine:
         if published:
             self._publish(published, None, "parked runs a batch cannot start")
 
-    def _database_failed(self, exc: Exception) -> None:
+    def _database_failed(self, exc: Exception, what: str) -> None:
+        """``what`` failed, and did nothing: an unreachable database is tried again after
+        a wait (the runs wait here); any other error is a bug, logged."""
+        if not isinstance(exc, _UNREACHABLE):
+            log.error("run engine: %s failed", what, exc_info=exc,
+                      extra={"action": "run.engine_step_failed"})
+            return
         delay_s = self._database.failed(time.monotonic())
         log.warning("run engine: the database did not answer (%s); %d runs wait and are"
                     " tried again in %.1f s", type(exc).__name__, len(self._queue), delay_s,

@@ -39,8 +39,7 @@ from app.editing import alerts, apikeys, invocations, manual, triggers
 from app.errors import Conflict, NotFound
 from app.history import stats
 from app.models import Invocation, InvocationAttempt, InvocationKey, Trigger
-from app.schedule import scheduling
-from app.schedule.kinds import schedule_of
+from app.schedule.kinds import local_time, schedule_of
 from app.targets import target_of
 
 PAGE_SIZE = 50
@@ -171,9 +170,7 @@ def _row(trigger: Trigger, last: Invocation | None, days: dict[str, Any]) -> dic
 
 
 def _local(moment: dt.datetime | None, zone: str) -> dt.datetime | None:
-    if moment is None:
-        return None
-    return moment.astimezone(scheduling.validate_timezone(zone))
+    return None if moment is None else local_time(moment, zone)
 
 
 def next_runs(trigger: Trigger, now: dt.datetime) -> list[dict[str, Any]]:
