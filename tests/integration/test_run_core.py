@@ -6,7 +6,6 @@ import dataclasses
 import datetime as dt
 import re
 import threading
-import time
 from typing import Any
 
 import pytest
@@ -35,6 +34,7 @@ from tests.support.runs import (
     load,
     new_secret,
     no_task,
+    wait_for_a_lock_wait,
 )
 
 pytestmark = pytest.mark.slow
@@ -192,15 +192,7 @@ def test_a_claim_racing_a_committed_claim_claims_nothing(
             # The second message reads the row as pending (the first claim is not
             # committed yet) and blocks on the tenant's claim lock, the tightest
             # interleaving.
-            deadline = time.monotonic() + DEADLINE_S
-            with db() as observer:
-                while not observer.scalar(text(
-                    "SELECT count(*) FROM pg_stat_activity"
-                    " WHERE datname = current_database() AND wait_event_type = 'Lock'"
-                )):
-                    assert time.monotonic() < deadline, "the second claim never blocked"
-                    time.sleep(0.02)
-                    observer.rollback()  # a fresh snapshot of pg_stat_activity
+            wait_for_a_lock_wait(db, "the second claim blocked")
         else:
             # No cap, no tenant lock: the claim skips the locked row and is done before
             # the first one commits. The row was busy, so its message comes back in a
@@ -251,15 +243,7 @@ def test_overlap_skip_sees_an_earlier_claim_that_commits_while_it_waits(
         # trigger's lock it would see the earlier one pending, not running, and run.
         racer = threading.Thread(target=run_later)
         racer.start()
-        deadline = time.monotonic() + DEADLINE_S
-        with db() as observer:
-            while not observer.scalar(text(
-                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
-                " AND wait_event_type = 'Lock' AND wait_event = 'advisory'"
-            )):
-                assert time.monotonic() < deadline, "the later run never waited"
-                time.sleep(0.02)
-                observer.rollback()
+        wait_for_a_lock_wait(db, "the later run waited", advisory=True)
     racer.join(DEADLINE_S)
 
     assert outcomes == [RunOutcome(status=InvocationStatus.SKIPPED, attempt=0)]

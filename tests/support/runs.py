@@ -14,7 +14,7 @@ import uuid
 from typing import Any
 
 from celery import Celery
-from sqlalchemy import insert, select
+from sqlalchemy import insert, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.enums import InvocationStatus
@@ -140,3 +140,18 @@ def claim(session: Session, invocation_id: uuid.UUID, *, deployment_id: str | No
     claimed = attempt_statements.claim_many(session, [key], deployment_id, tenant_cap,
                                   overlap_checked=True)
     return claimed[0].attempt if claimed else None
+
+
+def wait_for_a_lock_wait(db: sessionmaker[Session], what: str, *, advisory: bool = False
+                         ) -> None:
+    """Wait until a session of the database waits on a lock (an advisory one only, with
+    ``advisory``): the tightest interleaving of a race. Fails after DEADLINE_S."""
+    query = ("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+             " AND wait_event_type = 'Lock'"
+             + (" AND wait_event = 'advisory'" if advisory else ""))
+    deadline = time.monotonic() + DEADLINE_S
+    with db() as observer:
+        while not observer.scalar(text(query)):
+            assert time.monotonic() < deadline, f"never: {what}"
+            time.sleep(0.02)
+            observer.rollback()  # a fresh snapshot of pg_stat_activity

@@ -22,7 +22,10 @@ from tests.support.receiver import Receiver, Reply
 
 pytestmark = pytest.mark.slow
 
-WAVE = 300
+#: Runs per wave, due at once: more than a tick sends as messages (TICK_MESSAGES, 500),
+#: so 200 of each wave are parked and taken from the database by the worker, across
+#: the outages too.
+WAVE = 700
 
 
 def _outage(server: PrivatePostgres, down_s: float) -> None:
