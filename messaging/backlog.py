@@ -21,6 +21,7 @@ from kombu.exceptions import OperationalError as BrokerError
 from redis.exceptions import RedisError
 
 from messaging.config import RUN_QUEUE
+from messaging.connect import ensure_connected
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +34,7 @@ def oldest_waiting_run(app: Celery) -> uuid.UUID | None:
     """
     try:
         with app.connection_for_read() as conn:
-            raw = conn.default_channel.client.lindex(RUN_QUEUE, -1)
+            raw = ensure_connected(conn).default_channel.client.lindex(RUN_QUEUE, -1)
     except (BrokerError, RedisError, OSError):
         log.warning("sweep: the run queue could not be read", exc_info=True,
                     extra={"action": "dispatch.backlog_unread"})
@@ -57,7 +58,7 @@ def broker_epoch(app: Celery) -> str | None:
     """The broker's epoch token (set now if missing); None when it cannot be read."""
     try:
         with app.connection_for_read() as conn:
-            client = conn.default_channel.client
+            client = ensure_connected(conn).default_channel.client
             client.set(EPOCH_KEY, uuid.uuid4().hex, nx=True)
             raw = client.get(EPOCH_KEY)
     except (BrokerError, RedisError, OSError):

@@ -25,6 +25,7 @@ from messaging.config import (
     RUN_QUEUE,
     RUN_TASK,
 )
+from messaging.connect import ensure_connected
 
 #: Redis commands buffered per pipeline flush: large enough to amortise the round trip,
 #: small enough that one flush stays a few hundred kilobytes.
@@ -63,25 +64,27 @@ def publish_runs(
     )
     serializer = app.conf.task_serializer
     count = 0
-    with app.producer_or_acquire() as producer, producer.batch(max_size=PIPELINE_SIZE):
-        for run in runs:
-            args = run_args(run)
-            text_id = args[0]
-            producer.publish(
-                (args, {}, {"callbacks": None, "errbacks": None, "chain": None,
-                            "chord": None}),
-                # The anonymous exchange with the queue name as routing key, as Celery
-                # itself publishes to a direct exchange: no binding lookup per message.
-                exchange="",
-                routing_key=RUN_QUEUE,
-                serializer=serializer,
-                headers={**headers, "id": text_id, "argsrepr": repr(args)},
-                delivery_mode=2,
-                retry=False,
-                declare=[],
-                **{**properties, "correlation_id": text_id},
-            )
-            count += 1
+    with app.producer_or_acquire() as producer:
+        ensure_connected(producer.connection)
+        with producer.batch(max_size=PIPELINE_SIZE):
+            for run in runs:
+                args = run_args(run)
+                text_id = args[0]
+                producer.publish(
+                    (args, {}, {"callbacks": None, "errbacks": None, "chain": None,
+                                "chord": None}),
+                    # The anonymous exchange with the queue name as routing key, as Celery
+                    # itself publishes to a direct exchange: no binding lookup per message.
+                    exchange="",
+                    routing_key=RUN_QUEUE,
+                    serializer=serializer,
+                    headers={**headers, "id": text_id, "argsrepr": repr(args)},
+                    delivery_mode=2,
+                    retry=False,
+                    declare=[],
+                    **{**properties, "correlation_id": text_id},
+                )
+                count += 1
     return count
 
 

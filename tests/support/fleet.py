@@ -190,9 +190,13 @@ class ProcfileProcess:
         self._signal(signal.SIGTERM)
 
     def wait(self, timeout_s: float) -> int:
-        """The exit status, once it exited (raises subprocess.TimeoutExpired)."""
+        """The exit status, once it exited (AssertionError with the log's end if not)."""
         assert self.process is not None
-        return self.process.wait(timeout_s)
+        try:
+            return self.process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"{self.name} still running after {timeout_s} s:\n"
+                                 f"{self.log_text()[-4000:]}") from None
 
     def kill(self) -> None:
         self._signal(signal.SIGKILL)

@@ -17,7 +17,7 @@ from sqlalchemy import insert, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.enums import InvocationStatus
-from app.models import Alert, AlertChannel, Invocation, InvocationAttempt
+from app.models import Alert, AlertChannel, Invocation, InvocationAttempt, Trigger
 from tests.integration.faults.conftest import db_now, one_time
 from tests.support.fleet import PrivateRedis, ProcfileProcess, wait_until
 from tests.support.receiver import Receiver, Reply, running_receiver
@@ -158,3 +158,36 @@ def test_a_warm_shutdown_with_the_broker_gone_ends_within_seconds_and_records_it
     with db.begin() as session:
         row = session.execute(select(Invocation).where(Invocation.trigger_id == trigger)).one()
     assert row.Invocation.status is InvocationStatus.SUCCEEDED
+
+
+def test_a_tick_that_meets_the_dead_broker_does_not_hold_a_warm_shutdown(
+    db: sessionmaker[Session], redis_server: PrivateRedis,
+    fleet: Callable[..., dict[str, ProcfileProcess]],
+) -> None:
+    # 6,000 runs due at once: the dispatcher's tick is still claiming and publishing
+    # when Redis dies. Each publish and each read of the broker would wait for kombu's
+    # tries (6 s each; the warm shutdown took 10-18 s); once the shutdown began, they
+    # give up at once (messaging.connect).
+    processes = fleet(("dispatcher", "beat"), redis_server)
+    triggers = one_time(db, "http://127.0.0.1:9/never", db_now(db) + dt.timedelta(seconds=2),
+                        6000)
+    wait_until(lambda: _invocations(db), "the tick's first batch", 30, every_s=0.01)
+    redis_server.kill()
+    time.sleep(2.0)  # the tick meets the dead broker
+    stopping = time.monotonic()
+    for process in processes.values():
+        process.terminate()
+    statuses = {name: process.wait(30) for name, process in processes.items()}
+    stopped_s = time.monotonic() - stopping
+    assert statuses == {"dispatcher": 0, "beat": 0}
+    assert stopped_s < 5, (stopped_s, processes["dispatcher"].log_text()[-3000:])
+    # Nothing lost: each trigger has its run recorded (pending: no worker runs), or is
+    # still due for the next tick.
+    with db.begin() as session:
+        runs = Counter(session.execute(select(Invocation.trigger_id, Invocation.status)))
+        due = set(session.execute(select(Trigger.id).where(
+            Trigger.next_run_at.is_not(None))).scalars())
+    assert set(runs.values()) == {1}
+    assert {status for _, status in runs} == {InvocationStatus.PENDING}
+    assert {trigger for trigger, _ in runs} | due == set(triggers)
+    assert not {trigger for trigger, _ in runs} & due
