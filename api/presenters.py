@@ -31,7 +31,8 @@ def trigger_view(
         column: getattr(trigger, column)
         for column in (
             "id", "project_id", "name", "description", "enabled", "cron_expression",
-            "timezone", "run_at", "next_run_at", "payload", "message_template",
+            "timezone", "run_at", "interval_s", "start_at", "next_run_at", "payload",
+            "message_template",
             "max_attempts", "backoff_base_s", "backoff_cap_s", "timeout_s",
             "misfire_policy", "misfire_grace_s", "overlap_policy", "ref", "pause_note",
             "version", "created_at", "updated_at",
@@ -53,6 +54,8 @@ def preview_view(trigger: Trigger, now: dt.datetime, count: int) -> dict[str, An
     return {
         "cron_expression": trigger.cron_expression,
         "run_at": trigger.run_at,
+        "interval_s": trigger.interval_s,
+        "start_at": trigger.start_at,
         "timezone": trigger.timezone,
         "description": describe_schedule(trigger),
         "next_run_times": [

@@ -19,7 +19,7 @@ from api import auth
 from api.pagination import decode_id_cursor, encode_cursor, next_link
 from api.parser import Blueprint
 from api.presenters import invocation_view, preview_view, trigger_view
-from api.publishing import publish_after_commit
+from api.publishing import held_next_run, publish_after_commit, tick_if_due_soon
 from api.schemas.triggers import (
     PreviewQuerySchema,
     RefQuerySchema,
@@ -116,6 +116,7 @@ class TriggerCollection(MethodView):
             trigger = triggers.create_trigger(session, auth.tenant_id(), project_id, values,
                                               now=now)
             view = trigger_view(trigger, None, signing_secret=trigger.signing_secret)
+        tick_if_due_soon([held_next_run(trigger)], now)
         log.info("trigger created", extra={"action": "trigger.create",
                                            "tenant_id": auth.tenant_id(),
                                            "project_id": project_id, "trigger_id": trigger.id})
@@ -133,6 +134,8 @@ class TriggerCollection(MethodView):
         with transaction() as (session, now):
             result = sync.sync_triggers(session, auth.tenant_id(), project_id,
                                         body["triggers"], now=now, dry_run=query["dry_run"])
+        if not query["dry_run"]:
+            tick_if_due_soon([held_next_run(row) for row in result.saved], now)
         return {"dry_run": query["dry_run"], "created": result.created,
                 "updated": result.updated, "deleted": result.deleted,
                 "unchanged": result.unchanged, "signing_secrets": result.signing_secrets}
@@ -184,6 +187,7 @@ def _update(project_id: str, trigger_id: uuid.UUID, changes: dict[str, Any]) -> 
             expected_version=expected_version(),
         )
         view = _view(session, trigger, secret)
+    tick_if_due_soon([held_next_run(trigger)], now)
     return view, 200, _etag(trigger)
 
 
@@ -210,6 +214,7 @@ def resume(project_id: str, trigger_id: uuid.UUID) -> Any:
         trigger = triggers.resume_trigger(session, auth.tenant_id(), project_id, trigger_id,
                                           now=now, expected_version=expected_version())
         view = _view(session, trigger, None)
+    tick_if_due_soon([held_next_run(trigger)], now)
     return view, 200, _etag(trigger)
 
 

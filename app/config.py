@@ -14,6 +14,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from app.errors import ConfigError
+from app.limits import INTERVAL_S
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
@@ -161,6 +162,8 @@ class Settings:
     #: How often a worker's alert watchdog looks for triggers that didn't run and for
     #: alerts to deliver (app.alerting.watch), seconds.
     alert_watch_interval_s: int = 15
+    #: The shortest interval_s a trigger may have (the API refuses shorter ones).
+    min_interval_s: int = 1
     #: Deliveries a worker process runs at once (tasks.engine): threads that wait on the
     #: network, and the run messages the worker takes from the broker ahead.
     run_concurrency: int = 512
@@ -212,6 +215,7 @@ class Settings:
             dispatch_batch_size=_int(env, "CRONBEAT_DISPATCH_BATCH_SIZE", 5000, 1, 100_000),
             republish_after_s=_int(env, "CRONBEAT_REPUBLISH_AFTER_S", 300, 5, 86_400),
             tenant_max_running=_int(env, "CRONBEAT_TENANT_MAX_RUNNING", 0, 0, 100_000),
+            min_interval_s=_int(env, "CRONBEAT_MIN_INTERVAL_S", 1, 1, INTERVAL_S[1]),
             run_concurrency=_int(env, "CRONBEAT_RUN_CONCURRENCY", 512, 1, 4096),
             worker_db_pool=_int(env, "CRONBEAT_WORKER_DB_POOL", 8, 2, 200),
             history_retention_days=_int(env, "CRONBEAT_HISTORY_RETENTION_DAYS", 30, 1, 3650),

@@ -14,6 +14,9 @@ BACKOFF_S = (0, 86_400)
 #: A webhook attempt's whole wall-clock deadline.
 TIMEOUT_S = (1, 3600)
 MISFIRE_GRACE_S = (0, 7 * 86_400)
+#: An interval schedule's period: from one second (an operator may raise the floor,
+#: CRONBEAT_MIN_INTERVAL_S) to a leap year.
+INTERVAL_S = (1, 366 * 86_400)
 
 MAX_CRON_CHARS = 200
 MAX_PAYLOAD_BYTES = 64 * 1024

@@ -46,12 +46,14 @@ def run_args(run: Run) -> tuple[str, ...]:
 
 
 def publish_runs(
-    app: Celery, runs: Iterable[Run], *, countdown_s: float | None = None
+    app: Celery, runs: Iterable[Run], *, countdown_s: float | None = None,
+    eta: dt.datetime | None = None,
 ) -> int:
     """Publish one ``run_trigger(invocation_id[, scheduled_for])`` message per run.
 
     The message's task id is the invocation id, so Flower and the worker logs show the
-    invocation. Returns the number of messages published.
+    invocation. ``countdown_s`` or ``eta`` (an aware instant) hold the messages in the
+    worker until then. Returns the number of messages published.
 
     Raises:
         kombu / redis errors: the broker is unreachable. Messages not yet flushed are
@@ -60,7 +62,8 @@ def publish_runs(
     amqp = app.amqp
     template_id = str(uuid.uuid4())
     headers, properties, _, _ = amqp.as_task_v2(
-        template_id, RUN_TASK, args=(template_id,), kwargs={}, countdown=countdown_s
+        template_id, RUN_TASK, args=(template_id,), kwargs={}, countdown=countdown_s,
+        eta=eta,
     )
     serializer = app.conf.task_serializer
     count = 0
@@ -88,13 +91,14 @@ def publish_runs(
     return count
 
 
-def kick_tick(app: Celery) -> None:
-    """Send one dispatcher tick now (after an activation, so anything due runs at once).
+def kick_tick(app: Celery, countdown_s: float | None = None) -> None:
+    """Send one dispatcher tick now, or in ``countdown_s`` (after an activation, so
+    anything due runs at once; after a save of a trigger due before the next tick).
 
     Raises:
         kombu / redis errors: the broker is unreachable; beat's next tick does the same.
     """
-    app.send_task(DISPATCH_TASK, queue=DISPATCH_QUEUE)
+    app.send_task(DISPATCH_TASK, queue=DISPATCH_QUEUE, countdown=countdown_s)
 
 
 def publish_alerts(

@@ -30,7 +30,7 @@ from werkzeug.wrappers import Response
 from api.console import session as console_session
 from api.console.strip import strip
 from api.presenters import describe_schedule, trigger_view
-from api.publishing import publish_after_commit
+from api.publishing import held_next_run, publish_after_commit, tick_if_due_soon
 from api.state import state, transaction
 from app import metrics
 from app.alerting.rules import describe as describe_rule
@@ -237,7 +237,8 @@ def pause(project_id: str, trigger_id: uuid.UUID) -> Response:
 @blp.post("/projects/<project_id>/triggers/<uuid:trigger_id>/resume")
 def resume(project_id: str, trigger_id: uuid.UUID) -> Response:
     with transaction() as (db, now):
-        triggers.resume_trigger(db, g.tenant_id, project_id, trigger_id, now=now)
+        trigger = triggers.resume_trigger(db, g.tenant_id, project_id, trigger_id, now=now)
+    tick_if_due_soon([held_next_run(trigger)], now)
     flash("Resumed: the next run counts from now.")
     return _back(project_id, trigger_id)
 

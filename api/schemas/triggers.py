@@ -30,6 +30,7 @@ from api.schemas.fields import (
     OneOfSchemas,
     Str,
     StrictBool,
+    UtcDateTime,
     WebUrl,
     check_cron,
     check_template,
@@ -38,9 +39,11 @@ from api.schemas.fields import (
 )
 from api.state import state
 from app.delivery.send import DEFAULT_TASK_QUEUE, RESERVED_HEADERS
+from app.editing.definitions import KIND_COLUMNS, ONE_KIND
 from app.enums import MisfirePolicy, OverlapPolicy
 from app.limits import (
     BACKOFF_S,
+    INTERVAL_S,
     MAX_ATTEMPTS,
     MAX_HEADER_VALUE_BYTES,
     MAX_HEADERS,
@@ -217,6 +220,17 @@ class TriggerFieldsSchema(ma.Schema):
         metadata={"description": "One-time trigger: an ISO 8601 instant in the future and"
                   " before 9000-01-01, with a UTC offset (or local to the given timezone)."},
     )
+    interval_s = fields.Integer(
+        strict=True, validate=validate.Range(*INTERVAL_S),
+        metadata={"description": "Interval trigger: every this many seconds from start_at,"
+                  " in absolute time (no drift, no DST effect). At least 1, or the"
+                  " installation's CRONBEAT_MIN_INTERVAL_S."},
+    )
+    start_at = UtcDateTime(
+        metadata={"description": "An interval's anchor: occurrences fall at start_at + k *"
+                  " interval_s. A whole-second instant with a UTC offset; default: when"
+                  " the interval is first saved (a sync that leaves it out keeps it)."},
+    )
     target = OneOfSchemas(TARGETS)
     payload = JsonValue(metadata={"description": "Any JSON, at most 64 KiB."})
     message_template = Str(allow_none=True,
@@ -237,11 +251,22 @@ class TriggerFieldsSchema(ma.Schema):
 
     @validates_schema
     def _one_schedule_and_ordered_backoff(self, data: dict[str, Any], **_: Any) -> None:
-        if "cron_expression" in data and "run_at" in data:
-            message = "give exactly one of cron_expression or run_at"
-            raise ValidationError({"cron_expression": [message], "run_at": [message]})
+        given = [kind for kind in KIND_COLUMNS if kind in data]
+        if len(given) > 1:
+            raise ValidationError({key: [ONE_KIND] for key in given})
+        if "start_at" in data and given and given != ["interval_s"]:
+            raise ValidationError({"start_at": ["is the anchor of an interval_s schedule"
+                                                " only"]})
         if data.get("backoff_cap_s", BACKOFF_S[1]) < data.get("backoff_base_s", 0):
             raise ValidationError({"backoff_cap_s": ["must be at least backoff_base_s"]})
+
+    @validates_schema
+    def _interval_above_the_floor(self, data: dict[str, Any], **_: Any) -> None:
+        floor_s = state().settings.min_interval_s
+        if data.get("interval_s", floor_s) < floor_s:
+            raise ValidationError({"interval_s": [
+                f"must be at least {floor_s} seconds on this installation"
+                " (CRONBEAT_MIN_INTERVAL_S)"]})
 
     @validates_schema
     def _run_at_has_a_zone(self, data: dict[str, Any], **_: Any) -> None:
@@ -279,9 +304,11 @@ class TriggerCreateSchema(TriggerFieldsSchema):
 
     @validates_schema
     def _has_a_schedule(self, data: dict[str, Any], **_: Any) -> None:
-        if "cron_expression" not in data and "run_at" not in data:
-            message = "give exactly one of cron_expression or run_at"
-            raise ValidationError({"cron_expression": [message], "run_at": [message]})
+        if not any(kind in data for kind in KIND_COLUMNS):
+            raise ValidationError({key: [ONE_KIND] for key in KIND_COLUMNS})
+        if "start_at" in data and "interval_s" not in data:
+            raise ValidationError({"start_at": ["is the anchor of an interval_s schedule"
+                                                " only"]})
 
 
 class TriggerPatchSchema(TriggerFieldsSchema):

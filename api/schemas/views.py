@@ -51,6 +51,8 @@ class TriggerSchema(ma.Schema):
     cron_expression = fields.String(required=True, **_NULL)
     timezone = fields.String(required=True)
     run_at = fields.DateTime(required=True, **_NULL)
+    interval_s = fields.Integer(required=True, **_NULL)
+    start_at = fields.DateTime(required=True, **_NULL)
     next_run_at = fields.DateTime(
         required=True, **_NULL,
         metadata={"description": "The next occurrence; null when disabled or finished."},
@@ -119,6 +121,8 @@ class FireTimeSchema(ma.Schema):
 class PreviewSchema(ma.Schema):
     cron_expression = fields.String(required=True, **_NULL)
     run_at = fields.DateTime(required=True, **_NULL)
+    interval_s = fields.Integer(required=True, **_NULL)
+    start_at = fields.DateTime(required=True, **_NULL)
     timezone = fields.String(required=True)
     description = fields.String(required=True)
     next_run_times = fields.List(fields.Nested(FireTimeSchema), required=True)

@@ -15,7 +15,7 @@ from typing import Any
 
 from app.enums import MisfirePolicy, OverlapPolicy, TargetKind
 from app.errors import InvalidSchedule, InvalidTrigger
-from app.limits import RUN_AT_LIMIT
+from app.limits import INTERVAL_S, RUN_AT_LIMIT
 from app.models import Trigger
 from app.schedule import occurrences, scheduling
 from app.schedule.kinds import Schedule, schedule_of
@@ -30,6 +30,8 @@ DEFAULTS: dict[str, Any] = {
     "cron_expression": None,
     "timezone": "UTC",
     "run_at": None,
+    "interval_s": None,
+    "start_at": None,
     "target_kind": TargetKind.WEBHOOK,
     "webhook_url": None,
     "webhook_method": "POST",
@@ -50,7 +52,27 @@ DEFAULTS: dict[str, Any] = {
 }
 #: The columns a definition may set.
 EDITABLE = ("name", *DEFAULTS)
-SCHEDULE_COLUMNS = ("cron_expression", "timezone", "run_at")
+SCHEDULE_COLUMNS = ("cron_expression", "timezone", "run_at", "interval_s", "start_at")
+#: Each schedule kind's columns, by the column that names the kind: giving one kind in an
+#: update clears the others'.
+KIND_COLUMNS = {
+    "cron_expression": ("cron_expression",),
+    "run_at": ("run_at",),
+    "interval_s": ("interval_s", "start_at"),
+}
+ONE_KIND = "give exactly one of cron_expression, run_at or interval_s"
+
+
+def anchored(values: Mapping[str, Any], old: Trigger | None, now: dt.datetime,
+             ) -> dict[str, Any]:
+    """``values`` with an interval's missing ``start_at`` filled in: the stored anchor
+    when ``old`` has one (a sync that leaves it out does not move it), else ``now``
+    to the whole second (an interval starts when it is first saved)."""
+    row = dict(values)
+    if row.get("interval_s") is not None and row.get("start_at") is None:
+        row["start_at"] = (old.start_at if old is not None and old.start_at is not None
+                           else now.replace(microsecond=0))
+    return row
 TARGET_COLUMNS = ("target_kind", *all_columns())
 
 
@@ -62,14 +84,18 @@ def complete_definition(values: Mapping[str, Any]) -> dict[str, Any]:
 
     Raises:
         InvalidTrigger: no schedule or two, a naive ``run_at`` or one past
-            :data:`RUN_AT_LIMIT`, a bad zone or expression, a backoff cap below its base,
-            or an incomplete target.
+            :data:`RUN_AT_LIMIT`, an interval out of range or without a whole-second
+            anchor (:func:`anchored` gives the default one), a bad zone or expression,
+            a backoff cap below its base, or an incomplete target.
     """
     unknown = set(values) - set(EDITABLE)
     assert not unknown, f"not trigger columns: {sorted(unknown)}"
     row = {**DEFAULTS, **values}
-    if (row["cron_expression"] is None) == (row["run_at"] is None):
-        raise InvalidTrigger("cron_expression", "give exactly one of cron_expression or run_at")
+    given = [column for column in KIND_COLUMNS if row[column] is not None]
+    if len(given) != 1:
+        raise InvalidTrigger((given or ["cron_expression"])[-1], ONE_KIND)
+    if row["start_at"] is not None and row["interval_s"] is None:
+        raise InvalidTrigger("start_at", "is the anchor of an interval_s schedule only")
     try:
         scheduling.validate_timezone(row["timezone"])
     except InvalidSchedule as exc:
@@ -79,6 +105,8 @@ def complete_definition(values: Mapping[str, Any]) -> dict[str, Any]:
             scheduling.validate_schedule(row["cron_expression"], row["timezone"])
         except InvalidSchedule as exc:
             raise InvalidTrigger("cron_expression", exc.message) from None
+    elif row["interval_s"] is not None:
+        _check_interval(row)
     elif row["run_at"].tzinfo is None:
         raise InvalidTrigger("run_at", "must carry a UTC offset")
     else:
@@ -93,6 +121,23 @@ def complete_definition(values: Mapping[str, Any]) -> dict[str, Any]:
     row.update({column: value for column, value in all_columns().items()
                 if column not in target.columns})
     return row
+
+
+def _check_interval(row: dict[str, Any]) -> None:
+    low, high = INTERVAL_S
+    interval_s = row["interval_s"]
+    if isinstance(interval_s, bool) or not isinstance(interval_s, int):
+        raise InvalidTrigger("interval_s", "must be a whole number of seconds")
+    if not low <= interval_s <= high:
+        raise InvalidTrigger("interval_s", f"must be between {low} and {high} seconds")
+    start_at = row["start_at"]
+    if start_at is None or start_at.tzinfo is None:
+        raise InvalidTrigger("start_at", "must carry a UTC offset")
+    row["start_at"] = start_at = start_at.astimezone(dt.UTC)
+    if start_at.microsecond:
+        raise InvalidTrigger("start_at", "must be a whole second")
+    if start_at >= RUN_AT_LIMIT:
+        raise InvalidTrigger("start_at", f"must be before {RUN_AT_LIMIT.date().isoformat()}")
 
 
 def is_finished_one_time(trigger: Trigger) -> bool:
@@ -158,6 +203,9 @@ class Applied:
     changed: bool
     #: The trigger's scheduled runs must stop (it is being disabled).
     stop_runs: bool
+    #: Its schedule changed: runs of the old schedule taken ahead of their instant (a
+    #: held kind's, app.firing.dispatch) must not run.
+    rescheduled: bool
     next_run_at: dt.datetime | None
     #: Due occurrences the save takes away, to record as missed.
     missed: list[dict[str, Any]]
@@ -181,12 +229,14 @@ def apply_definition(
       the save is ``declarative`` (a sync re-applying its file); an explicit resume
       (PATCH) is checked like any other run_at, which lies in the past.
     * ``next_run_at`` follows :func:`next_run_after_save`; due occurrences the save moves
-      away are returned as missed rows (:func:`app.schedule.occurrences.missed_rows`).
+      away are returned as missed rows (:func:`app.schedule.occurrences.missed_rows`),
+      and a changed schedule says so (``rescheduled``: its runs taken ahead are
+      cancelled by the caller).
 
     Raises:
         InvalidTrigger: the definition is invalid.
     """
-    row = complete_definition(definition)
+    row = complete_definition(anchored(definition, old, now))
     generated = target_of(row["target_kind"]).prepare_save(
         row, old, generate_secret=generate_secret)
     if (old is not None and declarative and is_finished_one_time(old)
@@ -197,12 +247,14 @@ def apply_definition(
         row["enabled"] = False
     stop_runs = old is not None and not row["enabled"] and (
         old.enabled or explicit_enabled is False)
+    rescheduled = old is not None and any(
+        getattr(old, column) != row[column] for column in SCHEDULE_COLUMNS)
     if old is not None and all(getattr(old, column) == row[column] for column in EDITABLE):
-        return Applied(row, False, stop_runs, old.next_run_at, [], None)
+        return Applied(row, False, stop_runs, False, old.next_run_at, [], None)
     next_run_at = next_run_after_save(old, row, now, cache)
     missed: list[dict[str, Any]] = []
     if old is not None:
         reason = (occurrences.RESCHEDULED_REASON if row["enabled"]
                   else occurrences.DISABLED_REASON)
         missed = occurrences.missed_rows(old, next_run_at, now=now, reason=reason)
-    return Applied(row, True, stop_runs, next_run_at, missed, generated)
+    return Applied(row, True, stop_runs, rescheduled, next_run_at, missed, generated)

@@ -32,7 +32,12 @@ from app.editing.definitions import EDITABLE, apply_definition
 from app.errors import InvalidTrigger, NameTaken
 from app.limits import MAX_SYNC_TRIGGERS
 from app.models import Trigger
-from app.queries.cancellation import DELETED_REASON, cancel_pending, stop_scheduled_runs
+from app.queries.cancellation import (
+    DELETED_REASON,
+    cancel_held,
+    cancel_pending,
+    stop_scheduled_runs,
+)
 from app.queries.missed import record_missed
 from app.queries.triggers import project_triggers
 from app.schedule import occurrences
@@ -52,6 +57,8 @@ class SyncResult:
     unchanged: list[str]
     #: The secrets generated for webhooks that had none, to show once (empty in a dry run).
     signing_secrets: dict[str, str]
+    #: The rows it created or changed, as saved (the definition and next_run_at).
+    saved: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
 
 def sync_triggers(
@@ -93,6 +100,7 @@ def sync_triggers(
     updated: list[dict[str, Any]] = []
     unchanged: list[str] = []
     stopping: list[uuid.UUID] = []
+    rescheduled: list[uuid.UUID] = []
     missed: list[dict[str, Any]] = []
     secrets: dict[str, str] = {}
     for position, definition in enumerate(desired):
@@ -112,6 +120,9 @@ def sync_triggers(
         if applied.stop_runs:
             assert old is not None
             stopping.append(old.id)
+        elif applied.rescheduled:
+            assert old is not None
+            rescheduled.append(old.id)
         if not applied.changed:
             unchanged.append(row["name"])
             continue
@@ -131,12 +142,14 @@ def sync_triggers(
         deleted=sorted(t.name for t in gone),
         unchanged=sorted(unchanged),
         signing_secrets={} if dry_run else secrets,
+        saved=[*created, *updated],
     )
     if dry_run:
         return result
 
     cancel_pending(session, tenant_id, [t.id for t in gone], now=now, reason=DELETED_REASON)
     stop_scheduled_runs(session, tenant_id, stopping, now=now)
+    cancel_held(session, tenant_id, rescheduled, now=now)
     for trigger in gone:
         missed.extend(occurrences.missed_rows(trigger, None, now=now,
                                           reason=occurrences.DELETED_REASON))

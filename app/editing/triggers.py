@@ -27,7 +27,9 @@ from sqlalchemy.orm import Session
 from app.editing.definitions import (
     DEFAULTS,
     EDITABLE,
+    KIND_COLUMNS,
     TARGET_COLUMNS,
+    anchored,
     apply_definition,
     complete_definition,
     next_run_after_save,
@@ -36,7 +38,12 @@ from app.enums import InvocationStatus
 from app.errors import NameTaken, NotFound, StaleVersion
 from app.models import Invocation, Trigger
 from app.queries import triggers as queries
-from app.queries.cancellation import DELETED_REASON, cancel_pending, stop_scheduled_runs
+from app.queries.cancellation import (
+    DELETED_REASON,
+    cancel_held,
+    cancel_pending,
+    stop_scheduled_runs,
+)
 from app.queries.missed import record_missed
 from app.schedule import occurrences
 from app.targets import target_of
@@ -109,7 +116,7 @@ def create_trigger(
         InvalidTrigger: the definition is invalid (see :func:`complete_definition`).
         NameTaken: the project has a trigger of that name.
     """
-    row = complete_definition(values)
+    row = complete_definition(anchored(values, None, now))
     target_of(row["target_kind"]).prepare_save(row, None, generate_secret=True)
     trigger = Trigger(
         tenant_id=tenant_id, project_id=project_id, **row,
@@ -127,7 +134,8 @@ def update_trigger(
 ) -> tuple[Trigger, str | None]:
     """Apply a partial update, bump ``version`` and ``updated_at``; a no-op writes nothing.
 
-    Giving ``cron_expression`` clears ``run_at`` and the other way round; giving
+    Giving one schedule kind's column (``cron_expression``, ``run_at``, ``interval_s``)
+    clears the other kinds' (an interval's ``start_at`` included); giving
     ``target_kind`` replaces the whole target (a webhook keeps its secret unless a new one
     is given). ``enabled: false`` stops the trigger's scheduled invocations
     (:func:`app.queries.cancellation.stop_scheduled_runs`) even when the trigger is disabled
@@ -156,14 +164,18 @@ def update_trigger(
         merged.update({column: DEFAULTS[column] for column in TARGET_COLUMNS})
         merged["signing_secret"] = old_secret
     merged.update(changes)
-    if changes.get("cron_expression") is not None and "run_at" not in changes:
-        merged["run_at"] = None
-    if changes.get("run_at") is not None and "cron_expression" not in changes:
-        merged["cron_expression"] = None
+    for kind in KIND_COLUMNS:
+        if changes.get(kind) is not None:
+            # A new kind of schedule replaces the old kind's (both given: refused).
+            for other, columns in KIND_COLUMNS.items():
+                if other != kind and other not in changes:
+                    merged.update(dict.fromkeys(columns))
     applied = apply_definition(trigger, merged, now=now,
                                explicit_enabled=changes.get("enabled"), declarative=False)
     if applied.stop_runs:
         stop_scheduled_runs(session, tenant_id, [trigger.id], now=now)
+    elif applied.rescheduled:
+        cancel_held(session, tenant_id, [trigger.id], now=now)
     if not applied.changed:
         # Nothing differs (an empty PATCH, a resume of a running trigger): no write, so
         # the version, the ETag and updated_at stay what the caller may already hold.

@@ -4,6 +4,15 @@ The tick reads the clock once (the database's ``now()``) and uses that instant f
 batch, so the set of due work is fixed and the loop ends. Each batch is one transaction;
 messages are published only after it commits (the invocation row is the outbox), and
 the sweep re-publishes what was committed but never delivered.
+
+Second precision for one-time and interval triggers (app.schedule.kinds.Schedule.held):
+the tick also takes their occurrences due before the next tick (``hold_s`` ahead). Each
+is recorded pending with ``run_after`` at its instant and published with that instant as
+its ETA; the worker holds the message until then and claims it only then, so whatever
+happens in between is obeyed: a pause or a cancel cancels the row (nothing runs), a
+schedule change cancels the held runs of the old schedule, an activation makes the
+claim hand the message to the new deployment, and a holder that dies loses only the
+message (the sweep publishes the pending row again). Cron stays on its minute ticks.
 """
 
 from __future__ import annotations
@@ -15,7 +24,7 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import Row, func, select
 from sqlalchemy.orm import Session, sessionmaker
@@ -33,13 +42,25 @@ from app.schedule.occurrences import TriggerPlan, plan_trigger
 
 log = logging.getLogger(__name__)
 
-#: Publishes one run_trigger message per invocation (by its key); returns how many.
-Publish = Callable[[Sequence[InvocationKey]], int]
+class Publish(Protocol):
+    """Publishes one run_trigger message per invocation (by its key), held by the worker
+    until ``eta`` if given; returns how many."""
+
+    def __call__(self, keys: Sequence[InvocationKey], eta: dt.datetime | None = None,
+                 ) -> int: ...
+
+
+
 #: The invocation id of the oldest run message still waiting in the queue, None if none
 #: (or unknown): messaging.backlog.oldest_waiting_run.
 OldestWaiting = Callable[[], uuid.UUID | None]
 #: The broker's epoch token (messaging.backlog.broker_epoch), None when unreadable.
 BrokerEpoch = Callable[[], str | None]
+
+#: A tick takes held occurrences this much beyond the next tick's instant, so a next
+#: tick that comes late (beat or the dispatcher busy) by up to this much still finds
+#: its first occurrences taken and held.
+HOLD_MARGIN_S = 15
 
 #: A safety net, not a tuning knob: a tick whose loop claims this many batches has a bug
 #: (the due set is fixed by the tick's ``now``), and stopping beats spinning forever.
@@ -60,6 +81,7 @@ class TickReport:
     claimed: int = 0  # triggers claimed (locked and advanced)
     created: int = 0  # pending invocations recorded
     parked: int = 0  # of those, parked: no message, a worker takes them (fairness)
+    held: int = 0  # of those, taken ahead: held by a worker until their instant
     missed: int = 0  # occurrences recorded missed
     published: int = 0  # messages published for new invocations
     republished: int = 0  # pending invocations whose lost message was published again
@@ -92,6 +114,9 @@ class DispatchOptions:
     min_grace_s: int = 0
     #: CRONBEAT_PUBLIC_URL, for the console links of the alerts a tick raises.
     public_url: str | None = None
+    #: How far after its instant a tick also takes one-time and interval occurrences,
+    #: to be held until their instant (0: none; see the module doc).
+    hold_s: int = 0
 
 
 def dispatch_tick(
@@ -193,7 +218,7 @@ def _dispatch_all(
 def _dispatch_batch(
     sessions: sessionmaker[Session], now: dt.datetime, options: DispatchOptions,
     report: TickReport, sent: int,
-) -> tuple[list[uuid.UUID] | None, int]:
+) -> tuple[list[InvocationKey] | None, int]:
     """Claim, record and advance one batch in one transaction.
 
     ``sent``: the runs the tick recorded so far; past one batch, runs are parked, with
@@ -210,7 +235,9 @@ def _dispatch_batch(
         # The fence: share-locks the scheduler state until this commit, so an activation
         # of another deployment either waits for this batch or stops it here.
         deploy.fence(session, options.deployment_id)
-        rows = claims.claim_due_triggers(session, now, options.batch_size)
+        hold_until = now + dt.timedelta(seconds=options.hold_s)
+        rows = claims.claim_due_triggers(session, now, options.batch_size,
+                                         hold_until=hold_until)
         if not rows:
             return None, sent
         trigger_ids: list[uuid.UUID] = []
@@ -225,13 +252,15 @@ def _dispatch_batch(
         alert_events: dict[uuid.UUID, observe.Event] = {}
         for row in rows:
             try:
+                schedule = schedule_of(row)
                 plan = plan_trigger(
-                    schedule=schedule_of(row),
+                    schedule=schedule,
                     stored_next_run_at=row.next_run_at,
                     policy=MisfirePolicy(row.misfire_policy),
                     grace_s=max(row.misfire_grace_s, options.min_grace_s),
                     now=now,
                     missed_reason=claims.MISSED_REASON,
+                    until=hold_until if schedule.held else None,
                 )
             except (CronbeatError, ValueError, OverflowError) as exc:
                 # One trigger whose schedule no longer computes (a zone dropped from
@@ -265,7 +294,12 @@ def _dispatch_batch(
             last_scheduled.append(
                 plan.occurrences[-1].scheduled_for if plan.occurrences else None
             )
-        parked_at, sent = fairness.parked_ats([not missed for missed in misseds], sent, now)
+        # Runs due now share the tick's messages (fairness); held ones are each sent
+        # with their instant as ETA, never parked.
+        held = [at > now for at in scheduled_fors]
+        parked_at, sent = fairness.parked_ats(
+            [not missed and not ahead for missed, ahead in zip(misseds, held, strict=True)],
+            sent, now)
         inserted = claims.insert_invocations(
             session,
             trigger_ids=trigger_ids,
@@ -296,6 +330,7 @@ def _dispatch_batch(
     parked = sum(1 for _, status in inserted if status == claims.PARKED)
     report.created += len(new_ids) + parked
     report.parked += parked
+    report.held += sum(1 for key in new_ids if key.scheduled_for > now)
     report.missed += len(inserted) - len(new_ids) - parked
     return new_ids, sent
 
@@ -329,8 +364,16 @@ def _publish(
         Whatever ``publish`` raised, after recording the batch as unsent, so the next
         tick publishes it rather than the sweep CRONBEAT_REPUBLISH_AFTER_S later.
     """
+    due = [key for key in invocation_ids if key.scheduled_for <= now]
+    held: dict[dt.datetime, list[InvocationKey]] = {}
+    for key in invocation_ids:
+        if key.scheduled_for > now:
+            held.setdefault(key.scheduled_for, []).append(key)
     try:
-        return publish(invocation_ids)
+        count = publish(due) if due else 0
+        for eta, keys in held.items():
+            count += publish(keys, eta=eta)
+        return count
     except Exception:
         try:
             with sessions.begin() as session:

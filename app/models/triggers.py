@@ -26,7 +26,8 @@ from app.models.base import Base, Timestamp, checked_enum, uuid_primary_key
 
 
 class Trigger(Base):
-    """A schedule (cron in a zone, or one run_at) and the target each occurrence delivers to."""
+    """A schedule (cron in a zone, one run_at, or an interval from its start_at) and the
+    target each occurrence delivers to."""
 
     __tablename__ = "triggers"
 
@@ -40,6 +41,9 @@ class Trigger(Base):
     cron_expression: Mapped[str | None] = mapped_column(String(200))
     timezone: Mapped[str] = mapped_column(String(64), server_default="UTC")
     run_at: Mapped[dt.datetime | None] = mapped_column(Timestamp)
+    #: Every interval_s seconds from start_at (absolute time: app.schedule.kinds.Interval).
+    interval_s: Mapped[int | None] = mapped_column(Integer)
+    start_at: Mapped[dt.datetime | None] = mapped_column(Timestamp)
     # The next occurrence to fire; NULL when disabled or finished. Advanced by the
     # dispatcher from the occurrence's scheduled time, never from the wall clock.
     next_run_at: Mapped[dt.datetime | None] = mapped_column(Timestamp)
@@ -80,8 +84,11 @@ class Trigger(Base):
     __table_args__ = (
         UniqueConstraint("tenant_id", "project_id", "name"),
         CheckConstraint(
-            "(cron_expression IS NULL) <> (run_at IS NULL)", name="exactly_one_schedule"
+            "num_nonnulls(cron_expression, run_at, interval_s) = 1", name="exactly_one_schedule"
         ),
+        CheckConstraint("(interval_s IS NULL) = (start_at IS NULL)",
+                        name="interval_has_start"),
+        CheckConstraint("interval_s IS NULL OR interval_s >= 1", name="interval_range"),
         CheckConstraint(
             "(target_kind = 'webhook' AND webhook_url IS NOT NULL)"
             " OR (target_kind = 'task' AND task_name IS NOT NULL)",

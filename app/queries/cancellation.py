@@ -24,6 +24,7 @@ from app.queries.locks import by_id
 
 DISABLED_REASON = "trigger disabled"
 DELETED_REASON = "trigger deleted"
+RESCHEDULED_REASON = "the schedule was changed before its instant"
 
 _PENDING = InvocationStatus.PENDING
 _RUNNING = InvocationStatus.RUNNING
@@ -98,5 +99,27 @@ def stop_scheduled_runs(
         .where(Invocation.id.in_(locked.scalar_subquery()),
                Invocation.status.in_(CANCELLABLE))
         .values(cancel_values(now, DISABLED_REASON))
+        .execution_options(synchronize_session=False)
+    ).rowcount
+
+
+def cancel_held(
+    session: Session, tenant_id: str, trigger_ids: Iterable[uuid.UUID], *, now: dt.datetime,
+) -> int:
+    """Cancel the pending scheduled runs of these triggers whose instant is still ahead
+    (taken ahead and held: app.firing.dispatch), for a schedule that changed; returns how
+    many. Runs of instants already past (a retry waiting) and manual runs are left alone.
+    """
+    ids = list(trigger_ids)
+    if not ids:
+        return 0
+    ahead = (Invocation.tenant_id == tenant_id, Invocation.trigger_id.in_(ids),
+             Invocation.manual.is_(False), Invocation.status == _PENDING,
+             Invocation.scheduled_for > now)
+    return session.execute(
+        update(Invocation)
+        .where(Invocation.id.in_(by_id(*ahead).scalar_subquery()), *ahead)
+        .values(status=InvocationStatus.CANCELLED, finished_at=now,
+                last_error=RESCHEDULED_REASON)
         .execution_options(synchronize_session=False)
     ).rowcount

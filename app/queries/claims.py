@@ -28,6 +28,7 @@ from sqlalchemy import (
     column,
     func,
     literal,
+    or_,
     select,
     update,
 )
@@ -91,14 +92,20 @@ _CLAIM_COLUMNS = (
     Trigger.cron_expression,
     Trigger.timezone,
     Trigger.run_at,
+    Trigger.interval_s,
+    Trigger.start_at,
     Trigger.next_run_at,
     Trigger.misfire_policy,
     Trigger.misfire_grace_s,
 )
 
 
-def claim_due_triggers(session: Session, now: dt.datetime, limit: int) -> Sequence[Row[Any]]:
-    """Lock and return up to ``limit`` enabled triggers due at ``now``, fairly by tenant.
+def claim_due_triggers(
+    session: Session, now: dt.datetime, limit: int, *, hold_until: dt.datetime | None = None,
+) -> Sequence[Row[Any]]:
+    """Lock and return up to ``limit`` enabled triggers due at ``now``, fairly by tenant;
+    with ``hold_until``, also those of a held kind (one-time and interval triggers: not
+    cron, app.schedule.kinds.Schedule.held) due by then.
 
     Fair: the batch takes each tenant's oldest due trigger, then each tenant's second,
     and so on (oldest first within each round), so a tenant with 100,000 due triggers
@@ -111,6 +118,12 @@ def claim_due_triggers(session: Session, now: dt.datetime, limit: int) -> Sequen
     # only due rows (ix_triggers_due's predicate); it cannot take the locks itself
     # (FOR UPDATE refuses window functions), so it picks candidates that are then locked.
     due = and_(Trigger.enabled, Trigger.next_run_at.is_not(None), Trigger.next_run_at <= now)
+    if hold_until is not None and hold_until > now:
+        # One range of ix_triggers_due, up to hold_until; the cron rows in it after now
+        # are read and left.
+        due = and_(Trigger.enabled, Trigger.next_run_at.is_not(None),
+                   Trigger.next_run_at <= hold_until,
+                   or_(Trigger.next_run_at <= now, Trigger.cron_expression.is_(None)))
     round_ = func.row_number().over(
         partition_by=Trigger.tenant_id, order_by=Trigger.next_run_at
     ).label("round")
@@ -198,6 +211,9 @@ def insert_invocations(
         case((missed, func.coalesce(source.c.reason, literal(MISSED_REASON))), else_=None),
         case((missed, None), (parked, None), else_=literal(now, _TS)),
         source.c.parked_at,
+        # A run taken ahead (a held kind) is not claimable before its instant.
+        case((and_(~missed, source.c.scheduled_for > literal(now, _TS)),
+              source.c.scheduled_for), else_=None),
     ).select_from(source)
     invocations = Invocation.__table__
     statement = (
@@ -214,6 +230,7 @@ def insert_invocations(
                 invocations.c.last_error,
                 invocations.c.enqueued_at,
                 invocations.c.parked_at,
+                invocations.c.run_after,
             ],
             rows,
         )

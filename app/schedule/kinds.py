@@ -2,7 +2,7 @@
 
 The occurrence code (:mod:`app.schedule.occurrences`), the dispatcher, edits, previews,
 backfills and descriptions take a :class:`Schedule`, never a trigger's columns, so a new
-kind (an interval, say) is one class here, its column and its migration.
+kind is one class here, its columns and its migration.
 :func:`schedule_of` is the one place that reads which kind a row is.
 
 Pure: the reference time is always an argument.
@@ -17,6 +17,7 @@ import functools
 from typing import Any, ClassVar
 
 from app.errors import InvalidSchedule
+from app.limits import RUN_AT_LIMIT
 from app.schedule import cron, scheduling
 from app.schedule.descriptions import describe_cron
 
@@ -40,6 +41,10 @@ class Schedule(abc.ABC):
     #: ``enabled = false`` also means "fired" (the dispatcher sets it when it records
     #: the occurrence), so for it a disabled trigger does not close its pending runs.
     pausable: ClassVar[bool] = True
+    #: Whether its occurrences are claimed up to a tick ahead and held until their
+    #: instant (second precision: app.firing.dispatch), rather than run at the first
+    #: tick at or after it. Cron stays on its minute ticks.
+    held: ClassVar[bool] = False
 
     @abc.abstractmethod
     def next_after(self, after: dt.datetime) -> dt.datetime | None:
@@ -135,6 +140,7 @@ class Once(Schedule):
     kind: ClassVar[str] = "once"
     field: ClassVar[str] = "run_at"
     pausable: ClassVar[bool] = False
+    held: ClassVar[bool] = True
 
     run_at: dt.datetime
 
@@ -143,6 +149,48 @@ class Once(Schedule):
 
     def describe(self, timezone: str) -> str:
         return f"Once, at {local_time(self.run_at, timezone).isoformat()}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Interval(Schedule):
+    """Every ``every_s`` seconds from the ``start_at`` anchor, in absolute time.
+
+    Occurrences fall at ``start_at + k * every_s`` for k = 0, 1, 2, ...: each one is
+    counted from the anchor, never from the previous run, so nothing drifts, however
+    late a run starts or however long it takes; the zone changes only how an instant is
+    shown (no DST effect). The anchor is a whole second.
+    """
+
+    kind: ClassVar[str] = "interval"
+    field: ClassVar[str] = "interval_s"
+    held: ClassVar[bool] = True
+
+    every_s: int
+    start_at: dt.datetime
+
+    def next_after(self, after: dt.datetime) -> dt.datetime | None:
+        if after < self.start_at:
+            return self.start_at
+        period = dt.timedelta(seconds=self.every_s)
+        try:
+            found = self.start_at + ((after - self.start_at) // period + 1) * period
+        except OverflowError:
+            return None
+        return found if found < RUN_AT_LIMIT else None
+
+    def describe(self, timezone: str) -> str:
+        return f"Every {period_words(self.every_s)}"
+
+
+_UNITS = ((86_400, "day"), (3600, "hour"), (60, "minute"), (1, "second"))
+
+
+def period_words(seconds: int) -> str:
+    """``seconds`` in the largest unit that divides it: "second", "90 seconds",
+    "5 minutes", "day"."""
+    size, unit = next((size, unit) for size, unit in _UNITS if seconds % size == 0)
+    count = seconds // size
+    return unit if count == 1 else f"{count} {unit}s"
 
 
 def local_time(moment: dt.datetime, timezone: str) -> dt.datetime:
@@ -156,9 +204,13 @@ def local_time(moment: dt.datetime, timezone: str) -> dt.datetime:
 
 def schedule_of(source: Any) -> Schedule:
     """The schedule a trigger's columns hold (a Trigger, a row, or a mapping of them):
-    ``run_at`` set is a one-time trigger, else ``cron_expression`` in ``timezone``."""
+    ``run_at`` set is a one-time trigger, ``interval_s`` an interval from ``start_at``,
+    else ``cron_expression`` in ``timezone``."""
     get = source.get if isinstance(source, dict) else functools.partial(getattr, source)
     run_at = get("run_at")
     if run_at is not None:
         return Once(run_at)
+    interval_s = get("interval_s")
+    if interval_s is not None:
+        return Interval(interval_s, get("start_at"))
     return Cron(get("cron_expression"), get("timezone"))

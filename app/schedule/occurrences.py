@@ -105,10 +105,10 @@ def decide(
     """Decide the fate of the first ``limit`` occurrences in ``due``.
 
     Args:
-        due: due occurrences (all ``<= now``), oldest first. When ``exhausted`` is false
-            the list was cut short; it must then hold at least ``limit +
-            MAX_CATCH_UP_RUNS`` entries, so each decided occurrence knows whether enough
-            later ones follow it.
+        due: due occurrences (``<= now``, or later ones taken ahead), oldest first.
+            When ``exhausted`` is false the list was cut short; it must then hold at
+            least ``limit + MAX_CATCH_UP_RUNS`` entries, so each decided occurrence
+            knows whether enough later ones follow it.
         exhausted: ``due`` holds every due occurrence (the next one is after ``now``).
 
     Returns:
@@ -153,8 +153,13 @@ def plan_trigger(
     now: dt.datetime,
     limit: int = MAX_OCCURRENCES_PER_CLAIM,
     missed_reason: str = "missed",
+    until: dt.datetime | None = None,
 ) -> TriggerPlan:
     """Return the occurrences due at ``now`` with their fate, and the next run time.
+
+    ``until`` (after ``now``) takes the occurrences up to that instant too: those after
+    ``now`` are on time, and run when their instant comes (a held kind's, one tick
+    ahead: app.schedule.kinds.Schedule.held).
 
     Missed occurrences are folded by :func:`fold_missed` (``missed_reason`` is the
     plain reason a summary row's text starts with).
@@ -167,8 +172,9 @@ def plan_trigger(
     Raises:
         InvalidSchedule: the stored schedule no longer computes (a bug elsewhere).
     """
-    due, occurrence = schedule.due(stored_next_run_at, now, limit + MAX_CATCH_UP_RUNS)
-    exhausted = occurrence is None or occurrence > now
+    until = now if until is None else until
+    due, occurrence = schedule.due(stored_next_run_at, until, limit + MAX_CATCH_UP_RUNS)
+    exhausted = occurrence is None or occurrence > until
     decided = decide(
         due, exhausted=exhausted, now=now, policy=policy, grace_s=grace_s, limit=limit
     )

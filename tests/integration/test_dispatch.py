@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import datetime as dt
 import json
 import uuid
@@ -362,3 +363,27 @@ def test_the_sweep_republishes_a_backlog_larger_than_one_batch_in_one_tick(
     report = dispatch_tick(db, publish, small, now=NOW + dt.timedelta(seconds=10))
     assert report.republished == 5
     assert len(set(queued_ids(broker))) == 5
+
+
+def test_an_interval_trigger_after_an_outage_runs_its_latest_occurrence_once(
+    db: sessionmaker[Session], broker: redis.Redis
+) -> None:
+    # Every 90 s from 12:00:00; the dispatcher was down until 12:10:05. The grace is
+    # the floor (one tick + 30 s = 90 s): only 12:09:00 is on time, and it runs; the
+    # six before it are recorded missed; the next is counted from the anchor.
+    anchor = dt.datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
+    trigger_id = add_trigger(db, interval_s=90, start_at=anchor, next_run_at=anchor,
+                             misfire_grace_s=0)
+    now = dt.datetime(2026, 6, 1, 12, 10, 5, tzinfo=UTC)
+    report = dispatch_tick(db, publish, dataclasses.replace(OPTIONS, min_grace_s=90), now=now)
+    instants = [anchor + dt.timedelta(seconds=90 * k) for k in range(7)]
+    assert invocations(db, trigger_id) == [
+        *[(moment, InvocationStatus.MISSED) for moment in instants[:-1]],
+        (instants[-1], InvocationStatus.PENDING),
+    ]
+    assert (report.created, report.missed, report.published) == (1, 6, 1)
+    with db.begin() as session:
+        trigger = session.get_one(Trigger, trigger_id)
+    assert trigger.next_run_at == dt.datetime(2026, 6, 1, 12, 10, 30, tzinfo=UTC)
+    assert trigger.last_scheduled_for == instants[-1]
+    assert len(queued_ids(broker)) == 1

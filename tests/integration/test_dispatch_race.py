@@ -87,7 +87,7 @@ def test_three_dispatchers_racing_over_5000_due_triggers_record_and_publish_each
         assert sum(r["claimed"] for r in reports) == TRIGGERS
         assert all(r["published"] <= TICK_MESSAGES for r in reports)
         assert sum(r["published"] for r in reports) == TRIGGERS - parked
-        assert set(reports[0]) == {"now", "claimed", "created", "parked", "missed",
+        assert set(reports[0]) == {"now", "claimed", "created", "parked", "held", "missed",
                                    "published",
                                    "republished", "retries", "leases_expired", "swept",
                                    "batches", "duration_ms"}

@@ -32,8 +32,9 @@ def add_trigger(
     db: sessionmaker[Session], receiver: Receiver | None = None, **values: Any
 ) -> uuid.UUID:
     """Insert a trigger as a save leaves it (every test's one trigger factory): a cron
-    trigger due at T0 unless ``values`` say otherwise (a ``run_at`` makes it one-time)."""
-    if "run_at" in values:
+    trigger due at T0 unless ``values`` say otherwise (a ``run_at`` makes it one-time, an
+    ``interval_s`` an interval)."""
+    if "run_at" in values or "interval_s" in values:
         values.setdefault("cron_expression", None)
     row: dict[str, Any] = {
         "tenant_id": "t1",

@@ -62,6 +62,7 @@ def test_every_setting_is_read_from_its_variable() -> None:
         "CRONBEAT_ALERT_WATCH_INTERVAL_S": "5",
         "CRONBEAT_RUN_CONCURRENCY": "384",
         "CRONBEAT_WORKER_DB_POOL": "12",
+        "CRONBEAT_MIN_INTERVAL_S": "30",
     })
     assert dataclasses.asdict(settings) == {
         "database_url": "postgresql+psycopg2://u@db:5432/cronbeat",
@@ -84,6 +85,7 @@ def test_every_setting_is_read_from_its_variable() -> None:
         "console_secure_cookies": True,
         "public_url": "https://cronbeat.example.com",
         "alert_watch_interval_s": 5,
+        "min_interval_s": 30,
         "run_concurrency": 384,
         "worker_db_pool": 12,
     }

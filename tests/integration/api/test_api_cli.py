@@ -15,6 +15,12 @@ from cli.main import main
 from tests.integration.api.conftest import Caller, assert_error
 
 
+@pytest.fixture(autouse=True)
+def _services_in_the_environment(test_services: object) -> None:
+    """The CLI reads DATABASE_URL and REDIS_URL: the test services put them in the
+    environment (each test replaces what it tries), whichever test runs first."""
+
+
 def _key_count(db: sessionmaker[Session]) -> int:
     with db.begin() as session:
         return session.scalar(select(func.count()).select_from(ApiKey))
