@@ -14,7 +14,10 @@ What a broker fault does here:
   that is gone is gone: the run's lease and the dispatcher's sweep bring it back) and
   connects again, waiting at most :data:`RECONNECT_MAX_S` between tries, for ever. The
   worker process stays up and consumes again within seconds of the broker's return.
-* An ack that fails is logged at debug and dropped, never raised.
+* An ack that fails means the connection is broken: the thread connects again, as for
+  any other connection failure (the message is gone either way). Acking on over a
+  broken connection would leave kombu counting the messages unacknowledged; with the
+  prefetch window full it reads no more from the socket, and would never notice.
 * A warm shutdown stops consuming, sends the acks asked for until then, and closes the
   connection; kombu hands the messages never started back to the queue. Nothing here
   waits for the broker longer than its socket timeouts.
@@ -41,6 +44,7 @@ from typing import Any
 from celery import Celery
 from kombu import Consumer, Queue
 from kombu.common import QoS
+from kombu.exceptions import MessageStateError
 
 log = logging.getLogger(__name__)
 
@@ -213,10 +217,16 @@ class RunConsumer:
                 continue  # its connection is gone, and the message with it
             try:
                 delivery.message.ack()
-            except Exception as exc:
-                # The message is gone either way: its run's lease decides what runs.
-                log.debug("%s: an ack failed (%s)", self._name, type(exc).__name__,
-                          extra={"action": "run.ack_failed"})
+            except MessageStateError:
+                # Acknowledged already (asked twice): nothing to send.
+                continue
+            except Exception:
+                # The connection is broken: every message it handed out is gone (their
+                # runs' leases and the sweeps decide what runs again). Reconnect now.
+                # Acking on, each ack failing, would leave kombu counting the messages
+                # as unacknowledged: with the prefetch window full, the consumer stops
+                # reading the socket and would never see that the broker went away.
+                raise
 
     def _forget_connection(self) -> None:
         self._etas.clear()
