@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # db); most tests wait on servers and processes, not on a core.
 TEST_WORKERS ?= 4
 
-.PHONY: run test lint bench bench-e2e bench-history openapi clean
+.PHONY: run test lint bench bench-e2e bench-history bench-precision openapi clean
 
 $(STAMP): setup.cfg pyproject.toml constraints.txt
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Cronbeat needs Python 3.11+"'
@@ -40,6 +40,10 @@ bench: $(STAMP)
 ## Benchmark (not a test): N webhook triggers end to end against plain Celery tasks doing requests.post.
 bench-e2e: $(STAMP)
 	$(PY) -m bench.e2e
+
+## Benchmark (not a test): how late one-time and interval runs start, against apply_async(eta=...).
+bench-precision: $(STAMP)
+	$(PY) -m bench.precision
 
 ## Benchmark (not a test): a list page of 50 triggers with 10,000 invocations each against none; history size.
 bench-history: $(STAMP)

@@ -40,7 +40,7 @@ from types import FrameType
 from alembic import command
 from alembic.config import Config
 
-from app.config import Settings
+from app.config import Settings, broker_url_for
 from app.errors import ConfigError
 from devrun.embedded import EmbeddedPostgres, EmbeddedRedis, start_postgres, start_redis
 from devrun.plan import ROOT, Plan, child_environment, plan_from_env
@@ -227,13 +227,19 @@ def _write_env_file(path: Path, env: Mapping[str, str], running: contextlib.Exit
     """Write the servers' URLs for a second terminal: ``source .cronbeat/env``.
 
     So ``cronbeat`` commands (API keys, deploy activate) reach the servers this run
-    started. Removed again when the run stops.
+    started, and a Celery worker of your own reaches its broker (CELERY_BROKER_URL).
+    Removed again when the run stops.
     """
     lines = [
         f"export {name}={shlex.quote(env[name])}"
         for name in ("DATABASE_URL", "REDIS_URL", "CRONBEAT_ALLOW_PRIVATE_TARGETS")
         if env.get(name)
     ]
+    if env.get("REDIS_URL"):
+        # The same Redis as a broker URL Celery and kombu take (an embedded Redis is a
+        # unix socket: redis+socket://), read by Celery apps that set no broker_url.
+        broker = broker_url_for(env["REDIS_URL"])
+        lines.append(f"export CELERY_BROKER_URL={shlex.quote(broker)}")
     path.write_text("\n".join(lines) + "\n")
     running.callback(path.unlink, missing_ok=True)
 

@@ -51,7 +51,8 @@ _PUBLISH_RETRY_POLICY = {
 }
 
 
-def publish_user_task(app: Celery, name: str, body: Any, queue: str) -> None:
+def publish_user_task(app: Celery, name: str, args: list[Any], kwargs: dict[str, Any],
+                      queue: str, headers: dict[str, Any]) -> None:
     """Publish a user task message on ``app``'s broker within a bounded time.
 
     A connection of its own (not the pool's) carries the timeouts above without
@@ -65,8 +66,8 @@ def publish_user_task(app: Celery, name: str, body: Any, queue: str) -> None:
     try:
         with app.connection_for_write(transport_options=_PUBLISH_TRANSPORT_OPTIONS) as conn:
             app.send_task(
-                name, args=[body], queue=queue, connection=conn,
-                retry=True, retry_policy=_PUBLISH_RETRY_POLICY,
+                name, args=args, kwargs=kwargs, queue=queue, headers=headers,
+                connection=conn, retry=True, retry_policy=_PUBLISH_RETRY_POLICY,
             )
     except (BrokerError, RedisError, OSError) as exc:
         log.warning("run_trigger: the broker did not take a user task message",
@@ -75,13 +76,14 @@ def publish_user_task(app: Celery, name: str, body: Any, queue: str) -> None:
         raise TargetUnavailable(f"broker unavailable: {type(exc).__name__}") from exc
 
 
-def _send_task(name: str, body: Any, queue: str) -> None:
+def _send_task(name: str, args: list[Any], kwargs: dict[str, Any], queue: str,
+               headers: dict[str, Any]) -> None:
     """Publish a user task message; a broker failure is transient (the attempt retries).
 
     Raises:
         TargetUnavailable: the broker did not take the message.
     """
-    publish_user_task(celery_app, name, body, queue)
+    publish_user_task(celery_app, name, args, kwargs, queue, headers)
 
 
 def _scheduled_for(text: str | None) -> dt.datetime | None:

@@ -144,13 +144,22 @@ class JsonValue(fields.Raw):
     that ``null`` is accepted.
     """
 
+    #: The JSON types it takes, as the document shows them; None: any but null.
+    json_type: str | None = None
+
     def __init__(self, **kwargs: Any) -> None:
-        metadata = {"anyOf": [{"type": kind} for kind in
-                              ("object", "array", "string", "number", "boolean")],
-                    **kwargs.pop("metadata", {})}
-        super().__init__(metadata=metadata, **kwargs)
+        shape = ({"type": self.json_type} if self.json_type is not None else
+                 {"anyOf": [{"type": kind} for kind in
+                            ("object", "array", "string", "number", "boolean")]})
+        if self.json_type == "array":
+            shape["items"] = {}
+        super().__init__(metadata={**shape, **kwargs.pop("metadata", {})}, **kwargs)
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Any:
+        if self.json_type == "array" and not isinstance(value, list):
+            raise ValidationError("must be a JSON array")
+        if self.json_type == "object" and not isinstance(value, dict):
+            raise ValidationError("must be a JSON object")
         if _depth(value) > MAX_JSON_DEPTH:
             raise ValidationError(f"must be at most {MAX_JSON_DEPTH} levels deep")
         if stored_json_bytes(value) > MAX_PAYLOAD_BYTES:
@@ -158,6 +167,18 @@ class JsonValue(fields.Raw):
                 f"must be at most {MAX_PAYLOAD_BYTES} bytes of JSON as stored (a number is "
                 "stored in positional notation: 1e308 takes 309 bytes)")
         return value
+
+
+class JsonArray(JsonValue):
+    """A JSON array, bounded as :class:`JsonValue`."""
+
+    json_type = "array"
+
+
+class JsonObject(JsonValue):
+    """A JSON object, bounded as :class:`JsonValue`."""
+
+    json_type = "object"
 
 
 def check_timezone(value: str) -> None:

@@ -26,6 +26,8 @@ from api.schemas.fields import (
     NAME_PATTERN,
     REDACTED,
     FullMatch,
+    JsonArray,
+    JsonObject,
     JsonValue,
     OneOfSchemas,
     Str,
@@ -150,16 +152,36 @@ class WebhookTargetSchema(ma.Schema):
 
 
 class TaskTargetSchema(ma.Schema):
-    """``send_task`` a Celery task of your own code, on the same broker."""
+    """``send_task`` a Celery task of your own code, on the same broker, with its own
+    ``args`` and ``kwargs``; the occurrence's facts are in the message's ``cronbeat``
+    header (``self.request.cronbeat`` in a bound task)."""
 
     kind = Str(required=True, validate=validate.OneOf(["task"]))
     task_name = Str(required=True, validate=[FullMatch(_TASK_NAME), _check_task_name])
+    args = JsonArray(metadata={"description": "The task's positional arguments (default"
+                               " none); at most 64 KiB of JSON."})
+    kwargs = JsonObject(metadata={"description": "The task's keyword arguments (default"
+                                  " none); at most 64 KiB of JSON."})
+    envelope = StrictBool(
+        allow_none=True, load_default=None,
+        metadata={"description": "Call the task with one argument, the occurrence's"
+                  " envelope (as a webhook's body), instead of args and kwargs. Left out:"
+                  " a stored task trigger keeps its way unless args or kwargs are given"
+                  " (those saved before arguments existed use the envelope); a new one"
+                  " takes its arguments."})
     queue = Str(
         allow_none=True, load_default=None,
         validate=[FullMatch(_TASK_NAME), _check_task_name],
         metadata={"description": "One of the operator's queues (CRONBEAT_TASK_QUEUES); left"
                   f" out or null: {DEFAULT_TASK_QUEUE!r}, if the operator allows it."},
     )
+
+    @validates_schema
+    def _envelope_or_arguments(self, data: dict[str, Any], **_: Any) -> None:
+        if data.get("envelope") and ("args" in data or "kwargs" in data):
+            message = "a task called with the envelope takes no args or kwargs"
+            raise ValidationError({field: [message] for field in ("args", "kwargs")
+                                   if field in data})
 
     @validates_schema
     def _queue_is_the_operators(self, data: dict[str, Any], **_: Any) -> None:

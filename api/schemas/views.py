@@ -32,6 +32,13 @@ class TaskTargetOutSchema(ma.Schema):
     kind = fields.String(validate=validate.OneOf(["task"]), required=True)
     task_name = fields.String(required=True)
     queue = fields.String(required=True, **_NULL)
+    args = fields.List(fields.Raw(), required=True,
+                       metadata={"description": "The task's positional arguments."})
+    kwargs = fields.Dict(keys=fields.String(), required=True,
+                         metadata={"description": "The task's keyword arguments."})
+    envelope = fields.Boolean(
+        required=True, metadata={"description": "Called with one argument, the envelope,"
+                                 " instead of args and kwargs."})
 
 
 class LastInvocationSchema(ma.Schema):

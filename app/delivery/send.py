@@ -67,7 +67,8 @@ _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 # http.client sends header values as latin-1; CR, LF and NUL would split or end the line.
 _HEADER_VALUE_FORBIDDEN = re.compile(r"[\r\n\x00]")
 
-SendTask = Callable[[str, Any, str], None]
+#: Publishes a Celery task message: (name, args, kwargs, queue, headers).
+SendTask = Callable[[str, list[Any], dict[str, Any], str, dict[str, Any]], None]
 
 
 class Verdict(enum.StrEnum):
@@ -302,9 +303,10 @@ def send_webhook(
 
 
 def send_task_message(
-    send_task: SendTask, *, name: str, queue: str | None, body: Mapping[str, Any]
+    send_task: SendTask, *, name: str, queue: str | None, args: list[Any],
+    kwargs: dict[str, Any], headers: dict[str, Any],
 ) -> DeliveryResult:
-    """Publish ``body`` as the single argument of Celery task ``name`` on ``queue``.
+    """Publish Celery task ``name`` on ``queue`` with ``args``, ``kwargs`` and ``headers``.
 
     Returns:
         SUCCEEDED once the broker has the message (what the task then does is the
@@ -313,5 +315,5 @@ def send_task_message(
     Raises:
         TargetUnavailable: the broker is unreachable (``send_task`` raises it).
     """
-    send_task(name, dict(body), queue or DEFAULT_TASK_QUEUE)
+    send_task(name, args, kwargs, queue or DEFAULT_TASK_QUEUE, headers)
     return DeliveryResult(verdict=Verdict.SUCCEEDED)

@@ -39,6 +39,10 @@ DEFAULTS: dict[str, Any] = {
     "signing_secret": None,
     "task_name": None,
     "task_queue": None,
+    "task_args": None,
+    "task_kwargs": None,
+    # None: decided at save (app.targets.task.Task.prepare_save).
+    "task_envelope": None,
     "payload": {},
     "message_template": None,
     "max_attempts": 3,

@@ -58,6 +58,11 @@ class Trigger(Base):
     signing_secret: Mapped[str | None] = mapped_column(String(200))
     task_name: Mapped[str | None] = mapped_column(String(200))
     task_queue: Mapped[str | None] = mapped_column(String(200))
+    #: The task's own arguments (a JSON array and object), unless it takes the envelope.
+    task_args: Mapped[list[Any] | None] = mapped_column(JSONB)
+    task_kwargs: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    #: The task is called with one argument, the occurrence's envelope (as before 0014).
+    task_envelope: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
 
     payload: Mapped[Any] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
     message_template: Mapped[str | None] = mapped_column(Text)

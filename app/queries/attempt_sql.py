@@ -45,8 +45,9 @@ CHANNELS = AlertChannel.__table__
 #: The trigger's columns a delivery reads, returned by the claim.
 TARGET_COLUMNS = (
     "name", "payload", "message_template", "target_kind", "task_name", "task_queue",
-    "webhook_url", "webhook_method", "webhook_headers", "signing_secret", "timeout_s",
-    "max_attempts", "backoff_base_s", "backoff_cap_s",
+    "task_args", "task_kwargs", "task_envelope", "webhook_url", "webhook_method",
+    "webhook_headers", "signing_secret", "timeout_s", "max_attempts", "backoff_base_s",
+    "backoff_cap_s",
 )
 
 
@@ -258,6 +259,9 @@ class TargetRow:
     target_kind: Any
     task_name: str | None
     task_queue: str | None
+    task_args: Any
+    task_kwargs: Any
+    task_envelope: bool
     webhook_url: str | None
     webhook_method: str | None
     webhook_headers: Any

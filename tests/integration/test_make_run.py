@@ -28,6 +28,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import kombu
 import psutil
 import pytest
 from sqlalchemy import create_engine, text
@@ -254,6 +255,12 @@ def test_make_run_starts_everything_fires_a_trigger_stops_on_ctrl_c_and_keeps_da
     with running(data_dir, port, {"CRONBEAT_TICK_SECONDS": "2"}) as first:
         wait_until_up(first)
         fire_one_trigger_through_the_api(first, data_dir, receiver)
+        # A Celery app of your own reaches the same broker with the env file's URL.
+        broker = cli_env(data_dir)["CELERY_BROKER_URL"]
+        assert broker.startswith("redis+socket://")
+        with kombu.Connection(broker) as connection:
+            connection.ensure_connection(max_retries=1)
+            assert connection.default_channel.client.ping() is True
         second_on_same_folder = subprocess.run(
             [sys.executable, "-m", "devrun"],
             cwd=ROOT,

@@ -74,7 +74,7 @@ def publish_within(app: Celery, limit_s: float) -> tuple[BaseException | None, f
 
     def publish() -> None:
         try:
-            publish_user_task(app, "tests.user_task", {"x": 1}, "celery")
+            publish_user_task(app, "tests.user_task", [{"x": 1}], {}, "celery", {})
             raised.append(None)
         except BaseException as exc:  # handed to the test to judge
             raised.append(exc)

@@ -12,6 +12,7 @@ import base64
 import datetime as dt
 import json
 import uuid
+from typing import Any
 
 import pytest
 import redis
@@ -368,14 +369,47 @@ def test_run_trigger_s_hard_time_limit_lies_beyond_the_longest_lease() -> None:
     assert run_trigger.soft_time_limit is None
 
 
-def test_a_task_target_puts_the_body_on_its_queue_in_redis(
+def _user_task_message(settings: Settings, queue: str) -> dict[str, Any]:
+    client = redis.Redis.from_url(settings.redis_url)
+    try:
+        [raw] = client.lrange(queue, 0, -1)
+    finally:
+        client.delete(queue)
+        client.close()
+    return dict(json.loads(raw))
+
+
+def test_a_task_target_calls_the_task_with_its_own_arguments_and_the_facts_in_a_header(
+    db, settings: Settings, celery_worker, celery_client
+) -> None:
+    queue = f"test.user-tasks.{uuid.uuid4().hex[:8]}"
+    celery_worker.restart(CRONBEAT_TASK_QUEUES=f"celery,{queue}")
+    trigger_id = add_trigger(
+        db, target_kind="task", webhook_url=None, task_name="tests.add",
+        task_queue=queue, name="to-a-task", task_args=[2, 3], task_kwargs={"scale": 10},
+    )
+    invocation_id = add_invocation(db, trigger_id)
+
+    invocation = run(celery_client, db, invocation_id)
+
+    assert (invocation.status, invocation.attempt) == (InvocationStatus.SUCCEEDED, 1)
+    envelope = _user_task_message(settings, queue)
+    assert envelope["headers"]["task"] == "tests.add"
+    assert envelope["headers"]["cronbeat"] == {
+        "invocation": str(invocation_id), "trigger": str(trigger_id),
+        "trigger_name": "to-a-task", "scheduled_for": "2026-03-07T05:00:00Z", "attempt": 1}
+    args, kwargs, _ = json.loads(base64.b64decode(envelope["body"]))
+    assert (args, kwargs) == ([2, 3], {"scale": 10})
+
+
+def test_a_task_target_with_the_envelope_gets_the_body_as_its_one_argument(
     db, settings: Settings, celery_worker, celery_client
 ) -> None:
     queue = f"test.user-tasks.{uuid.uuid4().hex[:8]}"
     celery_worker.restart(CRONBEAT_TASK_QUEUES=f"celery,{queue}")
     trigger_id = add_trigger(
         db, target_kind="task", webhook_url=None, task_name="tests.user_task",
-        task_queue=queue, name="to-a-task",
+        task_queue=queue, name="to-a-task", task_envelope=True,
     )
     invocation_id = add_invocation(db, trigger_id)
 
@@ -383,13 +417,7 @@ def test_a_task_target_puts_the_body_on_its_queue_in_redis(
 
     assert invocation.status == InvocationStatus.SUCCEEDED
     assert invocation.attempt == 1
-    client = redis.Redis.from_url(settings.redis_url)
-    try:
-        [raw] = client.lrange(queue, 0, -1)
-    finally:
-        client.delete(queue)
-        client.close()
-    envelope = json.loads(raw)
+    envelope = _user_task_message(settings, queue)
     assert envelope["headers"]["task"] == "tests.user_task"
     args, kwargs, _ = json.loads(base64.b64decode(envelope["body"]))
     assert kwargs == {}

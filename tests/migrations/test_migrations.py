@@ -127,6 +127,36 @@ def test_upgrading_from_the_first_revision_keeps_triggers_due_exactly_as_they_we
     assert unscheduled == 0
 
 
+def test_task_triggers_saved_before_arguments_keep_their_envelope(
+    empty_database: str,
+) -> None:
+    config = alembic_config(empty_database)
+    command.upgrade(config, "0013")
+    engine = create_engine(empty_database)
+    try:
+        with engine.begin() as conn:
+            conn.execute(text(
+                "INSERT INTO triggers (tenant_id, project_id, name, cron_expression,"
+                " next_run_at, target_kind, webhook_url, task_name) VALUES"
+                " ('t1', 'p1', 'old-task', '* * * * *', now(), 'task', NULL, 'jobs.x'),"
+                " ('t1', 'p1', 'old-hook', '* * * * *', now(), 'webhook', 'https://e.com',"
+                " NULL)"))
+        command.upgrade(config, "head")
+        with engine.connect() as conn:
+            rows = dict(conn.execute(text(
+                "SELECT name, task_envelope FROM triggers")).tuples().all())
+            conn.execute(text(
+                "INSERT INTO triggers (tenant_id, project_id, name, cron_expression,"
+                " next_run_at, target_kind, task_name) VALUES"
+                " ('t1', 'p1', 'new-task', '* * * * *', now(), 'task', 'jobs.y')"))
+            new = conn.execute(text(
+                "SELECT task_envelope FROM triggers WHERE name = 'new-task'")).scalar_one()
+    finally:
+        engine.dispose()
+    assert rows == {"old-task": True, "old-hook": False}
+    assert new is False
+
+
 def _snapshot(engine: Any) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
     with engine.connect() as conn:
         invocations = conn.execute(text(

@@ -109,7 +109,8 @@ def task_done(invocation_id: uuid.UUID) -> str:
     return rf"run_trigger\[{invocation_id}\] done"
 
 
-def no_task(name: str, body: Any, queue: str) -> None:
+def no_task(name: str, args: list[Any], kwargs: dict[str, Any], queue: str,
+            headers: dict[str, Any]) -> None:
     """A send_task for tests whose trigger has no task target."""
     raise AssertionError("no task target here")
 

@@ -129,3 +129,35 @@ def test_a_url_without_an_http_scheme_is_told_exactly_that(
     channel = api.post("/alerts/channels", json={"name": "ops", "url": url})
     assert assert_error(channel, 422, "url")["errors"]["url"] == [
         "must start with http:// or https://"]
+
+
+def test_a_task_target_takes_its_args_and_kwargs_or_asks_for_the_envelope(
+    api: Caller, db: sessionmaker[Session],
+):
+    created = api.create(target=_task(args=[2, "x", {"deep": [1]}], kwargs={"scale": 10}))
+    assert created["target"] == {"kind": "task", "task_name": "reports.nightly",
+                                 "queue": None, "args": [2, "x", {"deep": [1]}],
+                                 "kwargs": {"scale": 10}, "envelope": False}
+    plain = api.create(name="plain", target=_task())
+    assert (plain["target"]["args"], plain["target"]["kwargs"],
+            plain["target"]["envelope"]) == ([], {}, False)
+    enveloped = api.create(name="enveloped", target=_task(envelope=True))
+    path = f"/triggers/{enveloped['id']}"
+    # A target given again without `envelope` keeps it; given arguments, it takes them.
+    kept = api.patch(path, json={"target": _task(queue="reports")}).json
+    assert (kept["target"]["envelope"], kept["target"]["queue"]) == (True, "reports")
+    switched = api.patch(path, json={"target": _task(args=[1])}).json["target"]
+    assert (switched["envelope"], switched["args"]) == (False, [1])
+    count = _count(db)
+    for target, fields in [
+        (_task(envelope=True, args=[1]), ("target.args",)),
+        (_task(envelope=True, kwargs={"a": 1}), ("target.kwargs",)),
+        (_task(args={"a": 1}), ("target.args",)),
+        (_task(kwargs=[1]), ("target.kwargs",)),
+        (_task(args=None), ("target.args",)),
+        (_task(args=["x" * 70_000]), ("target.args",)),
+    ]:
+        answer = assert_error(api.post("/triggers", json=trigger_body(name="bad", target=target)),
+                              422, *fields)
+        assert "bad" not in str(answer["errors"])
+    assert _count(db) == count

@@ -1,0 +1,1 @@
+"""A Celery user's own app, as a shop moving to Cronbeat has it (tests run its worker)."""
