@@ -96,7 +96,9 @@ def test_three_failures_then_a_success_send_one_failure_and_one_recovery_alert(
     assert statuses == [InvocationStatus.FAILED] * 3 + [InvocationStatus.SUCCEEDED]
 
     settle(channel_receiver, 2)
-    failing, recovered = alerts_received(channel_receiver, secret)
+    # In the order they were raised: arrival may differ (README: order by created_at).
+    failing, recovered = sorted(alerts_received(channel_receiver, secret),
+                                key=lambda alert: alert["created_at"])
     assert channel_receiver.count == 2
     assert failing["type"] == "trigger.failing"
     assert (failing["tenant_id"], failing["project_id"]) == ("t1", "p1")

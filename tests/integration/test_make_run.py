@@ -218,6 +218,47 @@ def fire_one_trigger_through_the_api(
     assert json.loads(deliveries[-1].body)["trigger"]["name"] == name
 
 
+def run_the_readme_s_celery_beat_example(run: DevRun, data_dir: Path) -> None:
+    """README's "Coming from celery beat": your own worker (docs/examples/shop.py) on make
+    run's broker (the env file's CELERY_BROKER_URL), and an interval task trigger calling
+    its task with the stored arguments (every 2 s here, not 30)."""
+    env = cli_env(data_dir)
+    key = subprocess.run(
+        [sys.executable, "-m", "cli", "api-key", "create", "--tenant", "shop",
+         "--name", "readme"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
+        check=True).stdout.strip()
+    log = data_dir.parent / "shop-worker.log"
+    celery = str(Path(sys.executable).parent / "celery")
+    with log.open("wb") as out:
+        worker = subprocess.Popen(
+            [celery, "--workdir", "docs/examples", "-A", "shop", "worker", "-Q", "celery",
+             "--loglevel", "INFO", "-n", f"shop-{os.getpid()}@%h"],
+            cwd=ROOT, env={**env, "PYTHONUNBUFFERED": "1"}, stdout=out,
+            stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        body = json.dumps({"name": "add-every-2s", "interval_s": 2, "target": {
+            "kind": "task", "task_name": "shop.add", "args": [2, 3],
+            "kwargs": {"scale": 10}}}).encode()
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{run.port}/api/v1/projects/shop/triggers", data=body,
+            headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=10) as response:
+            trigger_id = json.loads(response.read())["id"]
+        deadline = time.monotonic() + 60
+        while "add(2, 3, scale=10) = 50 for 20" not in log.read_text(errors="replace"):
+            assert worker.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.2)
+        history = urllib.request.Request(
+            f"http://127.0.0.1:{run.port}/api/v1/projects/shop/triggers/{trigger_id}"
+            "/invocations", headers={"Authorization": f"Bearer {key}"})
+        with urllib.request.urlopen(history, timeout=10) as response:
+            items = json.loads(response.read())["items"]
+        assert "succeeded" in {item["status"] for item in items}, items
+    finally:
+        os.killpg(worker.pid, signal.SIGTERM)
+        worker.wait(20)
+
+
 def deploy_call(run: DevRun, token: str, body: dict[str, object]) -> tuple[int, dict[str, Any]]:
     """POST /api/deploy/restart-scheduler; returns the status and the JSON answer."""
     request = urllib.request.Request(
@@ -261,6 +302,7 @@ def test_make_run_starts_everything_fires_a_trigger_stops_on_ctrl_c_and_keeps_da
         with kombu.Connection(broker) as connection:
             connection.ensure_connection(max_retries=1)
             assert connection.default_channel.client.ping() is True
+        run_the_readme_s_celery_beat_example(first, data_dir)
         second_on_same_folder = subprocess.run(
             [sys.executable, "-m", "devrun"],
             cwd=ROOT,

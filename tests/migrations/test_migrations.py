@@ -143,8 +143,8 @@ def test_task_triggers_saved_before_arguments_keep_their_envelope(
                 " NULL)"))
         command.upgrade(config, "head")
         with engine.connect() as conn:
-            rows = dict(conn.execute(text(
-                "SELECT name, task_envelope FROM triggers")).tuples().all())
+            rows = {name: envelope for name, envelope in conn.execute(text(
+                "SELECT name, task_envelope FROM triggers"))}
             conn.execute(text(
                 "INSERT INTO triggers (tenant_id, project_id, name, cron_expression,"
                 " next_run_at, target_kind, task_name) VALUES"

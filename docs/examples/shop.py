@@ -1,0 +1,25 @@
+"""A Celery app of your own, as README's "Coming from celery beat" runs it.
+
+Nothing here knows Cronbeat: the broker comes from CELERY_BROKER_URL (``source
+.cronbeat/env`` sets it to ``make run``'s Redis), and Cronbeat calls ``add`` with the
+trigger's args and kwargs. The occurrence's facts are in ``self.request.cronbeat``.
+
+    celery --workdir docs/examples -A shop worker -Q celery
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery
+
+app = Celery("shop")
+
+
+@app.task(bind=True, name="shop.add")
+def add(self: Any, x: int, y: int, *, scale: int = 1) -> int:
+    facts = getattr(self.request, "cronbeat", None) or {}
+    result = (x + y) * scale
+    print(f"add({x}, {y}, scale={scale}) = {result} for {facts.get('scheduled_for')}",
+          flush=True)
+    return result
