@@ -11,6 +11,7 @@ from celery import Celery
 from kombu.exceptions import OperationalError as BrokerError
 from redis.exceptions import RedisError
 
+from app.delivery.send import TaskReport
 from app.deploys.deploy import Superseded
 from app.errors import TargetUnavailable
 from app.firing.runner import RunOutcome, run_invocation
@@ -20,6 +21,7 @@ from messaging.publisher import Run, publish_runs
 from tasks import gate
 from tasks.alerts import publish_alerts_quietly
 from tasks.celery_app import RUN_TASK, celery_app
+from tasks.reports import report_header, reports
 from tasks.runtime import get_runtime
 
 log = logging.getLogger(__name__)
@@ -52,7 +54,8 @@ _PUBLISH_RETRY_POLICY = {
 
 
 def publish_user_task(app: Celery, name: str, args: list[Any], kwargs: dict[str, Any],
-                      queue: str, headers: dict[str, Any]) -> None:
+                      queue: str, headers: dict[str, Any], *,
+                      time_limit_s: float | None = None) -> None:
     """Publish a user task message on ``app``'s broker within a bounded time.
 
     A connection of its own (not the pool's) carries the timeouts above without
@@ -67,7 +70,8 @@ def publish_user_task(app: Celery, name: str, args: list[Any], kwargs: dict[str,
         with app.connection_for_write(transport_options=_PUBLISH_TRANSPORT_OPTIONS) as conn:
             app.send_task(
                 name, args=args, kwargs=kwargs, queue=queue, headers=headers,
-                connection=conn, retry=True, retry_policy=_PUBLISH_RETRY_POLICY,
+                time_limit=time_limit_s, connection=conn, retry=True,
+                retry_policy=_PUBLISH_RETRY_POLICY,
             )
     except (BrokerError, RedisError, OSError) as exc:
         log.warning("run_trigger: the broker did not take a user task message",
@@ -77,13 +81,29 @@ def publish_user_task(app: Celery, name: str, args: list[Any], kwargs: dict[str,
 
 
 def _send_task(name: str, args: list[Any], kwargs: dict[str, Any], queue: str,
-               headers: dict[str, Any]) -> None:
+               headers: dict[str, Any], wait_s: float | None) -> TaskReport | None:
     """Publish a user task message; a broker failure is transient (the attempt retries).
+    With ``wait_s``, ask the task for its outcome (a report key and token in its header,
+    tasks.reports; ``wait_s`` is also its time limit) and wait that long for it.
 
     Raises:
         TargetUnavailable: the broker did not take the message.
     """
-    publish_user_task(celery_app, name, args, kwargs, queue, headers)
+    if wait_s is None:
+        publish_user_task(celery_app, name, args, kwargs, queue, headers)
+        return None
+    facts = headers["cronbeat"]
+    invocation_id, attempt = str(facts["invocation"]), int(facts["attempt"])
+    outcome_reports = reports(get_runtime().settings.redis_url)
+    outcome_reports.expect(invocation_id, attempt)
+    asked = {**headers, "cronbeat": {
+        **facts, **report_header(outcome_reports, invocation_id, attempt)}}
+    try:
+        publish_user_task(celery_app, name, args, kwargs, queue, asked, time_limit_s=wait_s)
+    except BaseException:
+        outcome_reports.forget(invocation_id, attempt)
+        raise
+    return outcome_reports.wait(invocation_id, attempt, wait_s)
 
 
 def _scheduled_for(text: str | None) -> dt.datetime | None:

@@ -176,6 +176,13 @@ class TaskTargetSchema(ma.Schema):
                   f" out or null: {DEFAULT_TASK_QUEUE!r}, if the operator allows it."},
     )
 
+    outcome = StrictBool(
+        load_default=False,
+        metadata={"description": "Wait for the task's own outcome (up to timeout_s, also"
+                  " its time limit): the run ends as the task did, a failure is retried."
+                  " Needs cronbeat.celery.install(app) in the worker that runs it; off,"
+                  " a run succeeds once the broker has the message."})
+
     @validates_schema
     def _envelope_or_arguments(self, data: dict[str, Any], **_: Any) -> None:
         if data.get("envelope") and ("args" in data or "kwargs" in data):

@@ -39,6 +39,8 @@ class TaskTargetOutSchema(ma.Schema):
     envelope = fields.Boolean(
         required=True, metadata={"description": "Called with one argument, the envelope,"
                                  " instead of args and kwargs."})
+    outcome = fields.Boolean(
+        required=True, metadata={"description": "A run waits for the task's own outcome."})
 
 
 class LastInvocationSchema(ma.Schema):

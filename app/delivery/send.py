@@ -67,8 +67,20 @@ _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 # http.client sends header values as latin-1; CR, LF and NUL would split or end the line.
 _HEADER_VALUE_FORBIDDEN = re.compile(r"[\r\n\x00]")
 
-#: Publishes a Celery task message: (name, args, kwargs, queue, headers).
-SendTask = Callable[[str, list[Any], dict[str, Any], str, dict[str, Any]], None]
+@dataclasses.dataclass(frozen=True)
+class TaskReport:
+    """How a user's task ended, as its worker reported it (cronbeat.celery)."""
+
+    ok: bool
+    error: str | None
+    duration_s: float | None
+
+
+#: Publishes a Celery task message: (name, args, kwargs, queue, headers, wait_s). With
+#: ``wait_s``, it asks the task for its outcome and returns the report that came within
+#: that many seconds (None: none came); without, it returns None once published.
+SendTask = Callable[[str, list[Any], dict[str, Any], str, dict[str, Any], float | None],
+                    TaskReport | None]
 
 
 class Verdict(enum.StrEnum):
@@ -304,16 +316,33 @@ def send_webhook(
 
 def send_task_message(
     send_task: SendTask, *, name: str, queue: str | None, args: list[Any],
-    kwargs: dict[str, Any], headers: dict[str, Any],
+    kwargs: dict[str, Any], headers: dict[str, Any], outcome_within_s: float | None = None,
 ) -> DeliveryResult:
     """Publish Celery task ``name`` on ``queue`` with ``args``, ``kwargs`` and ``headers``.
 
     Returns:
-        SUCCEEDED once the broker has the message (what the task then does is the
-        user's worker's business).
+        Without ``outcome_within_s``: SUCCEEDED once the broker has the message (what the
+        task then does is the user's worker's business). With it: the task's own outcome,
+        as its worker reported it within that many seconds (cronbeat.celery): SUCCEEDED
+        with its duration, or TRANSIENT (retried with backoff) with its exception, or
+        with "did not report" when no report came.
 
     Raises:
         TargetUnavailable: the broker is unreachable (``send_task`` raises it).
     """
-    send_task(name, args, kwargs, queue or DEFAULT_TASK_QUEUE, headers)
-    return DeliveryResult(verdict=Verdict.SUCCEEDED)
+    report = send_task(name, args, kwargs, queue or DEFAULT_TASK_QUEUE, headers,
+                       outcome_within_s)
+    if outcome_within_s is None:
+        return DeliveryResult(verdict=Verdict.SUCCEEDED)
+    if report is None:
+        return DeliveryResult(
+            verdict=Verdict.TRANSIENT,
+            error=f"the task did not report its end within timeout_s ({outcome_within_s:g} s)")
+    duration = ("" if report.duration_s is None
+                else f" in {report.duration_s:.3f} s")
+    if report.ok:
+        return DeliveryResult(verdict=Verdict.SUCCEEDED,
+                              response_excerpt=f"the task succeeded{duration}")
+    return DeliveryResult(verdict=Verdict.TRANSIENT,
+                          error=report.error or "the task failed",
+                          response_excerpt=f"the task failed{duration}")

@@ -43,6 +43,7 @@ DEFAULTS: dict[str, Any] = {
     "task_kwargs": None,
     # None: decided at save (app.targets.task.Task.prepare_save).
     "task_envelope": None,
+    "task_outcome": False,
     "payload": {},
     "message_template": None,
     "max_attempts": 3,

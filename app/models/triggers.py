@@ -63,6 +63,8 @@ class Trigger(Base):
     task_kwargs: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
     #: The task is called with one argument, the occurrence's envelope (as before 0014).
     task_envelope: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
+    #: A run waits for the task's own outcome (cronbeat.celery in the user's worker).
+    task_outcome: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
 
     payload: Mapped[Any] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
     message_template: Mapped[str | None] = mapped_column(Text)

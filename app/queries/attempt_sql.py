@@ -45,7 +45,8 @@ CHANNELS = AlertChannel.__table__
 #: The trigger's columns a delivery reads, returned by the claim.
 TARGET_COLUMNS = (
     "name", "payload", "message_template", "target_kind", "task_name", "task_queue",
-    "task_args", "task_kwargs", "task_envelope", "webhook_url", "webhook_method",
+    "task_args", "task_kwargs", "task_envelope", "task_outcome", "webhook_url",
+    "webhook_method",
     "webhook_headers", "signing_secret", "timeout_s", "max_attempts", "backoff_base_s",
     "backoff_cap_s",
 )
@@ -262,6 +263,7 @@ class TargetRow:
     task_args: Any
     task_kwargs: Any
     task_envelope: bool
+    task_outcome: bool
     webhook_url: str | None
     webhook_method: str | None
     webhook_headers: Any

@@ -5,6 +5,10 @@ The task is called with its own arguments (``task_args``, ``task_kwargs``), as
 ``cronbeat`` header, which the task reads as ``self.request.cronbeat`` (a bound task).
 A trigger with ``task_envelope`` (those saved before arguments existed, or one that asks)
 is called with one argument instead: the envelope a webhook's body carries.
+
+With ``task_outcome`` on, the run waits (up to ``timeout_s``) for the task's own outcome,
+reported by the user's worker with cronbeat.celery installed (tasks.reports): the run
+ends as the task did, and a failure is retried as a webhook's 5xx is.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ class Task(Target):
     kind: ClassVar[TargetKind] = TargetKind.TASK
     columns: ClassVar[dict[str, Any]] = {
         "task_name": None, "task_queue": None, "task_args": None, "task_kwargs": None,
-        "task_envelope": False,
+        "task_envelope": False, "task_outcome": False,
     }
 
     def check(self, row: dict[str, Any]) -> None:
@@ -65,18 +69,21 @@ class Task(Target):
             args, kwargs = [dict(body)], {}
         else:
             args, kwargs = list(row.task_args or []), dict(row.task_kwargs or {})
-        return send_task_message(delivery.send_task, name=row.task_name, queue=queue,
-                                 args=args, kwargs=kwargs, headers={"cronbeat": facts})
+        return send_task_message(
+            delivery.send_task, name=row.task_name, queue=queue, args=args, kwargs=kwargs,
+            headers={"cronbeat": facts},
+            outcome_within_s=float(row.timeout_s) if row.task_outcome else None)
 
     def view(self, trigger: Any) -> dict[str, Any]:
         return {"kind": "task", "task_name": trigger.task_name, "queue": trigger.task_queue,
                 "args": trigger.task_args or [], "kwargs": trigger.task_kwargs or {},
-                "envelope": trigger.task_envelope}
+                "envelope": trigger.task_envelope, "outcome": trigger.task_outcome}
 
     def columns_of(self, given: Mapping[str, Any]) -> dict[str, Any]:
         return {"target_kind": self.kind.value, "task_name": given["task_name"],
                 "task_queue": given["queue"], "task_args": given.get("args"),
-                "task_kwargs": given.get("kwargs"), "task_envelope": given.get("envelope")}
+                "task_kwargs": given.get("kwargs"), "task_envelope": given.get("envelope"),
+                "task_outcome": given.get("outcome", False)}
 
     def describe(self, trigger: Any) -> str:
         return f"task {trigger.task_name} on {trigger.task_queue or DEFAULT_TASK_QUEUE}"

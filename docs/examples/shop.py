@@ -1,8 +1,9 @@
 """A Celery app of your own, as README's "Coming from celery beat" runs it.
 
-Nothing here knows Cronbeat: the broker comes from CELERY_BROKER_URL (``source
+The task knows nothing of Cronbeat: the broker comes from CELERY_BROKER_URL (``source
 .cronbeat/env`` sets it to ``make run``'s Redis), and Cronbeat calls ``add`` with the
-trigger's args and kwargs. The occurrence's facts are in ``self.request.cronbeat``.
+trigger's args and kwargs. The occurrence's facts are in ``self.request.cronbeat``. The
+one Cronbeat line, ``cronbeat.celery.install(app)``, reports each run's real outcome.
 
     celery --workdir docs/examples -A shop worker -Q celery
 """
@@ -13,7 +14,11 @@ from typing import Any
 
 from celery import Celery
 
+import cronbeat.celery
+
 app = Celery("shop")
+# The one line for outcome tracking: the task's real outcome reaches Cronbeat.
+cronbeat.celery.install(app)
 
 
 @app.task(bind=True, name="shop.add")

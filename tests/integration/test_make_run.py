@@ -219,9 +219,10 @@ def fire_one_trigger_through_the_api(
 
 
 def run_the_readme_s_celery_beat_example(run: DevRun, data_dir: Path) -> None:
-    """README's "Coming from celery beat": your own worker (docs/examples/shop.py) on make
-    run's broker (the env file's CELERY_BROKER_URL), and an interval task trigger calling
-    its task with the stored arguments (every 2 s here, not 30)."""
+    """README's "Coming from celery beat": your own worker (docs/examples/shop.py, with
+    the outcome integration) on make run's broker (the env file's CELERY_BROKER_URL), and
+    an interval task trigger calling its task with the stored arguments, its outcome in
+    the history (every 2 s here, not 30)."""
     env = cli_env(data_dir)
     key = subprocess.run(
         [sys.executable, "-m", "cli", "api-key", "create", "--tenant", "shop",
@@ -237,7 +238,7 @@ def run_the_readme_s_celery_beat_example(run: DevRun, data_dir: Path) -> None:
             stderr=subprocess.STDOUT, start_new_session=True)
     try:
         body = json.dumps({"name": "add-every-2s", "interval_s": 2, "target": {
-            "kind": "task", "task_name": "shop.add", "args": [2, 3],
+            "kind": "task", "task_name": "shop.add", "outcome": True, "args": [2, 3],
             "kwargs": {"scale": 10}}}).encode()
         request = urllib.request.Request(
             f"http://127.0.0.1:{run.port}/api/v1/projects/shop/triggers", data=body,
@@ -253,7 +254,14 @@ def run_the_readme_s_celery_beat_example(run: DevRun, data_dir: Path) -> None:
             "/invocations", headers={"Authorization": f"Bearer {key}"})
         with urllib.request.urlopen(history, timeout=10) as response:
             items = json.loads(response.read())["items"]
-        assert "succeeded" in {item["status"] for item in items}, items
+        succeeded = [item for item in items if item["status"] == "succeeded"]
+        assert succeeded, items
+        detail = urllib.request.Request(
+            f"http://127.0.0.1:{run.port}/api/v1/projects/shop/invocations/"
+            f"{succeeded[0]['id']}", headers={"Authorization": f"Bearer {key}"})
+        with urllib.request.urlopen(detail, timeout=10) as response:
+            excerpt = json.loads(response.read())["response_excerpt"]
+        assert excerpt.startswith("the task succeeded in "), excerpt
     finally:
         os.killpg(worker.pid, signal.SIGTERM)
         worker.wait(20)

@@ -110,7 +110,7 @@ def task_done(invocation_id: uuid.UUID) -> str:
 
 
 def no_task(name: str, args: list[Any], kwargs: dict[str, Any], queue: str,
-            headers: dict[str, Any]) -> None:
+            headers: dict[str, Any], wait_s: float | None) -> None:
     """A send_task for tests whose trigger has no task target."""
     raise AssertionError("no task target here")
 

@@ -18,10 +18,10 @@ def test_each_kind_owns_its_columns_and_all_of_them_are_known() -> None:
         "signing_secret": None}
     assert target_of(TargetKind.TASK).columns == {
         "task_name": None, "task_queue": None, "task_args": None, "task_kwargs": None,
-        "task_envelope": False}
+        "task_envelope": False, "task_outcome": False}
     assert set(all_columns()) == {"webhook_url", "webhook_method", "webhook_headers",
                                   "signing_secret", "task_name", "task_queue", "task_args",
-                                  "task_kwargs", "task_envelope"}
+                                  "task_kwargs", "task_envelope", "task_outcome"}
 
 
 def test_an_incomplete_target_is_refused_naming_the_field() -> None:
@@ -79,7 +79,7 @@ def test_the_view_redacts_credentials_and_the_columns_round_trip() -> None:
         webhook_url="https://user:token@example.com/hook", webhook_method="PUT",
         webhook_headers={"Authorization": "Bearer x"}, signing_secret="whsec_x",
         task_name="reports.send", task_queue=None, task_args=[1, "x"],
-        task_kwargs={"scale": 2}, task_envelope=False)
+        task_kwargs={"scale": 2}, task_envelope=False, task_outcome=True)
     assert target_of("webhook").view(trigger) == {
         "kind": "webhook", "url": f"https://user:{REDACTED}@example.com/hook",
         "method": "PUT", "headers": {"Authorization": REDACTED}, "has_signing_secret": True}
@@ -87,11 +87,11 @@ def test_the_view_redacts_credentials_and_the_columns_round_trip() -> None:
         f"PUT https://user:{REDACTED}@example.com/hook")
     assert target_of("task").view(trigger) == {
         "kind": "task", "task_name": "reports.send", "queue": None, "args": [1, "x"],
-        "kwargs": {"scale": 2}, "envelope": False}
+        "kwargs": {"scale": 2}, "envelope": False, "outcome": True}
     assert target_of("task").describe(trigger) == "task reports.send on celery"
     assert target_of("task").columns_of({"task_name": "a.b", "queue": "q"}) == {
         "target_kind": "task", "task_name": "a.b", "task_queue": "q", "task_args": None,
-        "task_kwargs": None, "task_envelope": None}
+        "task_kwargs": None, "task_envelope": None, "task_outcome": False}
     assert target_of("webhook").columns_of(
         {"url": "https://e.com", "method": "POST", "headers": {}}) == {
         "target_kind": "webhook", "webhook_url": "https://e.com", "webhook_method": "POST",

@@ -137,7 +137,8 @@ def test_a_task_target_takes_its_args_and_kwargs_or_asks_for_the_envelope(
     created = api.create(target=_task(args=[2, "x", {"deep": [1]}], kwargs={"scale": 10}))
     assert created["target"] == {"kind": "task", "task_name": "reports.nightly",
                                  "queue": None, "args": [2, "x", {"deep": [1]}],
-                                 "kwargs": {"scale": 10}, "envelope": False}
+                                 "kwargs": {"scale": 10}, "envelope": False,
+                                 "outcome": False}
     plain = api.create(name="plain", target=_task())
     assert (plain["target"]["args"], plain["target"]["kwargs"],
             plain["target"]["envelope"]) == ([], {}, False)

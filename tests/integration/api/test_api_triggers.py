@@ -43,7 +43,7 @@ def test_a_given_signing_secret_is_kept(api: Caller):
 def test_a_task_target_has_no_secret(api: Caller):
     body = api.create(target={"kind": "task", "task_name": "reports.nightly", "queue": "reports"})
     assert body["target"] == {"kind": "task", "task_name": "reports.nightly", "queue": "reports",
-                              "args": [], "kwargs": {}, "envelope": False}
+                              "args": [], "kwargs": {}, "envelope": False, "outcome": False}
     assert body["signing_secret"] is None
 
 

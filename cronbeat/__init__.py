@@ -1,0 +1,1 @@
+"""What Cronbeat gives a Celery app of your own: ``cronbeat.celery.install(app)``."""
