@@ -26,6 +26,9 @@ class OverlapPolicy(enum.StrEnum):
     ALLOW = "allow"
     #: An occurrence that finds an earlier one of its trigger running is recorded skipped.
     SKIP = "skip"
+    #: An occurrence that finds another run of its trigger running waits, and starts as
+    #: soon as that one ends; one more that comes meanwhile is recorded missed.
+    BUFFER_ONE = "buffer_one"
 
 
 class InvocationStatus(enum.StrEnum):

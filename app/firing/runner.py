@@ -51,7 +51,7 @@ from app.errors import PermanentError, TransientError
 from app.firing.outcome import finish_retrying
 from app.firing.runs import RunOutcome, StartedRun, log_ids, started_run
 from app.models import Invocation, Trigger
-from app.queries import attempts, leases, locks
+from app.queries import attempts, claims, leases, locks
 from app.schedule.kinds import schedule_of
 from app.targets import Delivery, target_of
 
@@ -59,6 +59,13 @@ log = logging.getLogger(__name__)
 
 #: A run whose row another transaction held at its claim is tried again after this.
 ROW_BUSY_RETRY_S = 1.0
+#: A run waiting under overlap ``buffer_one`` looks again this often whether the run
+#: before it ended (how late after that end it starts, at most).
+BUFFER_WAIT_S = 1.0
+#: :func:`_not_runnable_reason`'s answer for a run that waits (overlap ``buffer_one``).
+WAIT = (InvocationStatus.PENDING, "waiting for the run before it to end (overlap buffer_one)")
+MISSED_BUFFER_ONE = ("missed: the run before it was still running and another run already"
+                     " waited for it (overlap buffer_one)")
 
 
 def _not_runnable_reason(
@@ -79,10 +86,15 @@ def _not_runnable_reason(
         # so it needs nothing here. Manual runs are the user's explicit request; pausing
         # leaves them alone.
         return InvocationStatus.CANCELLED, "cancelled: the trigger is disabled"
-    if trigger.overlap_policy is OverlapPolicy.SKIP:
+    if trigger.overlap_policy in (OverlapPolicy.SKIP, OverlapPolicy.BUFFER_ONE):
         locks.lock_trigger_runs(session, trigger.id)
         if leases.other_run_in_progress(session, trigger.id, invocation.id):
-            return InvocationStatus.SKIPPED, "skipped: another run of the trigger is running"
+            if trigger.overlap_policy is OverlapPolicy.SKIP:
+                return InvocationStatus.SKIPPED, "skipped: another run of the trigger is running"
+            if leases.other_run_waiting(session, trigger.id, invocation.id,
+                                        invocation.scheduled_for):
+                return InvocationStatus.MISSED, MISSED_BUFFER_ONE
+            return WAIT
     return None
 
 
@@ -150,6 +162,13 @@ def _start_slow(
     # message's day was wrong), before the trigger's run lock: the lock order.
     attempts.lock_many(session, [key], cap)
     closing = _not_runnable_reason(session, invocation, trigger)
+    if closing is WAIT:
+        # Its message comes back in a moment to look again; counted as sent now, so the
+        # sweep does not take it for lost while it waits.
+        claims.mark_published(session, [invocation_id], now)
+        log.debug("run: waiting for the run before it (overlap buffer_one)",
+                  extra={"action": "run.buffered", **ids})
+        return RunOutcome(status=None, retry_in_s=BUFFER_WAIT_S)
     if closing is not None:
         status, reason = closing
         if not leases.close_without_running(session, invocation_id, status, reason):

@@ -135,14 +135,15 @@ def claimable(deployment: Any) -> tuple[Any, ...]:
     """What may be claimed (the invocation joined with its trigger): pending and due, no
     cancel requested, a runnable trigger (enabled, or the run is manual, or its kind
     is not pausable), and this deployment may run. A trigger whose
-    overlap policy is ``skip`` only once its runs were looked at under their lock
-    (:func:`overlap_checked`)."""
+    overlap policy is ``skip`` or ``buffer_one`` only once its runs were looked at under
+    their lock (:func:`overlap_checked`)."""
     return (
         INV.c.status == InvocationStatus.PENDING,
         or_(INV.c.run_after.is_(None), INV.c.run_after <= func.now()),
         INV.c.cancel_requested.is_(False),
         or_(TRG.c.enabled, INV.c.manual, not_pausable()),
-        or_(TRG.c.overlap_policy != OverlapPolicy.SKIP, overlap_checked()),
+        or_(and_(TRG.c.overlap_policy != OverlapPolicy.SKIP,
+                 TRG.c.overlap_policy != OverlapPolicy.BUFFER_ONE), overlap_checked()),
         may_run(deployment),
     )
 

@@ -82,11 +82,34 @@ def other_run_in_progress(
     return bool(session.scalar(statement))
 
 
+def other_run_waiting(
+    session: Session, trigger_id: uuid.UUID, invocation_id: uuid.UUID,
+    scheduled_for: dt.datetime,
+) -> bool:
+    """Return whether an earlier scheduled run of the trigger is pending: under overlap
+    ``buffer_one`` it is the one waiting for the running one to end."""
+    # Read under lock_trigger_runs, as other_run_in_progress.
+    statement = select(
+        select(Invocation.id)
+        .where(
+            Invocation.trigger_id == trigger_id,
+            Invocation.id != invocation_id,
+            Invocation.status == _PENDING,
+            Invocation.manual.is_(False),
+            Invocation.scheduled_for < scheduled_for,
+        )
+        .exists()
+    )
+    return bool(session.scalar(statement))
+
+
 def close_without_running(
     session: Session, invocation_id: uuid.UUID, status: InvocationStatus, reason: str
 ) -> bool:
-    """Finish a pending invocation as cancelled or skipped; True if this call did it."""
-    assert status in (InvocationStatus.CANCELLED, InvocationStatus.SKIPPED)
+    """Finish a pending invocation as cancelled, skipped or missed (overlap
+    ``buffer_one``); True if this call did it."""
+    assert status in (InvocationStatus.CANCELLED, InvocationStatus.SKIPPED,
+                      InvocationStatus.MISSED)
     # Conditional like the claim: of two messages deciding the same thing, one closes
     # it; if another message claimed it first, it runs and this one changes nothing. A
     # requested cancel closes it even before run_after.

@@ -188,3 +188,32 @@ def test_malformed_run_messages_are_dropped_and_the_worker_goes_on(
     assert held() == []  # both acknowledged, neither left to come back
     assert broker.llen(RUN_QUEUE) == 0
     assert receiver.count == 1
+
+
+def test_overlap_buffer_one_starts_the_waiting_run_when_the_running_one_ends(
+    db, start_worker, celery_client, receiver: Receiver
+) -> None:
+    worker = start_worker()
+    receiver.script(Reply(delay_s=5.0))  # the first run's target takes 5 s
+    trigger_id = add_trigger(db, receiver, overlap_policy="buffer_one", timeout_s=30)
+    first, second, third = (add_invocation(db, trigger_id, T0 + dt.timedelta(minutes=n))
+                            for n in (0, 5, 10))
+    publish_runs(celery_client, [(first, T0)])
+    receiver.wait_for(1)
+    publish_runs(celery_client, [second])
+    worker.wait_for_log(r"run: waiting for the run before it \(overlap buffer_one\)")
+    publish_runs(celery_client, [third])
+    statuses = _wait_all_final(db, [first, second, third])
+    assert statuses == {InvocationStatus.SUCCEEDED: 2, InvocationStatus.MISSED: 1}
+    with db.begin() as session:
+        rows = {row.id: row for row in session.execute(
+            select(Invocation.id, Invocation.status, Invocation.last_error,
+                   Invocation.started_at, Invocation.finished_at)
+            .where(Invocation.id.in_([first, second, third])))}
+    assert (rows[third].status, rows[third].last_error) == (
+        InvocationStatus.MISSED, "missed: the run before it was still running and another"
+        " run already waited for it (overlap buffer_one)")
+    # The waiting run started once the first had ended, never beside it.
+    assert rows[second].started_at >= rows[first].finished_at
+    assert rows[first].finished_at - rows[first].started_at >= dt.timedelta(seconds=5), rows
+    assert receiver.count == 2
