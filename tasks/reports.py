@@ -56,6 +56,7 @@ class Reports:
         self._lock = threading.Lock()
         self._waiters: dict[tuple[str, int], _Waiter] = {}
         self._thread: threading.Thread | None = None
+        self._closed = threading.Event()
         #: Reports refused (a token that does not match its attempt), for the tests.
         self.refused = 0
 
@@ -117,6 +118,10 @@ class Reports:
             duration_s=float(duration) if isinstance(duration, int | float) else None)
         waiter.done.set()
 
+    def close(self) -> None:
+        """Stop reading (within a BLPOP's wait)."""
+        self._closed.set()
+
     def _start(self) -> None:
         with self._lock:
             if self._thread is None and self._read_key:
@@ -126,10 +131,10 @@ class Reports:
 
     def _read(self) -> None:
         wait_s = 0.5
-        while True:
+        while not self._closed.is_set():
             client = redis.Redis.from_url(self._redis_url)
             try:
-                while True:
+                while not self._closed.is_set():
                     found = client.blpop([self.key], timeout=POLL_S)
                     wait_s = 0.5
                     if found is not None:
@@ -139,7 +144,8 @@ class Reports:
                             type(exc).__name__, wait_s, extra={"action": "report.broker_lost"})
             finally:
                 client.close()
-            threading.Event().wait(wait_s)
+            if self._closed.wait(wait_s):
+                return
             wait_s = min(wait_s * 2, RECONNECT_MAX_S)
 
 

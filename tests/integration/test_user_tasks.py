@@ -21,6 +21,8 @@ from app.config import Settings
 from app.enums import InvocationStatus
 from app.models import InvocationAttempt
 from messaging.publisher import publish_runs
+from tests.integration.test_alerts import add_channel, alerts_received
+from tests.support.receiver import Receiver
 from tests.support.runs import (
     DEADLINE_S,
     T0,
@@ -102,12 +104,14 @@ def test_with_outcome_on_a_run_ends_as_the_task_did_success_with_its_duration(
 
 def test_a_task_that_raises_is_retried_with_backoff_then_fails_with_its_exception(
     db: sessionmaker[Session], celery_worker: Any, celery_client: Celery,
-    sample_worker: SampleWorker,
+    sample_worker: SampleWorker, receiver: Receiver,
 ) -> None:
     celery_worker.restart(CRONBEAT_TASK_QUEUES="celery,sample")
+    secret = add_channel(db, receiver)
     trigger_id = _task_trigger(db, "failing", "sample.fail", task_args=["no ledger"],
                                task_outcome=True, max_attempts=3, backoff_base_s=1,
-                               backoff_cap_s=1)
+                               backoff_cap_s=1,
+                               next_run_at=dt.datetime.now(dt.UTC) + dt.timedelta(days=1))
     invocation_id = add_invocation(db, trigger_id)
 
     invocation = run(celery_client, db, invocation_id)
@@ -120,6 +124,12 @@ def test_a_task_that_raises_is_retried_with_backoff_then_fails_with_its_exceptio
     assert all(later.started_at >= earlier.finished_at
                for earlier, later in itertools.pairwise(attempts))
     assert [call["cronbeat"]["attempt"] for call in sample_worker.calls(3)] == [1, 2, 3]
+    # The project's channel gets the failure alert, with the task's exception.
+    receiver.wait_for(1, timeout_s=30)
+    [alert] = alerts_received(receiver, secret)
+    assert (alert["type"], alert["invocation"]["id"], alert["invocation"]["status"],
+            alert["invocation"]["last_error"]) == (
+        "trigger.failing", str(invocation_id), "failed", "ValueError: no ledger")
 
 
 def test_a_task_past_its_timeout_fails_and_skip_sees_it_running(

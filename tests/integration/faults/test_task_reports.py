@@ -26,4 +26,5 @@ def test_reports_are_read_again_after_redis_restarts(redis_server: PrivateRedis)
         report = reports.wait("inv-1", 1, timeout_s=20)
         assert report is not None and (report.ok, report.duration_s) == (True, 0.25)
     finally:
+        reports.close()
         client.close()
