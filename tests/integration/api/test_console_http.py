@@ -55,3 +55,26 @@ def test_odd_input_is_a_page_not_a_500(
     assert client.post("/console/projects/proj-1/invocations/"
                        "00000000-0000-0000-0000-000000000000/cancel",
                        data={"csrf_token": token}).status_code == 404
+
+
+def test_an_interval_trigger_shows_its_period_anchor_and_next_runs(
+    client: FlaskClient, api: Caller, db: sessionmaker[Session],
+) -> None:
+    created = api.post("/triggers", json={
+        "name": "every-90", "interval_s": 90, "start_at": "2099-01-01T00:00:00Z",
+        "timezone": "Europe/Berlin", "target": {"kind": "webhook",
+                                                "url": "https://example.com/hook"}}).json
+    _signed_in(client, mint_key(db, "acme", "console"))
+    listing = client.get("/console/triggers").get_data(as_text=True)
+    assert "every 90 s" in listing and "Every 90 seconds" in listing
+    page = client.get(f"/console/projects/proj-1/triggers/{created['id']}").get_data(
+        as_text=True)
+    assert "every 90 s from 2099-01-01T00:00:00+00:00" in page
+    assert "Every 90 seconds" in page
+    # The next runs, in UTC and Berlin time: the anchor, then every 90 s.
+    next_runs = re.findall(r'<tr class="next-run"><td><time datetime="([^"]+)">.*?'
+                           r'<time datetime="([^"]+)">', page)
+    assert next_runs[:3] == [
+        ("2099-01-01T01:00:00+01:00", "2099-01-01T00:00:00+00:00"),
+        ("2099-01-01T01:01:30+01:00", "2099-01-01T00:01:30+00:00"),
+        ("2099-01-01T01:03:00+01:00", "2099-01-01T00:03:00+00:00")]
