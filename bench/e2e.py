@@ -806,6 +806,13 @@ def _summary(outcome: Outcome, *, warmup: bool = False) -> str:
 # -------------------------------------------------------------------------------- main
 
 
+def migrate(database_url: str) -> None:
+    """Bring a benchmark's own database to the head revision."""
+    config = Config(str(ROOT / "alembic.ini"))
+    config.set_main_option("sqlalchemy.url", database_url)
+    command.upgrade(config, "head")
+
+
 def _celery_env(base: dict[str, str], **extra: str) -> tuple[dict[str, str], dict[str, str]]:
     """(the full environment, the part worth showing): inherited CRONBEAT_* left out."""
     env = {key: value for key, value in base.items() if not key.startswith("CRONBEAT_")}
@@ -913,9 +920,7 @@ def main() -> None:
     outcomes: list[tuple[Outcome, Outcome]] = []
     try:
         with _interruptible():
-            config = Config(str(ROOT / "alembic.ini"))
-            config.set_main_option("sqlalchemy.url", database_url)
-            command.upgrade(config, "head")
+            migrate(database_url)
             settings = Settings.from_env({"DATABASE_URL": database_url, "REDIS_URL": redis_url,
                                           "CRONBEAT_DEPLOYMENT_ID": DEPLOYMENT_ID})
             from bench import baseline_tasks

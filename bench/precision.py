@@ -34,15 +34,20 @@ from pathlib import Path
 from typing import Any
 
 import redis
-from alembic import command
-from alembic.config import Config
 from sqlalchemy import Engine, func, select
 
 from app.config import Settings
 from app.db import create_database, drop_database, make_engine, make_session_factory
 from app.editing.apikeys import create_api_key
 from app.models import Invocation
-from bench.e2e import Fleet, ReceiverClient, _celery_env, _interruptible, percentile
+from bench.e2e import (
+    Fleet,
+    ReceiverClient,
+    _celery_env,
+    _interruptible,
+    migrate,
+    percentile,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 DB_NAME = "cronbeat_bench_precision"
@@ -119,9 +124,7 @@ def main() -> None:
     engine: Engine | None = None
     try:
         with _interruptible():
-            config = Config(str(ROOT / "alembic.ini"))
-            config.set_main_option("sqlalchemy.url", database_url)
-            command.upgrade(config, "head")
+            migrate(database_url)
             settings = Settings.from_env({"DATABASE_URL": database_url, "REDIS_URL": redis_url,
                                           "CRONBEAT_DEPLOYMENT_ID": DEPLOYMENT_ID})
             engine = make_engine(settings, pool_size=2)
