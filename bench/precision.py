@@ -49,7 +49,6 @@ from bench.e2e import (
     percentile,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
 DB_NAME = "cronbeat_bench_precision"
 DEPLOYMENT_ID = "bench-precision"
 ONE_TIME = 20
