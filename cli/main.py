@@ -346,3 +346,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+# Command groups of their own modules register themselves when imported.
+from cli import beat_import  # noqa: E402, F401

@@ -1,0 +1,1 @@
+"""Bringing schedules in from elsewhere (celery beat)."""
