@@ -149,8 +149,8 @@ class JsonValue(fields.Raw):
 
     def __init__(self, **kwargs: Any) -> None:
         shape = ({"type": self.json_type} if self.json_type is not None else
-                 {"anyOf": [{"type": kind} for kind in
-                            ("object", "array", "string", "number", "boolean")]})
+                 {"anyOf": [{"type": kind, **({"items": {}} if kind == "array" else {})}
+                            for kind in ("object", "array", "string", "number", "boolean")]})
         if self.json_type == "array":
             shape["items"] = {}
         super().__init__(metadata={**shape, **kwargs.pop("metadata", {})}, **kwargs)

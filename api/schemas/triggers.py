@@ -243,8 +243,11 @@ class TriggerFieldsSchema(ma.Schema):
                   "pattern": CRON_PATTERN, "example": "30 2 * * 1-5"},
     )
     timezone = Str(validate=[validate.Length(min=1, max=64), check_timezone],
-                   metadata={"description": "IANA zone the expression is read in (UTC).",
-                             "enum": list(scheduling.zone_names())})
+                   metadata={"description": "The IANA zone (tzdata's names, as"
+                             " Europe/Berlin) the schedule is read and shown in; default"
+                             " UTC. An unknown name is a 422 suggesting the closest ones.",
+                             "pattern": r"^[A-Za-z0-9_+\-]+(/[A-Za-z0-9_+\-]+)*$",
+                             "example": "Europe/Berlin"})
     run_at = fields.DateTime(
         metadata={"description": "One-time trigger: an ISO 8601 instant in the future and"
                   " before 9000-01-01, with a UTC offset (or local to the given timezone)."},
