@@ -13,8 +13,7 @@ message, the worker's GIL would spend more on the bookkeeping than on the delive
   and records the outcomes that came back within 20 ms, with their alerts, in one
   finish transaction; then it publishes retries and alerts and acknowledges. While the
   database does not answer, unclaimed runs wait here and are claimed once it does.
-* A message the batch neither claims nor parks (a duplicate, early, cancelled, overlap
-  ``skip``, superseded, or without its day) runs ``run_trigger``'s own body on a
+* A message the batch neither claims nor parks runs ``run_trigger``'s own body on a
   delivery thread: the single-run path, which looks at each case.
 * Fairness without throttling (app.firing.fairness; :mod:`tasks.run_queue` decides):
   spare threads for tenants with none while all are taken; a message that waited 1 s
@@ -95,7 +94,7 @@ class Engine:
         self._pulled_after = ""
         self._pool = DeliveryThreads(capacity + self.spare)
         self._thread = threading.Thread(target=self._loop, name="run-engine", daemon=True)
-        self._watch = OverrunWatch(RUN_TASK, RUN_TIME_LIMIT_S)
+        self.watch = OverrunWatch(RUN_TASK, RUN_TIME_LIMIT_S)
         self._lock = threading.Lock()
         #: Runs taken (messages and parked runs) and not done with yet.
         self._held = 0
@@ -106,7 +105,7 @@ class Engine:
 
     def start(self) -> None:
         self._thread.start()
-        self._watch.start(connect_signals=False)
+        self.watch.start(connect_signals=False)
 
     def submit(self, message: RunMessage) -> None:
         self._hold(1)
@@ -246,7 +245,7 @@ class Engine:
 
     def _begin(self, message: RunMessage, run: StartedRun) -> None:
         self._queue.started(run.tenant_id)
-        self._watch.begin(message.invocation_id)
+        self.watch.begin(message.invocation_id)
         if self.task_events is not None:
             self.task_events.started(message.invocation_id)
         self._pool.submit(self._deliver, message, run)
@@ -325,6 +324,7 @@ class Engine:
             log.error("run engine: %d outcomes could not be recorded", len(delivered),
                       exc_info=True, extra={"action": "run.finish_failed"})
             outcomes, alert_ids = [RunOutcome(status=None)] * len(delivered), ()
+            self.watch.unrecorded([item.message.invocation_id for item in delivered])
         for item in delivered:
             self._queue.ended(item.run.tenant_id)
         if alert_ids:
@@ -332,7 +332,7 @@ class Engine:
         finished_at = time.monotonic()
         for item, outcome in zip(delivered, outcomes, strict=True):
             self._after(item.message, outcome)
-            self._watch.end(item.message.invocation_id)
+            self.watch.end(item.message.invocation_id)
             if self.task_events is not None:
                 report_outcome(self.task_events, item.message.invocation_id, outcome,
                         finished_at - item.began, item.result.error)
@@ -353,7 +353,7 @@ class Engine:
         self._events.put(Delivered(message, run, result, began))
 
     def _run_single(self, message: RunMessage) -> None:
-        self._watch.begin(message.invocation_id)
+        self.watch.begin(message.invocation_id)
         events, began = self.task_events, time.monotonic()
         if events is not None:
             events.started(message.invocation_id)
@@ -368,11 +368,12 @@ class Engine:
             # message is gone is published again by the sweep.
             log.exception("run_trigger failed", extra={
                 "action": "run.failed", "invocation_id": message.invocation_id})
+            self.watch.unrecorded([message.invocation_id])
             if events is not None:
                 events.failed(message.invocation_id, time.monotonic() - began,
                               type(exc).__name__)
         finally:
-            self._watch.end(message.invocation_id)
+            self.watch.end(message.invocation_id)
             self._done(message)
             self._events.put(Done())
 

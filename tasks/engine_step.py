@@ -50,7 +50,8 @@ class EngineStep(bootsteps.StartStopStep):
             w.app, w.hostname, lambda: getattr(w.consumer, "event_dispatcher", None))
         engine.start()
         engine.consumer.start()
-        engine.reaper = Reaper(gate.is_active)
+        engine.reaper = Reaper(gate.is_active, held=engine.watch.held,
+                               process_id=gate.process_id)
         engine.reaper.start()
         self.engine = engine
 

@@ -16,6 +16,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from celery.signals import task_postrun, task_prerun
@@ -25,6 +26,9 @@ log = logging.getLogger(__name__)
 #: The exit status of a worker ended by the watch (EX_SOFTWARE).
 OVERRUN_EXIT_STATUS = 70
 CHECK_EVERY_S = 5.0
+#: How long a run whose outcome could not be recorded is kept from the orphan take-back
+#: (tasks.reaper): past the longest lease, the sweep has decided it.
+UNRECORDED_KEEP_S = 7200.0
 
 
 class OverrunWatch:
@@ -35,6 +39,9 @@ class OverrunWatch:
         self.limit_s = limit_s
         self._exit = exit
         self._started: dict[str, float] = {}
+        #: Runs delivered whose outcome could not be recorded, with when: their leases
+        #: decide what happens to them, not the orphan take-back (tasks.reaper).
+        self._unrecorded: dict[str, float] = {}
         self._lock = threading.Lock()
 
     def begin(self, task_id: str) -> None:
@@ -44,6 +51,22 @@ class OverrunWatch:
     def end(self, task_id: str) -> None:
         with self._lock:
             self._started.pop(task_id, None)
+
+    def unrecorded(self, task_ids: Sequence[str]) -> None:
+        """These ran, and their outcome could not be recorded."""
+        now = time.monotonic()
+        with self._lock:
+            self._unrecorded.update(dict.fromkeys(task_ids, now))
+
+    def held(self) -> set[str]:
+        """The ids of the tasks running now, and of those that ran without their outcome
+        recorded within UNRECORDED_KEEP_S (their leases have run out since)."""
+        now = time.monotonic()
+        with self._lock:
+            for task_id, at in list(self._unrecorded.items()):
+                if now - at > UNRECORDED_KEEP_S:
+                    del self._unrecorded[task_id]
+            return set(self._started) | set(self._unrecorded)
 
     def overrun(self, now: float | None = None) -> list[str]:
         """The ids of tasks running longer than the limit."""

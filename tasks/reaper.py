@@ -13,17 +13,21 @@ PostgreSQL restart is recognized in the statement itself, whoever runs it.)
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import threading
 import time
+import uuid
 from collections.abc import Callable
 
 from kombu.exceptions import OperationalError as BrokerError
 from redis.exceptions import RedisError
+from sqlalchemy import func, select
 
 from app.deploys.processes import HEARTBEAT_INTERVAL_S, LIVE_TTL_S
-from app.firing.reap import take_back_dead
-from app.queries import claims
+from app.firing.reap import TAKE_BACK_LIMIT, take_back_dead
+from app.models import InvocationKey
+from app.queries import claims, sweep
 from messaging.publisher import publish_runs
 from tasks.celery_app import celery_app
 from tasks.runtime import get_runtime
@@ -32,18 +36,32 @@ log = logging.getLogger(__name__)
 
 #: How often a worker looks for dead workers' runs.
 REAP_EVERY_S = 3.0
+#: A claim of this worker that it does not hold is an orphan once it is this old: a claim
+#: just committed is being handed to its delivery thread.
+ORPHAN_AFTER_S = 30.0
 #: How long this process must have reached the database without a break before it
 #: judges others dead: every live process heartbeats in that time.
 TRUST_AFTER_S = LIVE_TTL_S + HEARTBEAT_INTERVAL_S
 
 
 class Reaper:
-    """A daemon thread: :func:`reap_once` every REAP_EVERY_S while ``is_active()``."""
+    """A daemon thread: :func:`reap_once` every REAP_EVERY_S while ``is_active()``.
+
+    Given ``held`` (the invocation ids this worker holds) and ``process_id`` (the id its
+    leases name), each pass also undoes this worker's orphaned claims: runs its lease
+    names that it does not hold, claimed ORPHAN_AFTER_S ago or more, whose commit it
+    never saw because the connection broke at the commit. They go back to pending with
+    their attempt undone, and are published again.
+    """
 
     def __init__(self, is_active: Callable[[], bool],
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, *,
+                 held: Callable[[], set[str]] | None = None,
+                 process_id: Callable[[], uuid.UUID | None] | None = None) -> None:
         self._is_active = is_active
         self._clock = clock
+        self._held = held
+        self._process_id = process_id
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="lease-reaper", daemon=True)
         #: Since when (this clock) every pass reached the database; None after a failure.
@@ -81,6 +99,7 @@ class Reaper:
             with runtime.sessions.begin() as session:
                 session.connection().exec_driver_sql("SELECT 1")
             self._reachable_since = now
+        self._undo_orphans()
         if now - self._reachable_since < TRUST_AFTER_S:
             return 0
         taken, failed, sent_at = take_back_dead(runtime.sessions,
@@ -92,11 +111,36 @@ class Reaper:
                     extra={"action": "run.worker_lost", "pending": len(taken),
                            "failed": failed})
         if taken:
-            try:
-                publish_runs(celery_app, taken)
-            except (BrokerError, RedisError, OSError):
-                log.warning("reaper: publishing the runs failed; the next tick sends them",
-                            exc_info=True, extra={"action": "run.reap_publish_failed"})
-                with runtime.sessions.begin() as session:
-                    claims.unmark_published(session, [key.id for key in taken], sent_at)
+            _publish(taken, sent_at)
         return len(taken) + failed
+
+    def _undo_orphans(self) -> int:
+        """Undo this worker's orphaned claims; returns how many."""
+        process = self._process_id() if self._process_id is not None else None
+        if self._held is None or process is None:
+            return 0
+        keep = {uuid.UUID(text) for text in self._held()}  # before the statement
+        runtime = get_runtime()
+        with runtime.sessions.begin() as session:
+            sent_at = session.execute(select(func.now())).scalar_one()
+            orphans = sweep.undo_orphaned_claims(
+                session, process, keep, dt.timedelta(seconds=ORPHAN_AFTER_S),
+                TAKE_BACK_LIMIT)
+        if orphans:
+            log.warning("reaper: %d runs were claimed for this worker by a commit it never"
+                        " saw; back to pending, their attempt undone", len(orphans),
+                        extra={"action": "run.orphans_undone", "count": len(orphans)})
+            _publish(orphans, sent_at)
+        return len(orphans)
+
+
+def _publish(keys: list[InvocationKey], sent_at: dt.datetime) -> None:
+    """Publish runs taken back (marked sent at ``sent_at``); if that fails, mark them
+    unsent, and the next tick sends them."""
+    try:
+        publish_runs(celery_app, keys)
+    except (BrokerError, RedisError, OSError):
+        log.warning("reaper: publishing the runs failed; the next tick sends them",
+                    exc_info=True, extra={"action": "run.reap_publish_failed"})
+        with get_runtime().sessions.begin() as session:
+            claims.unmark_published(session, [key.id for key in keys], sent_at)

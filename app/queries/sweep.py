@@ -18,9 +18,11 @@ from sqlalchemy import (
     Select,
     and_,
     case,
+    delete,
     func,
     literal,
     select,
+    tuple_,
     update,
 )
 from sqlalchemy.orm import Session
@@ -196,6 +198,50 @@ def take_dead_workers_leases(
         .scalar_subquery()
     )
     return _take_back(session, dead, func.now(), WORKER_LOST_ERROR, "worker lost", failed)
+
+
+def undo_orphaned_claims(
+    session: Session, leased_by: uuid.UUID, keep: set[uuid.UUID], older_than: dt.timedelta,
+    limit: int,
+) -> list[InvocationKey]:
+    """Return to pending, as if never claimed, the runs this worker's lease names and it
+    does not hold (``keep``: those it delivers or could not record): claims whose commit
+    it never saw, because the connection broke at the commit. None of them started, so
+    their attempt is undone (its number and its row), not spent.
+
+    Only claims older than ``older_than``: a claim that just committed is being handed
+    to its thread.
+    """
+    # ix_invocations_running: running rows only, a fleet's delivery threads at most.
+    picked = (
+        select(Invocation.id)
+        .where(Invocation.status == InvocationStatus.RUNNING,
+               Invocation.leased_by == leased_by,
+               Invocation.started_at < func.now() - literal(older_than, Interval()),
+               Invocation.id.not_in(sorted(keep)))
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+        .scalar_subquery()
+    )
+    rows = session.connection().execute(
+        update(Invocation)
+        .where(Invocation.id.in_(picked), Invocation.status == InvocationStatus.RUNNING,
+               Invocation.leased_by == leased_by)
+        .values(status=InvocationStatus.PENDING.value, attempt=Invocation.attempt - 1,
+                lease_expires_at=None, leased_by=None, parked_at=None,
+                enqueued_at=func.now())
+        .returning(Invocation.id, Invocation.scheduled_for, Invocation.attempt)
+        .execution_options(synchronize_session=False)
+    ).all()
+    if rows:
+        session.connection().execute(
+            delete(InvocationAttempt)
+            .where(InvocationAttempt.scheduled_for.in_({row.scheduled_for for row in rows}),
+                   tuple_(InvocationAttempt.invocation_id, InvocationAttempt.number).in_(
+                       [(row.id, row.attempt + 1) for row in rows]))
+            .execution_options(synchronize_session=False)
+        )
+    return [InvocationKey(row.id, row.scheduled_for) for row in rows]
 
 
 def _take_back(
