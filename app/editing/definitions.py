@@ -159,6 +159,13 @@ def is_finished_one_time(trigger: Trigger) -> bool:
     )
 
 
+def is_taken_ahead_one_time(trigger: Trigger, now: dt.datetime) -> bool:
+    """Whether ``trigger`` is a one-time trigger that the dispatcher took ahead of its
+    instant (second precision, app.firing.dispatch): fired, but its run still to come."""
+    return (is_finished_one_time(trigger) and trigger.run_at is not None
+            and trigger.run_at > now)
+
+
 def next_run_after_save(
     old: Trigger | None,
     new: Mapping[str, Any],
@@ -254,6 +261,12 @@ def apply_definition(
         old.enabled or explicit_enabled is False)
     rescheduled = old is not None and any(
         getattr(old, column) != row[column] for column in SCHEDULE_COLUMNS)
+    if (rescheduled and explicit_enabled is None and old is not None
+            and is_taken_ahead_one_time(old, now)):
+        # Taken ahead of its instant, so disabled as fired, though it has not run: the
+        # new schedule is armed as that of a trigger not yet fired would be (its held
+        # run is cancelled by the caller).
+        row["enabled"] = True
     if old is not None and all(getattr(old, column) == row[column] for column in EDITABLE):
         return Applied(row, False, stop_runs, False, old.next_run_at, [], None)
     next_run_at = next_run_after_save(old, row, now, cache)

@@ -154,3 +154,21 @@ def test_a_held_run_starts_at_its_instant_never_before_and_a_paused_one_not_at_a
             .where(Invocation.trigger_id == runs)).one()
     assert started.scheduled_for == instant and started.started_at >= instant
     assert [row.status for row in rows(db, paused)] == [InvocationStatus.CANCELLED]
+
+
+def test_a_one_time_trigger_taken_ahead_and_moved_runs_at_its_new_instant_only(
+    db: sessionmaker[Session], broker: redis.Redis,
+) -> None:
+    once = add_trigger(db, run_at=NOW + 20 * S, next_run_at=NOW + 20 * S)
+    dispatch_tick(db, publish, OPTIONS, now=NOW)  # taken ahead: disabled as fired
+    with db.begin() as session:
+        editing.update_trigger(session, "t1", "p1", once, {"run_at": NOW + 40 * S},
+                               now=NOW + 3 * S)
+        trigger = session.get_one(Trigger, once)
+        assert (trigger.enabled, trigger.next_run_at) == (True, NOW + 40 * S)
+    assert [(row.scheduled_for, row.status, row.last_error) for row in rows(db, once)] == [
+        (NOW + 20 * S, InvocationStatus.CANCELLED, RESCHEDULED_REASON)]
+    # The next tick takes the new instant ahead, once.
+    assert dispatch_tick(db, publish, OPTIONS, now=NOW + 5 * S).held == 1
+    assert [(row.scheduled_for, row.status) for row in rows(db, once)] == [
+        (NOW + 20 * S, InvocationStatus.CANCELLED), (NOW + 40 * S, InvocationStatus.PENDING)]
