@@ -138,14 +138,16 @@ def test_the_imported_tasks_run_with_their_args_each_occurrence_once(
         return [call for call in sample_worker.calls(0)
                 if call["cronbeat"] and call["cronbeat"]["trigger"] == str(every_2.id)]
 
+    def statuses() -> set[InvocationStatus]:
+        with db.begin() as session:
+            return set(session.execute(select(Invocation.status).where(
+                Invocation.id.in_([run.id for run in runs]))).scalars())
+
+    # The task may run before its run is recorded succeeded (sent): wait for both.
     deadline = time.monotonic() + DEADLINE_S
-    while len(calls()) < 2:
-        assert time.monotonic() < deadline, calls()
+    while len(calls()) < 2 or statuses() != {InvocationStatus.SUCCEEDED}:
+        assert time.monotonic() < deadline, (calls(), statuses())
         time.sleep(0.1)
-    with db.begin() as session:
-        statuses = set(session.execute(select(Invocation.status).where(
-            Invocation.id.in_([run.id for run in runs]))).scalars())
-    assert statuses == {InvocationStatus.SUCCEEDED}
     time.sleep(1.0)  # a second call of either would show now
     assert collections.Counter(call["cronbeat"]["invocation"] for call in calls()) == {
         str(run.id): 1 for run in runs}
