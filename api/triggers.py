@@ -41,6 +41,7 @@ from api.schemas.views import (
 from api.state import state, transaction
 from app.editing import manual, sync, triggers
 from app.editing.invocations import last_invocations
+from app.errors import StaleVersion
 from app.models import InvocationKey, Trigger
 
 log = logging.getLogger(__name__)
@@ -67,10 +68,18 @@ def _etag(trigger: Trigger) -> dict[str, str]:
     return {"ETag": f'"{trigger.version}"'}
 
 
+#: What a malformed If-Match is told (412: it matches nothing).
+IF_MATCH_FORM = ('If-Match must be the ETag as the ETag header gives it, a version in'
+                 ' double quotes such as "5", or *')
+
+
 def expected_version() -> int | None:
-    """Parse If-Match: None when absent or ``*``, else the version (-1: matches nothing).
+    """Parse If-Match: None when absent or ``*``, else the version.
 
     Only one strong ETag can match (RFC 9110 compares If-Match strongly).
+
+    Raises:
+        StaleVersion: it is no ETag of ours (it matches nothing); the message says the form.
     """
     raw = request.headers.get("If-Match")
     if raw is None or raw.strip() == "*":
@@ -78,7 +87,7 @@ def expected_version() -> int | None:
     match = _STRONG_ETAG.fullmatch(raw.strip())
     if match:
         return int(match.group(1))
-    return -1
+    raise StaleVersion(IF_MATCH_FORM)
 
 
 def _view(session: Any, trigger: Trigger, secret: str | None = None) -> dict[str, Any]:

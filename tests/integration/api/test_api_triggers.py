@@ -101,7 +101,12 @@ def test_patch_bumps_the_version_and_honours_if_match(api: Caller):
     assert_error(stale, 412)
     assert api.get(path).json["description"] == "nightly export"
     assert_error(api.delete(path, headers={"If-Match": '"1"'}), 412)
-    assert_error(api.patch(path, json={}, headers={"If-Match": "garbage"}), 412)
+    for garbage in ("garbage", "5", 'W/"5"'):
+        told = assert_error(api.patch(path, json={"description": "x"},
+                                      headers={"If-Match": garbage}), 412)
+        assert told["message"] == ('If-Match must be the ETag as the ETag header gives it,'
+                                   ' a version in double quotes such as "5", or *')
+    assert api.get(path).json["description"] == "nightly export"
     assert api.patch(path, json={}, headers={"If-Match": "*"}).status_code == 200
 
 
