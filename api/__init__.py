@@ -113,6 +113,9 @@ def create_app(settings: Settings | None = None) -> Flask:
     """
     settings = settings or Settings.from_env()
     app = Flask(__name__)
+    # A path with a trailing slash is the route without it (/triggers/ is /triggers),
+    # not a 404: before any route is added, so that every route takes it.
+    app.url_map.strict_slashes = False
     app.config.update(
         API_TITLE="Cronbeat",
         API_VERSION="v1",

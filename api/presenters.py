@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+from api.state import state
 from app.models import Invocation, InvocationAttempt, Trigger
 from app.schedule.kinds import local_time, schedule_of
 from app.targets import target_of
@@ -39,6 +40,9 @@ def trigger_view(
         )
     }
     view["target"] = target
+    # The dispatcher never takes a grace below one tick + 30 s (Settings.min_misfire_grace_s).
+    view["effective_misfire_grace_s"] = max(trigger.misfire_grace_s,
+                                            state().settings.min_misfire_grace_s)
     view["schedule_description"] = describe_schedule(trigger)
     view["last_invocation"] = None if last is None else {
         "id": last.id, "status": last.status, "scheduled_for": last.scheduled_for,

@@ -80,6 +80,11 @@ class TriggerSchema(ma.Schema):
     timeout_s = fields.Integer(required=True)
     misfire_policy = fields.Enum(MisfirePolicy, by_value=True, required=True)
     misfire_grace_s = fields.Integer(required=True)
+    effective_misfire_grace_s = fields.Integer(
+        required=True, metadata={"description": "The grace the dispatcher applies:"
+                                 " misfire_grace_s, but never below one tick + 30 s"
+                                 " (CRONBEAT_TICK_SECONDS + 30), since a run is seen up to"
+                                 " a tick after its instant."})
     overlap_policy = fields.Enum(OverlapPolicy, by_value=True, required=True)
     ref = fields.String(required=True, **_NULL)
     pause_note = fields.String(

@@ -246,3 +246,20 @@ def test_a_pause_note_shows_in_the_api_until_a_resume(
     resumed = api.post(f"/triggers/{trigger['id']}/resume").json
     assert (resumed["enabled"], resumed["pause_note"]) == (True, None)
     assert api.post(f"/triggers/{trigger['id']}/pause").json["pause_note"] is None
+
+
+def test_a_trailing_slash_is_the_route_without_it(api: Caller):
+    created = api.create()
+    assert [t["id"] for t in api.get("/triggers/").json["items"]] == [created["id"]]
+    assert api.get(f"/triggers/{created['id']}/").json["name"] == "nightly"
+    assert api.post("/triggers/", json=trigger_body(name="second")).status_code == 201
+    assert api.get("/api/v1/openapi.json/").status_code == 200
+
+
+def test_a_misfire_grace_below_a_tick_says_the_grace_in_force(api: Caller):
+    # The suite's tick is 60 s: no grace is taken below 90 s (one tick + 30 s).
+    short = api.create(name="short", misfire_grace_s=0)
+    assert (short["misfire_grace_s"], short["effective_misfire_grace_s"]) == (0, 90)
+    long = api.create(name="long", misfire_grace_s=600)
+    assert (long["misfire_grace_s"], long["effective_misfire_grace_s"]) == (600, 600)
+    assert api.get(f"/triggers/{short['id']}").json["effective_misfire_grace_s"] == 90
