@@ -50,7 +50,6 @@ class Publish(Protocol):
                  ) -> int: ...
 
 
-
 #: The invocation id of the oldest run message still waiting in the queue, None if none
 #: (or unknown): messaging.backlog.oldest_waiting_run.
 OldestWaiting = Callable[[], uuid.UUID | None]
