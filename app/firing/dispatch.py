@@ -8,11 +8,12 @@ the sweep re-publishes what was committed but never delivered.
 Second precision for one-time and interval triggers (app.schedule.kinds.Schedule.held):
 the tick also takes their occurrences due before the next tick (``hold_s`` ahead). Each
 is recorded pending with ``run_after`` at its instant and published with that instant as
-its ETA; the worker holds the message until then and claims it only then, so whatever
-happens in between is obeyed: a pause or a cancel cancels the row (nothing runs), a
-schedule change cancels the held runs of the old schedule, an activation makes the
-claim hand the message to the new deployment, and a holder that dies loses only the
-message (the sweep publishes the pending row again). Cron stays on its minute ticks.
+its ETA (past the tick's messages, it waits parked until its instant instead); the
+worker holds the message and claims it only then, so whatever happens in between is
+obeyed: a pause or a cancel cancels the row (nothing runs), a schedule change cancels
+the held runs of the old schedule, an activation makes the claim hand the message to
+the new deployment, and a holder that dies loses only the message (the sweep publishes
+the pending row again). Cron stays on its minute ticks.
 """
 
 from __future__ import annotations
@@ -293,12 +294,9 @@ def _dispatch_batch(
             last_scheduled.append(
                 plan.occurrences[-1].scheduled_for if plan.occurrences else None
             )
-        # Runs due now share the tick's messages (fairness); held ones are each sent
-        # with their instant as ETA, never parked.
-        held = [at > now for at in scheduled_fors]
-        parked_at, sent = fairness.parked_ats(
-            [not missed and not ahead for missed, ahead in zip(misseds, held, strict=True)],
-            sent, now)
+        # Runs share the tick's messages (fairness), held ones too (each is sent with its
+        # instant as ETA); past them, runs wait parked, a held one until its instant.
+        parked_at, sent = fairness.parked_ats([not missed for missed in misseds], sent, now)
         inserted = claims.insert_invocations(
             session,
             trigger_ids=trigger_ids,

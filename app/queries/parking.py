@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Integer, String, bindparam, func, literal_column, select, update
+from sqlalchemy import Integer, String, bindparam, func, literal_column, or_, select, update
 from sqlalchemy.orm import Session
 
 from app.enums import InvocationStatus
@@ -31,8 +31,10 @@ MAX_TENANTS_PER_TAKE = 500
 
 
 def _parked() -> tuple[Any, ...]:
-    # ix_invocations_parked's predicate.
-    return (_inv.c.status == InvocationStatus.PENDING, _inv.c.parked_at.is_not(None))
+    # ix_invocations_parked's predicate; and due: a run the tick took ahead of its instant
+    # (app.firing.dispatch) and parked waits until then.
+    return (_inv.c.status == InvocationStatus.PENDING, _inv.c.parked_at.is_not(None),
+            or_(_inv.c.run_after.is_(None), _inv.c.run_after <= func.now()))
 
 
 def _build_tenants() -> Any:

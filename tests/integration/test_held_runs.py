@@ -14,13 +14,15 @@ from typing import Any
 
 import pytest
 import redis
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.editing import triggers as editing
 from app.enums import InvocationStatus
+from app.firing import fairness
 from app.firing.dispatch import DispatchOptions, dispatch_tick
 from app.models import Invocation, InvocationAttempt, InvocationKey, Trigger
+from app.queries import parking
 from app.queries.cancellation import DISABLED_REASON, RESCHEDULED_REASON
 from messaging.publisher import publish_runs
 from tasks.celery_app import RUN_QUEUE, celery_app
@@ -172,3 +174,24 @@ def test_a_one_time_trigger_taken_ahead_and_moved_runs_at_its_new_instant_only(
     assert dispatch_tick(db, publish, OPTIONS, now=NOW + 5 * S).held == 1
     assert [(row.scheduled_for, row.status) for row in rows(db, once)] == [
         (NOW + 20 * S, InvocationStatus.CANCELLED), (NOW + 40 * S, InvocationStatus.PENDING)]
+
+
+def test_held_runs_past_the_tick_s_messages_wait_parked_until_their_instant(
+    db: sessionmaker[Session], broker: redis.Redis, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A burst of one-time runs at one instant: the tick's first messages go out with
+    # their ETA; the rest wait in the database, parked, and no worker takes one early.
+    monkeypatch.setattr(fairness, "TICK_MESSAGES", 2)
+    with db.begin() as session:
+        now = session.execute(select(func.now())).scalar_one()
+    instant = now + 20 * S
+    for _ in range(5):
+        add_trigger(db, run_at=instant, next_run_at=instant)
+    report = dispatch_tick(db, publish, OPTIONS, now=now)
+    assert (report.created, report.held, report.parked, report.published) == (5, 2, 3, 2)
+    assert set(queued(broker).values()) == {instant.isoformat()}
+    with db.begin() as session:
+        assert parking.take_parked(session, 10)[0] == []  # not before its instant
+        session.execute(update(Invocation).values(run_after=now - S))  # ... time passes
+    with db.begin() as session:
+        assert len(parking.take_parked(session, 10)[0]) == 3
