@@ -119,6 +119,14 @@ class Trigger(Base):
             "next_run_at",
             postgresql_where=text("enabled AND next_run_at IS NOT NULL"),
         ),
+        # The held kinds' (one-time and interval) share of it: a tick also takes theirs
+        # due before the next tick, and reads them here, not next minute's cron rows.
+        Index(
+            "ix_triggers_held_due",
+            "next_run_at",
+            postgresql_where=text("enabled AND next_run_at IS NOT NULL"
+                                  " AND cron_expression IS NULL"),
+        ),
     )
 
 

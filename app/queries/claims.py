@@ -119,11 +119,12 @@ def claim_due_triggers(
     # (FOR UPDATE refuses window functions), so it picks candidates that are then locked.
     due = and_(Trigger.enabled, Trigger.next_run_at.is_not(None), Trigger.next_run_at <= now)
     if hold_until is not None and hold_until > now:
-        # One range of ix_triggers_due, up to hold_until; the cron rows in it after now
-        # are read and left.
+        # Two index ranges, OR-ed: ix_triggers_due up to now, ix_triggers_held_due (no
+        # cron rows) up to hold_until. Next minute's cron rows are never read.
         due = and_(Trigger.enabled, Trigger.next_run_at.is_not(None),
-                   Trigger.next_run_at <= hold_until,
-                   or_(Trigger.next_run_at <= now, Trigger.cron_expression.is_(None)))
+                   or_(Trigger.next_run_at <= now,
+                       and_(Trigger.cron_expression.is_(None),
+                            Trigger.next_run_at <= hold_until)))
     round_ = func.row_number().over(
         partition_by=Trigger.tenant_id, order_by=Trigger.next_run_at
     ).label("round")

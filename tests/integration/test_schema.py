@@ -221,3 +221,68 @@ def test_the_claim_and_finish_read_only_the_partitions_of_their_runs_days(
               "b_days": [at]}
     assert plan(attempts._FINISH_MANY, **finish) == {
         *one_day, f"invocation_attempts_p{day:%Y%m%d}"}
+
+
+def test_a_tick_taking_held_runs_ahead_reads_no_cron_row_not_due_yet(
+    db: sessionmaker[Session], engine: Engine,
+) -> None:
+    # 2,000 cron triggers due in 30 s (next minute's), 3 due now, 2 one-time triggers
+    # due in 20 s. The claim that also takes the held kinds 75 s ahead reads the 5 rows
+    # it takes, not the 2,000: ix_triggers_held_due holds no cron row.
+    from sqlalchemy import event
+
+    from app.queries import claims
+
+    with engine.begin() as conn:
+        conn.execute(text(
+            "INSERT INTO triggers (tenant_id, project_id, name, cron_expression,"
+            " next_run_at, target_kind, webhook_url)"
+            " SELECT 't1', 'p1', 'next-minute-' || g, '* * * * *',"
+            " now() + interval '30 seconds', 'webhook', 'https://example.com'"
+            " FROM generate_series(1, 2000) AS g"))
+        conn.execute(text(
+            "INSERT INTO triggers (tenant_id, project_id, name, cron_expression,"
+            " next_run_at, target_kind, webhook_url)"
+            " SELECT 't1', 'p1', 'due-' || g, '* * * * *', now() - interval '1 second',"
+            " 'webhook', 'https://example.com' FROM generate_series(1, 3) AS g"))
+        conn.execute(text(
+            "INSERT INTO triggers (tenant_id, project_id, name, run_at, next_run_at,"
+            " target_kind, webhook_url)"
+            " SELECT 't1', 'p1', 'once-' || g, now() + interval '20 seconds',"
+            " now() + interval '20 seconds', 'webhook', 'https://example.com'"
+            " FROM generate_series(1, 2) AS g"))
+        conn.execute(text("ANALYZE triggers"))
+    statements: list[tuple[str, Any]] = []
+
+    def capture(conn: Any, cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        if "FOR UPDATE" in statement and "triggers" in statement:
+            statements.append((statement, parameters))
+
+    with db.begin() as session:
+        now = session.execute(text("SELECT now()")).scalar_one()
+        event.listen(engine, "before_cursor_execute", capture)
+        try:
+            claimed = claims.claim_due_triggers(session, now, 500,
+                                                hold_until=now + dt.timedelta(seconds=75))
+        finally:
+            event.remove(engine, "before_cursor_execute", capture)
+        session.rollback()
+    assert sorted(row.cron_expression or "once" for row in claimed) == [
+        "* * * * *"] * 3 + ["once"] * 2
+    statement, parameters = statements[0]
+    with engine.connect() as conn:
+        raw = conn.connection.dbapi_connection.cursor()
+        raw.execute(f"EXPLAIN (ANALYZE, FORMAT JSON) {statement}", parameters)
+        plan = raw.fetchone()[0]
+        conn.rollback()
+    nodes, stack = [], [plan[0]["Plan"]]
+    while stack:
+        node = stack.pop()
+        nodes.append(node)
+        stack.extend(node.get("Plans", []))
+    assert not [n for n in nodes if n["Node Type"] == "Seq Scan"]
+    # Index entries and table rows the scans of triggers went through.
+    read = sum(n["Actual Rows"] * n["Actual Loops"] + n.get("Rows Removed by Filter", 0)
+               + n.get("Rows Removed by Index Recheck", 0)
+               for n in nodes if n.get("Relation Name") == "triggers" or "Index Name" in n)
+    assert read <= 20, read  # the 5 rows, through an index and the table, twice
