@@ -26,6 +26,7 @@ from celery import Celery
 from app.config import Settings
 from tasks.celery_app import RUN_QUEUE, celery_app, configure
 from tests.support.receiver import Receiver, running_receiver
+from tests.support.sample_worker import SampleWorker
 from tests.support.worker import QUEUES, WorkerProcess
 
 
@@ -85,3 +86,15 @@ def broker(settings: Settings) -> Iterator[redis.Redis]:
     yield client
     client.delete(RUN_QUEUE)
     client.close()
+
+
+@pytest.fixture
+def sample_worker(settings: Settings, tmp_path: Path) -> Iterator[SampleWorker]:
+    """The worker of a user's own Celery app (tests.sample_app) on queue ``sample``."""
+    worker = SampleWorker(settings.redis_url, tmp_path)
+    worker.clear()
+    worker.start()
+    yield worker
+    worker.stop()
+    worker.clear()
+    worker.client.close()

@@ -6,8 +6,6 @@ from __future__ import annotations
 import collections
 import datetime as dt
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,7 +13,6 @@ from celery import Celery
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.config import Settings
 from app.enums import InvocationStatus
 from app.firing.dispatch import DispatchOptions, dispatch_tick
 from app.models import Invocation, Trigger
@@ -98,17 +95,6 @@ def test_the_plan_lists_each_entry_and_writes_nothing_then_apply_is_idempotent(
     assert capsys.readouterr().out.splitlines()[-1] == (
         "13 entries: 0 created, 0 updated, 9 unchanged, 4 refused; 0 other triggers deleted")
     assert {name: t.version for name, t in _triggers(db).items()} == dict.fromkeys(triggers, 1)
-
-
-@pytest.fixture
-def sample_worker(settings: Settings, tmp_path: Path) -> Iterator[SampleWorker]:
-    worker = SampleWorker(settings.redis_url, tmp_path)
-    worker.clear()
-    worker.start()
-    yield worker
-    worker.stop()
-    worker.clear()
-    worker.client.close()
 
 
 def test_the_imported_tasks_run_with_their_args_each_occurrence_once(

@@ -379,21 +379,27 @@ def _user_task_message(settings: Settings, queue: str) -> dict[str, Any]:
     return dict(json.loads(raw))
 
 
+def _run_task_target(db: Any, settings: Settings, celery_worker: Any, celery_client: Any,
+                     **values: Any) -> tuple[Any, Any, Invocation, dict[str, Any]]:
+    """Run one task target (on a queue of its own, which the worker may use); its trigger
+    and invocation ids, the invocation as it ended, and the message left on the queue."""
+    queue = f"test.user-tasks.{uuid.uuid4().hex[:8]}"
+    celery_worker.restart(CRONBEAT_TASK_QUEUES=f"celery,{queue}")
+    trigger_id = add_trigger(db, target_kind="task", webhook_url=None, task_queue=queue,
+                             name="to-a-task", **values)
+    invocation_id = add_invocation(db, trigger_id)
+    invocation = run(celery_client, db, invocation_id)
+    return trigger_id, invocation_id, invocation, _user_task_message(settings, queue)
+
+
 def test_a_task_target_calls_the_task_with_its_own_arguments_and_the_facts_in_a_header(
     db, settings: Settings, celery_worker, celery_client
 ) -> None:
-    queue = f"test.user-tasks.{uuid.uuid4().hex[:8]}"
-    celery_worker.restart(CRONBEAT_TASK_QUEUES=f"celery,{queue}")
-    trigger_id = add_trigger(
-        db, target_kind="task", webhook_url=None, task_name="tests.add",
-        task_queue=queue, name="to-a-task", task_args=[2, 3], task_kwargs={"scale": 10},
-    )
-    invocation_id = add_invocation(db, trigger_id)
-
-    invocation = run(celery_client, db, invocation_id)
+    trigger_id, invocation_id, invocation, envelope = _run_task_target(
+        db, settings, celery_worker, celery_client, task_name="tests.add",
+        task_args=[2, 3], task_kwargs={"scale": 10})
 
     assert (invocation.status, invocation.attempt) == (InvocationStatus.SUCCEEDED, 1)
-    envelope = _user_task_message(settings, queue)
     assert envelope["headers"]["task"] == "tests.add"
     assert envelope["headers"]["cronbeat"] == {
         "invocation": str(invocation_id), "trigger": str(trigger_id),
@@ -405,19 +411,12 @@ def test_a_task_target_calls_the_task_with_its_own_arguments_and_the_facts_in_a_
 def test_a_task_target_with_the_envelope_gets_the_body_as_its_one_argument(
     db, settings: Settings, celery_worker, celery_client
 ) -> None:
-    queue = f"test.user-tasks.{uuid.uuid4().hex[:8]}"
-    celery_worker.restart(CRONBEAT_TASK_QUEUES=f"celery,{queue}")
-    trigger_id = add_trigger(
-        db, target_kind="task", webhook_url=None, task_name="tests.user_task",
-        task_queue=queue, name="to-a-task", task_envelope=True,
-    )
-    invocation_id = add_invocation(db, trigger_id)
-
-    invocation = run(celery_client, db, invocation_id)
+    trigger_id, invocation_id, invocation, envelope = _run_task_target(
+        db, settings, celery_worker, celery_client, task_name="tests.user_task",
+        task_envelope=True)
 
     assert invocation.status == InvocationStatus.SUCCEEDED
     assert invocation.attempt == 1
-    envelope = _user_task_message(settings, queue)
     assert envelope["headers"]["task"] == "tests.user_task"
     args, kwargs, _ = json.loads(base64.b64decode(envelope["body"]))
     assert kwargs == {}

@@ -8,7 +8,6 @@ import datetime as dt
 import itertools
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -50,17 +49,6 @@ def _attempts(db: sessionmaker[Session], invocation_id: Any) -> list[Any]:
                    InvocationAttempt.finished_at)
             .where(InvocationAttempt.invocation_id == invocation_id)
             .order_by(InvocationAttempt.number)).all())
-
-
-@pytest.fixture
-def sample_worker(settings: Settings, tmp_path: Path) -> Iterator[SampleWorker]:
-    worker = SampleWorker(settings.redis_url, tmp_path)
-    worker.clear()
-    worker.start()
-    yield worker
-    worker.stop()
-    worker.clear()
-    worker.client.close()
 
 
 def test_the_users_task_receives_its_stored_args_and_kwargs_and_reads_the_header(

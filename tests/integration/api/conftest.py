@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -15,6 +16,7 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy.orm import Session, sessionmaker
+from werkzeug.serving import make_server
 from werkzeug.test import TestResponse
 
 from api import create_app
@@ -129,3 +131,14 @@ def assert_error(response: TestResponse, status: int, *fields: str) -> dict[str,
             assert part in node, (field, body)
             node = node[part]
     return body
+
+
+@pytest.fixture
+def live_url(app: Flask) -> Iterator[str]:
+    """The app served over HTTP on loopback (a real server, in a thread)."""
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.port}"
+    server.shutdown()
+    thread.join(10)

@@ -3,29 +3,16 @@ its retries (503 and 429 only)."""
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 
 import pytest
-from flask import Flask
 from sqlalchemy.orm import Session, sessionmaker
-from werkzeug.serving import make_server
 
 from cronbeat.client import Cronbeat, CronbeatError
 from tests.integration.api.conftest import mint_key
 from tests.support.receiver import Receiver, Reply, running_receiver
 
 HOOK = {"kind": "webhook", "url": "https://example.com/hook"}
-
-
-@pytest.fixture
-def live_url(app: Flask) -> Iterator[str]:
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.port}"
-    server.shutdown()
-    thread.join(10)
 
 
 @pytest.fixture
