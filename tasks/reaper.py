@@ -122,15 +122,17 @@ class Reaper:
         keep = {uuid.UUID(text) for text in self._held()}  # before the statement
         runtime = get_runtime()
         with runtime.sessions.begin() as session:
-            sent_at = session.execute(select(func.now())).scalar_one()
             orphans = sweep.undo_orphaned_claims(
                 session, process, keep, dt.timedelta(seconds=ORPHAN_AFTER_S),
                 TAKE_BACK_LIMIT)
-        if orphans:
-            log.warning("reaper: %d runs were claimed for this worker by a commit it never"
-                        " saw; back to pending, their attempt undone", len(orphans),
-                        extra={"action": "run.orphans_undone", "count": len(orphans)})
-            _publish(orphans, sent_at)
+            if not orphans:
+                return 0
+            # The transaction's now(): the enqueued_at the statement wrote.
+            sent_at = session.execute(select(func.now())).scalar_one()
+        log.warning("reaper: %d runs were claimed for this worker by a commit it never"
+                    " saw; back to pending, their attempt undone", len(orphans),
+                    extra={"action": "run.orphans_undone", "count": len(orphans)})
+        _publish(orphans, sent_at)
         return len(orphans)
 
 
