@@ -21,6 +21,7 @@ from api import (
     schedules,
     triggers,
 )
+from api.console import project_views  # noqa: F401 - the project page's routes, on views' blueprint
 from api.console import session as console_session
 from api.console import views as console_views
 from api.schemas.fields import PROJECT_ID_PATTERN, one_of_to_openapi
