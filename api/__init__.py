@@ -21,10 +21,10 @@ from api import (
     schedules,
     triggers,
 )
-from api.console import session as console_session
 
 # The console's page modules add their routes to its blueprint when imported.
-from api.console import trigger_views, views  # noqa: F401
+from api.console import project_views, trigger_views, views  # noqa: F401
+from api.console import session as console_session
 from api.console.blueprint import blp as console_blueprint
 from api.schemas.fields import PROJECT_ID_PATTERN, one_of_to_openapi
 from api.state import ApiState
