@@ -373,7 +373,16 @@ class TriggerSyncSchema(ma.Schema):
         raise ValidationError({**messages, "triggers": keyed}, data=data) from error
 
 
-class SyncQuerySchema(ma.Schema):
+class ForceQuerySchema(ma.Schema):
+    force = fields.Boolean(
+        load_default=False, truthy={"true"}, falsy={"false"},
+        metadata={"description": "Change or delete code-managed triggers too (managed_by"
+                  " set: cronbeat sync wrote them). Without it such a change is a 409,"
+                  " code code_managed, naming the code; forced, they stay code-managed and"
+                  " the next cronbeat sync puts the code's version back."})
+
+
+class SyncQuerySchema(ForceQuerySchema):
     dry_run = fields.Boolean(load_default=False, truthy={"true"}, falsy={"false"},
                              metadata={"description": "Report the changes, write nothing."})
 
@@ -387,7 +396,7 @@ class TriggerListQuerySchema(ma.Schema):
     limit = fields.Integer(load_default=50, validate=validate.Range(1, 200))
 
 
-class RefQuerySchema(ma.Schema):
+class RefQuerySchema(ForceQuerySchema):
     ref = Str(required=True, validate=FullMatch(_TEXT_LINE))
 
 

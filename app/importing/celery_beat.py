@@ -17,40 +17,23 @@ what carries over only in part is said in its notes:
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import json
-import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 from celery.schedules import crontab, schedule, solar
 
+from app.importing.mapping import Mapped, distinct_names, trigger_name
 from app.limits import INTERVAL_S, MAX_CRON_CHARS, MISFIRE_GRACE_S
 
-_NAME_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
 #: The crontab fields in cron's order, with their full range.
 _CRON_FIELDS = (("minute", 0, 59), ("hour", 0, 23), ("day_of_month", 1, 31),
                 ("month_of_year", 1, 12), ("day_of_week", 0, 6))
 
 
-@dataclasses.dataclass(frozen=True)
-class Mapped:
-    """One beat entry: its trigger definition, or why it has none."""
-
-    entry: str
-    definition: dict[str, Any] | None = None
-    notes: tuple[str, ...] = ()
-    refused: str | None = None
-
-
 class Refused(Exception):
     """The entry cannot be imported; the message says why."""
-
-
-def trigger_name(entry: str) -> str:
-    """A trigger name for a beat entry's name: other characters become ``-``."""
-    return _NAME_CHARS.sub("-", entry).strip("-")[:200]
 
 
 def cron_field(values: Iterable[int], low: int, high: int) -> str:
@@ -159,18 +142,8 @@ def map_entry(entry: str, spec: Mapping[str, Any], timezone: str) -> Mapped:
 def map_beat_schedule(beat_schedule: Mapping[str, Mapping[str, Any]], timezone: str,
                       ) -> list[Mapped]:
     """Map every entry, in order; a name two entries come to is refused the second time."""
-    mapped: list[Mapped] = []
-    taken: set[str] = set()
-    for entry, spec in beat_schedule.items():
-        one = map_entry(str(entry), spec, timezone)
-        if one.definition is not None:
-            if one.definition["name"] in taken:
-                one = Mapped(one.entry, refused=f"its name {one.definition['name']!r} is"
-                             " another entry's too")
-            else:
-                taken.add(one.definition["name"])
-        mapped.append(one)
-    return mapped
+    return distinct_names((map_entry(str(entry), spec, timezone)
+                           for entry, spec in beat_schedule.items()), "entry")
 
 
 def app_timezone(conf: Any) -> tuple[str, str | None]:
