@@ -157,6 +157,37 @@ def test_task_triggers_saved_before_arguments_keep_their_envelope(
     assert new is False
 
 
+def test_existing_triggers_are_the_api_s_and_a_downgrade_drops_the_owner_only(
+    empty_database: str,
+) -> None:
+    config = alembic_config(empty_database)
+    command.upgrade(config, "0016")
+    engine = create_engine(empty_database)
+    try:
+        with engine.begin() as conn:
+            conn.execute(text(
+                "INSERT INTO triggers (tenant_id, project_id, name, cron_expression,"
+                " next_run_at, target_kind, task_name) VALUES"
+                " ('t1', 'p1', 'old', '* * * * *', now(), 'task', 'jobs.x')"))
+        command.upgrade(config, "0017")
+        with engine.begin() as conn:
+            before = conn.execute(text("SELECT name, managed_by FROM triggers")).all()
+            conn.execute(text(
+                "INSERT INTO triggers (tenant_id, project_id, name, cron_expression,"
+                " next_run_at, target_kind, task_name, managed_by) VALUES"
+                " ('t1', 'p1', 'coded', '* * * * *', now(), 'task', 'jobs.y',"
+                " 'shop.celery:app')"))
+        command.downgrade(config, "0016")
+        with engine.connect() as conn:
+            after = conn.execute(text("SELECT name FROM triggers ORDER BY name")).all()
+        columns = {c["name"] for c in inspect(engine).get_columns("triggers")}
+    finally:
+        engine.dispose()
+    assert [tuple(r) for r in before] == [("old", None)]
+    assert [tuple(r) for r in after] == [("coded",), ("old",)]
+    assert "managed_by" not in columns
+
+
 def _snapshot(engine: Any) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
     with engine.connect() as conn:
         invocations = conn.execute(text(

@@ -9,16 +9,13 @@ from typing import Any
 import pytest
 import redis
 from flask import Flask
-from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from api.schemas.triggers import TriggerCreateSchema
-from app.editing import sync
 from app.editing.sync import SyncResult
 from tests.integration.api.conftest import PROJECT, Caller, assert_error
 from tests.integration.api.test_api_runs import broker  # noqa: F401 - a fixture
+from tests.support.code_sync import OWNER, code_sync
 
-OWNER = "shop.celery:app"
 DAILY = {"name": "daily-report", "cron_expression": "0 9 * * 1-5",
          "timezone": "Europe/Berlin", "target": {"kind": "task", "task_name": "shop.report"}}
 HOURLY = {"name": "hourly", "interval_s": 3600,
@@ -32,12 +29,7 @@ REFUSED = {
 
 
 def _code_sync(app: Flask, db: sessionmaker[Session], *bodies: dict[str, Any]) -> SyncResult:
-    """What ``cronbeat sync shop.celery:app --apply`` writes for ``bodies``."""
-    with app.app_context():
-        loaded = [TriggerCreateSchema().load(body) for body in bodies]
-    with db.begin() as session:
-        now = session.execute(select(func.now())).scalar_one()
-        return sync.sync_triggers(session, "acme", PROJECT, loaded, now=now, owner=OWNER)
+    return code_sync(app, db, "acme", PROJECT, *bodies)
 
 
 @pytest.fixture
