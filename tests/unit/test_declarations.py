@@ -172,6 +172,21 @@ def test_declarations_map_to_definitions_named_after_the_task_and_never_twice() 
     ]
 
 
+def test_a_shared_task_is_collected_for_the_app_it_binds_to() -> None:
+    # In a process of its own: a shared task joins every app created after it.
+    code = ("from celery import Celery, shared_task\n"
+            "from cronbeat.declarations import Registry\n"
+            "registry = Registry()\n"
+            "def run():\n"
+            "    pass\n"
+            "registry.schedule(every=60)(shared_task(name='shop.shared')(run))\n"
+            "app = Celery('shop')\n"
+            "print(app.configured, [d.task_name for d in registry.collect(app)])\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert out == "False ['shop.shared']\n"
+
+
 def test_importing_cronbeat_imports_neither_celery_nor_the_server() -> None:
     code = ("import sys, cronbeat\n"
             "print(sorted({m.split('.')[0] for m in sys.modules}"
