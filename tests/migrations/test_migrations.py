@@ -145,10 +145,7 @@ def test_task_triggers_saved_before_arguments_keep_their_envelope(
         with engine.connect() as conn:
             rows = {name: envelope for name, envelope in conn.execute(text(
                 "SELECT name, task_envelope FROM triggers"))}
-            conn.execute(text(
-                "INSERT INTO triggers (tenant_id, project_id, name, cron_expression,"
-                " next_run_at, target_kind, task_name) VALUES"
-                " ('t1', 'p1', 'new-task', '* * * * *', now(), 'task', 'jobs.y')"))
+            _add_task_trigger(conn, "new-task")
             new = conn.execute(text(
                 "SELECT task_envelope FROM triggers WHERE name = 'new-task'")).scalar_one()
     finally:
@@ -165,18 +162,13 @@ def test_existing_triggers_are_the_api_s_and_a_downgrade_drops_the_owner_only(
     engine = create_engine(empty_database)
     try:
         with engine.begin() as conn:
-            conn.execute(text(
-                "INSERT INTO triggers (tenant_id, project_id, name, cron_expression,"
-                " next_run_at, target_kind, task_name) VALUES"
-                " ('t1', 'p1', 'old', '* * * * *', now(), 'task', 'jobs.x')"))
+            _add_task_trigger(conn, "old")
         command.upgrade(config, "0017")
         with engine.begin() as conn:
             before = conn.execute(text("SELECT name, managed_by FROM triggers")).all()
-            conn.execute(text(
-                "INSERT INTO triggers (tenant_id, project_id, name, cron_expression,"
-                " next_run_at, target_kind, task_name, managed_by) VALUES"
-                " ('t1', 'p1', 'coded', '* * * * *', now(), 'task', 'jobs.y',"
-                " 'shop.celery:app')"))
+            _add_task_trigger(conn, "coded")
+            conn.execute(text("UPDATE triggers SET managed_by = 'shop.celery:app'"
+                              " WHERE name = 'coded'"))
         command.downgrade(config, "0016")
         with engine.connect() as conn:
             after = conn.execute(text("SELECT name FROM triggers ORDER BY name")).all()
@@ -186,6 +178,14 @@ def test_existing_triggers_are_the_api_s_and_a_downgrade_drops_the_owner_only(
     assert [tuple(r) for r in before] == [("old", None)]
     assert [tuple(r) for r in after] == [("coded",), ("old",)]
     assert "managed_by" not in columns
+
+
+def _add_task_trigger(conn: Any, name: str) -> None:
+    """A cron task trigger of t1's project p1, in the columns every revision has."""
+    conn.execute(text(
+        "INSERT INTO triggers (tenant_id, project_id, name, cron_expression, next_run_at,"
+        " target_kind, task_name) VALUES ('t1', 'p1', :name, '* * * * *', now(), 'task',"
+        " 'jobs.y')"), {"name": name})
 
 
 def _snapshot(engine: Any) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
