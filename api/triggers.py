@@ -20,8 +20,8 @@ from api.pagination import decode_id_cursor, encode_cursor, next_link
 from api.parser import Blueprint
 from api.presenters import invocation_view, preview_view, trigger_view
 from api.publishing import held_next_run, publish_after_commit, tick_if_due_soon
+from api.schemas.common import ForceQuerySchema
 from api.schemas.triggers import (
-    ForceQuerySchema,
     PreviewQuerySchema,
     RefQuerySchema,
     SyncQuerySchema,

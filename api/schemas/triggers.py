@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 import marshmallow as ma
 from marshmallow import ValidationError, fields, post_load, validate, validates_schema
 
+from api.schemas.common import ForceQuerySchema
 from api.schemas.fields import (
     MAX_CRON_CHARS,
     MAX_TEMPLATE_BYTES,
@@ -371,15 +372,6 @@ class TriggerSyncSchema(ma.Schema):
             key = name if isinstance(name, str) and name and name not in keyed else position
             keyed[str(key)] = message
         raise ValidationError({**messages, "triggers": keyed}, data=data) from error
-
-
-class ForceQuerySchema(ma.Schema):
-    force = fields.Boolean(
-        load_default=False, truthy={"true"}, falsy={"false"},
-        metadata={"description": "Change or delete code-managed triggers too (managed_by"
-                  " set: cronbeat sync wrote them). Without it such a change is a 409,"
-                  " code code_managed, naming the code; forced, they stay code-managed and"
-                  " the next cronbeat sync puts the code's version back."})
 
 
 class SyncQuerySchema(ForceQuerySchema):
