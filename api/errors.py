@@ -22,6 +22,7 @@ from werkzeug.exceptions import HTTPException
 
 from api.schemas.common import ErrorSchema
 from app.errors import (
+    CodeManaged,
     Conflict,
     CronbeatError,
     InvalidSchedule,
@@ -77,13 +78,15 @@ def error_answer(
     message: str | None = None,
     errors: Mapping[str, Any] | None = None,
     headers: Mapping[str, str] | None = None,
+    code: str | None = None,
 ) -> Answer:
-    """Return the (payload, status, headers) of an error answer."""
+    """Return the (payload, status, headers) of an error answer; ``code`` in place of the
+    status's own (:data:`CODES`) where one status has causes a client tells apart."""
     extra = dict(headers or {})
     if status == 401:
         extra.setdefault("WWW-Authenticate", UNAUTHORIZED_HEADERS["WWW-Authenticate"])
     payload = {
-        "code": CODES.get(status, "error"),
+        "code": code or CODES.get(status, "error"),
         "status": status,
         "message": message or MESSAGES.get(status, "The request failed."),
         "errors": dict(errors or {}),
@@ -136,6 +139,13 @@ def handle_domain_error(error: CronbeatError) -> Answer:
         errors = _nested(error.path, error.message)
     elif isinstance(error, NameTaken):
         errors = {"name": [error.message]}
+    elif isinstance(error, CodeManaged):
+        # {"managed_by": [owner]} for one trigger; by name for a sync or a bulk delete.
+        errors = {"managed_by": list(error.owners.values())}
+        if error.by_name:
+            errors = {"triggers": {name: {"managed_by": [owner]}
+                                   for name, owner in sorted(error.owners.items())}}
+        return error_answer(status, error.message, errors, code="code_managed")
     return error_answer(status, error.message, errors)
 
 

@@ -36,7 +36,7 @@ def trigger_view(
             "message_template",
             "max_attempts", "backoff_base_s", "backoff_cap_s", "timeout_s",
             "misfire_policy", "misfire_grace_s", "overlap_policy", "ref", "pause_note",
-            "version", "created_at", "updated_at",
+            "managed_by", "version", "created_at", "updated_at",
         )
     }
     view["target"] = target

@@ -20,6 +20,7 @@ from api.pagination import decode_id_cursor, encode_cursor, next_link
 from api.parser import Blueprint
 from api.presenters import invocation_view, preview_view, trigger_view
 from api.publishing import held_next_run, publish_after_commit, tick_if_due_soon
+from api.schemas.common import ForceQuerySchema
 from api.schemas.triggers import (
     PreviewQuerySchema,
     RefQuerySchema,
@@ -53,6 +54,7 @@ blp = Blueprint(
 blp.before_request(auth.require_tenant)
 
 ETAG = {"ETag": {"description": "The trigger's version, quoted.", "schema": {"type": "string"}}}
+CODE_MANAGED = "The trigger is code-managed (cronbeat sync): code code_managed, naming the code."
 IF_MATCH = {
     "in": "header", "name": "If-Match", "required": False, "schema": {"type": "string"},
     "description": 'The ETag read earlier (such as "3"); a stale one gets 412.',
@@ -134,15 +136,19 @@ class TriggerCollection(MethodView):
     @blp.arguments(SyncQuerySchema, location="query")
     @blp.arguments(TriggerSyncSchema)
     @blp.response(200, SyncResultSchema)
+    @blp.alt_response(409, description="It would change or delete code-managed triggers"
+                      " (code code_managed, errors by name); force=true does it anyway.")
     def put(self, query: dict[str, Any], body: dict[str, Any], project_id: str) -> Any:
         """Sync: make the project's triggers exactly this set, by name, in one transaction.
 
         New names are created, changed ones updated, identical ones left alone and the
         rest deleted. With `dry_run=true` the same report comes back and nothing is
-        written."""
+        written. Changing or deleting a code-managed trigger (other than pausing or
+        resuming it) needs `force=true`."""
         with transaction() as (session, now):
             result = sync.sync_triggers(session, auth.tenant_id(), project_id,
-                                        body["triggers"], now=now, dry_run=query["dry_run"])
+                                        body["triggers"], now=now, dry_run=query["dry_run"],
+                                        force=query["force"])
         if not query["dry_run"]:
             tick_if_due_soon([held_next_run(row) for row in result.saved], now)
         return {"dry_run": query["dry_run"], "created": result.created,
@@ -151,11 +157,15 @@ class TriggerCollection(MethodView):
 
     @blp.arguments(RefQuerySchema, location="query")
     @blp.response(200, DeletedCountSchema)
+    @blp.alt_response(409, description="Some are code-managed (code code_managed, errors"
+                      " by name); force=true deletes them anyway.")
     def delete(self, query: dict[str, Any], project_id: str) -> Any:
-        """Delete every trigger of the project carrying `ref`."""
+        """Delete every trigger of the project carrying `ref` (code-managed ones only with
+        `force=true`)."""
         with transaction() as (session, now):
             count = triggers.delete_triggers_by_ref(session, auth.tenant_id(), project_id,
-                                                    query["ref"], now=now)
+                                                    query["ref"], now=now,
+                                                    force=query["force"])
         return {"deleted": count}
 
 
@@ -168,36 +178,40 @@ class TriggerItem(MethodView):
             trigger = triggers.get_trigger(session, auth.tenant_id(), project_id, trigger_id)
             return _view(session, trigger), 200, _etag(trigger)
 
+    @blp.arguments(ForceQuerySchema, location="query")
     @blp.arguments(TriggerPatchSchema)
     @blp.response(200, SavedTriggerSchema, headers=ETAG)
+    @blp.alt_response(409, description=CODE_MANAGED)
     @blp.alt_response(412, description="If-Match names an older version.")
     @blp.doc(parameters=[IF_MATCH])
-    def patch(self, changes: dict[str, Any], project_id: str, trigger_id: uuid.UUID) -> Any:
+    def patch(self, query: dict[str, Any], changes: dict[str, Any], project_id: str,
+              trigger_id: uuid.UUID) -> Any:
         """Change some fields. `enabled: false` pauses (pending scheduled runs are
         cancelled, manual ones are not), `enabled: true` resumes from now. A due occurrence
         that a schedule change or a pause takes away is recorded `missed`. Send If-Match
-        to refuse a lost update."""
-        return _update(project_id, trigger_id, changes)
+        to refuse a lost update. A code-managed trigger may be paused and resumed; any
+        other change needs `force=true`."""
+        with transaction() as (session, now):
+            trigger, secret = triggers.update_trigger(
+                session, auth.tenant_id(), project_id, trigger_id, changes, now=now,
+                expected_version=expected_version(), force=query["force"],
+            )
+            view = _view(session, trigger, secret)
+        tick_if_due_soon([held_next_run(trigger)], now)
+        return view, 200, _etag(trigger)
 
+    @blp.arguments(ForceQuerySchema, location="query")
     @blp.response(204)
+    @blp.alt_response(409, description=CODE_MANAGED)
     @blp.alt_response(412, description="If-Match names an older version.")
     @blp.doc(parameters=[IF_MATCH])
-    def delete(self, project_id: str, trigger_id: uuid.UUID) -> None:
-        """Delete a trigger; its pending runs are cancelled, its history stays."""
+    def delete(self, query: dict[str, Any], project_id: str, trigger_id: uuid.UUID) -> None:
+        """Delete a trigger; its pending runs are cancelled, its history stays. A
+        code-managed one needs `force=true`."""
         with transaction() as (session, now):
             triggers.delete_trigger(session, auth.tenant_id(), project_id, trigger_id,
-                                    now=now, expected_version=expected_version())
-
-
-def _update(project_id: str, trigger_id: uuid.UUID, changes: dict[str, Any]) -> Any:
-    with transaction() as (session, now):
-        trigger, secret = triggers.update_trigger(
-            session, auth.tenant_id(), project_id, trigger_id, changes, now=now,
-            expected_version=expected_version(),
-        )
-        view = _view(session, trigger, secret)
-    tick_if_due_soon([held_next_run(trigger)], now)
-    return view, 200, _etag(trigger)
+                                    now=now, expected_version=expected_version(),
+                                    force=query["force"])
 
 
 @blp.route("/<uuid:trigger_id>/pause", methods=["POST"])
@@ -205,7 +219,8 @@ def _update(project_id: str, trigger_id: uuid.UUID, changes: dict[str, Any]) -> 
 @blp.alt_response(412, description="If-Match names an older version.")
 @blp.doc(parameters=[IF_MATCH])
 def pause(project_id: str, trigger_id: uuid.UUID) -> Any:
-    """Pause: same as PATCH `{"enabled": false}`, and clears a note the console kept."""
+    """Pause: same as PATCH `{"enabled": false}`, and clears a note the console kept. A
+    code-managed trigger may be paused: `cronbeat sync` leaves it paused."""
     with transaction() as (session, now):
         trigger = triggers.pause_trigger(session, auth.tenant_id(), project_id, trigger_id,
                                          now=now, expected_version=expected_version())

@@ -58,6 +58,30 @@ class NameTaken(Conflict):
     """A trigger of that name already exists in the project (the API: 409 on ``name``)."""
 
 
+def managed_by_code(owners: dict[str, str]) -> tuple[str, str]:
+    """"trigger 'a' is managed by code in X" (or "triggers 'a', 'b' are ..."), and the
+    pronoun that refers to them ("it", "them"), for triggers' owners by name."""
+    names = sorted(owners)
+    places = " and ".join(sorted(set(owners.values())))
+    if len(names) == 1:
+        return f"trigger {names[0]!r} is managed by code in {places}", "it"
+    return f"triggers {', '.join(map(repr, names))} are managed by code in {places}", "them"
+
+
+class CodeManaged(Conflict):
+    """A change to triggers whose definitions belong to code (``cronbeat sync``); the API
+    answers 409 with code ``code_managed``."""
+
+    def __init__(self, owners: dict[str, str], *, by_name: bool = False) -> None:
+        phrase, it = managed_by_code(owners)
+        super().__init__(f"{phrase}; change {it} there and run cronbeat sync, or pass"
+                         " force=true")
+        #: The owner ("MODULE:APP") of each trigger refused, by name.
+        self.owners = owners
+        #: Whether the API keys its field errors by trigger name (a sync, a bulk delete).
+        self.by_name = by_name
+
+
 class StaleVersion(Conflict):
     """The trigger changed since the version the caller read (the API: 412)."""
 

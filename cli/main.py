@@ -349,4 +349,4 @@ if __name__ == "__main__":
 
 
 # Command groups of their own modules register themselves when imported.
-from cli import beat_import  # noqa: E402, F401
+from cli import beat_import, code_sync  # noqa: E402, F401

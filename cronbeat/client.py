@@ -69,13 +69,17 @@ class Cronbeat:
         return self._pages("/triggers", filters)
 
     def update_trigger(self, trigger_id: str, changes: Mapping[str, Any], *,
-                       if_version: int | None = None) -> JSON:
-        """PATCH; with ``if_version``, refused (412) unless the trigger is at it."""
+                       if_version: int | None = None, force: bool = False) -> JSON:
+        """PATCH; with ``if_version``, refused (412) unless the trigger is at it; a
+        code-managed trigger's definition changes only with ``force`` (else 409)."""
         return self._call("PATCH", f"/triggers/{_id(trigger_id)}", json=changes,
-                          headers=_if_match(if_version))
+                          headers=_if_match(if_version), params=_force(force))
 
-    def delete_trigger(self, trigger_id: str, *, if_version: int | None = None) -> None:
-        self._call("DELETE", f"/triggers/{_id(trigger_id)}", headers=_if_match(if_version))
+    def delete_trigger(self, trigger_id: str, *, if_version: int | None = None,
+                       force: bool = False) -> None:
+        """DELETE; a code-managed trigger only with ``force`` (else 409)."""
+        self._call("DELETE", f"/triggers/{_id(trigger_id)}", headers=_if_match(if_version),
+                   params=_force(force))
 
     def pause(self, trigger_id: str, *, if_version: int | None = None) -> JSON:
         return self._call("POST", f"/triggers/{_id(trigger_id)}/pause",
@@ -93,11 +97,14 @@ class Cronbeat:
         return self._call("GET", f"/triggers/{_id(trigger_id)}/preview",
                           params={"count": count})
 
-    def sync(self, definitions: Sequence[Mapping[str, Any]], *, dry_run: bool = False) -> JSON:
+    def sync(self, definitions: Sequence[Mapping[str, Any]], *, dry_run: bool = False,
+             force: bool = False) -> JSON:
         """Make the project's triggers exactly ``definitions`` (by name); ``dry_run``
-        reports the changes and writes nothing."""
+        reports the changes and writes nothing; ``force`` changes and deletes
+        code-managed triggers too (else 409)."""
         return self._call("PUT", "/triggers", json={"triggers": list(definitions)},
-                          params={"dry_run": "true" if dry_run else "false"})
+                          params={"dry_run": "true" if dry_run else "false",
+                                  **_force(force)})
 
     # Invocations.
 
@@ -164,6 +171,10 @@ def _id(value: str) -> str:
 
 def _if_match(version: int | None) -> dict[str, str]:
     return {} if version is None else {"If-Match": f'"{version}"'}
+
+
+def _force(force: bool) -> dict[str, str]:
+    return {"force": "true"} if force else {}
 
 
 def _rule_path(trigger_id: str | None) -> str:

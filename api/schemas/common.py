@@ -1,4 +1,5 @@
-"""Schemas of the error payload, schedule validation, admin keys and health checks."""
+"""Schemas of the error payload, schedule validation, admin keys, health checks, and the
+``force`` query parameter of the edits of code-managed triggers."""
 
 from __future__ import annotations
 
@@ -58,3 +59,12 @@ class NewApiKeySchema(ApiKeySchema):
 
 class HealthSchema(ma.Schema):
     status = fields.String(required=True, validate=validate.OneOf(["ok", "unavailable"]))
+
+
+class ForceQuerySchema(ma.Schema):
+    force = fields.Boolean(
+        load_default=False, truthy={"true"}, falsy={"false"},
+        metadata={"description": "Change or delete code-managed triggers too (managed_by"
+                  " set: cronbeat sync wrote them). Without it such a change is a 409,"
+                  " code code_managed, naming the code; forced, they stay code-managed and"
+                  " the next cronbeat sync puts the code's version back."})

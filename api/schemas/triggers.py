@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 import marshmallow as ma
 from marshmallow import ValidationError, fields, post_load, validate, validates_schema
 
+from api.schemas.common import ForceQuerySchema
 from api.schemas.fields import (
     MAX_CRON_CHARS,
     MAX_TEMPLATE_BYTES,
@@ -373,7 +374,7 @@ class TriggerSyncSchema(ma.Schema):
         raise ValidationError({**messages, "triggers": keyed}, data=data) from error
 
 
-class SyncQuerySchema(ma.Schema):
+class SyncQuerySchema(ForceQuerySchema):
     dry_run = fields.Boolean(load_default=False, truthy={"true"}, falsy={"false"},
                              metadata={"description": "Report the changes, write nothing."})
 
@@ -387,7 +388,7 @@ class TriggerListQuerySchema(ma.Schema):
     limit = fields.Integer(load_default=50, validate=validate.Range(1, 200))
 
 
-class RefQuerySchema(ma.Schema):
+class RefQuerySchema(ForceQuerySchema):
     ref = Str(required=True, validate=FullMatch(_TEXT_LINE))
 
 

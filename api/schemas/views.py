@@ -91,6 +91,11 @@ class TriggerSchema(ma.Schema):
         required=True, **_NULL,
         metadata={"description": "What the console's pause said; null when running, or"
                   " paused without a note (pausing through the API keeps none)."})
+    managed_by = fields.String(
+        required=True, **_NULL,
+        metadata={"description": "The code that declares it (cronbeat sync's MODULE:APP):"
+                  " edits of its definition are refused (409 code_managed) unless forced;"
+                  " null: managed through the API."})
     version = fields.Integer(required=True, metadata={"description": "Also the ETag."})
     created_at = fields.DateTime(required=True)
     updated_at = fields.DateTime(required=True)

@@ -54,6 +54,8 @@ DEFAULTS: dict[str, Any] = {
     "misfire_grace_s": 300,
     "overlap_policy": OverlapPolicy.ALLOW,
     "ref": None,
+    # Set by cronbeat sync only (the API's schemas have no such field): see app.editing.managed.
+    "managed_by": None,
 }
 #: The columns a definition may set.
 EDITABLE = ("name", *DEFAULTS)

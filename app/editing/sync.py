@@ -13,6 +13,12 @@ definition that says ``enabled: false`` for a one-time trigger that fired stops 
 retries), and an update or delete that moves the ``next_run_at`` of a trigger already
 due records the occurrences it takes away as missed
 (:func:`app.schedule.occurrences.missed_rows`), in one INSERT.
+
+Code-managed triggers (app.editing.managed): a sync by their owner (``cronbeat sync``,
+``owner`` given) marks every trigger it writes as the owner's and keeps each stored
+trigger's paused state (pausing is the operator's); any other sync that would change or
+delete a trigger managed by other code is refused unless forced, and a forced one
+leaves it marked.
 """
 
 from __future__ import annotations
@@ -28,8 +34,9 @@ from sqlalchemy.dialects.postgresql import UUID
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from app.editing.definitions import EDITABLE, apply_definition
-from app.errors import InvalidTrigger, NameTaken
+from app.editing import managed
+from app.editing.definitions import EDITABLE, apply_definition, is_finished_one_time
+from app.errors import CodeManaged, InvalidTrigger, NameTaken
 from app.limits import MAX_SYNC_TRIGGERS
 from app.models import Trigger
 from app.queries.cancellation import (
@@ -69,12 +76,15 @@ def sync_triggers(
     *,
     now: dt.datetime,
     dry_run: bool = False,
+    owner: str | None = None,
+    force: bool = False,
 ) -> SyncResult:
     """Make the project's triggers the ``desired`` definitions (see the module doc).
 
     A definition without ``signing_secret`` keeps the stored secret of its webhook; a new
     webhook without one gets a fresh secret. ``dry_run`` checks and diffs everything but
-    writes nothing.
+    writes nothing. ``owner``: the code whose declarations these are ("MODULE:APP"),
+    None for the API; ``force``: change and delete triggers other code manages too.
 
     Returns:
         The names created, updated, deleted and left unchanged.
@@ -83,6 +93,8 @@ def sync_triggers(
         InvalidTrigger: a definition is invalid, or two share a name (field ``triggers``);
             nothing is written then.
         NameTaken: a concurrent create took a new name first.
+        CodeManaged: without ``force``, the sync would change or delete triggers that
+            code other than ``owner`` manages (each is named); nothing is written then.
     """
     if len(desired) > MAX_SYNC_TRIGGERS:
         raise InvalidTrigger("triggers", f"at most {MAX_SYNC_TRIGGERS} triggers per sync")
@@ -103,11 +115,13 @@ def sync_triggers(
     rescheduled: list[uuid.UUID] = []
     missed: list[dict[str, Any]] = []
     secrets: dict[str, str] = {}
+    refused: list[Trigger] = []
     for position, definition in enumerate(desired):
         old = existing.get(definition["name"])
         try:
             applied = apply_definition(
-                old, definition, now=now, explicit_enabled=definition.get("enabled"),
+                old, _owned(definition, old, owner), now=now,
+                explicit_enabled=definition.get("enabled"),
                 declarative=True, generate_secret=not dry_run, cache=cache)
         except InvalidTrigger as exc:
             # Keyed by the trigger's name: a sync file is edited by name, not by index.
@@ -115,6 +129,9 @@ def sync_triggers(
             raise InvalidTrigger(f"triggers.{name}.{exc.field}", exc.message,
                                  path=("triggers", name, *exc.path)) from None
         row = applied.row
+        if not force and managed.refused_save(old, row, owner):
+            assert old is not None
+            refused.append(old)
         if applied.generated_secret is not None:
             secrets[row["name"]] = applied.generated_secret
         if applied.stop_runs:
@@ -136,6 +153,10 @@ def sync_triggers(
             updated.append({**row, "id": old.id, "version": old.version + 1})
     wanted = set(names)
     gone = [t for name, t in existing.items() if name not in wanted]
+    if not force:
+        refused.extend(t for t in gone if managed.owned_elsewhere(t, owner))
+    if refused:
+        raise CodeManaged({t.name: t.managed_by or "" for t in refused}, by_name=True)
     result = SyncResult(
         created=sorted(row["name"] for row in created),
         updated=sorted(row["name"] for row in updated),
@@ -169,6 +190,17 @@ def sync_triggers(
     # The ORM objects loaded above are stale now; nobody should read them from this session.
     session.expire_all()
     return result
+
+
+def _owned(definition: Mapping[str, Any], old: Trigger | None, owner: str | None,
+           ) -> dict[str, Any]:
+    """The definition as its sync saves it: marked with its owner (the API keeps the
+    stored mark); an owner's sync leaves a paused trigger paused (a fired one-time
+    trigger is disabled too, but not paused: apply_definition decides it)."""
+    if owner is None:
+        return {**definition, "managed_by": None if old is None else old.managed_by}
+    paused = old is not None and not old.enabled and not is_finished_one_time(old)
+    return {**definition, **({"enabled": False} if paused else {}), "managed_by": owner}
 
 
 def _update_rows(

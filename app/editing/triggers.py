@@ -24,6 +24,7 @@ from sqlalchemy import delete, func, or_, select, tuple_
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from app.editing import managed
 from app.editing.definitions import (
     DEFAULTS,
     EDITABLE,
@@ -131,6 +132,7 @@ def create_trigger(
 def update_trigger(
     session: Session, tenant_id: str, project_id: str, trigger_id: uuid.UUID,
     changes: Mapping[str, Any], *, now: dt.datetime, expected_version: int | None = None,
+    force: bool = False,
 ) -> tuple[Trigger, str | None]:
     """Apply a partial update, bump ``version`` and ``updated_at``; a no-op writes nothing.
 
@@ -141,6 +143,8 @@ def update_trigger(
     (:func:`app.queries.cancellation.stop_scheduled_runs`) even when the trigger is disabled
     already: a one-time trigger that fired is, and its retries must stop too. An edit
     that moves the ``next_run_at`` of a due trigger records what it takes away as missed.
+    A code-managed trigger's definition changes only when ``force`` is given (its paused
+    state always may: see app.editing.managed); it stays code-managed either way.
 
     Returns:
         The trigger, and the signing secret generated for it if the target became a
@@ -149,6 +153,8 @@ def update_trigger(
     Raises:
         NotFound: no such trigger in this tenant's project.
         StaleVersion: ``expected_version`` is given and is not the stored version.
+        CodeManaged: the trigger is code-managed, the change is more than a pause or a
+            resume, and ``force`` is not given.
         InvalidTrigger, NameTaken: as :func:`create_trigger`.
     """
     # The row lock makes the version check and the write one atomic step: two writers
@@ -172,6 +178,8 @@ def update_trigger(
                     merged.update(dict.fromkeys(columns))
     applied = apply_definition(trigger, merged, now=now,
                                explicit_enabled=changes.get("enabled"), declarative=False)
+    if not force and managed.refused_save(trigger, applied.row, None):
+        managed.check_unowned([trigger])
     if applied.stop_runs:
         stop_scheduled_runs(session, tenant_id, [trigger.id], now=now)
     elif applied.rescheduled:
@@ -294,7 +302,7 @@ def search_triggers(
 
 def delete_trigger(
     session: Session, tenant_id: str, project_id: str, trigger_id: uuid.UUID, *,
-    now: dt.datetime, expected_version: int | None = None,
+    now: dt.datetime, expected_version: int | None = None, force: bool = False,
 ) -> None:
     """Delete a trigger after cancelling its pending invocations (its history stays).
 
@@ -304,10 +312,13 @@ def delete_trigger(
     Raises:
         NotFound: no such trigger in this tenant's project.
         StaleVersion: ``expected_version`` is given and is not the stored version.
+        CodeManaged: the trigger is code-managed and ``force`` is not given.
     """
     trigger = get_trigger(session, tenant_id, project_id, trigger_id, for_update=True)
     if expected_version is not None and trigger.version != expected_version:
         raise StaleVersion(f"the trigger is at version {trigger.version}")
+    if not force:
+        managed.check_unowned([trigger])
     cancel_pending(session, tenant_id, [trigger.id], now=now, reason=DELETED_REASON)
     record_missed(session, occurrences.missed_rows(
         trigger, None, now=now, reason=occurrences.DELETED_REASON))
@@ -316,14 +327,21 @@ def delete_trigger(
 
 
 def delete_triggers_by_ref(
-    session: Session, tenant_id: str, project_id: str, ref: str, *, now: dt.datetime
+    session: Session, tenant_id: str, project_id: str, ref: str, *, now: dt.datetime,
+    force: bool = False,
 ) -> int:
     """Delete every trigger of the project carrying ``ref``; returns how many.
 
     As :func:`delete_trigger`, set-based: one statement per step, whatever the count.
+
+    Raises:
+        CodeManaged: one of them is code-managed and ``force`` is not given (none is
+            deleted).
     """
     # The project's lock first, then the rows in id order (app.queries), as a sync does.
     gone = queries.project_triggers_with_ref(session, tenant_id, project_id, ref)
+    if not force:
+        managed.check_unowned(gone, by_name=True)
     ids = [trigger.id for trigger in gone]
     cancel_pending(session, tenant_id, ids, now=now, reason=DELETED_REASON)
     record_missed(session, [

@@ -134,15 +134,16 @@ def task_target(task: Any, args: Any, kwargs: Any) -> dict[str, Any]:
     return target
 
 
-def unique_names(mapped: Iterable[Mapped]) -> list[Mapped]:
-    """The entries in order; one whose trigger name an earlier entry took is refused."""
+def unique_names(mapped: Iterable[Mapped], what: str = "entry") -> list[Mapped]:
+    """The entries in order; one whose trigger name an earlier one took is refused (a
+    project holds one trigger of a name); ``what`` names the kind in the reason."""
     result: list[Mapped] = []
     taken: set[str] = set()
     for one in mapped:
         if one.definition is not None:
             if one.definition["name"] in taken:
                 one = Mapped(one.entry, refused=f"its name {one.definition['name']!r} is"
-                             " another entry's too")
+                             f" another {what}'s too")
             else:
                 taken.add(one.definition["name"])
         result.append(one)

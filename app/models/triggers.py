@@ -83,6 +83,9 @@ class Trigger(Base):
     ref: Mapped[str | None] = mapped_column(String(200), index=True)
     #: What the operator wrote when pausing it (the console); cleared by a resume.
     pause_note: Mapped[str | None] = mapped_column(Text)
+    #: The code that declares it (``cronbeat sync MODULE:APP`` writes "MODULE:APP"), whose
+    #: definition edits refuse unless forced (app.editing.managed); NULL: the API's.
+    managed_by: Mapped[str | None] = mapped_column(Text)
     # Bumped by every update; the API's ETag, checked by If-Match.
     version: Mapped[int] = mapped_column(Integer, server_default="1")
     created_at: Mapped[dt.datetime] = mapped_column(Timestamp, server_default=func.now())

@@ -23,6 +23,7 @@ from tests.browser.console_support import (
     sign_in,
     until,
 )
+from tests.support.code_sync import code_sync
 from tests.support.receiver import Receiver, Reply
 from tests.support.runs import T0, add_invocation, run
 
@@ -92,6 +93,36 @@ def test_an_operator_finds_a_trigger_among_many_runs_pauses_resumes_and_signs_ou
     assert browser.find_element(By.TAG_NAME, "h1").text == "Sign in"
     browser.get(f"{web_url}/console/triggers")
     assert browser.find_element(By.TAG_NAME, "h1").text == "Sign in"
+
+
+def test_a_code_managed_trigger_s_page_names_its_code_and_it_may_still_be_paused(
+    browser: Any, web_url: str, web_app: Flask, db: sessionmaker[Session],
+) -> None:
+    key = api_key(db, "acme")
+    hook = {"kind": "webhook", "url": "https://example.com/hook"}
+    code_sync(web_app, db, "acme", "ops", {
+        "name": "daily-report", "cron_expression": "0 9 * * 1-5",
+        "timezone": "Europe/Berlin", "target": hook})
+    sign_in(browser, web_url, key)
+    browser.get(f"{web_url}/console/triggers?q=daily-report")
+    page = browser.find_element(By.TAG_NAME, "html")
+    browser.find_element(By.CSS_SELECTOR, ".trigger-link").click()
+    loaded(browser, page)
+    note = ("managed by code in shop.celery:app: change its schedule there and run cronbeat"
+            " sync (pausing, resuming and running it now are fine here)")
+    assert browser.find_element(By.ID, "managed-by").text == note
+    assert browser.find_element(By.ID, "managed").text == "code in shop.celery:app"
+    browser.find_element(By.ID, "pause-note-input").send_keys("release freeze")
+    click(browser, "pause")
+    assert browser.find_element(By.ID, "trigger-state").text == "paused: release freeze"
+    assert browser.find_element(By.ID, "managed-by").text == note
+    click(browser, "resume")
+    assert browser.find_element(By.ID, "trigger-state").text == "enabled"
+
+    mine = create_trigger(web_app, key, name="mine", target=hook)
+    browser.get(f"{web_url}/console/projects/ops/triggers/{mine['id']}")
+    assert browser.find_elements(By.ID, "managed-by") == []
+    assert browser.find_element(By.ID, "managed").text == "the API"
 
 
 def test_another_tenant_s_trigger_is_a_404_and_a_revoked_key_ends_the_session(

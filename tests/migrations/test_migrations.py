@@ -145,16 +145,47 @@ def test_task_triggers_saved_before_arguments_keep_their_envelope(
         with engine.connect() as conn:
             rows = {name: envelope for name, envelope in conn.execute(text(
                 "SELECT name, task_envelope FROM triggers"))}
-            conn.execute(text(
-                "INSERT INTO triggers (tenant_id, project_id, name, cron_expression,"
-                " next_run_at, target_kind, task_name) VALUES"
-                " ('t1', 'p1', 'new-task', '* * * * *', now(), 'task', 'jobs.y')"))
+            _add_task_trigger(conn, "new-task")
             new = conn.execute(text(
                 "SELECT task_envelope FROM triggers WHERE name = 'new-task'")).scalar_one()
     finally:
         engine.dispose()
     assert rows == {"old-task": True, "old-hook": False}
     assert new is False
+
+
+def test_existing_triggers_are_the_api_s_and_a_downgrade_drops_the_owner_only(
+    empty_database: str,
+) -> None:
+    config = alembic_config(empty_database)
+    command.upgrade(config, "0017")
+    engine = create_engine(empty_database)
+    try:
+        with engine.begin() as conn:
+            _add_task_trigger(conn, "old")
+        command.upgrade(config, "0018")
+        with engine.begin() as conn:
+            before = conn.execute(text("SELECT name, managed_by FROM triggers")).all()
+            _add_task_trigger(conn, "coded")
+            conn.execute(text("UPDATE triggers SET managed_by = 'shop.celery:app'"
+                              " WHERE name = 'coded'"))
+        command.downgrade(config, "0017")
+        with engine.connect() as conn:
+            after = conn.execute(text("SELECT name FROM triggers ORDER BY name")).all()
+        columns = {c["name"] for c in inspect(engine).get_columns("triggers")}
+    finally:
+        engine.dispose()
+    assert [tuple(r) for r in before] == [("old", None)]
+    assert [tuple(r) for r in after] == [("coded",), ("old",)]
+    assert "managed_by" not in columns
+
+
+def _add_task_trigger(conn: Any, name: str) -> None:
+    """A cron task trigger of t1's project p1, in the columns every revision has."""
+    conn.execute(text(
+        "INSERT INTO triggers (tenant_id, project_id, name, cron_expression, next_run_at,"
+        " target_kind, task_name) VALUES ('t1', 'p1', :name, '* * * * *', now(), 'task',"
+        " 'jobs.y')"), {"name": name})
 
 
 def _snapshot(engine: Any) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:

@@ -6,10 +6,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from flask import Flask
 from sqlalchemy.orm import Session, sessionmaker
 
 from cronbeat.client import Cronbeat, CronbeatError
 from tests.integration.api.conftest import mint_key
+from tests.support.code_sync import code_sync
 from tests.support.receiver import Receiver, Reply, running_receiver
 
 HOOK = {"kind": "webhook", "url": "https://example.com/hook"}
@@ -49,6 +51,26 @@ def test_triggers_from_create_to_delete(cronbeat: Cronbeat) -> None:
     with pytest.raises(CronbeatError) as gone:
         cronbeat.get_trigger(trigger_id)
     assert gone.value.status == 404
+
+
+def test_code_managed_triggers_are_refused_unless_forced(
+    cronbeat: Cronbeat, app: Flask, db: sessionmaker[Session],
+) -> None:
+    code_sync(app, db, "acme", "shop", {"name": "daily", "interval_s": 60, "target": HOOK})
+    [daily] = cronbeat.list_triggers()
+    refused = []
+    for call in (lambda: cronbeat.update_trigger(daily["id"], {"interval_s": 120}),
+                 lambda: cronbeat.sync([]), lambda: cronbeat.delete_trigger(daily["id"])):
+        with pytest.raises(CronbeatError) as error:
+            call()
+        refused.append((error.value.status, error.value.code))
+    assert refused == [(409, "code_managed")] * 3
+    assert cronbeat.update_trigger(daily["id"], {"interval_s": 120}, force=True)[
+        "interval_s"] == 120
+    cronbeat.delete_trigger(daily["id"], force=True)
+    code_sync(app, db, "acme", "shop", {"name": "daily", "interval_s": 60, "target": HOOK})
+    assert cronbeat.sync([], force=True)["deleted"] == ["daily"]
+    assert list(cronbeat.list_triggers()) == []
 
 
 def test_sync_with_a_dry_run_and_alert_channels_and_rules(cronbeat: Cronbeat) -> None:
