@@ -86,7 +86,8 @@ def backfill(
             pg_insert(Invocation)
             .values([{"trigger_id": trigger.id, "tenant_id": tenant_id,
                       "project_id": project_id, "scheduled_for": moment,
-                      "status": InvocationStatus.PENDING} for moment in missing])
+                      "status": InvocationStatus.PENDING, "backfill": True}
+                     for moment in missing])
             .on_conflict_do_nothing(constraint="uq_invocations_trigger_id_scheduled_for")
             .returning(Invocation.id, Invocation.scheduled_for)
         ).all()

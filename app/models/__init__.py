@@ -16,6 +16,8 @@ from app.models.fleet import (
     SchedulerState,
 )
 from app.models.history import (
+    CounterDay,
+    CounterTotal,
     HistoryState,
     Invocation,
     InvocationAttempt,
@@ -33,6 +35,8 @@ __all__ = [
     "ApiKey",
     "Base",
     "ConsoleSecret",
+    "CounterDay",
+    "CounterTotal",
     "Deployment",
     "DispatcherHeartbeat",
     "HistoryState",

@@ -69,6 +69,9 @@ class Invocation(Base):
         server_default=InvocationStatus.PENDING.value,
     )
     manual: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
+    #: Recorded by a backfill (app.editing.backfill): a past occurrence run late on
+    #: purpose, left out of the start lateness like a manual run.
+    backfill: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
     attempt: Mapped[int] = mapped_column(Integer, server_default="0")
     # When the message for the current attempt was published (the outbox's "sent" mark);
     # NULL means committed but not yet published.
@@ -118,6 +121,10 @@ class Invocation(Base):
         # BRIN: rows arrive in created_at order, so a few bytes per block range serve
         # the range scan without slowing the dispatcher's inserts like a B-tree would.
         Index("ix_invocations_created_at", "created_at", postgresql_using="brin"),
+        # The live part of /metrics' counters (app.history.counters):
+        #   WHERE scheduled_for >= history_state.counted_before (an hour or two of rows).
+        # BRIN for the same reason as created_at's.
+        Index("ix_invocations_scheduled_for", "scheduled_for", postgresql_using="brin"),
         # The sweep's "message lost" query, an index range scan over only the stale rows
         # (parked rows have no message to lose):
         #   WHERE status = 'pending' AND parked_at IS NULL
@@ -204,6 +211,9 @@ class InvocationAttempt(Base):
             ondelete="CASCADE",
         ),
         UniqueConstraint("invocation_id", "number", "scheduled_for"),
+        # The live part of /metrics' counters, as ix_invocations_scheduled_for.
+        Index("ix_invocation_attempts_scheduled_for", "scheduled_for",
+              postgresql_using="brin"),
         {"postgresql_partition_by": "RANGE (scheduled_for)"},
     )
     __mapper_args__ = {"primary_key": [id]}
@@ -251,8 +261,40 @@ class HistoryState(Base):
     partitions_dropped: Mapped[int] = mapped_column(BigInteger, server_default="0")
     rows_dropped: Mapped[int] = mapped_column(BigInteger, server_default="0")
     last_run_at: Mapped[dt.datetime | None] = mapped_column(Timestamp)
+    #: /metrics' counters count history scheduled before this from ``counter_days`` and
+    #: ``counter_totals``, and the rest live (app.history.counters); NULL: all live.
+    counted_before: Mapped[dt.datetime | None] = mapped_column(Timestamp)
+    #: Where the maintenance's age starts before its first run: the migration that
+    #: added it (with the rest, for a new installation).
+    watched_since: Mapped[dt.datetime] = mapped_column(Timestamp, server_default=func.now())
 
     __table_args__ = (CheckConstraint("id = 1", name="single_row"),)
+
+
+class CounterTotal(Base):
+    """A /metrics counter's part whose history is gone (dropped days, pruned alerts)."""
+
+    __tablename__ = "counter_totals"
+
+    #: invocations, attempts, lateness or alerts (app.history.counters.Family).
+    family: Mapped[str] = mapped_column(String(16), primary_key=True)
+    #: The status, outcome or bucket the count is of.
+    label: Mapped[str] = mapped_column(String(16), primary_key=True)
+    value: Mapped[int] = mapped_column(BigInteger, server_default="0")
+
+
+class CounterDay(Base):
+    """A /metrics counter's part counted from one UTC day's closed hours (still kept).
+
+    Moved into ``counter_totals`` when the day's history is dropped.
+    """
+
+    __tablename__ = "counter_days"
+
+    day: Mapped[dt.date] = mapped_column(Date, primary_key=True)
+    family: Mapped[str] = mapped_column(String(16), primary_key=True)
+    label: Mapped[str] = mapped_column(String(16), primary_key=True)
+    value: Mapped[int] = mapped_column(BigInteger, server_default="0")
 
 
 class InvocationReplay(Base):
