@@ -21,8 +21,11 @@ from api import (
     schedules,
     triggers,
 )
+
+# The console's page modules add their routes to its blueprint when imported.
+from api.console import project_views, trigger_views, views  # noqa: F401
 from api.console import session as console_session
-from api.console import views as console_views
+from api.console.blueprint import blp as console_blueprint
 from api.schemas.fields import PROJECT_ID_PATTERN, one_of_to_openapi
 from api.state import ApiState
 from app.config import Settings
@@ -154,5 +157,5 @@ def create_app(settings: Settings | None = None) -> Flask:
     api.register_blueprint(metrics.blp)
     app.register_blueprint(docs.blp)
     console_session.configure(app, settings.console_secret, settings.console_secure_cookies)
-    app.register_blueprint(console_views.blp)
+    app.register_blueprint(console_blueprint)
     return app

@@ -30,7 +30,6 @@ from api.schemas.alerts import (
 from api.state import state, transaction
 from app.alerting import delivery
 from app.alerting.rules import Rule
-from app.delivery.send import Verdict
 from app.editing import alerts
 from app.models import Alert, AlertChannel
 from app.targets.webhook import redact_url
@@ -127,18 +126,9 @@ def test_channel(project_id: str, channel_id: uuid.UUID) -> Any:
     with transaction() as (session, now):
         alert = alerts.record_test_alert(session, auth.tenant_id(), project_id, channel_id,
                                          now=now, public_url=settings.public_url)
-    sessions = state().sessions
-    with sessions.begin() as session:
-        claimed = delivery.claim(session, alert.id)
-    assert claimed is not None, "a test alert is due when recorded"
-    result = delivery.attempt_delivery(claimed, alert.id, settings.allow_private_targets)
-    with sessions.begin() as session:
-        delivery.finish(
-            session, alert.id, claimed.attempt,
-            status="delivered" if result.verdict is Verdict.SUCCEEDED else "failed",
-            retry_in_s=None, published=False, error=result.error,
-            response_status=result.response_status)
-    with sessions.begin() as session:
+    delivery.deliver_test_alert(state().sessions, alert.id,
+                                allow_private=settings.allow_private_targets)
+    with state().sessions.begin() as session:
         return alert_view(session.get_one(Alert, alert.id))
 
 

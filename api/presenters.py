@@ -83,6 +83,7 @@ def invocation_view(
 ) -> dict[str, Any]:
     """Return an invocation as the API shows it; with ``attempts``, the detailed view."""
     view = {column: getattr(invocation, column) for column in _INVOCATION_COLUMNS}
+    view["origin"] = invocation.origin
     if attempts is not None:
         view["response_excerpt"] = invocation.response_excerpt
         view["deployment_id"] = invocation.deployment_id

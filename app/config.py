@@ -95,16 +95,16 @@ def _task_queues(env: Mapping[str, str]) -> frozenset[str]:
     return names
 
 
-def normalize_database_url(url: str) -> str:
+def normalize_database_url(url: str, name: str = "DATABASE_URL") -> str:
     """Return ``url`` with the psycopg2 driver named, as SQLAlchemy wants it.
 
     Raises:
-        ConfigError: the URL is not a PostgreSQL URL.
+        ConfigError: the URL is not a PostgreSQL URL (the message names it ``name``).
     """
     for prefix in ("postgresql+psycopg2://", "postgresql://", "postgres://"):
         if url.startswith(prefix):
             return "postgresql+psycopg2://" + url[len(prefix) :]
-    raise ConfigError("DATABASE_URL must be a postgresql:// URL")
+    raise ConfigError(f"{name} must be a postgresql:// URL")
 
 
 def broker_url_for(redis_url: str) -> str:

@@ -54,6 +54,21 @@ class InvocationStatus(enum.StrEnum):
         return self not in (InvocationStatus.PENDING, InvocationStatus.RUNNING)
 
 
+class InvocationOrigin(enum.StrEnum):
+    """Why an invocation exists (:attr:`app.models.Invocation.origin`)."""
+
+    #: An occurrence of the trigger's schedule, recorded by a tick.
+    SCHEDULED = "scheduled"
+    #: A run now (API, console or client).
+    MANUAL = "manual"
+    #: A past occurrence recorded by a backfill.
+    BACKFILL = "backfill"
+    #: A failed run run again (``replay_of`` names it).
+    REPLAY = "replay"
+    #: A scheduled occurrence that did not run: recorded missed, with its reason.
+    MISSED = "missed"
+
+
 class ProcessRole(enum.StrEnum):
     """What a worker, dispatcher or beat process does, given the active deployment."""
 

@@ -1,22 +1,27 @@
-"""``cronbeat import celery-beat MODULE:APP --tenant T --project P [--apply]``.
+"""``cronbeat import celery-beat MODULE:APP ...`` and ``cronbeat import django-celery-beat
+--database-url URL ...``, each with ``--tenant T --project P [--apply]``.
 
-Reads the Celery app's ``beat_schedule`` and zone, maps each entry to a trigger
-(app.importing.celery_beat), checks every definition as the API checks a sync body
-(the same schema, the operator's settings), and prints the plan: what the project's
-sync would create, update, leave unchanged and delete, and each entry refused, with
-why. ``--apply`` writes it through the same sync as ``PUT .../triggers``, in one
-transaction, so a second run reports everything unchanged; each first run counts
-from now (saving never fires a burst of missed runs). The project ends up holding
-exactly the imported schedule: import into a project of its own.
+The first reads a Celery app's ``beat_schedule`` and zone (app.importing.celery_beat);
+the second reads django-celery-beat's tables from another PostgreSQL database, only
+reading it, in a read-only transaction (app.importing.django_source), and maps its
+periodic tasks (app.importing.django_celery_beat). Both then check every definition as
+the API checks a sync body (the same schema, the operator's settings) and print the
+plan: what the project's sync would create, update, leave unchanged and delete, and each
+entry refused, with why. ``--apply`` writes it through the same sync as ``PUT
+.../triggers``, in one transaction, so a second run reports everything unchanged; each
+first run counts from now (saving never fires a burst of missed runs). The project ends
+up holding exactly the imported schedule: import into a project of its own.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import datetime as dt
 import importlib
 import re
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from marshmallow import ValidationError
@@ -24,7 +29,7 @@ from sqlalchemy import func, select
 
 from app.config import Settings
 from app.errors import ConfigError
-from app.importing.celery_beat import Mapped, app_timezone, map_beat_schedule
+from app.importing.entries import Mapped
 from cli.main import Commands, _pattern, _sessions, command_group
 
 
@@ -35,17 +40,24 @@ def _import_commands(commands: Commands) -> None:
 
     group = commands.add_parser("import", help="bring schedules in from elsewhere")
     sources = group.add_subparsers(dest="source", required=True, metavar="SOURCE")
-    parser = sources.add_parser(
+    beat = sources.add_parser(
         "celery-beat", help="a Celery app's beat_schedule: plan, or --apply it")
-    parser.add_argument("app", metavar="MODULE:APP", help="the Celery app, e.g. shop:app")
-    parser.add_argument("--tenant", required=True,
-                        type=_pattern("--tenant", TENANT_PATTERN, "1-64 of A-Z a-z 0-9 . _ -"))
-    parser.add_argument("--project", required=True,
-                        type=_pattern("--project", re.compile(PROJECT_ID_PATTERN),
-                                      PROJECT_ID_RULE.removeprefix("must be ")))
-    parser.add_argument("--apply", action="store_true",
-                        help="write the plan (without it nothing is written)")
-    parser.set_defaults(handler=_import_celery_beat)
+    beat.add_argument("app", metavar="MODULE:APP", help="the Celery app, e.g. shop:app")
+    beat.set_defaults(handler=_import_celery_beat)
+    django = sources.add_parser(
+        "django-celery-beat",
+        help="django-celery-beat's periodic tasks, read from its database: plan, or --apply")
+    django.add_argument("--database-url", required=True, metavar="URL",
+                        help="the Django project's PostgreSQL database (only read)")
+    django.set_defaults(handler=_import_django_celery_beat)
+    for parser in (beat, django):
+        parser.add_argument("--tenant", required=True, type=_pattern(
+            "--tenant", TENANT_PATTERN, "1-64 of A-Z a-z 0-9 . _ -"))
+        parser.add_argument("--project", required=True, type=_pattern(
+            "--project", re.compile(PROJECT_ID_PATTERN),
+            PROJECT_ID_RULE.removeprefix("must be ")))
+        parser.add_argument("--apply", action="store_true",
+                            help="write the plan (without it nothing is written)")
 
 
 def load_app(path: str) -> Any:
@@ -97,41 +109,72 @@ def _checked(mapped: list[Mapped], settings: Settings) -> tuple[list[Mapped], li
 
 def _describe(definition: dict[str, Any]) -> str:
     target = definition["target"]
-    schedule = (f"cron {definition['cron_expression']!r} in {definition['timezone']}"
-                if "cron_expression" in definition else f"every {definition['interval_s']} s")
+    if "cron_expression" in definition:
+        schedule = f"cron {definition['cron_expression']!r} in {definition['timezone']}"
+    elif "run_at" in definition:
+        schedule = f"once at {definition['run_at']}"
+    else:
+        schedule = f"every {definition['interval_s']} s" + (
+            f" from {definition['start_at']}" if "start_at" in definition else "")
     call = ", ".join([*map(repr, target.get("args", [])),
                       *(f"{k}={v!r}" for k, v in target.get("kwargs", {}).items())])
     queue = f" on {target['queue']}" if "queue" in target else ""
-    return f"{schedule}: {target['task_name']}({call}){queue}"
+    paused = " (paused)" if definition.get("enabled") is False else ""
+    return f"{schedule}: {target['task_name']}({call}){queue}{paused}"
 
 
 def _import_celery_beat(args: argparse.Namespace) -> int:
-    from app.editing import sync
+    from app.importing.celery_beat import app_timezone, map_beat_schedule
 
     app = load_app(args.app)
     zone, zone_note = app_timezone(app.conf)
+    return _plan_or_apply(
+        args, f"celery beat schedule of {args.app} (zone {zone})",
+        [zone_note] if zone_note else [],
+        lambda now: map_beat_schedule(app.conf.beat_schedule or {}, zone))
+
+
+def _import_django_celery_beat(args: argparse.Namespace) -> int:
+    from app.importing.django_celery_beat import map_periodic_tasks
+    from app.importing.django_source import read_only, read_periodic_tasks, shown, source_url
+
+    url = source_url(args.database_url, "--database-url")
+    # Read before Cronbeat's transaction opens: the other database's latency stays out
+    # of it.
+    with read_only(url) as connection:
+        rows = read_periodic_tasks(connection, url)
+    return _plan_or_apply(args, f"django-celery-beat periodic tasks of {shown(url)}", [],
+                          lambda now: map_periodic_tasks(rows, now))
+
+
+def _plan_or_apply(args: argparse.Namespace, source: str, notes: list[str],
+                   map_entries: Callable[[dt.datetime], list[Mapped]]) -> int:
+    """Map the source's entries at the transaction's ``now``, check them, sync (a dry
+    run unless ``--apply``) and print the plan; returns the exit status."""
+    from app.editing import sync
+
     settings = Settings.from_env()
-    mapped, loaded = _checked(map_beat_schedule(app.conf.beat_schedule or {}, zone), settings)
     with _sessions(settings).begin() as session:
+        # One instant for the mapping (what is already past) and the sync (first runs).
         now = session.execute(select(func.now())).scalar_one()
+        mapped, loaded = _checked(map_entries(now), settings)
         result = sync.sync_triggers(session, args.tenant, args.project, loaded, now=now,
                                     dry_run=not args.apply)
     verbs = {name: verb for verb, names in (
         ("create", result.created), ("update", result.updated),
         ("unchanged", result.unchanged)) for name in names}
     done = {"create": "created", "update": "updated", "unchanged": "unchanged"}
-    print(f"celery beat schedule of {args.app} (zone {zone}) into tenant {args.tenant},"
-          f" project {args.project}: "
+    print(f"{source} into tenant {args.tenant}, project {args.project}: "
           + ("applied" if args.apply else "plan, nothing written (--apply writes it)"))
-    if zone_note:
-        print(f"  note: {zone_note}")
+    for note in notes:
+        print(f"  note: {note}")
     for one in mapped:
         if one.definition is None:
             print(f"  refused    {one.entry!r}: {one.refused}")
             continue
         verb = verbs[one.definition["name"]]
-        shown = done[verb] if args.apply else verb
-        print(f"  {shown:<10} {one.definition['name']}  {_describe(one.definition)}")
+        label = done[verb] if args.apply else verb
+        print(f"  {label:<10} {one.definition['name']}  {_describe(one.definition)}")
         for note in one.notes:
             print(f"               note: {note}")
     for name in result.deleted:

@@ -44,11 +44,13 @@ class Services:
     def url(self, name: str) -> str:
         return services.database_url(self.admin_url, name)
 
-    def new_database(self) -> str:
-        """Create a database from the migrated template; return its name."""
+    def new_database(self, *, empty: bool = False) -> str:
+        """Create a database from the migrated template (``empty``: with no tables, for
+        another application's schema); return its name."""
         self._extra += 1
         name = f"{self.run_name}_{self._extra}"
-        create_database(self.admin_url, name, template=self.template_name)
+        create_database(self.admin_url, name,
+                        template=None if empty else self.template_name)
         return name
 
 

@@ -10,7 +10,7 @@ import marshmallow as ma
 from marshmallow import fields, validate
 
 from api.schemas.fields import OneOfSchemas, Str, UtcDateTime
-from app.enums import InvocationStatus, MisfirePolicy, OverlapPolicy
+from app.enums import InvocationOrigin, InvocationStatus, MisfirePolicy, OverlapPolicy
 
 _NULL = {"allow_none": True}
 
@@ -152,6 +152,11 @@ class InvocationSchema(ma.Schema):
     scheduled_for = fields.DateTime(required=True)
     status = fields.Enum(InvocationStatus, by_value=True, required=True)
     manual = fields.Boolean(required=True)
+    origin = fields.Enum(
+        InvocationOrigin, by_value=True, required=True,
+        metadata={"description": "Why the run exists: `scheduled` (its schedule), `manual`"
+                  " (run now), `backfill`, `replay`, or `missed` (a scheduled occurrence"
+                  " recorded missed)."})
     replay_of = fields.UUID(required=True, **_NULL,
                             metadata={"description": "The failed invocation this replays."})
     attempt = fields.Integer(required=True)

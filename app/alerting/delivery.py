@@ -149,6 +149,23 @@ def attempt_delivery(claimed: _Claimed, alert_id: uuid.UUID, allow_private: bool
             error=f"delivery failed with an internal error ({type(exc).__name__})")
 
 
+def deliver_test_alert(sessions: sessionmaker[Session], alert_id: uuid.UUID, *,
+                       allow_private: bool) -> None:
+    """Deliver a test alert just recorded (and committed) once, now: never retried.
+
+    The test endpoint's and the console's: its outcome is in the alert's row.
+    """
+    with sessions.begin() as session:
+        claimed = claim(session, alert_id)
+    assert claimed is not None, "a test alert is due when recorded"
+    result = attempt_delivery(claimed, alert_id, allow_private)
+    with sessions.begin() as session:
+        finish(session, alert_id, claimed.attempt,
+               status="delivered" if result.verdict is Verdict.SUCCEEDED else "failed",
+               retry_in_s=None, published=False, error=result.error,
+               response_status=result.response_status)
+
+
 def deliver_alert(
     sessions: sessionmaker[Session], alert_id: uuid.UUID, *, allow_private: bool,
     max_countdown_s: float, send_webhook_: SendWebhook = send_webhook,

@@ -13,14 +13,14 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import and_, delete, func, or_, select
+from sqlalchemy import and_, delete, exists, func, or_, select
 from sqlalchemy.orm import Session
 
 from app.alerting.observe import console_link, iso_utc
 from app.alerting.rules import DEFAULT_RULE, AlertKind, Rule
 from app.editing.triggers import get_trigger
 from app.errors import Conflict, NameTaken, NotFound
-from app.models import Alert, AlertChannel, AlertRule, TriggerAlertState
+from app.models import Alert, AlertChannel, AlertRule, Trigger, TriggerAlertState
 from app.queries import alerts as alert_queries
 from app.queries.locks import lock_project
 from app.targets.webhook import new_signing_secret
@@ -257,3 +257,43 @@ def trigger_alerts(session: Session, tenant_id: str, project_id: str,
     channels = sum(channel.enabled for channel in list_channels(session, tenant_id, project_id))
     recent = list_alerts(session, tenant_id, project_id, limit=limit, trigger_id=trigger_id)
     return TriggerAlerts(state=state, rule=rule, enabled_channels=channels, recent=recent)
+
+
+def require_project(session: Session, tenant_id: str, project_id: str) -> None:
+    """Projects are implicit: one is the tenant's while it holds a trigger, a channel or
+    a rule (the console's project page). Raises NotFound otherwise."""
+    held = session.scalar(select(or_(*(
+        exists().where(model.tenant_id == tenant_id, model.project_id == project_id)
+        for model in (Trigger, AlertChannel, AlertRule)))))
+    if not held:
+        raise NotFound("no such project")
+
+
+@dataclasses.dataclass(frozen=True)
+class ProjectAlerts:
+    """What the console shows of a project's alerts."""
+
+    channels: list[AlertChannel]
+    #: The project's rule (its own, or the default).
+    rule: RuleInForce
+    #: The project's triggers that have a rule of their own, by name.
+    own_rules: list[tuple[Trigger, Rule]]
+    recent: list[Alert]
+
+
+def project_alerts(session: Session, tenant_id: str, project_id: str, *,
+                   limit: int) -> ProjectAlerts:
+    """A project's channels, rules and last ``limit`` alerts. Raises NotFound (no such
+    project: :func:`require_project`)."""
+    require_project(session, tenant_id, project_id)
+    own = session.execute(
+        select(Trigger, AlertRule).join(AlertRule, AlertRule.trigger_id == Trigger.id)
+        .where(AlertRule.tenant_id == tenant_id, AlertRule.project_id == project_id,
+               Trigger.tenant_id == tenant_id, Trigger.project_id == project_id)
+        .order_by(Trigger.name)
+    ).all()
+    return ProjectAlerts(
+        channels=list_channels(session, tenant_id, project_id),
+        rule=rule_in_force(session, tenant_id, project_id),
+        own_rules=[(trigger, _rule(row)) for trigger, row in own],
+        recent=list_alerts(session, tenant_id, project_id, limit=limit))

@@ -86,7 +86,7 @@ def backfill(
             pg_insert(Invocation)
             .values([{"trigger_id": trigger.id, "tenant_id": tenant_id,
                       "project_id": project_id, "scheduled_for": moment,
-                      "status": InvocationStatus.PENDING, "backfill": True}
+                      "status": InvocationStatus.PENDING, "manual": True, "backfill": True}
                      for moment in missing])
             .on_conflict_do_nothing(constraint="uq_invocations_trigger_id_scheduled_for")
             .returning(Invocation.id, Invocation.scheduled_for)

@@ -224,16 +224,43 @@ def resume_trigger(
     return trigger
 
 
+#: How a trigger list can be ordered: by (project, name), by next run (soonest first,
+#: none last) or by last scheduled run (latest first, never last).
+TRIGGER_ORDERS = ("name", "next", "last")
+_NEVER_AFTER = dt.datetime(9999, 12, 31, tzinfo=dt.UTC)
+_NEVER_BEFORE = dt.datetime(1, 1, 1, tzinfo=dt.UTC)
+
+
+def order_key(order: str) -> tuple[tuple[Any, ...], bool]:
+    """The expressions a list ``order`` sorts by (a unique key), and whether descending."""
+    if order == "next":
+        return (func.coalesce(Trigger.next_run_at, _NEVER_AFTER), Trigger.id), False
+    if order == "last":
+        return (func.coalesce(Trigger.last_scheduled_for, _NEVER_BEFORE), Trigger.id), True
+    return (Trigger.project_id, Trigger.name), False
+
+
+def order_cursor(trigger: Trigger, order: str) -> tuple[Any, ...]:
+    """``trigger``'s values of :func:`order_key`: the ``after`` of the page that follows."""
+    if order == "next":
+        return (trigger.next_run_at or _NEVER_AFTER, trigger.id)
+    if order == "last":
+        return (trigger.last_scheduled_for or _NEVER_BEFORE, trigger.id)
+    return (trigger.project_id, trigger.name)
+
+
 def search_triggers(
     session: Session, tenant_id: str, *, limit: int, text: str | None = None,
-    enabled: bool | None = None, failing: bool = False,
-    after: tuple[str, str] | None = None,
+    enabled: bool | None = None, failing: bool = False, order: str = "name",
+    after: tuple[Any, ...] | None = None,
 ) -> list[Trigger]:
-    """The tenant's triggers across its projects, by (project, name), after ``after``.
+    """The tenant's triggers across its projects in ``order`` (:data:`TRIGGER_ORDERS`),
+    after ``after`` (:func:`order_cursor` of the previous page's last row).
 
     ``text`` matches a part of the name or the ref, case-insensitively; ``failing`` keeps
-    those whose latest invocation failed. Ordered by the (tenant, project, name) unique
-    index, so a page reads as many rows as it shows (fewer for a rare ``text``).
+    those whose latest invocation failed. By name, the (tenant, project, name) unique
+    index serves the order, so a page reads as many rows as it shows (fewer for a rare
+    ``text``); by next or last run, the tenant's matching triggers are sorted.
     """
     statement = select(Trigger).where(Trigger.tenant_id == tenant_id)
     if text:
@@ -256,9 +283,12 @@ def search_triggers(
         status = func.coalesce(
             latest(Invocation.scheduled_for >= Trigger.last_scheduled_for), latest())
         statement = statement.where(status == InvocationStatus.FAILED)
+    key, descending = order_key(order)
     if after is not None:
-        statement = statement.where(tuple_(Trigger.project_id, Trigger.name) > tuple_(*after))
-    statement = statement.order_by(Trigger.project_id, Trigger.name).limit(limit)
+        statement = statement.where(
+            tuple_(*key) < tuple_(*after) if descending else tuple_(*key) > tuple_(*after))
+    statement = statement.order_by(
+        *(column.desc() if descending else column for column in key)).limit(limit)
     return list(session.execute(statement).scalars())
 
 

@@ -23,10 +23,11 @@ gauge shows them):
 * attempts with an outcome; an attempt the sweep marked ``abandoned`` stays counted
   so even when its worker reports later (``attempt_sql.TAKEN_BACK_NOTE``), because
   that report rewrites its outcome and a counter cannot move a count between labels;
-* the start lateness of scheduled runs (not manual, not replays, not backfills): the
-  first attempt's start minus the occurrence's time, once that attempt finished (an
-  unfinished first attempt may still be undone by the sweep), clamped at 0, its sum
-  kept in whole milliseconds so the parts add up exactly;
+* the start lateness of scheduled runs (``manual`` false: run now, replays and
+  backfills are all manual runs): the first attempt's start minus the occurrence's
+  time, once that attempt finished (an unfinished first attempt may still be undone by
+  the sweep), clamped at 0, its sum kept in whole milliseconds so the parts add up
+  exactly;
 * alerts by final status (delivered, failed), by day of ``created_at``.
 
 Rows added to a closed hour later (a backfill, missed occurrences recorded after an
@@ -153,8 +154,7 @@ def history_counts(conn: Connection, lo: dt.datetime | None,
         .select_from(_att.join(_inv, and_(_inv.c.id == _att.c.invocation_id,
                                           _inv.c.scheduled_for == _att.c.scheduled_for)))
         .where(*_window(_att.c.scheduled_for, lo, hi), _att.c.number == 1,
-               _att.c.outcome.is_not(None), _inv.c.manual.is_(False),
-               _inv.c.backfill.is_(False))
+               _att.c.outcome.is_not(None), _inv.c.manual.is_(False))
         .group_by(att_day)
     ):
         for label, value in zip(labels, values, strict=True):

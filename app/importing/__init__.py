@@ -1,1 +1,1 @@
-"""Bringing schedules in from elsewhere (celery beat)."""
+"""Bringing schedules in from elsewhere: a celery beat schedule, django-celery-beat's tables."""

@@ -25,7 +25,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import UUID
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.enums import InvocationStatus
+from app.enums import InvocationOrigin, InvocationStatus
 from app.models.base import Base, Timestamp, checked_enum, uuid_primary_key
 
 
@@ -69,8 +69,7 @@ class Invocation(Base):
         server_default=InvocationStatus.PENDING.value,
     )
     manual: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
-    #: Recorded by a backfill (app.editing.backfill): a past occurrence run late on
-    #: purpose, left out of the start lateness like a manual run.
+    #: Recorded by a backfill (app.editing.backfill): a manual run of a past occurrence.
     backfill: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
     attempt: Mapped[int] = mapped_column(Integer, server_default="0")
     # When the message for the current attempt was published (the outbox's "sent" mark);
@@ -102,6 +101,20 @@ class Invocation(Base):
     #: The occurrence's time the delivery's body carries when it is not scheduled_for
     #: (a replay carries its original's).
     occurrence_at: Mapped[dt.datetime | None] = mapped_column(Timestamp)
+
+    @property
+    def origin(self) -> InvocationOrigin:
+        """Why the run exists: its schedule, a run now, a backfill or a replay; a
+        scheduled occurrence that could not run is ``missed``."""
+        if self.replay_of is not None:
+            return InvocationOrigin.REPLAY
+        if self.backfill:
+            return InvocationOrigin.BACKFILL
+        if self.manual:
+            return InvocationOrigin.MANUAL
+        if self.status is InvocationStatus.MISSED:
+            return InvocationOrigin.MISSED
+        return InvocationOrigin.SCHEDULED
 
     @property
     def occurrence_instant(self) -> dt.datetime:

@@ -3,147 +3,75 @@
 from __future__ import annotations
 
 import datetime as dt
-import time
 import uuid
-from collections.abc import Callable
 from typing import Any
 
 import pytest
 from flask import Flask
-from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
 from selenium.webdriver.common.by import By
-from selenium.webdriver.support.ui import WebDriverWait
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.editing import apikeys
 from app.models import Invocation
+from tests.browser.console_support import (
+    api_key,
+    click,
+    create_trigger,
+    history_rows,
+    loaded,
+    sign_in,
+    until,
+)
 from tests.support.receiver import Receiver, Reply
 from tests.support.runs import T0, add_invocation, run
 
 pytestmark = pytest.mark.slow
-WAIT_S = 30.0
-
-
-def _key(db: sessionmaker[Session], tenant_id: str) -> str:
-    with db.begin() as session:
-        return apikeys.create_api_key(session, tenant_id, f"console-{uuid.uuid4()}").key
-
-
-def _create(web_app: Flask, key: str, **body: Any) -> dict[str, Any]:
-    with web_app.test_client() as client:
-        response = client.post("/api/v1/projects/ops/triggers", json={
-            "cron_expression": "*/5 * * * *", "timezone": "Europe/Berlin", **body},
-            headers={"Authorization": f"Bearer {key}"})
-    assert response.status_code == 201, response.json
-    return response.json
-
-
-def _sign_in(browser: Any, web_url: str, key: str) -> None:
-    browser.get(f"{web_url}/console/")
-    browser.delete_all_cookies()
-    browser.get(f"{web_url}/console/")
-    assert browser.find_element(By.TAG_NAME, "h1").text == "Sign in"
-    browser.find_element(By.ID, "api-key").send_keys(key)
-    _click(browser, "sign-in")
-
-
-def _click(browser: Any, element_id: str) -> None:
-    """Click and wait for the next page (a form POST answers with a redirect)."""
-    page = browser.find_element(By.TAG_NAME, "html")
-    browser.find_element(By.ID, element_id).click()
-    _loaded(browser, page)
-
-
-def _replaced(page: Any) -> Callable[[Any], bool]:
-    """Whether ``page`` (the old document's root) is gone: selenium's ``staleness_of``, which
-    also takes ChromeDriver's other answer for a node of a document being replaced."""
-
-    def gone(_: Any) -> bool:
-        try:
-            page.is_enabled()
-        except StaleElementReferenceException:
-            return True
-        except WebDriverException as exc:
-            if "does not belong to the document" in str(exc):
-                return True
-            raise
-        return False
-
-    return gone
-
-
-def _loaded(browser: Any, page: Any) -> None:
-    wait = WebDriverWait(browser, WAIT_S)
-    wait.until(_replaced(page))
-    wait.until(lambda b: b.execute_script("return document.readyState") == "complete")
-
-
-def _until(check: Callable[[], Any], reload: Any = None) -> Any:
-    deadline = time.monotonic() + WAIT_S
-    while time.monotonic() < deadline:
-        if reload is not None:
-            reload.refresh()
-        try:
-            value = check()
-        except WebDriverException:  # read while the page was being replaced
-            value = None
-        if value:
-            return value
-        time.sleep(0.3)
-    raise AssertionError("the page never showed it")
-
-
-def _history(browser: Any) -> list[tuple[str, str, str]]:
-    return [(row.find_element(By.CSS_SELECTOR, ".status").text,
-             " / ".join(a.text for a in row.find_elements(By.CSS_SELECTOR, ".attempt")),
-             row.find_element(By.CSS_SELECTOR, ".last-error").text)
-            for row in browser.find_elements(By.CSS_SELECTOR, "#history .invocation")]
 
 
 def test_an_operator_finds_a_trigger_among_many_runs_pauses_resumes_and_signs_out(
     browser: Any, web_url: str, web_app: Flask, db: sessionmaker[Session],
     celery_worker: object, receiver: Receiver,
 ) -> None:
-    key = _key(db, "acme")
+    key = api_key(db, "acme")
     hook = {"kind": "webhook", "url": receiver.url()}
     for n in range(60):
-        _create(web_app, key, name=f"job-{n:03}", target=hook)
-    _create(web_app, key, name="nightly-report", cron_expression="30 2 * * *", target=hook,
+        create_trigger(web_app, key, name=f"job-{n:03}", target=hook)
+    create_trigger(web_app, key, name="nightly-report", cron_expression="30 2 * * *", target=hook,
             ref="reports")
-    _create(web_app, key, name="flaky", target=hook, max_attempts=1)
+    create_trigger(web_app, key, name="flaky", target=hook, max_attempts=1)
 
-    _sign_in(browser, web_url, key)
+    sign_in(browser, web_url, key)
     assert browser.find_element(By.ID, "tenant").text == "acme"
     assert len(browser.find_elements(By.CSS_SELECTOR, "#triggers .trigger")) == 50
-    _click(browser, "next-page")
+    click(browser, "next-page")
     assert [e.text for e in browser.find_elements(By.CSS_SELECTOR, ".trigger-link")] == [
         # By name: "flaky" came first on page one.
         *(f"job-{n:03}" for n in range(49, 60)), "nightly-report"]
     browser.find_element(By.ID, "search").send_keys("REPORTS")  # the ref, any case
-    _click(browser, "filter")
+    click(browser, "filter")
     rows = browser.find_elements(By.CSS_SELECTOR, "#triggers .trigger")
     assert len(rows) == 1
     assert len(rows[0].find_elements(By.CSS_SELECTOR, "svg.strip rect")) == 30
     page = browser.find_element(By.TAG_NAME, "html")
     rows[0].find_element(By.CSS_SELECTOR, ".trigger-link").click()
-    _loaded(browser, page)
+    loaded(browser, page)
 
     assert browser.find_element(By.ID, "trigger-name").text == "nightly-report"
     assert len(browser.find_elements(By.CSS_SELECTOR, "#next-runs .next-run")) == 10
     assert browser.find_element(By.ID, "no-history").text == "No runs yet."
-    _click(browser, "run-now")
-    delivered = _until(lambda: next(
-        (rows for rows in [_history(browser)] if rows[0][0] == "succeeded"), None),
+    click(browser, "run-now")
+    delivered = until(lambda: next(
+        (rows for rows in [history_rows(browser)] if rows[0][0] == "succeeded"), None),
         reload=browser)
     assert delivered == [("succeeded", "#1 succeeded HTTP 200 on test-worker", "")]
     assert receiver.count == 1
 
     browser.find_element(By.ID, "pause-note-input").send_keys("maintenance window")
-    _click(browser, "pause")
+    click(browser, "pause")
     assert browser.find_element(By.ID, "trigger-state").text == "paused: maintenance window"
     assert browser.find_elements(By.CSS_SELECTOR, "#next-runs .next-run") == []
-    _click(browser, "resume")
+    click(browser, "resume")
     assert browser.find_element(By.ID, "trigger-state").text == "enabled"
 
     # A failed run shows its error.
@@ -151,16 +79,16 @@ def test_an_operator_finds_a_trigger_among_many_runs_pauses_resumes_and_signs_ou
     browser.get(f"{web_url}/console/triggers?q=flaky")
     page = browser.find_element(By.TAG_NAME, "html")
     browser.find_element(By.CSS_SELECTOR, ".trigger-link").click()
-    _loaded(browser, page)
-    _click(browser, "run-now")
-    _, _, error = _until(lambda: next(
-        (row for row in _history(browser) if row[0] == "failed"), None), reload=browser)
+    loaded(browser, page)
+    click(browser, "run-now")
+    _, _, error = until(lambda: next(
+        (row for row in history_rows(browser) if row[0] == "failed"), None), reload=browser)
     assert "500" in error
     browser.get(f"{web_url}/console/triggers?failing=1")
     assert [e.text for e in browser.find_elements(By.CSS_SELECTOR, ".trigger-link")] == [
         "flaky"]
 
-    _click(browser, "sign-out")
+    click(browser, "sign-out")
     assert browser.find_element(By.TAG_NAME, "h1").text == "Sign in"
     browser.get(f"{web_url}/console/triggers")
     assert browser.find_element(By.TAG_NAME, "h1").text == "Sign in"
@@ -169,10 +97,10 @@ def test_an_operator_finds_a_trigger_among_many_runs_pauses_resumes_and_signs_ou
 def test_another_tenant_s_trigger_is_a_404_and_a_revoked_key_ends_the_session(
     browser: Any, web_url: str, web_app: Flask, db: sessionmaker[Session],
 ) -> None:
-    theirs = _create(web_app, _key(db, "acme"), name="acme-only",
+    theirs = create_trigger(web_app, api_key(db, "acme"), name="acme-only",
                      target={"kind": "webhook", "url": "https://example.com/h"})
-    key = _key(db, "globex")
-    _sign_in(browser, web_url, key)
+    key = api_key(db, "globex")
+    sign_in(browser, web_url, key)
     assert browser.find_element(By.ID, "no-triggers").text == "No triggers match."
     browser.get(f"{web_url}/console/projects/ops/triggers/{theirs['id']}")
     assert browser.find_element(By.ID, "error-status").text == "404"
@@ -188,10 +116,10 @@ def test_another_tenant_s_trigger_is_a_404_and_a_revoked_key_ends_the_session(
 def test_a_form_without_its_csrf_token_is_refused_and_changes_nothing(
     browser: Any, web_url: str, web_app: Flask, db: sessionmaker[Session],
 ) -> None:
-    key = _key(db, "acme")
-    trigger = _create(web_app, key, name="guarded",
+    key = api_key(db, "acme")
+    trigger = create_trigger(web_app, key, name="guarded",
                       target={"kind": "webhook", "url": "https://example.com/h"})
-    _sign_in(browser, web_url, key)
+    sign_in(browser, web_url, key)
     browser.get(f"{web_url}/console/projects/ops/triggers/{trigger['id']}")
     browser.execute_script(
         "const form = document.getElementById('run-now').form;"
@@ -204,13 +132,13 @@ def test_a_form_without_its_csrf_token_is_refused_and_changes_nothing(
 def test_the_deployments_page_wants_the_admin_token(
     browser: Any, web_url: str, db: sessionmaker[Session],
 ) -> None:
-    _sign_in(browser, web_url, _key(db, "acme"))
+    sign_in(browser, web_url, api_key(db, "acme"))
     browser.get(f"{web_url}/console/deployments")
     browser.find_element(By.ID, "admin-token").send_keys("not-the-token-at-all")
-    _click(browser, "admin-sign-in")
+    click(browser, "admin-sign-in")
     assert browser.find_element(By.ID, "error").text.startswith("That is not the admin token")
     browser.find_element(By.ID, "admin-token").send_keys("test-admin-token-0123456789")
-    _click(browser, "admin-sign-in")
+    click(browser, "admin-sign-in")
     assert browser.find_element(By.ID, "generation").text == "0"
     assert browser.find_element(By.ID, "active-deployment").text.startswith("none activated")
 
@@ -219,8 +147,8 @@ def test_a_trigger_s_page_shows_its_alert_condition_rule_and_alerts(
     browser: Any, web_url: str, web_app: Flask, db: sessionmaker[Session],
     celery_worker: object, celery_client: Any, receiver: Receiver,
 ) -> None:
-    key = _key(db, "acme")
-    trigger = _create(web_app, key, name="billing", max_attempts=1,
+    key = api_key(db, "acme")
+    trigger = create_trigger(web_app, key, name="billing", max_attempts=1,
                       target={"kind": "webhook", "url": receiver.url()})
     alert_receiver = Receiver()
     try:
@@ -230,7 +158,7 @@ def test_a_trigger_s_page_shows_its_alert_condition_rule_and_alerts(
                 "name": "ops", "url": alert_receiver.url()}).status_code == 201
             assert client.put("/api/v1/projects/ops/alerts/rule", headers=auth, json={
                 "failures_in_a_row": 2}).status_code == 200
-        _sign_in(browser, web_url, key)
+        sign_in(browser, web_url, key)
         browser.get(f"{web_url}/console/projects/ops/triggers/{trigger['id']}")
         assert browser.title == "billing · Cronbeat"
         assert len(browser.find_elements(By.ID, "alerts-summary")) == 1
@@ -248,7 +176,7 @@ def test_a_trigger_s_page_shows_its_alert_condition_rule_and_alerts(
                                            tenant_id="acme", project_id="ops")
             assert run(celery_client, db, invocation_id).status.value == "failed"
         alert_receiver.wait_for(1)
-        rows = _until(lambda: [
+        rows = until(lambda: [
             (r.find_element(By.CSS_SELECTOR, ".alert-kind").text,
              r.find_element(By.CSS_SELECTOR, ".alert-delivery").text)
             for r in browser.find_elements(By.CSS_SELECTOR, "#alerts .alert")

@@ -91,6 +91,10 @@ def test_the_api_lists_records_publishes_and_refuses_what_it_cannot_do(
     assert done["occurrences"] == expected and len(done["invocation_ids"]) == 3
     published = sorted(json.loads(m)["headers"]["id"] for m in broker.lrange(RUN_QUEUE, 0, -1))
     assert published == sorted(done["invocation_ids"])
+    # Backfilled runs are manual runs (no alert, no lateness figure) of origin "backfill".
+    history = api.get(f"/triggers/{trigger['id']}/invocations").json["items"]
+    assert sorted((row["scheduled_for"], row["origin"], row["manual"]) for row in history) == [
+        (moment, "backfill", True) for moment in expected]
     assert api.post(url, json=body).json["already_recorded"] == 3
     broker.delete(RUN_QUEUE)
     broker.close()

@@ -7,12 +7,11 @@ database (day partitions dropped, alerts pruned), so what left is kept here:
 ``counter_totals`` what the retention removed; ``history_state.counted_before`` is
 where the live count starts. BRIN indexes on ``scheduled_for`` serve that live count
 (a few bytes per block range; an insert into a range not summarized yet writes
-nothing). ``invocations.backfill`` marks a backfill's runs, which the lateness
-histogram leaves out like manual runs. ``history_state.watched_since`` is where the
-maintenance's age starts before its first run.
+nothing). ``history_state.watched_since`` is where the maintenance's age starts
+before its first run.
 
-Revision ID: 0017
-Revises: 0016
+Revision ID: 0018
+Revises: 0017
 Create Date: 2026-12-08
 """
 
@@ -21,8 +20,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0017"
-down_revision = "0016"
+revision = "0018"
+down_revision = "0017"
 branch_labels = None
 depends_on = None
 
@@ -50,9 +49,6 @@ def upgrade() -> None:
     op.add_column("history_state", sa.Column("counted_before", _TS, nullable=True))
     op.add_column("history_state", sa.Column(
         "watched_since", _TS, server_default=sa.text("now()"), nullable=False))
-    # A constant default: PostgreSQL adds it to every partition without a rewrite.
-    op.add_column("invocations", sa.Column(
-        "backfill", sa.Boolean(), server_default=sa.text("false"), nullable=False))
     op.create_index("ix_invocations_scheduled_for", "invocations", ["scheduled_for"],
                     postgresql_using="brin")
     op.create_index("ix_invocation_attempts_scheduled_for", "invocation_attempts",
@@ -62,7 +58,6 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_index("ix_invocation_attempts_scheduled_for", table_name="invocation_attempts")
     op.drop_index("ix_invocations_scheduled_for", table_name="invocations")
-    op.drop_column("invocations", "backfill")
     op.drop_column("history_state", "watched_since")
     op.drop_column("history_state", "counted_before")
     op.drop_table("counter_days")
