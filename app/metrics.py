@@ -3,7 +3,9 @@
 :func:`collect` reads one snapshot in one read-only transaction; :func:`render` turns it
 into the Prometheus text format. Every query is served by an index: the due backlog by
 ``ix_triggers_due``, the last hour's invocations by the BRIN index on ``created_at``,
-the counters' live part by the BRIN indexes on ``scheduled_for`` (app.history.counters),
+the counters' live part by the BRIN indexes on ``invocations.created_at`` and
+``invocation_attempts.started_at`` (app.history.counters; the lateness's join reads the
+invocations of the live first attempts' days only),
 the in-flight runs by the partial indexes of pending and running invocations.
 
 Every family is in every scrape, an empty database's included: a time that has not

@@ -114,7 +114,7 @@ def session_factory(engine: Engine) -> sessionmaker[Session]:
 TABLES = (
     "invocation_attempts", "invocations", "triggers", "api_keys", "deployments",
     "process_heartbeats", "trigger_day_stats", "alert_channels", "alert_rules",
-    "trigger_alert_state", "alerts", "counter_totals", "counter_days",
+    "trigger_alert_state", "alerts", "counter_totals",
 )
 
 

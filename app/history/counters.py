@@ -2,19 +2,32 @@
 
 Prometheus counters must never go down, and the history they count leaves the
 database (retention drops whole days of invocations and attempts, and deletes old
-alerts). So a counter's value is the sum of three parts, read in one snapshot:
+alerts). So a counter's value is two parts, read in one snapshot:
 
-* ``counter_totals``: what retention removed, added in the very transaction that
-  drops a day (:func:`fold_day`) or deletes alerts (:func:`retire_alerts`);
-* ``counter_days``: the hours already *closed*, by UTC day, still in the history;
-* the live count of the history at or after ``history_state.counted_before`` (one or
-  two hours in steady state, read through BRIN indexes on ``scheduled_for`` and the
-  alerts' ``created_at`` index).
+* ``counter_totals``: everything counted for good, permanent;
+* the live count of the rows that *entered* the history at or after
+  ``history_state.counted_before``: invocations by ``created_at``, attempts (and the
+  lateness their start shows) by ``started_at``, alerts by ``created_at``. An hour or
+  two of rows in steady state, read through BRIN indexes on those columns.
 
-The maintenance closes hours (:func:`close`) once they ended SETTLE ago and hold no
-pending or running invocation and no pending alert: from then on nothing in them
-changes, so moving their counts from the live part into ``counter_days`` keeps every
-counter where it was. Deleting a trigger removes no history, so it changes nothing.
+Each row is counted by when it entered the history, never by the time it is about
+(``scheduled_for``): a missed occurrence recorded after an outage, or a backfill, is
+in the live count from the scrape after its commit, however old its occurrence.
+
+The maintenance closes an hour (:func:`close`) once it ended SETTLE ago and everything
+that entered in it is final: no pending or running invocation created in it, no
+attempt started in it without an outcome, no pending alert created in it. Its counts
+are added to ``counter_totals`` and ``counted_before`` moves past it in one
+transaction, so every counter stays where it was. From then on retention removing
+those rows changes nothing. The one exception is a removed row not counted yet (it
+entered at or after ``counted_before``: missed rows recorded for an occurrence older
+than the retention, a live hour's alert pruned): the transaction that removes it adds
+it to ``counter_totals`` (:func:`fold_day`, :func:`retire_alerts`). Deleting a trigger
+removes no history, so it changes nothing.
+
+``created_at`` and ``started_at`` are their transaction's start (``now()``): a row is
+counted as long as its transaction commits within SETTLE of its start, which every
+Cronbeat transaction does by far.
 
 What is counted (in-flight things are not: the ``cronbeat_invocations_in_flight``
 gauge shows them):
@@ -28,11 +41,7 @@ gauge shows them):
   time, once that attempt finished (an unfinished first attempt may still be undone by
   the sweep), clamped at 0, its sum kept in whole milliseconds so the parts add up
   exactly;
-* alerts by final status (delivered, failed), by day of ``created_at``.
-
-Rows added to a closed hour later (a backfill, missed occurrences recorded after an
-outage) are counted when their day is dropped, never twice: :func:`fold_day` counts
-the day again and keeps the larger of that and what was stored.
+* alerts by final status (delivered, failed).
 """
 
 from __future__ import annotations
@@ -40,40 +49,20 @@ from __future__ import annotations
 import collections
 import datetime as dt
 import enum
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import (
-    Connection,
-    Date,
-    and_,
-    case,
-    cast,
-    delete,
-    func,
-    select,
-    table,
-    union_all,
-    update,
-)
-from sqlalchemy import column as sql_column
+from sqlalchemy import Connection, and_, case, func, select, update
 from sqlalchemy.dialects.postgresql import insert
 
 from app.enums import InvocationStatus
 from app.history import partitions
-from app.models import (
-    Alert,
-    CounterDay,
-    CounterTotal,
-    HistoryState,
-    Invocation,
-    InvocationAttempt,
-)
+from app.models import Alert, CounterTotal, HistoryState, Invocation, InvocationAttempt
 from app.queries.attempt_sql import TAKEN_BACK_NOTE
 
 
 class Family(enum.StrEnum):
-    """What a stored count is of (``counter_totals.family``, ``counter_days.family``)."""
+    """What a stored count is of (``counter_totals.family``)."""
 
     #: Invocations, by finished status.
     INVOCATIONS = "invocations"
@@ -95,20 +84,17 @@ ALERT_STATUSES = ("delivered", "failed")
 LATENESS_BUCKETS_S = (0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
 INF = "+Inf"
 SUM_MS = "sum_ms"
-#: An hour is closed this long after it ended (as a day's rollup waits after the day).
+#: An hour is closed this long after it ended: a row's created_at / started_at is its
+#: transaction's start, so a transaction still open at the hour's end has this long to
+#: commit before the hour's count is taken.
 SETTLE = dt.timedelta(hours=1)
-#: The most one :func:`close` step counts: a day of history.
+#: The most one :func:`close` step counts after the first: a day of history.
 CLOSE_SPAN = dt.timedelta(days=1)
 
-_HISTORY = (Family.INVOCATIONS, Family.ATTEMPTS, Family.LATENESS)
 _inv = Invocation.__table__
 _att = InvocationAttempt.__table__
 _alerts = Alert.__table__
-_HOUR = dt.timedelta(hours=1)
-_DAY = dt.timedelta(days=1)
 
-#: Counts by (day, family, label).
-DayCounts = collections.Counter[tuple[dt.date, str, str]]
 #: Counts by (family, label).
 Counts = collections.Counter[tuple[str, str]]
 
@@ -117,80 +103,100 @@ def bucket_label(upper_s: float) -> str:
     return f"{upper_s:g}"
 
 
-def _day(column: Any) -> Any:
-    return cast(func.timezone("UTC", column), Date)
-
-
 def _window(column: Any, lo: dt.datetime | None, hi: dt.datetime | None) -> list[Any]:
     return [c for c in ((column >= lo) if lo else None, (column < hi) if hi else None)
             if c is not None]
 
 
-def history_counts(conn: Connection, lo: dt.datetime | None,
-                   hi: dt.datetime | None) -> DayCounts:
-    """The invocations, attempts and lateness of history scheduled in ``[lo, hi)``."""
-    counts: DayCounts = collections.Counter()
-    inv_day = _day(_inv.c.scheduled_for)
-    for day, status, n in conn.execute(
-        select(inv_day, _inv.c.status, func.count())
-        .where(*_window(_inv.c.scheduled_for, lo, hi), _inv.c.status.in_(_FINISHED))
-        .group_by(inv_day, _inv.c.status)
+def _of_day(column: Any, day: dt.date | None) -> list[Any]:
+    """Rows of one day's partition (the partition key ``scheduled_for``), or all."""
+    if day is None:
+        return []
+    return _window(column, partitions.day_start(day), partitions.day_start(day)
+                   + dt.timedelta(days=1))
+
+
+def _finished_attempts(att: Any, lo: dt.datetime | None, hi: dt.datetime | None,
+                       day: dt.date | None) -> list[Any]:
+    return [*_window(att.c.started_at, lo, hi), *_of_day(att.c.scheduled_for, day),
+            att.c.outcome.is_not(None)]
+
+
+def history_counts(conn: Connection, lo: dt.datetime | None, hi: dt.datetime | None = None,
+                   *, day: dt.date | None = None) -> Counts:
+    """The invocations created, and the attempts (and their lateness) started, in
+    ``[lo, hi)`` (None: unbounded); of ``day``'s partition only when given."""
+    counts: Counts = collections.Counter()
+    for status, n in conn.execute(
+        select(_inv.c.status, func.count())
+        .where(*_window(_inv.c.created_at, lo, hi), *_of_day(_inv.c.scheduled_for, day),
+               _inv.c.status.in_(_FINISHED))
+        .group_by(_inv.c.status)
     ):
-        counts[day, Family.INVOCATIONS, InvocationStatus(status).value] += n
-    att_day = _day(_att.c.scheduled_for)
+        counts[Family.INVOCATIONS, InvocationStatus(status).value] += n
     outcome = case((_att.c.error.like(f"%{TAKEN_BACK_NOTE}"), "abandoned"),
                    else_=_att.c.outcome)
-    for day, label, n in conn.execute(
-        select(att_day, outcome, func.count())
-        .where(*_window(_att.c.scheduled_for, lo, hi), _att.c.outcome.is_not(None))
-        .group_by(att_day, outcome)
+    for label, n in conn.execute(
+        select(outcome, func.count()).where(*_finished_attempts(_att, lo, hi, day))
+        .group_by(outcome)
     ):
-        counts[day, Family.ATTEMPTS, label] += n
-    late = func.greatest(func.extract("epoch", _att.c.started_at - _inv.c.scheduled_for), 0)
-    labels = [*(bucket_label(b) for b in LATENESS_BUCKETS_S), INF, SUM_MS]
-    for day, *values in conn.execute(
-        select(att_day, *(func.count().filter(late <= b) for b in LATENESS_BUCKETS_S),
-               func.count(), func.coalesce(func.sum(func.floor(late * 1000)), 0))
-        .select_from(_att.join(_inv, and_(_inv.c.id == _att.c.invocation_id,
-                                          _inv.c.scheduled_for == _att.c.scheduled_for)))
-        .where(*_window(_att.c.scheduled_for, lo, hi), _att.c.number == 1,
-               _att.c.outcome.is_not(None), _inv.c.manual.is_(False))
-        .group_by(att_day)
-    ):
-        for label, value in zip(labels, values, strict=True):
-            counts[day, Family.LATENESS, label] += int(value)
+        counts[Family.ATTEMPTS, label] += n
+    for label, value in zip(_LATENESS_LABELS, conn.execute(_lateness(lo, hi, day)).one(),
+                            strict=True):
+        counts[Family.LATENESS, label] += int(value)
     return counts
 
 
-def alert_counts(conn: Connection, lo: dt.datetime | None, hi: dt.datetime | None) -> DayCounts:
-    """The finished alerts created in ``[lo, hi)``."""
-    day = _day(_alerts.c.created_at)
+_LATENESS_LABELS = (*(bucket_label(b) for b in LATENESS_BUCKETS_S), INF, SUM_MS)
+
+
+def _lateness(lo: dt.datetime | None, hi: dt.datetime | None, day: dt.date | None) -> Any:
+    """The lateness histogram of the first attempts started in ``[lo, hi)`` of scheduled
+    runs: a count per bucket, the count, the sum in milliseconds.
+
+    ``manual`` is the invocation's, so the attempts are joined to their invocations. The
+    planner hashes the invocations' side whole, every partition; the bound on their
+    ``scheduled_for`` (the oldest of those attempts', an InitPlan) lets the executor skip
+    every partition before it, so a scrape reads today's (and, after a backfill, its
+    days') instead of the whole retention.
+    """
+    first = [_att.c.number == 1, *_finished_attempts(_att, lo, hi, day)]
+    other = _att.alias("first_attempts")
+    oldest = (select(func.min(other.c.scheduled_for))
+              .where(other.c.number == 1, *_finished_attempts(other, lo, hi, day))
+              .scalar_subquery())
+    late = func.greatest(func.extract("epoch", _att.c.started_at - _att.c.scheduled_for), 0)
+    return (
+        select(*(func.count().filter(late <= b) for b in LATENESS_BUCKETS_S),
+               func.count(), func.coalesce(func.sum(func.floor(late * 1000)), 0))
+        .select_from(_att.join(_inv, and_(_inv.c.id == _att.c.invocation_id,
+                                          _inv.c.scheduled_for == _att.c.scheduled_for)))
+        .where(*first, *_of_day(_inv.c.scheduled_for, day), _inv.c.manual.is_(False),
+               _inv.c.scheduled_for >= oldest)
+    )
+
+
+def alert_counts(conn: Connection, lo: dt.datetime | None,
+                 hi: dt.datetime | None = None) -> Counts:
+    """The finished alerts created in ``[lo, hi)`` (None: unbounded)."""
     return collections.Counter({
-        (d, Family.ALERTS, status): n for d, status, n in conn.execute(
-            select(day, _alerts.c.status, func.count())
+        (Family.ALERTS, status): n for status, n in conn.execute(
+            select(_alerts.c.status, func.count())
             .where(*_window(_alerts.c.created_at, lo, hi), _alerts.c.status != "pending")
-            .group_by(day, _alerts.c.status))
+            .group_by(_alerts.c.status))
     })
 
 
-def _by_series(counts: DayCounts) -> Counts:
-    result: Counts = collections.Counter()
-    for (_, family, label), n in counts.items():
-        result[family, label] += n
-    return result
-
-
-def _add(conn: Connection, model: type[CounterDay] | type[CounterTotal],
-         rows: Iterable[Mapping[str, Any]]) -> None:
-    """Add each row's value to its series' stored one."""
-    values = [dict(row) for row in rows if row["value"]]
+def _add_to_totals(conn: Connection, counts: Counts) -> None:
+    """Add ``counts`` to counter_totals (a series seen the first time starts at 0)."""
+    values = [{"family": family, "label": label, "value": n}
+              for (family, label), n in sorted(counts.items()) if n]
     if not values:
         return
-    table = model.__table__
-    statement = insert(table).values(values)
+    statement = insert(CounterTotal).values(values)
     conn.execute(statement.on_conflict_do_update(
-        index_elements=[c.name for c in table.primary_key.columns],
-        set_={"value": table.c.value + statement.excluded.value}))
+        index_elements=[CounterTotal.family, CounterTotal.label],
+        set_={"value": CounterTotal.value + statement.excluded.value}))
 
 
 def counted_before(conn: Connection) -> dt.datetime | None:
@@ -202,120 +208,70 @@ def _hour(instant: dt.datetime) -> dt.datetime:
 
 
 def close(conn: Connection, *, now: dt.datetime) -> dt.datetime | None:
-    """Close the next hours (at most CLOSE_SPAN of them): count them into counter_days.
+    """Close the next settled hours (after the first close, at most CLOSE_SPAN of them):
+    add their counts to counter_totals and move ``counted_before`` to their end.
+
+    The first close (``counted_before`` NULL, as migration 0018 leaves it) counts all the
+    history held before its end, once.
 
     Returns:
         The new ``counted_before``, or None when no hour can be closed yet.
     """
     before = counted_before(conn)
-    start = before or _oldest_hour(conn) or _hour(now - SETTLE)
-    end = min(_hour(now - SETTLE), start + CLOSE_SPAN)
-    open_run = conn.execute(select(func.min(Invocation.scheduled_for)).where(
-        Invocation.status.in_(_IN_FLIGHT), Invocation.scheduled_for >= start)).scalar()
-    open_alert = conn.execute(select(func.min(Alert.created_at)).where(
-        Alert.status == "pending", Alert.created_at >= start)).scalar()
-    for instant in (open_run, open_alert):
+    end = _hour(now - SETTLE)
+    if before is not None:
+        end = min(end, before + CLOSE_SPAN)
+    for instant in _oldest_open(conn, before):
         if instant is not None:
             end = min(end, _hour(instant))
-    if end <= start:
-        if before is None:
-            _move_to(conn, start)
-            return start
+    if before is not None and end <= before:
         return None
-    counts = history_counts(conn, start, end) + alert_counts(conn, start, end)
-    _add(conn, CounterDay, ({"day": day, "family": family, "label": label, "value": n}
-                            for (day, family, label), n in counts.items()))
-    _move_to(conn, end)
+    _add_to_totals(conn, history_counts(conn, before, end) + alert_counts(conn, before, end))
+    conn.execute(update(HistoryState).where(HistoryState.id == 1).values(counted_before=end))
     return end
 
 
-def _oldest_hour(conn: Connection) -> dt.datetime | None:
-    """The hour of the oldest history or alert: where the first close starts.
-
-    Read cheaply: the oldest day partition, the default partition (a few rows), the
-    alerts' ``created_at`` index.
-    """
-    days = partitions.existing_days(conn)
-    default = table(partitions.default_name("invocations"), sql_column("scheduled_for"))
-    found = [partitions.day_start(days[0])] if days else []
-    found += [instant for instant in conn.execute(select(
-        select(func.min(default.c.scheduled_for)).scalar_subquery(),
-        select(func.min(Alert.created_at)).scalar_subquery(),
-    )).one() if instant is not None]
-    return _hour(min(found)) if found else None
-
-
-def _move_to(conn: Connection, instant: dt.datetime) -> None:
-    conn.execute(update(HistoryState).where(HistoryState.id == 1)
-                 .values(counted_before=instant))
+def _oldest_open(conn: Connection, since: dt.datetime | None) -> tuple[Any, ...]:
+    """When the oldest thing not final entered the history at or after ``since``: an
+    invocation pending or running, an attempt without an outcome, a pending alert."""
+    def oldest(column: Any, *conditions: Any) -> Any:
+        return select(func.min(column)).where(
+            *_window(column, since, None), *conditions).scalar_subquery()
+    return tuple(conn.execute(select(
+        oldest(_inv.c.created_at, _inv.c.status.in_(_IN_FLIGHT)),
+        oldest(_att.c.started_at, _att.c.outcome.is_(None)),
+        oldest(_alerts.c.created_at, _alerts.c.status == "pending"),
+    )).one())
 
 
 def fold_day(conn: Connection, day: dt.date) -> None:
-    """Move ``day``'s history counts into counter_totals (before its rows are removed).
-
-    Its closed hours count the larger of what is stored and what is there now (rows
-    added to them after they closed are counted here); its live hours as they are.
+    """Add the rows of ``day``'s partition not counted yet (they entered the history at
+    or after ``counted_before``) to counter_totals; in the transaction that removes them.
     """
-    start, end = partitions.day_start(day), partitions.day_start(day + _DAY)
-    split = min(max(counted_before(conn) or start, start), end)
-    empty: Counts = collections.Counter()
-    closed = _by_series(history_counts(conn, start, split)) if split > start else empty
-    live = _by_series(history_counts(conn, split, end)) if split < end else empty
-    stored_rows = conn.execute(select(CounterDay.family, CounterDay.label, CounterDay.value)
-                               .where(CounterDay.day == day, CounterDay.family.in_(_HISTORY)))
-    stored = {(family, label): value for family, label, value in stored_rows}
-    keys = set(closed) | set(live) | set(stored)
-    _add(conn, CounterTotal, (
-        {"family": family, "label": label,
-         "value": max(closed.get((family, label), 0), stored.get((family, label), 0))
-         + live.get((family, label), 0)}
-        for family, label in sorted(keys)))
-    conn.execute(delete(CounterDay).where(CounterDay.day == day,
-                                          CounterDay.family.in_(_HISTORY)))
+    _add_to_totals(conn, history_counts(conn, counted_before(conn), day=day))
 
 
 def retire_alerts(conn: Connection, removed: Iterable[tuple[dt.datetime, str]]) -> None:
-    """Move the counts of deleted alerts (``(created_at, status)``) into counter_totals.
-
-    In the transaction that deletes them. A deleted alert of a closed hour leaves its
-    day's stored count; one of the live hours leaves the live count.
-    """
+    """Add the deleted alerts (``(created_at, status)``) not counted yet to
+    counter_totals; in the transaction that deletes them."""
     before = counted_before(conn)
-    totals: Counts = collections.Counter()
-    closed: DayCounts = collections.Counter()
-    for created_at, status in removed:
-        totals[Family.ALERTS, status] += 1
-        if before is not None and created_at < before:
-            closed[partitions.utc_day(created_at), Family.ALERTS, status] += 1
-    _add(conn, CounterTotal, ({"family": f, "label": label, "value": n}
-                              for (f, label), n in totals.items()))
-    for (day, family, label), n in closed.items():
-        conn.execute(update(CounterDay).where(
-            CounterDay.day == day, CounterDay.family == family, CounterDay.label == label,
-        ).values(value=func.greatest(CounterDay.value - n, 0)))
-    # A day whose alerts are all gone keeps no row.
-    conn.execute(delete(CounterDay).where(CounterDay.family == Family.ALERTS,
-                                          CounterDay.value == 0))
+    _add_to_totals(conn, collections.Counter(
+        (Family.ALERTS, status) for created_at, status in removed
+        if before is None or created_at >= before))
 
 
 def read(conn: Connection) -> Counts:
-    """Every counter's value: stored parts plus the live count, by (family, label).
+    """Every counter's value, counter_totals plus the live count, by (family, label).
 
     Read in one snapshot that no drop can cut (:func:`app.queries.locks.hold_history`),
-    or a counter could briefly count a moved part twice or not at all.
+    or a counter could briefly count a removed row twice or not at all.
     """
-    series = union_all(
-        select(CounterTotal.family, CounterTotal.label, CounterTotal.value),
-        select(CounterDay.family, CounterDay.label, CounterDay.value),
-    ).subquery()
     counts: Counts = collections.Counter({
         (family, label): int(value) for family, label, value in conn.execute(
-            select(series.c.family, series.c.label, func.sum(series.c.value))
-            .group_by(series.c.family, series.c.label))
+            select(CounterTotal.family, CounterTotal.label, CounterTotal.value))
     })
     before = counted_before(conn)
-    live = history_counts(conn, before, None) + alert_counts(conn, before, None)
-    counts.update(_by_series(live))
+    counts.update(history_counts(conn, before) + alert_counts(conn, before))
     return counts
 
 

@@ -20,8 +20,9 @@ The rules (``now`` is an argument; every day is a UTC day of ``scheduled_for``):
 * finished alerts older than the retention are deleted, with the alert rules and
   states of deleted triggers (app.alerting.retention);
 * /metrics' counters close the hours that have settled (app.history.counters), a day
-  of hours a step; a day's counts move to ``counter_totals`` in the transaction that
-  drops it, so no counter goes down.
+  of hours a step; an expired day's rows no closed hour counted yet (recorded late for
+  an old occurrence) are added to ``counter_totals`` in the transaction that drops
+  them, so no counter goes down.
 
 Each run does at most MAX_DAYS_PER_RUN drops and as many rollups, so an installation
 upgraded with a year of history catches up over a few runs instead of in one.

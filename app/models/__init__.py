@@ -16,7 +16,6 @@ from app.models.fleet import (
     SchedulerState,
 )
 from app.models.history import (
-    CounterDay,
     CounterTotal,
     HistoryState,
     Invocation,
@@ -35,7 +34,6 @@ __all__ = [
     "ApiKey",
     "Base",
     "ConsoleSecret",
-    "CounterDay",
     "CounterTotal",
     "Deployment",
     "DispatcherHeartbeat",

@@ -130,14 +130,12 @@ class Invocation(Base):
         # A project's history, newest first (GET /projects/{id}/invocations).
         Index("ix_invocations_project_history", "tenant_id", "project_id", "scheduled_for"),
         CheckConstraint("attempt >= 0", name="attempt_nonnegative"),
-        # The last hour's invocations for /metrics (WHERE created_at > now() - 1 hour).
+        # The last hour's invocations for /metrics (WHERE created_at > now() - 1 hour)
+        # and the live part of its counters (app.history.counters):
+        #   WHERE created_at >= history_state.counted_before (an hour or two of rows).
         # BRIN: rows arrive in created_at order, so a few bytes per block range serve
         # the range scan without slowing the dispatcher's inserts like a B-tree would.
         Index("ix_invocations_created_at", "created_at", postgresql_using="brin"),
-        # The live part of /metrics' counters (app.history.counters):
-        #   WHERE scheduled_for >= history_state.counted_before (an hour or two of rows).
-        # BRIN for the same reason as created_at's.
-        Index("ix_invocations_scheduled_for", "scheduled_for", postgresql_using="brin"),
         # The sweep's "message lost" query, an index range scan over only the stale rows
         # (parked rows have no message to lose):
         #   WHERE status = 'pending' AND parked_at IS NULL
@@ -224,9 +222,10 @@ class InvocationAttempt(Base):
             ondelete="CASCADE",
         ),
         UniqueConstraint("invocation_id", "number", "scheduled_for"),
-        # The live part of /metrics' counters, as ix_invocations_scheduled_for.
-        Index("ix_invocation_attempts_scheduled_for", "scheduled_for",
-              postgresql_using="brin"),
+        # The live part of /metrics' counters (app.history.counters):
+        #   WHERE started_at >= history_state.counted_before
+        # BRIN, as ix_invocations_created_at: an attempt row is inserted when it starts.
+        Index("ix_invocation_attempts_started_at", "started_at", postgresql_using="brin"),
         {"postgresql_partition_by": "RANGE (scheduled_for)"},
     )
     __mapper_args__ = {"primary_key": [id]}
@@ -274,8 +273,9 @@ class HistoryState(Base):
     partitions_dropped: Mapped[int] = mapped_column(BigInteger, server_default="0")
     rows_dropped: Mapped[int] = mapped_column(BigInteger, server_default="0")
     last_run_at: Mapped[dt.datetime | None] = mapped_column(Timestamp)
-    #: /metrics' counters count history scheduled before this from ``counter_days`` and
-    #: ``counter_totals``, and the rest live (app.history.counters); NULL: all live.
+    #: /metrics' counters hold in ``counter_totals`` the history that entered before this
+    #: (created, attempts started), and count the rest live (app.history.counters);
+    #: NULL: all live, before the first close.
     counted_before: Mapped[dt.datetime | None] = mapped_column(Timestamp)
     #: Where the maintenance's age starts before its first run: the migration that
     #: added it (with the rest, for a new installation).
@@ -285,27 +285,14 @@ class HistoryState(Base):
 
 
 class CounterTotal(Base):
-    """A /metrics counter's part whose history is gone (dropped days, pruned alerts)."""
+    """A /metrics counter's permanent part: the closed hours and the removed rows they
+    did not hold (app.history.counters)."""
 
     __tablename__ = "counter_totals"
 
     #: invocations, attempts, lateness or alerts (app.history.counters.Family).
     family: Mapped[str] = mapped_column(String(16), primary_key=True)
     #: The status, outcome or bucket the count is of.
-    label: Mapped[str] = mapped_column(String(16), primary_key=True)
-    value: Mapped[int] = mapped_column(BigInteger, server_default="0")
-
-
-class CounterDay(Base):
-    """A /metrics counter's part counted from one UTC day's closed hours (still kept).
-
-    Moved into ``counter_totals`` when the day's history is dropped.
-    """
-
-    __tablename__ = "counter_days"
-
-    day: Mapped[dt.date] = mapped_column(Date, primary_key=True)
-    family: Mapped[str] = mapped_column(String(16), primary_key=True)
     label: Mapped[str] = mapped_column(String(16), primary_key=True)
     value: Mapped[int] = mapped_column(BigInteger, server_default="0")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import itertools
 import math
 import re
 import threading
@@ -33,8 +34,6 @@ from app.history.retention import MaintenanceReport, maintain
 from app.metrics import collect, render
 from app.models import (
     Alert,
-    CounterDay,
-    CounterTotal,
     DispatcherHeartbeat,
     HistoryState,
     Invocation,
@@ -270,7 +269,9 @@ def test_readme_lists_exactly_the_served_families_each_with_help_and_type_from_t
 def _invocation(session: Session, trigger_id: uuid.UUID, at: dt.datetime,
                 status: InvocationStatus, *attempts: tuple[float, str | None],
                 **values: Any) -> uuid.UUID:
-    """An invocation and its attempts, each (seconds late, outcome or None: open)."""
+    """An invocation and its attempts, each (seconds late, outcome or None: open);
+    recorded at its scheduled time unless ``values`` give a ``created_at``."""
+    values.setdefault("created_at", at)
     invocation_id = session.execute(insert(Invocation).values(
         trigger_id=trigger_id, tenant_id="t1", project_id="p1", scheduled_for=at,
         status=status, attempt=len(attempts), **values,
@@ -358,10 +359,16 @@ def test_lateness_histogram_counts_first_attempts_of_scheduled_runs_only(
     assert served.families()["cronbeat_start_lateness_seconds"].type == "histogram"
 
 
+def _counted_before(served: Served) -> dt.datetime | None:
+    with served.db.begin() as session:
+        return session.execute(select(HistoryState.counted_before)).scalar()
+
+
 def test_counters_never_go_down_as_maintenance_closes_hours_drops_days_and_triggers_go(
     served: Served,
 ) -> None:
-    """Retention 3 days: at 03-10 12:00, 03-04 expires; at 03-12 12:00, 03-08 too."""
+    """Retention 3 days: at 03-10 12:00, 03-04 expires; at 03-12 12:00, 03-08; at
+    03-13 12:00, 03-09. Rows enter the history at their scheduled time unless said."""
     # Not due: deleting one records no missed occurrence.
     a, b = (add_trigger(served.db, next_run_at=NOW + dt.timedelta(days=30)) for _ in "ab")
     with served.db.begin() as session:
@@ -371,12 +378,13 @@ def test_counters_never_go_down_as_maintenance_closes_hours_drops_days_and_trigg
         _invocation(session, b, _at(4, 9), S.FAILED, (20, "error"), (40, "failed"))
         _invocation(session, a, _at(8, 8), S.SUCCEEDED, (0.4, "succeeded"))
         _invocation(session, b, _at(8, 9), S.MISSED)
-        # A long retry: it keeps its hour, and every later one, live.
+        # A long retry: it keeps the hour it was created in, and every later one, live.
         waiting = _invocation(session, a, _at(9, 6, 30), S.PENDING, (7, "error"))
         _invocation(session, b, _at(10, 11, 30), S.SUCCEEDED, (90, "succeeded"))
         _alert(session, "delivered", _at(1, 8))  # older than the retention: pruned
         _alert(session, "failed", _at(8, 8))
-    before = served.counters()
+    seen = [served.counters()]
+    before = seen[0]
     assert _by_label(before, "cronbeat_invocations_total") == {
         "succeeded": 3, "failed": 1, "cancelled": 0, "skipped": 0, "missed": 1}
     assert _by_label(before, "cronbeat_attempts_total") == {
@@ -384,45 +392,98 @@ def test_counters_never_go_down_as_maintenance_closes_hours_drops_days_and_trigg
     assert _by_label(before, "cronbeat_alerts_total") == {"delivered": 1, "failed": 1}
     assert before[("cronbeat_start_lateness_seconds_sum", ())] == 119.4  # 2+20+0.4+7+90
 
+    # 03-04 is dropped before any hour is closed: its rows go to counter_totals as they
+    # leave. The first close counts the rest, up to the retry's hour.
     report = served.maintain(NOW)
     assert (report.dropped, report.rows_dropped, report.alerts_deleted) == (
         [dt.date(2026, 3, 4)], 2, 1)
-    with served.db.begin() as session:
-        assert session.execute(select(HistoryState.counted_before)).scalar() == _at(9, 6)
-        # The pruned alert's count moved from its day's row to the totals.
-        assert session.execute(select(CounterTotal.family, CounterTotal.label,
-                                      CounterTotal.value)
-                               .where(CounterTotal.family == "alerts")).all() == [
-            ("alerts", "delivered", 1)]
-        assert session.execute(select(func.count()).select_from(CounterDay).where(
-            CounterDay.day == dt.date(2026, 3, 1))).scalar_one() == 0
-    after = served.counters()
+    assert _counted_before(served) == _at(9, 6)
+    seen.append(served.counters())
+    after = seen[-1]
     assert after == {**before, ("cronbeat_history_rows_dropped_total", ()): 2,
                      ("cronbeat_history_partitions_dropped_total", ()): 1}
 
     with served.db.begin() as session:
         delete_trigger(session, "t1", "p1", b, now=NOW)
-    assert served.counters() == after
+    seen.append(served.counters())
+    assert seen[-1] == after
 
-    # The retry succeeds; a missed occurrence is recorded late into a closed hour.
+    # The retry succeeds: its second attempt starts at 12:01; the next run closes every
+    # hour up to 12:00, and changes no counter.
     with served.db.begin() as session:
         session.execute(update(Invocation).where(Invocation.id == waiting)
                         .values(status=S.SUCCEEDED, attempt=2))
         session.execute(insert(InvocationAttempt).values(
             invocation_id=waiting, scheduled_for=_at(9, 6, 30), number=2,
-            started_at=_at(9, 7), outcome="succeeded"))
-        _invocation(session, a, _at(8, 10), S.MISSED)
-    finished = served.counters()
+            started_at=_at(10, 12, 1), outcome="succeeded"))
+    seen.append(served.counters())
+    finished = seen[-1]
     assert finished == {
         **after, ("cronbeat_invocations_total", (("status", "succeeded"),)): 4,
         ("cronbeat_attempts_total", (("outcome", "succeeded"),)): 4}
+    served.maintain(NOW + dt.timedelta(hours=1))
+    assert _counted_before(served) == _at(10, 12)
+    seen.append(served.counters())
+    assert seen[-1] == finished
 
-    report = served.maintain(NOW + dt.timedelta(days=2))
-    assert report.dropped == [dt.date(2026, 3, 8)]
+    # After an outage, three missed occurrences of closed hours are recorded at 13:05,
+    # and a backfill runs two: every one counts at the next scrape.
     with served.db.begin() as session:
-        assert session.execute(select(HistoryState.counted_before)).scalar() == _at(12, 11)
-    # The late missed row is counted when its day leaves the history, and only then.
-    assert served.counters() == {
-        **finished, ("cronbeat_invocations_total", (("status", "missed"),)): 2,
-        ("cronbeat_history_rows_dropped_total", ()): 5,
-        ("cronbeat_history_partitions_dropped_total", ()): 2}
+        for minute in (0, 5, 10):
+            _invocation(session, a, _at(9, 8, minute), S.MISSED, created_at=_at(10, 13, 5))
+        done = backfill(session, "t1", "p1", a, start=_at(9, 9), end=_at(9, 9, 10),
+                        now=_at(10, 13, 5), retention_days=RETENTION_DAYS, dry_run=False)
+        assert [key.scheduled_for for key in done.created] == [_at(9, 9), _at(9, 9, 5)]
+        for key in done.created:
+            session.execute(update(Invocation).where(Invocation.id == key.id)
+                            .values(status=S.SUCCEEDED, attempt=1))
+            session.execute(insert(InvocationAttempt).values(
+                invocation_id=key.id, scheduled_for=key.scheduled_for, number=1,
+                started_at=func.now(), outcome="succeeded"))
+    seen.append(served.counters())
+    recorded = seen[-1]
+    assert recorded == {
+        **finished, ("cronbeat_invocations_total", (("status", "missed"),)): 1 + 3,
+        ("cronbeat_invocations_total", (("status", "succeeded"),)): 4 + 2,
+        ("cronbeat_attempts_total", (("outcome", "succeeded"),)): 4 + 2}
+
+    # A missed occurrence of 03-08 recorded at 03-12 11:30, not counted by any closed
+    # hour yet, when 03-08 is dropped at 12:00: it stays counted.
+    with served.db.begin() as session:
+        _invocation(session, a, _at(8, 10), S.MISSED, created_at=_at(12, 11, 30))
+    seen.append(served.counters())
+    late = seen[-1]
+    assert late == {**recorded, ("cronbeat_invocations_total", (("status", "missed"),)): 5}
+    assert _counted_before(served) == _at(10, 12)
+    report = served.maintain(NOW + dt.timedelta(days=2))
+    assert (report.dropped, report.rows_dropped) == ([dt.date(2026, 3, 8)], 3)
+    assert _counted_before(served) == _at(12, 11)
+    seen.append(served.counters())
+    assert seen[-1] == {**late, ("cronbeat_history_rows_dropped_total", ()): 5,
+                        ("cronbeat_history_partitions_dropped_total", ()): 2}
+
+    # 03-09 goes too: the retry, the missed rows, the backfill (recorded today by the
+    # database's clock: live until dropped).
+    report = served.maintain(NOW + dt.timedelta(days=3))
+    assert (report.dropped, report.rows_dropped) == ([dt.date(2026, 3, 9)], 6)
+    seen.append(served.counters())
+    assert seen[-1] == {**late, ("cronbeat_history_rows_dropped_total", ()): 11,
+                        ("cronbeat_history_partitions_dropped_total", ()): 3}
+    for earlier, later in itertools.pairwise(seen):
+        assert all(later[key] >= value for key, value in earlier.items())
+
+
+def test_an_alert_pruned_before_an_hour_closed_over_it_stays_counted(served: Served) -> None:
+    """A pending alert of 03-01 07:10 (still retrying) keeps that hour open; the
+    delivered one of 08:00, older than the retention, is pruned uncounted."""
+    with served.db.begin() as session:
+        _alert(session, "pending", _at(1, 7, 10))
+        _alert(session, "delivered", _at(1, 8))
+    assert _by_label(served.counters(), "cronbeat_alerts_total") == {
+        "delivered": 1, "failed": 0}
+    assert served.maintain(NOW).alerts_deleted == 1
+    assert _counted_before(served) == _at(1, 7)
+    assert _by_label(served.counters(), "cronbeat_alerts_total") == {
+        "delivered": 1, "failed": 0}
+    with served.db.begin() as session:
+        assert session.execute(select(func.count()).select_from(Alert)).scalar_one() == 1
