@@ -2,24 +2,39 @@
 
 :func:`collect` reads one snapshot in one read-only transaction; :func:`render` turns it
 into the Prometheus text format. Every query is served by an index: the due backlog by
-``ix_triggers_due``, the last hour's invocations by the BRIN index on ``created_at``.
+``ix_triggers_due``, the last hour's invocations by the BRIN index on ``created_at``,
+the counters' live part by the BRIN indexes on ``invocations.created_at`` and
+``invocation_attempts.started_at`` (app.history.counters; the lateness's join reads the
+invocations of the live first attempts' days only),
+the in-flight runs by the partial indexes of pending and running invocations.
+
+Every family is in every scrape, an empty database's included: a time that has not
+happened yet (no tick, no partition) is NaN, and an age counts from
+``history_state.watched_since`` until the first event, so "too old" alerts fire on an
+installation where it never happened.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+from collections.abc import Iterator
+from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+)
 from prometheus_client.registry import Collector
-from sqlalchemy import extract, func, select
-from sqlalchemy.dialects.postgresql import array
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from app.deploys import processes
 from app.enums import InvocationStatus
-from app.history import partitions
+from app.history import counters, partitions
+from app.history.counters import Family
 from app.models import (
     Alert,
     DispatcherHeartbeat,
@@ -28,10 +43,11 @@ from app.models import (
     SchedulerState,
     Trigger,
 )
+from app.queries.locks import hold_history
 
 #: The window of the "last hour" metrics, in seconds.
 WINDOW_S = 3600
-QUANTILES = (0.5, 0.9, 0.99)
+NAN = float("nan")
 ALERT_STATUSES = ("pending", "delivered", "failed")
 
 
@@ -41,7 +57,6 @@ class Snapshot:
     due_backlog: int
     oldest_due_lateness_s: float
     invocations_by_status: dict[str, int]
-    lateness_quantiles_s: dict[float, float | None]
     last_tick_at: dt.datetime | None
     last_tick_duration_ms: float | None
     active_deployment_id: str | None
@@ -61,10 +76,20 @@ class Snapshot:
     #: Alerts not delivered yet (waiting or retrying), and the age of the oldest.
     alerts_pending: int = 0
     oldest_pending_alert_age_s: float = 0.0
+    #: The counters (app.history.counters), by (family, label).
+    counts: counters.Counts = dataclasses.field(default_factory=counters.Counts)
+    #: Invocations pending and running now.
+    in_flight: dict[str, int] = dataclasses.field(default_factory=dict)
+    #: Where ages start before the first tick or maintenance run.
+    watched_since: dt.datetime | None = None
 
 
 def collect(session: Session) -> Snapshot:
-    """Read every metric at one instant (the transaction's now())."""
+    """Read every metric at one instant (the transaction's now()), in one snapshot.
+
+    Call it first in its transaction (:func:`app.queries.locks.hold_history`).
+    """
+    hold_history(session)
     now = session.execute(select(func.now())).scalar_one()
     due = session.execute(
         select(func.count(), func.min(Trigger.next_run_at)).where(
@@ -79,16 +104,6 @@ def collect(session: Session) -> Snapshot:
         .group_by(Invocation.status)
     ):
         by_status[status.value] = count
-    lateness = extract("epoch", Invocation.started_at - Invocation.scheduled_for)
-    quantiles = session.execute(
-        select(
-            func.percentile_cont(array(QUANTILES)).within_group(lateness)
-        ).where(
-            Invocation.created_at > since,
-            Invocation.started_at.is_not(None),
-            Invocation.manual.is_(False),
-        )
-    ).scalar_one()
     heartbeat = session.execute(
         select(DispatcherHeartbeat.last_tick_at, DispatcherHeartbeat.last_tick_duration_ms)
     ).one()
@@ -98,6 +113,7 @@ def collect(session: Session) -> Snapshot:
     days = partitions.existing_days(session.connection())
     history = session.execute(select(
         HistoryState.rows_dropped, HistoryState.partitions_dropped, HistoryState.last_run_at,
+        HistoryState.watched_since,
     )).one()
     alerts_by_status = dict.fromkeys(ALERT_STATUSES, 0)
     for status, count in session.execute(
@@ -119,8 +135,6 @@ def collect(session: Session) -> Snapshot:
         due_backlog=due[0],
         oldest_due_lateness_s=(now - due[1]).total_seconds() if due[1] is not None else 0.0,
         invocations_by_status=by_status,
-        lateness_quantiles_s=dict(zip(QUANTILES, quantiles or [None] * len(QUANTILES),
-                                      strict=True)),
         last_tick_at=heartbeat.last_tick_at,
         last_tick_duration_ms=heartbeat.last_tick_duration_ms,
         active_deployment_id=state.active_deployment_id,
@@ -135,101 +149,142 @@ def collect(session: Session) -> Snapshot:
         alerts_by_status=alerts_by_status,
         alerts_pending=pending[0],
         oldest_pending_alert_age_s=(now - pending[1]).total_seconds() if pending[1] else 0.0,
+        counts=counters.read(session.connection()),
+        in_flight=counters.in_flight(session.connection()),
+        watched_since=history.watched_since,
     )
+
+
+def _age_s(s: Snapshot, since: dt.datetime | None) -> float:
+    """Seconds since ``since``, or since ``watched_since`` if it has not happened yet."""
+    start = since or s.watched_since
+    return (s.now - start).total_seconds() if start is not None else NAN
+
+
+def _counter(s: Snapshot, name: str, doc: str, family: Family, label: str,
+             values: tuple[str, ...]) -> CounterMetricFamily:
+    metric = CounterMetricFamily(name, doc, labels=[label])
+    for value in values:
+        metric.add_metric([value], s.counts[family, value])
+    return metric
+
+
+def _lateness(s: Snapshot) -> HistogramMetricFamily:
+    late = HistogramMetricFamily(
+        "cronbeat_start_lateness_seconds",
+        "Scheduled runs' first attempt start minus their scheduled time (manual, replayed"
+        " and backfilled runs left out), counted once that attempt finished.")
+    buckets = [(str(float(b)), s.counts[Family.LATENESS, counters.bucket_label(b)])
+               for b in counters.LATENESS_BUCKETS_S]
+    buckets.append(("+Inf", s.counts[Family.LATENESS, counters.INF]))
+    late.add_metric([], buckets, sum_value=s.counts[Family.LATENESS, counters.SUM_MS] / 1000)
+    return late
+
+
+def _counters(s: Snapshot) -> list[Any]:
+    return [
+        _counter(s, "cronbeat_invocations", "Invocations finished, by final status (from"
+                 " the history and what its retention removed).", Family.INVOCATIONS,
+                 "status", counters.FINISHED),
+        _counter(s, "cronbeat_attempts", "Attempts finished, by outcome (abandoned: the"
+                 " sweep took the lease back, whatever the worker reported later).",
+                 Family.ATTEMPTS, "outcome", counters.OUTCOMES),
+        _counter(s, "cronbeat_alerts", "Alerts finished, by status (delivered, failed:"
+                 " gave up).", Family.ALERTS, "status", counters.ALERT_STATUSES),
+        _lateness(s),
+        CounterMetricFamily(
+            "cronbeat_history_rows_dropped", "Invocations removed by retention (their"
+            " counts stay in the daily rollups and in the counters).",
+            value=s.history_rows_dropped),
+        CounterMetricFamily(
+            "cronbeat_history_partitions_dropped", "Day partitions dropped by retention.",
+            value=s.history_partitions_dropped),
+    ]
+
+
+def _gauges(s: Snapshot) -> list[Any]:
+    by_status = GaugeMetricFamily(
+        "cronbeat_invocations_last_hour",
+        "Invocations recorded in the last hour, by current status.", labels=["status"])
+    for status, count in sorted(s.invocations_by_status.items()):
+        by_status.add_metric([status], count)
+    in_flight = GaugeMetricFamily(
+        "cronbeat_invocations_in_flight", "Invocations pending or running now.",
+        labels=["status"])
+    for status, count in sorted(s.in_flight.items()):
+        in_flight.add_metric([status], count)
+    active = GaugeMetricFamily(
+        "cronbeat_active_deployment_info",
+        "The active deployment (no sample until one is activated).",
+        labels=["deployment_id"])
+    if s.active_deployment_id is not None:
+        active.add_metric([s.active_deployment_id], 1)
+    live = GaugeMetricFamily(
+        "cronbeat_live_processes",
+        "Workers, dispatchers and beats seen in the last 30 s, by deployment, kind and "
+        "role (active, standby, superseded).", labels=["deployment_id", "kind", "role"])
+    for (deployment_id, kind, role), count in sorted(s.live_processes.items()):
+        live.add_metric([deployment_id, kind, role], count)
+    alerts = GaugeMetricFamily(
+        "cronbeat_alerts_last_hour",
+        "Alerts raised in the last hour, by delivery status (delivered, failed: gave up,"
+        " pending: not delivered yet).", labels=["status"])
+    for status, count in sorted(s.alerts_by_status.items()):
+        alerts.add_metric([status], count)
+    oldest_day = (partitions.day_start(s.history_oldest_day).timestamp()
+                  if s.history_oldest_day is not None else NAN)
+    gauge = GaugeMetricFamily
+    return [
+        gauge("cronbeat_due_backlog", "Enabled triggers due now and not yet dispatched.",
+              value=s.due_backlog),
+        gauge("cronbeat_oldest_due_lateness_seconds",
+              "How late the oldest due trigger is (0 when nothing is due).",
+              value=s.oldest_due_lateness_s),
+        by_status,
+        in_flight,
+        gauge("cronbeat_last_tick_timestamp_seconds",
+              "When the last dispatcher tick ran (NaN before the first).",
+              value=s.last_tick_at.timestamp() if s.last_tick_at else NAN),
+        gauge("cronbeat_last_tick_age_seconds", "Seconds since the last dispatcher tick"
+              " (before the first: since history_state.watched_since).",
+              value=_age_s(s, s.last_tick_at)),
+        gauge("cronbeat_last_tick_duration_seconds",
+              "How long the last tick took (NaN before the first).",
+              value=s.last_tick_duration_ms / 1000
+              if s.last_tick_duration_ms is not None else NAN),
+        gauge("cronbeat_scheduler_generation", "Deploy activations so far.",
+              value=s.generation),
+        active,
+        live,
+        gauge("cronbeat_live_processes_with_problem",
+              "Live processes reporting a problem (an active worker consuming nothing, a "
+              "stalled loop).", value=s.processes_with_problem),
+        gauge("cronbeat_history_partitions",
+              "Day partitions of the run history (CRONBEAT_HISTORY_RETENTION_DAYS kept, a"
+              " few ahead).", value=s.history_partitions),
+        gauge("cronbeat_history_oldest_day_timestamp_seconds",
+              "The start (UTC) of the oldest day of run history kept (NaN: no partition).",
+              value=oldest_day),
+        gauge("cronbeat_history_maintenance_age_seconds",
+              "Seconds since the history's maintenance last ran (before its first run:"
+              " since history_state.watched_since).",
+              value=_age_s(s, s.history_last_maintenance_at)),
+        alerts,
+        gauge("cronbeat_alerts_pending", "Alerts not delivered yet (waiting or retrying).",
+              value=s.alerts_pending),
+        gauge("cronbeat_oldest_pending_alert_age_seconds",
+              "How long the oldest undelivered alert has waited (0 when none).",
+              value=s.oldest_pending_alert_age_s),
+    ]
 
 
 class _SnapshotCollector(Collector):
     def __init__(self, snapshot: Snapshot) -> None:
         self.snapshot = snapshot
 
-    def collect(self):
-        s = self.snapshot
-        yield GaugeMetricFamily(
-            "cronbeat_due_backlog", "Enabled triggers due now and not yet dispatched.",
-            value=s.due_backlog)
-        yield GaugeMetricFamily(
-            "cronbeat_oldest_due_lateness_seconds",
-            "How late the oldest due trigger is (0 when nothing is due).",
-            value=s.oldest_due_lateness_s)
-        by_status = GaugeMetricFamily(
-            "cronbeat_invocations_last_hour",
-            "Invocations recorded in the last hour, by current status.", labels=["status"])
-        for status, count in sorted(s.invocations_by_status.items()):
-            by_status.add_metric([status], count)
-        yield by_status
-        lateness = GaugeMetricFamily(
-            "cronbeat_start_lateness_seconds",
-            "Scheduled time to attempt start, quantiles over the last hour's scheduled runs.",
-            labels=["quantile"])
-        for quantile, value in s.lateness_quantiles_s.items():
-            if value is not None:
-                lateness.add_metric([str(quantile)], value)
-        yield lateness
-        if s.last_tick_at is not None:
-            yield GaugeMetricFamily(
-                "cronbeat_last_tick_timestamp_seconds", "When the last dispatcher tick ran.",
-                value=s.last_tick_at.timestamp())
-            yield GaugeMetricFamily(
-                "cronbeat_last_tick_age_seconds", "Seconds since the last dispatcher tick.",
-                value=(s.now - s.last_tick_at).total_seconds())
-        if s.last_tick_duration_ms is not None:
-            yield GaugeMetricFamily(
-                "cronbeat_last_tick_duration_seconds", "How long the last tick took.",
-                value=s.last_tick_duration_ms / 1000)
-        yield GaugeMetricFamily(
-            "cronbeat_scheduler_generation", "Deploy activations so far.", value=s.generation)
-        active = GaugeMetricFamily(
-            "cronbeat_active_deployment_info",
-            "The active deployment (absent until one is activated).",
-            labels=["deployment_id"])
-        if s.active_deployment_id is not None:
-            active.add_metric([s.active_deployment_id], 1)
-        yield active
-        live = GaugeMetricFamily(
-            "cronbeat_live_processes",
-            "Workers, dispatchers and beats seen in the last 30 s, by deployment, kind and "
-            "role (active, standby, superseded).", labels=["deployment_id", "kind", "role"])
-        for (deployment_id, kind, role), count in sorted(s.live_processes.items()):
-            live.add_metric([deployment_id, kind, role], count)
-        yield live
-        yield GaugeMetricFamily(
-            "cronbeat_live_processes_with_problem",
-            "Live processes reporting a problem (an active worker consuming nothing, a "
-            "stalled loop).", value=s.processes_with_problem)
-        yield GaugeMetricFamily(
-            "cronbeat_history_partitions",
-            "Day partitions of the run history (CRONBEAT_HISTORY_RETENTION_DAYS kept, a few"
-            " ahead).", value=s.history_partitions)
-        if s.history_oldest_day is not None:
-            yield GaugeMetricFamily(
-                "cronbeat_history_oldest_day_timestamp_seconds",
-                "The start (UTC) of the oldest day of run history kept.",
-                value=partitions.day_start(s.history_oldest_day).timestamp())
-        yield GaugeMetricFamily(
-            "cronbeat_history_rows_dropped", "Invocations removed by retention so far (their"
-            " counts stay in the daily rollups).", value=s.history_rows_dropped)
-        yield GaugeMetricFamily(
-            "cronbeat_history_partitions_dropped", "Day partitions dropped by retention so far.",
-            value=s.history_partitions_dropped)
-        alerts = GaugeMetricFamily(
-            "cronbeat_alerts_last_hour",
-            "Alerts raised in the last hour, by delivery status (delivered, failed: gave up,"
-            " pending: not delivered yet).", labels=["status"])
-        for status, count in sorted(s.alerts_by_status.items()):
-            alerts.add_metric([status], count)
-        yield alerts
-        yield GaugeMetricFamily(
-            "cronbeat_alerts_pending", "Alerts not delivered yet (waiting or retrying).",
-            value=s.alerts_pending)
-        yield GaugeMetricFamily(
-            "cronbeat_oldest_pending_alert_age_seconds",
-            "How long the oldest undelivered alert has waited (0 when none).",
-            value=s.oldest_pending_alert_age_s)
-        if s.history_last_maintenance_at is not None:
-            yield GaugeMetricFamily(
-                "cronbeat_history_maintenance_age_seconds",
-                "Seconds since the history's maintenance last ran.",
-                value=(s.now - s.history_last_maintenance_at).total_seconds())
+    def collect(self) -> Iterator[Any]:
+        yield from _counters(self.snapshot)
+        yield from _gauges(self.snapshot)
 
 
 def render(snapshot: Snapshot) -> bytes:

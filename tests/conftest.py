@@ -114,7 +114,7 @@ def session_factory(engine: Engine) -> sessionmaker[Session]:
 TABLES = (
     "invocation_attempts", "invocations", "triggers", "api_keys", "deployments",
     "process_heartbeats", "trigger_day_stats", "alert_channels", "alert_rules",
-    "trigger_alert_state", "alerts",
+    "trigger_alert_state", "alerts", "counter_totals",
 )
 
 
@@ -140,7 +140,8 @@ def _empty(engine: Engine) -> None:
             text("UPDATE scheduler_state SET generation = 0, active_deployment_id = NULL")
         )
         conn.execute(text("UPDATE history_state SET rolled_up_through = NULL,"
-                          " partitions_dropped = 0, rows_dropped = 0, last_run_at = NULL"))
+                          " partitions_dropped = 0, rows_dropped = 0, last_run_at = NULL,"
+                          " counted_before = NULL"))
         # Processes still running (a module's worker) re-read their role and
         # re-register at once instead of at their next heartbeat.
         conn.execute(text("SELECT pg_notify('cronbeat_deploy', '0')"))

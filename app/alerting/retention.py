@@ -10,6 +10,7 @@ import datetime as dt
 
 from sqlalchemy import Connection, delete, exists, select
 
+from app.history import counters
 from app.models import Alert, AlertRule, Trigger, TriggerAlertState
 
 #: Alerts deleted per maintenance run, at most (the next run goes on).
@@ -28,10 +29,13 @@ def prune(conn: Connection, *, before: dt.datetime) -> int:
         .limit(MAX_ALERTS_PER_RUN)
         .scalar_subquery()
     )
-    deleted = conn.execute(delete(Alert).where(Alert.id.in_(old))).rowcount
+    # Their counts move to /metrics' counter_totals in this transaction.
+    deleted = conn.execute(delete(Alert).where(Alert.id.in_(old))
+                           .returning(Alert.created_at, Alert.status)).all()
+    counters.retire_alerts(conn, deleted)
     gone = ~exists().where(Trigger.id == TriggerAlertState.trigger_id)
     conn.execute(delete(TriggerAlertState).where(gone))
     conn.execute(delete(AlertRule).where(
         AlertRule.trigger_id.is_not(None),
         ~exists().where(Trigger.id == AlertRule.trigger_id)))
-    return int(deleted or 0)
+    return len(deleted)

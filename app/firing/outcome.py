@@ -28,7 +28,7 @@ from app.delivery.send import DeliveryResult, Verdict
 from app.enums import InvocationStatus
 from app.firing.backoff import next_retry_delay_s
 from app.firing.runs import RunOutcome, StartedRun
-from app.queries import attempts, leases
+from app.queries import attempt_sql, attempts, leases
 
 # The run path's one logger: its lines read the same whichever module writes them.
 log = logging.getLogger("app.firing.runner")
@@ -63,7 +63,7 @@ def plan_finish(
             status = InvocationStatus.FAILED
             error = f"gave up after {run.attempt} attempts: {error}"
     lost_error = "; ".join(
-        part for part in (result.error, "finished after its lease was taken back") if part
+        part for part in (result.error, attempt_sql.TAKEN_BACK_NOTE) if part
     )
     # A retry due within a tick goes out now as a countdown message; a longer one waits
     # in the database (pending, run_after, enqueued_at NULL) and the dispatcher

@@ -18,7 +18,11 @@ The rules (``now`` is an argument; every day is a UTC day of ``scheduled_for``):
 * rows of expired days in the default partition (days that had no partition) are
   rolled up and deleted by the same rule, a day at a time;
 * finished alerts older than the retention are deleted, with the alert rules and
-  states of deleted triggers (app.alerting.retention).
+  states of deleted triggers (app.alerting.retention);
+* /metrics' counters close the hours that have settled (app.history.counters), a day
+  of hours a step; an expired day's rows no closed hour counted yet (recorded late for
+  an old occurrence) are added to ``counter_totals`` in the transaction that drops
+  them, so no counter goes down.
 
 Each run does at most MAX_DAYS_PER_RUN drops and as many rollups, so an installation
 upgraded with a year of history catches up over a few runs instead of in one.
@@ -49,7 +53,7 @@ from sqlalchemy.exc import OperationalError
 
 from app.alerting import retention as alerts
 from app.enums import InvocationStatus
-from app.history import partitions
+from app.history import counters, partitions
 from app.history.stats import roll_up_day
 from app.models import HistoryState, Invocation
 from app.queries.locks import try_lock_history, unlock_history
@@ -126,6 +130,9 @@ def _run(conn: Connection, report: MaintenanceReport, *, now: dt.datetime,
         report.rolled_up.append(day)
         day += _DAY
         budget -= 1
+    budget = MAX_DAYS_PER_RUN
+    while budget and _step(conn, report, lambda: counters.close(conn, now=now)) is not None:
+        budget -= 1
     before = partitions.day_start(oldest_kept)
     report.alerts_deleted = _step(conn, report, lambda: alerts.prune(conn, before=before)) or 0
     with conn.begin():
@@ -168,6 +175,7 @@ def _drop_expired(conn: Connection, report: MaintenanceReport, day: dt.date, *,
         report.kept_back.append(day)
         return None
     rows = roll_up_day(conn, day)
+    counters.fold_day(conn, day)
     if partition:
         partitions.drop_day(conn, day)
     else:

@@ -16,6 +16,7 @@ from app.models.fleet import (
     SchedulerState,
 )
 from app.models.history import (
+    CounterTotal,
     HistoryState,
     Invocation,
     InvocationAttempt,
@@ -33,6 +34,7 @@ __all__ = [
     "ApiKey",
     "Base",
     "ConsoleSecret",
+    "CounterTotal",
     "Deployment",
     "DispatcherHeartbeat",
     "HistoryState",

@@ -130,7 +130,9 @@ class Invocation(Base):
         # A project's history, newest first (GET /projects/{id}/invocations).
         Index("ix_invocations_project_history", "tenant_id", "project_id", "scheduled_for"),
         CheckConstraint("attempt >= 0", name="attempt_nonnegative"),
-        # The last hour's invocations for /metrics (WHERE created_at > now() - 1 hour).
+        # The last hour's invocations for /metrics (WHERE created_at > now() - 1 hour)
+        # and the live part of its counters (app.history.counters):
+        #   WHERE created_at >= history_state.counted_before (an hour or two of rows).
         # BRIN: rows arrive in created_at order, so a few bytes per block range serve
         # the range scan without slowing the dispatcher's inserts like a B-tree would.
         Index("ix_invocations_created_at", "created_at", postgresql_using="brin"),
@@ -220,6 +222,10 @@ class InvocationAttempt(Base):
             ondelete="CASCADE",
         ),
         UniqueConstraint("invocation_id", "number", "scheduled_for"),
+        # The live part of /metrics' counters (app.history.counters):
+        #   WHERE started_at >= history_state.counted_before
+        # BRIN, as ix_invocations_created_at: an attempt row is inserted when it starts.
+        Index("ix_invocation_attempts_started_at", "started_at", postgresql_using="brin"),
         {"postgresql_partition_by": "RANGE (scheduled_for)"},
     )
     __mapper_args__ = {"primary_key": [id]}
@@ -267,8 +273,28 @@ class HistoryState(Base):
     partitions_dropped: Mapped[int] = mapped_column(BigInteger, server_default="0")
     rows_dropped: Mapped[int] = mapped_column(BigInteger, server_default="0")
     last_run_at: Mapped[dt.datetime | None] = mapped_column(Timestamp)
+    #: /metrics' counters hold in ``counter_totals`` the history that entered before this
+    #: (created, attempts started), and count the rest live (app.history.counters);
+    #: NULL: all live, before the first close.
+    counted_before: Mapped[dt.datetime | None] = mapped_column(Timestamp)
+    #: Where the maintenance's age starts before its first run: the migration that
+    #: added it (with the rest, for a new installation).
+    watched_since: Mapped[dt.datetime] = mapped_column(Timestamp, server_default=func.now())
 
     __table_args__ = (CheckConstraint("id = 1", name="single_row"),)
+
+
+class CounterTotal(Base):
+    """A /metrics counter's permanent part: the closed hours and the removed rows they
+    did not hold (app.history.counters)."""
+
+    __tablename__ = "counter_totals"
+
+    #: invocations, attempts, lateness or alerts (app.history.counters.Family).
+    family: Mapped[str] = mapped_column(String(16), primary_key=True)
+    #: The status, outcome or bucket the count is of.
+    label: Mapped[str] = mapped_column(String(16), primary_key=True)
+    value: Mapped[int] = mapped_column(BigInteger, server_default="0")
 
 
 class InvocationReplay(Base):

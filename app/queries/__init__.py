@@ -35,6 +35,10 @@ here is taken in one global order, and by primary key within a table:
    delivery), alone in its transaction; the watchdog's advisory lock
    (:func:`.alerts.try_watchdog_lock`) never waits.
 
+The history's parent tables are locked whole only by /metrics' read
+(:func:`.locks.hold_history`, ``ACCESS SHARE``, alone in a read-only transaction), in the
+order the maintenance drops a day's partitions: attempts, then invocations.
+
 A statement that only needs rows nobody else holds uses ``SKIP LOCKED`` and never
 waits, so it can be part of no deadlock at all.
 """

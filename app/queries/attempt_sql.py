@@ -236,6 +236,11 @@ def finish_values(
     }
 
 
+#: How the error of an attempt that finished after the sweep took its lease back ends
+#: (its outcome was "abandoned" first; /metrics keeps counting it so).
+TAKEN_BACK_NOTE = "finished after its lease was taken back"
+
+
 def attempt_finish_values(
     *, held: Any, outcome: Any, response_status: Any, attempt_error: Any, lost_error: Any,
 ) -> dict[str, Any]:

@@ -7,7 +7,7 @@ import hashlib
 import uuid
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, Select, func, select
+from sqlalchemy import ColumnElement, Connection, Select, func, select, text
 from sqlalchemy.orm import Session
 
 from app.models import Invocation
@@ -56,6 +56,22 @@ def try_lock_history(conn: Connection) -> bool:
 
 def unlock_history(conn: Connection) -> None:
     conn.execute(select(func.pg_advisory_unlock(HISTORY_NAMESPACE, 0)))
+
+
+def hold_history(session: Session) -> None:
+    """Read the rest of this transaction at one snapshot that no history drop can cut.
+
+    /metrics' counters add stored parts to a live count (app.history.counters); a day's
+    drop moves its count between them in one transaction. REPEATABLE READ gives one
+    snapshot, but the partitions a query plans against are the catalog's latest, so a
+    drop committed after the snapshot would hide the day's rows while its count is not
+    yet in the totals. ``ACCESS SHARE`` on both parents, taken before the first query
+    (which fixes the snapshot), makes a drop either committed before it or wait for it.
+    Attempts first, as the maintenance drops them (app.history.partitions.drop_day).
+    Must be the transaction's first statement.
+    """
+    session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
+    session.execute(text("LOCK TABLE invocation_attempts, invocations IN ACCESS SHARE MODE"))
 
 
 def _hash32(text: str) -> int:
