@@ -211,7 +211,7 @@ def close(conn: Connection, *, now: dt.datetime) -> dt.datetime | None:
     """Close the next settled hours (after the first close, at most CLOSE_SPAN of them):
     add their counts to counter_totals and move ``counted_before`` to their end.
 
-    The first close (``counted_before`` NULL, as migration 0018 leaves it) counts all the
+    The first close (``counted_before`` NULL, as migration 0019 leaves it) counts all the
     history held before its end, once.
 
     Returns:

@@ -250,7 +250,7 @@ def test_readme_lists_exactly_the_served_families_each_with_help_and_type_from_t
     assert all(family.documentation for family in families.values())
     samples = served.samples()
     # An empty database: every counter and bucket at 0, times not yet happened NaN,
-    # ages counted from history_state.watched_since (migration 0018).
+    # ages counted from history_state.watched_since (migration 0019).
     assert {name: v for (name, _), v in samples.items() if name.endswith("_total")} == {
         "cronbeat_invocations_total": 0, "cronbeat_attempts_total": 0,
         "cronbeat_alerts_total": 0, "cronbeat_history_rows_dropped_total": 0,

@@ -11,8 +11,8 @@ into a range not summarized yet writes nothing), alerts by ``created_at``.
 ``history_state.watched_since`` is where the maintenance's age starts before its first
 run.
 
-Revision ID: 0018
-Revises: 0017
+Revision ID: 0019
+Revises: 0018
 Create Date: 2026-12-08
 """
 
@@ -21,8 +21,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0018"
-down_revision = "0017"
+revision = "0019"
+down_revision = "0018"
 branch_labels = None
 depends_on = None
 
