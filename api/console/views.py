@@ -147,7 +147,9 @@ def deployments() -> Any:
     if not session.get("admin"):
         return render_template("console/admin_sign_in.html", error=error), (
             401 if error else 200)
+    # The metrics read first in a transaction of their own (one snapshot, see collect).
+    with state().sessions.begin() as db:
+        snapshot = metrics.collect(db)
     with state().sessions.begin() as db:
         status = deploy.status(db)
-        snapshot = metrics.collect(db)
     return render_template("console/deployments.html", status=status, snapshot=snapshot)
