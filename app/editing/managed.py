@@ -13,12 +13,15 @@ Pausing and resuming are operations, not edits (``enabled`` is the operator's, a
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 from app.editing.definitions import EDITABLE
 from app.errors import CodeManaged
 from app.models import Trigger
+
+log = logging.getLogger("app.editing")
 
 #: The columns anyone may change on a code-managed trigger: its paused state.
 OPERATIONS = frozenset({"enabled"})
@@ -37,12 +40,20 @@ def refused_save(trigger: Trigger | None, row: Mapping[str, Any], owner: str | N
         if column not in OPERATIONS)
 
 
-def check_unowned(triggers: Iterable[Trigger], *, by_name: bool = False) -> None:
-    """Refuse changing or deleting ``triggers`` if any is code-managed.
+def guard(triggers: Iterable[Trigger], *, force: bool, edit: str, by_name: bool = False,
+          log_forced: bool = True) -> None:
+    """Refuse changing or deleting ``triggers`` if any is code-managed; with ``force``,
+    let it happen and log each one (``trigger.forced_edit``: the owner's next sync puts
+    the code's version back, so an operator should know who forced what).
 
     Raises:
-        CodeManaged: naming each code-managed one and its owner.
+        CodeManaged: naming each code-managed one and its owner (not with ``force``).
     """
-    owners = {t.name: t.managed_by for t in triggers if t.managed_by is not None}
-    if owners:
-        raise CodeManaged(owners, by_name=by_name)
+    owned = [t for t in triggers if t.managed_by is not None]
+    if owned and not force:
+        raise CodeManaged({t.name: t.managed_by or "" for t in owned}, by_name=by_name)
+    for trigger in owned if log_forced else ():
+        log.warning("a code-managed trigger was changed by force", extra={
+            "action": "trigger.forced_edit", "edit": edit, "tenant_id": trigger.tenant_id,
+            "project_id": trigger.project_id, "trigger_id": str(trigger.id),
+            "trigger_name": trigger.name, "managed_by": trigger.managed_by})

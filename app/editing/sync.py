@@ -36,7 +36,7 @@ from sqlalchemy.orm import Session
 
 from app.editing import managed
 from app.editing.definitions import EDITABLE, apply_definition, is_finished_one_time
-from app.errors import CodeManaged, InvalidTrigger, NameTaken
+from app.errors import InvalidTrigger, NameTaken
 from app.limits import MAX_SYNC_TRIGGERS
 from app.models import Trigger
 from app.queries.cancellation import (
@@ -115,7 +115,7 @@ def sync_triggers(
     rescheduled: list[uuid.UUID] = []
     missed: list[dict[str, Any]] = []
     secrets: dict[str, str] = {}
-    refused: list[Trigger] = []
+    others: list[Trigger] = []  # code-managed by another, and changed or deleted
     for position, definition in enumerate(desired):
         old = existing.get(definition["name"])
         try:
@@ -129,9 +129,9 @@ def sync_triggers(
             raise InvalidTrigger(f"triggers.{name}.{exc.field}", exc.message,
                                  path=("triggers", name, *exc.path)) from None
         row = applied.row
-        if not force and managed.refused_save(old, row, owner):
+        if managed.refused_save(old, row, owner):
             assert old is not None
-            refused.append(old)
+            others.append(old)
         if applied.generated_secret is not None:
             secrets[row["name"]] = applied.generated_secret
         if applied.stop_runs:
@@ -153,10 +153,8 @@ def sync_triggers(
             updated.append({**row, "id": old.id, "version": old.version + 1})
     wanted = set(names)
     gone = [t for name, t in existing.items() if name not in wanted]
-    if not force:
-        refused.extend(t for t in gone if managed.owned_elsewhere(t, owner))
-    if refused:
-        raise CodeManaged({t.name: t.managed_by or "" for t in refused}, by_name=True)
+    others.extend(t for t in gone if managed.owned_elsewhere(t, owner))
+    managed.guard(others, force=force, edit="sync", by_name=True, log_forced=not dry_run)
     result = SyncResult(
         created=sorted(row["name"] for row in created),
         updated=sorted(row["name"] for row in updated),

@@ -178,8 +178,8 @@ def update_trigger(
                     merged.update(dict.fromkeys(columns))
     applied = apply_definition(trigger, merged, now=now,
                                explicit_enabled=changes.get("enabled"), declarative=False)
-    if not force and managed.refused_save(trigger, applied.row, None):
-        managed.check_unowned([trigger])
+    if managed.refused_save(trigger, applied.row, None):
+        managed.guard([trigger], force=force, edit="update")
     if applied.stop_runs:
         stop_scheduled_runs(session, tenant_id, [trigger.id], now=now)
     elif applied.rescheduled:
@@ -317,8 +317,7 @@ def delete_trigger(
     trigger = get_trigger(session, tenant_id, project_id, trigger_id, for_update=True)
     if expected_version is not None and trigger.version != expected_version:
         raise StaleVersion(f"the trigger is at version {trigger.version}")
-    if not force:
-        managed.check_unowned([trigger])
+    managed.guard([trigger], force=force, edit="delete")
     cancel_pending(session, tenant_id, [trigger.id], now=now, reason=DELETED_REASON)
     record_missed(session, occurrences.missed_rows(
         trigger, None, now=now, reason=occurrences.DELETED_REASON))
@@ -340,8 +339,7 @@ def delete_triggers_by_ref(
     """
     # The project's lock first, then the rows in id order (app.queries), as a sync does.
     gone = queries.project_triggers_with_ref(session, tenant_id, project_id, ref)
-    if not force:
-        managed.check_unowned(gone, by_name=True)
+    managed.guard(gone, force=force, edit="delete by ref", by_name=True)
     ids = [trigger.id for trigger in gone]
     cancel_pending(session, tenant_id, ids, now=now, reason=DELETED_REASON)
     record_missed(session, [

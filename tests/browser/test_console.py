@@ -123,6 +123,12 @@ def test_a_code_managed_trigger_s_page_names_its_code_and_it_may_still_be_paused
     browser.get(f"{web_url}/console/projects/ops/triggers/{mine['id']}")
     assert browser.find_elements(By.ID, "managed-by") == []
     assert browser.find_element(By.ID, "managed").text == "the API"
+    # The list tells the code's rows from the API's.
+    browser.get(f"{web_url}/console/triggers")
+    assert {row.get_attribute("data-name"): [m.text for m in row.find_elements(
+        By.CSS_SELECTOR, ".managed-row")]
+        for row in browser.find_elements(By.CSS_SELECTOR, "#triggers .trigger")} == {
+        "daily-report": ["code: shop.celery:app"], "mine": []}
 
 
 def test_another_tenant_s_trigger_is_a_404_and_a_revoked_key_ends_the_session(

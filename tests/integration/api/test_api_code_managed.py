@@ -70,16 +70,26 @@ def test_a_patch_of_its_definition_is_refused_and_changes_nothing(
 
 def test_a_forced_patch_changes_it_keeps_it_code_managed_and_the_next_sync_restores_it(
     app: Flask, db: sessionmaker[Session], daily: dict[str, Any], api: Caller,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
-    forced = api.patch(f"/triggers/{daily['id']}?force=true",
-                       json={"cron_expression": "0 8 * * 1-5"})
+    with caplog.at_level("WARNING", logger="app.editing"):
+        forced = api.patch(f"/triggers/{daily['id']}?force=true",
+                           json={"cron_expression": "0 8 * * 1-5"})
+        api.patch(f"/triggers/{daily['id']}?force=true", json={"enabled": False})
+        api.patch(f"/triggers/{daily['id']}?force=true", json={"enabled": True})
     assert forced.status_code == 200
+    # Logged, once: pausing and resuming are operations, not edits.
+    assert [(r.getMessage(), r.action, r.edit, r.trigger_name, r.managed_by)
+            for r in caplog.records if getattr(r, "action", None) == "trigger.forced_edit"
+            ] == [("a code-managed trigger was changed by force", "trigger.forced_edit",
+                   "update", "daily-report", OWNER)]
     assert (forced.json["cron_expression"], forced.json["managed_by"],
             forced.json["version"]) == ("0 8 * * 1-5", OWNER, 2)
     assert _code_sync(app, db, DAILY).updated == ["daily-report"]
     restored = _read(api, daily)
+    # Versions: 2 the forced edit, 3-4 the pause and resume, 5 the sync.
     assert (restored["cron_expression"], restored["managed_by"], restored["version"]) == (
-        "0 9 * * 1-5", OWNER, 3)
+        "0 9 * * 1-5", OWNER, 5)
 
 
 def test_pause_resume_and_run_now_are_operations_and_a_sync_keeps_it_paused(
