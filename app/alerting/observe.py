@@ -260,10 +260,10 @@ def iso_utc(value: dt.datetime) -> str:
 
 def console_link(public_url: str | None, project_id: str,
                  trigger_id: uuid.UUID | None) -> str:
-    """The trigger's console page (the console's, without a trigger): absolute with
+    """The trigger's console page (the project's, without a trigger): absolute with
     CRONBEAT_PUBLIC_URL, else a path."""
     path = (f"/console/projects/{project_id}/triggers/{trigger_id}" if trigger_id
-            else "/console/")
+            else f"/console/projects/{project_id}")
     return (public_url or "").rstrip("/") + path
 
 

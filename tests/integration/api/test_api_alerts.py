@@ -152,7 +152,7 @@ def test_a_test_alert_is_delivered_signed_and_recorded_and_a_failure_is_reported
     assert headers["webhook-id"] == body["alert_id"] == sent.json["id"]
     assert body == sent.json["body"]
     assert (body["type"], body["tenant_id"], body["project_id"], body["link"]) == (
-        "test", "acme", "proj-1", "/console/")
+        "test", "acme", "proj-1", "/console/projects/proj-1")
     failed = api.post(f"/alerts/channels/{channel['id']}/test").json
     assert (failed["status"], failed["response_status"], failed["last_error"]) == (
         "failed", 500, "HTTP 500")
