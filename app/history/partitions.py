@@ -40,6 +40,25 @@ _CHILDREN = text(
 ).bindparams(bindparam("parent"))
 
 
+# The BRIN indexes of one partition, each summarized where it is not yet. A BRIN range
+# with no summary is read whole by every query through the index; VACUUM summarizes
+# only full ranges, so a day's last, partly filled one stays unsummarized for good once
+# the day is over. brin_summarize_new_values takes it too.
+_SUMMARIZE_BRIN = text(
+    "SELECT coalesce(sum(brin_summarize_new_values(x.indexrelid)), 0) FROM pg_index x"
+    " JOIN pg_class c ON c.oid = x.indexrelid JOIN pg_am a ON a.oid = c.relam"
+    " WHERE x.indrelid = to_regclass(:partition) AND a.amname = 'brin'"
+).bindparams(bindparam("partition"))
+
+
+def summarize_day(conn: Connection, day: dt.date) -> int:
+    """Summarize the BRIN ranges of ``day``'s partitions that have no summary (its
+    last, partly filled range once the day is over); returns how many. A day without
+    partitions of its own has none."""
+    return sum(int(conn.execute(_SUMMARIZE_BRIN, {
+        "partition": partition_name(parent, day)}).scalar_one()) for parent in TABLES)
+
+
 def partition_name(parent: str, day: dt.date) -> str:
     name = f"{parent}_p{day:%Y%m%d}"
     if parent not in TABLES or not PARTITION.match(name):

@@ -199,6 +199,9 @@ def _default_days_before(conn: Connection, oldest_kept: dt.date) -> list[dt.date
 
 def _roll_up_kept(conn: Connection, day: dt.date) -> bool:
     roll_up_day(conn, day)
+    # The day is over: its BRIN ranges get their summaries, so /metrics' live counts
+    # (app.history.counters) skip its pages instead of reading its last range each time.
+    partitions.summarize_day(conn, day)
     conn.execute(update(HistoryState).where(HistoryState.id == 1)
                  .values(rolled_up_through=day))
     return True

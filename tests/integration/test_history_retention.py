@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, create_engine, func, insert, select, text, update
+from sqlalchemy import Engine, create_engine, func, insert, literal, select, text, update
 
 from app.enums import InvocationStatus
 from app.history import partitions
@@ -162,6 +162,41 @@ def test_maintenance_drops_only_expired_finished_days_after_rolling_them_up(
         (_day(1), 0, 1, 3.0), (_day(4), 3, 1, 3.0), (_day(5), 3, 0, 1.0),
         (_day(8), 1, 0, 5.0), (_day(10), 1, 0, 2.0)]
     assert other_tenant == []
+
+
+def _bulk(conn: Any, day: int, rows: int) -> int:
+    """``rows`` finished runs of trigger A on ``day``, a second apart; the number of BRIN
+    ranges (128 pages each) its invocations partition then spans."""
+    n = func.generate_series(1, rows).column_valued("n")
+    column = Invocation.__table__.c
+    start = dt.datetime(2026, 3, day, 8, 0, tzinfo=UTC)
+    conn.execute(insert(Invocation).from_select(
+        ["trigger_id", "tenant_id", "project_id", "scheduled_for", "status"],
+        select(literal(A, column.trigger_id.type), literal("t1"), literal("p1"),
+               literal(start, column.scheduled_for.type)
+               + n * literal(dt.timedelta(seconds=1)),
+               literal(InvocationStatus.SUCCEEDED, column.status.type))))
+    pages = conn.execute(select(func.pg_relation_size(
+        partitions.partition_name("invocations", _day(day))))).scalar_one() // 8192
+    return -(-pages // 128)
+
+
+def test_a_rolled_up_day_s_brin_ranges_are_summarized_and_today_s_are_not(
+    history_db: Engine,
+) -> None:
+    _history(history_db)
+    # Past one range: a partition's first range has its summary from the index's build
+    # (on the empty partition), the others only once summarized.
+    with history_db.begin() as conn:
+        ranges = _bulk(conn, 8, 12_000)
+    assert ranges >= 2
+    maintain(history_db, now=NOW, retention_days=3)
+    with history_db.begin() as conn:
+        today_ranges = _bulk(conn, 10, 12_000)
+        # 03-08 was rolled up: every range of its BRIN indexes has its summary; today's
+        # ranges past the first have none yet (its attempts partition is empty).
+        assert (partitions.summarize_day(conn, _day(8)),
+                partitions.summarize_day(conn, _day(10))) == (0, today_ranges - 1)
 
 
 def test_a_second_maintenance_run_at_the_same_time_does_nothing(history_db: Engine) -> None:
