@@ -252,10 +252,17 @@ def run_the_readme_s_celery_beat_example(run: DevRun, data_dir: Path) -> None:
         history = urllib.request.Request(
             f"http://127.0.0.1:{run.port}/api/v1/projects/shop/triggers/{trigger_id}"
             "/invocations", headers={"Authorization": f"Bearer {key}"})
-        with urllib.request.urlopen(history, timeout=10) as response:
-            items = json.loads(response.read())["items"]
-        succeeded = [item for item in items if item["status"] == "succeeded"]
-        assert succeeded, items
+        # The task's line is printed before its outcome reaches Cronbeat's worker and
+        # the run's finish: wait for a run recorded succeeded.
+        deadline = time.monotonic() + 30
+        while True:
+            with urllib.request.urlopen(history, timeout=10) as response:
+                items = json.loads(response.read())["items"]
+            succeeded = [item for item in items if item["status"] == "succeeded"]
+            if succeeded:
+                break
+            assert time.monotonic() < deadline, items
+            time.sleep(0.2)
         detail = urllib.request.Request(
             f"http://127.0.0.1:{run.port}/api/v1/projects/shop/invocations/"
             f"{succeeded[0]['id']}", headers={"Authorization": f"Bearer {key}"})
