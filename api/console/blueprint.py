@@ -52,6 +52,11 @@ def csrf_token() -> str:
     return console_session.csrf_token()
 
 
+def form_text(value: str | None, limit: int) -> str:
+    """A form or query value as text PostgreSQL takes (no NUL), at most ``limit`` long."""
+    return (value or "").replace("\x00", "").strip()[:limit]
+
+
 def back_to(default: str) -> Response:
     """A redirect to the page the form named (a console path), else to ``default``."""
     wanted = request.form.get(NEXT_FIELD, "")

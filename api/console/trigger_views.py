@@ -10,33 +10,30 @@ names the page to go back to (``next``), and a refused action shows its error th
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import json
 import uuid
 
 from flask import abort, flash, g, render_template, request, url_for
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 from werkzeug.wrappers import Response
 
 from api.console import display
-from api.console.blueprint import back_to, blp
+from api.console.blueprint import back_to, blp, form_text
 from api.presenters import describe_schedule, trigger_view
 from api.publishing import held_next_run, publish_after_commit, tick_if_due_soon
 from api.state import state, transaction
 from app.alerting.rules import describe as describe_rule
 from app.editing import alerts, invocations, manual, triggers
 from app.errors import Conflict, NotFound
-from app.models import InvocationAttempt, InvocationKey
+from app.models import InvocationAttempt, InvocationKey, Trigger
 from app.targets import target_of
 
 HISTORY_ROWS = 20
 #: The trigger page's last alerts.
 ALERT_ROWS = 10
 MAX_NOTE = 500
-
-
-def _text(value: str | None, limit: int) -> str:
-    """A form value as text PostgreSQL takes (no NUL), at most ``limit`` long."""
-    return (value or "").replace("\x00", "").strip()[:limit]
 
 
 @blp.app_template_filter("seconds")
@@ -97,36 +94,44 @@ def _trigger_back(project_id: str, trigger_id: uuid.UUID) -> Response:
 @blp.post("/projects/<project_id>/triggers/<uuid:trigger_id>/run")
 def run_now(project_id: str, trigger_id: uuid.UUID) -> Response:
     with transaction() as (db, now):
-        name = triggers.get_trigger(db, g.tenant_id, project_id, trigger_id).name
         invocation = manual.run_now(db, g.tenant_id, project_id, trigger_id, now=now)
         key = InvocationKey(invocation.id, invocation.scheduled_for)
+        name = db.get_one(Trigger, trigger_id).name  # loaded by run_now: no query
     publish_after_commit([key], now)
     flash(f"Run of {name} requested: its history shows it pending, then its outcome.")
     return _trigger_back(project_id, trigger_id)
 
 
+def _offering(db: Session, project_id: str, trigger_id: uuid.UUID, now: dt.datetime,
+              action: str) -> Trigger:
+    """The trigger, if its state offers ``action`` (pause, resume): a page left open
+    from before may ask for one it no longer offers.
+
+    Raises:
+        Conflict: it does not, naming its state.
+    """
+    trigger = triggers.get_trigger(db, g.tenant_id, project_id, trigger_id)
+    state = display.trigger_state(trigger, now)
+    if not (state.can_pause if action == "pause" else state.can_resume):
+        raise Conflict(f"{trigger.name} is {state.name}: there is nothing to {action}")
+    return trigger
+
+
 @blp.post("/projects/<project_id>/triggers/<uuid:trigger_id>/pause")
 def pause(project_id: str, trigger_id: uuid.UUID) -> Response:
-    note = _text(request.form.get("note"), MAX_NOTE)
+    note = form_text(request.form.get("note"), MAX_NOTE)
     with transaction() as (db, now):
-        trigger = triggers.get_trigger(db, g.tenant_id, project_id, trigger_id)
-        if not display.trigger_state(trigger, now).can_pause:
-            raise Conflict(f"{trigger.name} is {display.trigger_state(trigger, now).name}:"
-                           " there is nothing to pause")
+        name = _offering(db, project_id, trigger_id, now, "pause").name
         triggers.pause_trigger(db, g.tenant_id, project_id, trigger_id, now=now, note=note)
-    flash(f"Paused {trigger.name}: its pending scheduled runs are cancelled.")
+    flash(f"Paused {name}: its pending scheduled runs are cancelled.")
     return _trigger_back(project_id, trigger_id)
 
 
 @blp.post("/projects/<project_id>/triggers/<uuid:trigger_id>/resume")
 def resume(project_id: str, trigger_id: uuid.UUID) -> Response:
     with transaction() as (db, now):
-        found = triggers.get_trigger(db, g.tenant_id, project_id, trigger_id)
-        state_now = display.trigger_state(found, now)
-        if not state_now.can_resume:
-            raise Conflict(f"{found.name} is {state_now.name}: there is nothing to resume")
+        name = _offering(db, project_id, trigger_id, now, "resume").name
         trigger = triggers.resume_trigger(db, g.tenant_id, project_id, trigger_id, now=now)
-        name = trigger.name
     tick_if_due_soon([held_next_run(trigger)], now)
     flash(f"Resumed {name}: the next run counts from now.")
     return _trigger_back(project_id, trigger_id)

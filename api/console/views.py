@@ -18,7 +18,7 @@ from werkzeug.wrappers import Response
 
 from api.console import display
 from api.console import session as console_session
-from api.console.blueprint import blp
+from api.console.blueprint import blp, form_text
 from api.console.strip import strip
 from api.presenters import describe_schedule
 from api.state import state, transaction
@@ -57,13 +57,8 @@ def sign_out() -> Response:
     return redirect(url_for("console.sign_in"))
 
 
-def _text(value: str | None, limit: int) -> str:
-    """A form or query value as text PostgreSQL takes (no NUL), at most ``limit`` long."""
-    return (value or "").replace("\x00", "").strip()[:limit]
-
-
 def _filters() -> dict[str, Any]:
-    text = _text(request.args.get("q"), MAX_SEARCH)
+    text = form_text(request.args.get("q"), MAX_SEARCH)
     enabled = {"enabled": True, "paused": False}.get(request.args.get("state", ""))
     return {"text": text or None, "enabled": enabled,
             "failing": request.args.get("failing") == "1"}
@@ -75,8 +70,8 @@ def _after(order: str) -> tuple[Any, ...] | None:
     if order == "name":
         if request.args.get("after_project") is None:
             return None
-        return (_text(request.args["after_project"], 64),
-                _text(request.args.get("after_name"), 200))
+        return (form_text(request.args["after_project"], 64),
+                form_text(request.args.get("after_name"), 200))
     if request.args.get("after_at") is None:
         return None
     try:
@@ -91,8 +86,12 @@ def _next_page(order: str, last: Trigger) -> str:
     after = triggers.order_cursor(last, order)
     cursor = ({"after_project": after[0], "after_name": after[1]} if order == "name"
               else {"after_at": after[0].isoformat(), "after_id": str(after[1])})
-    kept = {key: value for key, value in request.args.items() if not key.startswith("after_")}
-    return url_for("console.trigger_list", **{**kept, **cursor})
+    return url_for("console.trigger_list", **{**_query_without_cursor(), **cursor})
+
+
+def _query_without_cursor() -> dict[str, str]:
+    """The list's query (search, filters, sort) without the page's start."""
+    return {key: value for key, value in request.args.items() if not key.startswith("after_")}
 
 
 @blp.get("/triggers")
@@ -114,9 +113,8 @@ def trigger_list() -> str:
                                                 first_day, STRIP_DAYS), now)
                  for t in page]
     more = _next_page(order, page[-1]) if len(rows) > PAGE_SIZE else None
-    sorts = {name: url_for("console.trigger_list", **{
-        **{k: v for k, v in request.args.items() if not k.startswith("after_")},
-        "sort": name}) for name in triggers.TRIGGER_ORDERS}
+    sorts = {name: url_for("console.trigger_list", **{**_query_without_cursor(), "sort": name})
+             for name in triggers.TRIGGER_ORDERS}
     return render_template("console/triggers.html", items=items, more=more,
                            filters=request.args, order=order, sorts=sorts,
                            here=request.full_path.rstrip("?"))
