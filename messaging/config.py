@@ -64,6 +64,11 @@ def configure(app: Celery, settings: Settings) -> Celery:
         # its attempt is recorded.
         task_acks_late=False,
         worker_prefetch_multiplier=1,
+        # And the consumer reads a message only when a thread is free for it (Celery's
+        # documented setting, Redis only): none waits in the process unacknowledged for
+        # a thread (two long ticks busy on the dispatcher's two), the one kind kombu 5.7
+        # cannot restore when the broker goes, which ended the dispatcher with status 1.
+        worker_disable_prefetch=True,
         # Processes that only publish (the API) replace these options with their own and
         # need not carry this key: Redis applies it where messages are consumed.
         broker_transport_options={"visibility_timeout": VISIBILITY_TIMEOUT_S},
